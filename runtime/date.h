@@ -1,0 +1,38 @@
+/* date: calendar math on int64 epoch values (UTC and America/New_York), and the Lua `date` module. */
+#ifndef SOURCE_LUA_DATE_H
+#define SOURCE_LUA_DATE_H
+
+#include <lua.h>
+#include <stdint.h>
+
+enum date_zone { DATE_UTC, DATE_NEW_YORK };
+
+#define DATE_DAY_LEN 11 /* "YYYY-MM-DD" and its NUL */
+
+/* Parses exactly YYYY-MM-DD (a real calendar day, years 1000..9999) into days since 1970-01-01. */
+int date_parse_day(const char *s, int64_t *days);
+void date_format_day(int64_t days, char out[DATE_DAY_LEN]);
+
+/* Parses YYYY-MM-DD or an RFC 3339 time (YYYY-MM-DDTHH:MM[:SS[.frac]][Z|+HH:MM]); a time without an
+ * offset, or a bare day, is read in zone. Returns 0 and epoch seconds, or -1. */
+int date_parse(const char *s, enum date_zone zone, int64_t *epoch);
+
+/* Offset of zone from UTC, in seconds, at the UTC instant epoch (-14400 or -18000 for New York). */
+int date_zone_offset(enum date_zone zone, int64_t epoch);
+
+/* Day (since 1970-01-01) that the instant falls on in zone. */
+int64_t date_day_in_zone(int64_t epoch, enum date_zone zone);
+
+/* Seconds since midnight, in zone, at the instant epoch. */
+int date_seconds_into_day(int64_t epoch, enum date_zone zone);
+
+/* Zone from its IANA name; returns -1 for a zone we do not carry. */
+int date_zone_from_name(const char *name, enum date_zone *zone);
+
+/* Wall clock in milliseconds since the epoch. */
+int64_t date_now_ms(void);
+
+/* Opens the `date` module. [-0, +1, m] */
+int date_open(lua_State *L);
+
+#endif

@@ -1,0 +1,302 @@
+/*
+ * host: the only file that creates or closes the lua_State.
+ *
+ * Scripts are user code run unattended, so they get a fenced standard library: no io, no
+ * os.execute/exit/getenv, no require or package, load() only for text chunks, print() sent to
+ * the LOG stream instead of stdout (which carries the protocol). Memory is capped by the
+ * allocator and every call from C gets an instruction budget checked by a count hook; once the
+ * budget is spent the hook fires on every instruction, so a script cannot swallow the error with
+ * pcall and keep looping.
+ */
+#include "host.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "date.h"
+#include "http.h"
+#include "json.h"
+
+#define HOOK_EVERY 10000
+
+volatile sig_atomic_t host_cancelled;
+
+/* Head-room granted after the script runs out of memory, so the error can still be reported. */
+#define HOST_ERROR_RESERVE (1u << 20)
+
+struct host_state {
+	struct host_limits limits;
+	size_t memory_used;
+	size_t memory_reserve;
+	long long instructions_left;
+};
+
+static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct host_state *h = ud;
+	size_t old_size = ptr ? osize : 0;
+	if (nsize == 0) {
+		free(ptr);
+		h->memory_used -= old_size;
+		return NULL;
+	}
+	if (nsize > old_size && h->memory_used - old_size + nsize > h->limits.memory_bytes + h->memory_reserve)
+		return NULL;
+	void *grown = realloc(ptr, nsize);
+	if (grown)
+		h->memory_used = h->memory_used - old_size + nsize;
+	return grown;
+}
+
+static struct host_state *host_of(lua_State *L)
+{
+	void *ud;
+	lua_getallocf(L, &ud);
+	return ud;
+}
+
+static void host_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	struct host_state *h = host_of(L);
+	h->instructions_left -= HOOK_EVERY;
+	if (host_cancelled) {
+		lua_sethook(L, host_hook, LUA_MASKCOUNT, 1);
+		luaL_error(L, "the sync was cancelled");
+	}
+	if (h->instructions_left < 0) {
+		lua_sethook(L, host_hook, LUA_MASKCOUNT, 1);
+		luaL_error(L, "script exceeded its instruction limit (%lld instructions per call): an endless loop?",
+			   h->limits.instructions_per_call);
+	}
+}
+
+/* print(...) -> logs the arguments at INFO, tab-separated, as the stock print would write them */
+static int host_print(lua_State *L)
+{
+	int n = lua_gettop(L);
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	for (int i = 1; i <= n; i++) {
+		if (i > 1)
+			luaL_addchar(&b, '\t');
+		luaL_tolstring(L, i, NULL);
+		luaL_addvalue(&b);
+	}
+	luaL_pushresult(&b);
+	proto_log("INFO", lua_tostring(L, -1));
+	return 0;
+}
+
+/* load(chunk [, chunkname [, mode [, env]]]) -> the stock load, always in text mode */
+static int host_load(lua_State *L)
+{
+	lua_settop(L, 4);
+	lua_pushliteral(L, "t");
+	lua_replace(L, 3);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, 4, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
+static void log_level(lua_State *L, const char *level)
+{
+	int n = lua_gettop(L);
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	for (int i = 1; i <= n; i++) {
+		if (i > 1)
+			luaL_addchar(&b, ' ');
+		luaL_tolstring(L, i, NULL);
+		luaL_addvalue(&b);
+	}
+	luaL_pushresult(&b);
+	proto_log(level, lua_tostring(L, -1));
+}
+
+/* log.info(...) / log.warn(...) / log.error(...) / log.debug(...) -> nothing; one LOG message */
+static int log_info(lua_State *L) { log_level(L, "INFO"); return 0; }
+static int log_warn(lua_State *L) { log_level(L, "WARN"); return 0; }
+static int log_error(lua_State *L) { log_level(L, "ERROR"); return 0; }
+static int log_debug(lua_State *L) { log_level(L, "DEBUG"); return 0; }
+
+static int open_log(lua_State *L)
+{
+	static const luaL_Reg functions[] = {
+		{"info", log_info}, {"warn", log_warn}, {"error", log_error}, {"debug", log_debug}, {NULL, NULL},
+	};
+	luaL_newlib(L, functions);
+	return 1;
+}
+
+static void remove_fields(lua_State *L, const char *table, const char *const *names)
+{
+	lua_getglobal(L, table);
+	for (; *names; names++) {
+		lua_pushnil(L);
+		lua_setfield(L, -2, *names);
+	}
+	lua_pop(L, 1);
+}
+
+static void open_sandboxed_libs(lua_State *L)
+{
+	static const luaL_Reg libs[] = {
+		{LUA_GNAME, luaopen_base},     {LUA_TABLIBNAME, luaopen_table}, {LUA_STRLIBNAME, luaopen_string},
+		{LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_COLIBNAME, luaopen_coroutine},
+		{LUA_OSLIBNAME, luaopen_os},   {NULL, NULL},
+	};
+	static const char *const base_removed[] = {"dofile", "loadfile", "require", NULL};
+	/* os.date and os.time{} read the host's local time zone: scripts use the date module. */
+	static const char *const os_removed[] = {"execute", "exit", "getenv", "remove", "rename", "tmpname",
+						 "setlocale", "date", NULL};
+	for (const luaL_Reg *lib = libs; lib->func; lib++) {
+		luaL_requiref(L, lib->name, lib->func, 1);
+		lua_pop(L, 1);
+	}
+	remove_fields(L, LUA_GNAME, base_removed);
+	remove_fields(L, LUA_OSLIBNAME, os_removed);
+	lua_getglobal(L, "load");
+	lua_pushcclosure(L, host_load, 1);
+	lua_setglobal(L, "load");
+	lua_pushcfunction(L, host_print);
+	lua_setglobal(L, "print");
+}
+
+static void open_runtime_modules(lua_State *L)
+{
+	static const luaL_Reg modules[] = {
+		{"json", json_open}, {"date", date_open}, {"http", http_open}, {"log", open_log}, {NULL, NULL},
+	};
+	for (const luaL_Reg *m = modules; m->func; m++) {
+		luaL_requiref(L, m->name, m->func, 1);
+		lua_pop(L, 1);
+	}
+}
+
+static int host_init(lua_State *L)
+{
+	open_sandboxed_libs(L);
+	open_runtime_modules(L);
+	return 0;
+}
+
+lua_State *host_open(const struct host_limits *limits)
+{
+	struct host_state *h = calloc(1, sizeof *h);
+	if (!h)
+		return NULL;
+	h->limits = *limits;
+	h->instructions_left = limits->instructions_per_call;
+	lua_State *L = lua_newstate(host_alloc, h);
+	if (!L) {
+		free(h);
+		return NULL;
+	}
+	lua_pushcfunction(L, host_init);
+	if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+		host_close(L);
+		return NULL;
+	}
+	lua_sethook(L, host_hook, LUA_MASKCOUNT, HOOK_EVERY);
+	return L;
+}
+
+void host_close(lua_State *L)
+{
+	if (!L)
+		return;
+	struct host_state *h = host_of(L);
+	lua_close(L);
+	free(h);
+}
+
+void host_load_script(lua_State *L, const char *path)
+{
+	int status = luaL_loadfilex(L, path, "t");
+	if (status != LUA_OK)
+		lua_error(L);
+	if (host_call(L, 0, 1) != LUA_OK) {
+		lua_getfield(L, -1, "message");
+		luaL_error(L, "%s", lua_tostring(L, -1));
+	}
+	if (!lua_istable(L, -1))
+		luaL_error(L, "%s: the script must return a table (spec, streams, check), not a %s", path,
+			   luaL_typename(L, -1));
+}
+
+/* Message handler: turns any error value into {message, failure_type?, stack}. */
+static int host_traceback(lua_State *L)
+{
+	const char *failure = NULL;
+	const char *message;
+	if (lua_istable(L, 1)) {
+		lua_getfield(L, 1, "failure_type");
+		failure = lua_tostring(L, -1);
+		lua_getfield(L, 1, "message");
+		message = lua_tostring(L, -1);
+		if (!message)
+			message = "the script raised an error table without a message";
+	} else {
+		message = luaL_tolstring(L, 1, NULL);
+	}
+	lua_createtable(L, 0, 3);
+	lua_pushstring(L, message);
+	lua_setfield(L, -2, "message");
+	if (failure) {
+		lua_pushstring(L, failure);
+		lua_setfield(L, -2, "failure_type");
+	}
+	luaL_traceback(L, L, NULL, 1);
+	lua_setfield(L, -2, "stack");
+	return 1;
+}
+
+int host_call(lua_State *L, int nargs, int nresults)
+{
+	struct host_state *h = host_of(L);
+	h->instructions_left = h->limits.instructions_per_call;
+	lua_sethook(L, host_hook, LUA_MASKCOUNT, HOOK_EVERY);
+	int base = lua_gettop(L) - nargs;
+	lua_pushcfunction(L, host_traceback);
+	lua_insert(L, base);
+	int status = lua_pcall(L, nargs, nresults, base);
+	lua_remove(L, base);
+	if (status == LUA_ERRMEM) {
+		h->memory_reserve = HOST_ERROR_RESERVE;
+		lua_pop(L, 1);
+		lua_gc(L, LUA_GCCOLLECT);
+		lua_createtable(L, 0, 1);
+		lua_pushfstring(L, "the script ran out of memory (limit %d MB)",
+				(int)(h->limits.memory_bytes >> 20));
+		lua_setfield(L, -2, "message");
+		h->memory_reserve = 0;
+	} else if (status != LUA_OK && !lua_istable(L, -1)) {
+		const char *text = lua_tostring(L, -1);
+		lua_createtable(L, 0, 1);
+		lua_pushstring(L, text ? text : "error in the error handler");
+		lua_setfield(L, -2, "message");
+		lua_remove(L, -2);
+	}
+	return status;
+}
+
+void host_error_read(lua_State *L, int idx, struct host_error *err)
+{
+	idx = lua_absindex(L, idx);
+	lua_getfield(L, idx, "message");
+	err->message = lua_tostring(L, -1);
+	lua_getfield(L, idx, "stack");
+	err->stack = lua_tostring(L, -1);
+	lua_getfield(L, idx, "failure_type");
+	err->failure = PROTO_SYSTEM_ERROR;
+	if (lua_isstring(L, -1))
+		proto_failure_from_name(lua_tostring(L, -1), &err->failure);
+	/* The strings stay alive: they are fields of the error table, which stays on the stack. */
+	lua_pop(L, 3);
+	if (!err->message)
+		err->message = "unknown error";
+}

@@ -1,0 +1,442 @@
+/*
+ * http: every network call goes through here, with explicit limits (connect and total timeouts,
+ * a body cap, http/https only, bounded redirects) because Debian's libcurl defaults to none.
+ * Retry policy is here too so that every script gets it: exponential backoff with full jitter,
+ * Retry-After honoured, a 429 without it waited out long enough for a one-minute quota window,
+ * and a client-side request budget so free-tier users need never see a 429.
+ * Nothing here calls Lua from inside a libcurl callback: bytes are collected in C buffers.
+ */
+#define _GNU_SOURCE
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "date.h"
+#include "host.h"
+#include "proto.h"
+#include "secrets.h"
+
+#define MAX_BACKOFF_MS (120 * 1000)
+
+struct http_settings http_settings = {
+	.connect_timeout_ms = 10 * 1000,
+	.timeout_ms = 60 * 1000,
+	.max_body_bytes = 256u << 20,
+	.retry_budget_ms = 10 * 60 * 1000,
+	.rate_limit_wait_ms = 15 * 1000,
+	.requests_per_minute = 0,
+	.stream = NULL,
+};
+
+static CURL *easy;
+static int64_t next_request_slot_ms;
+/* Reused by http.get: owned here, not by the Lua call, so a Lua error mid-call leaks nothing. */
+static struct http_response lua_response;
+static struct buf lua_scratch;
+
+int http_global_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return -1;
+	easy = curl_easy_init();
+	return easy ? 0 : -1;
+}
+
+void http_global_cleanup(void)
+{
+	if (easy)
+		curl_easy_cleanup(easy);
+	easy = NULL;
+	http_response_free(&lua_response);
+	buf_free(&lua_scratch);
+	curl_global_cleanup();
+}
+
+static size_t collect_body(char *data, size_t size, size_t count, void *userdata)
+{
+	struct http_response *resp = userdata;
+	size_t n = size * count;
+	if (resp->body.len + n > http_settings.max_body_bytes)
+		return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+	buf_append(&resp->body, data, n);
+	return n;
+}
+
+static size_t collect_header(char *data, size_t size, size_t count, void *userdata)
+{
+	struct http_response *resp = userdata;
+	size_t n = size * count;
+	/* A new status line starts a new response (after a redirect or a 100 Continue). */
+	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+		buf_clear(&resp->headers);
+	buf_append(&resp->headers, data, n);
+	return n;
+}
+
+static int abort_when_cancelled(void *clientp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+				curl_off_t ulnow)
+{
+	(void)clientp, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	return host_cancelled ? 1 : 0;
+}
+
+static void sleep_ms(int64_t ms)
+{
+	while (ms > 0 && !host_cancelled) {
+		int64_t step = ms > 200 ? 200 : ms;
+		struct timespec ts = {(time_t)(step / 1000), (long)(step % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+}
+
+/* Spaces requests evenly so that a per-minute quota is never exceeded. */
+static void wait_for_request_budget(void)
+{
+	if (http_settings.requests_per_minute <= 0)
+		return;
+	int64_t interval = (int64_t)(60000.0 / http_settings.requests_per_minute);
+	int64_t now = date_now_ms();
+	if (next_request_slot_ms > now)
+		sleep_ms(next_request_slot_ms - now);
+	now = date_now_ms();
+	next_request_slot_ms = (next_request_slot_ms > now ? next_request_slot_ms : now) + interval;
+}
+
+static void configure(const char *url, const struct curl_slist *headers, struct http_response *resp)
+{
+	curl_easy_reset(easy);
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, http_settings.connect_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, http_settings.timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 5L);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "source-lua/0.1 (+airbyte)");
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, collect_body);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, resp);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, collect_header);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, resp);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, resp->error);
+	curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, abort_when_cancelled);
+	/* Redirects must not carry the Authorization header to another host. */
+	curl_easy_setopt(easy, CURLOPT_UNRESTRICTED_AUTH, 0L);
+}
+
+void http_response_reset(struct http_response *resp)
+{
+	resp->status = 0;
+	resp->code = CURLE_OK;
+	resp->error[0] = '\0';
+	buf_clear(&resp->body);
+	buf_clear(&resp->headers);
+}
+
+void http_response_free(struct http_response *resp)
+{
+	buf_free(&resp->body);
+	buf_free(&resp->headers);
+}
+
+int http_perform(const char *url, const struct curl_slist *headers, struct http_response *resp)
+{
+	http_response_reset(resp);
+	wait_for_request_budget();
+	configure(url, headers, resp);
+	resp->code = curl_easy_perform(easy);
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
+	buf_cstr(&resp->body);
+	if (resp->code != CURLE_OK) {
+		if (!resp->error[0])
+			snprintf(resp->error, sizeof resp->error, "%s", curl_easy_strerror(resp->code));
+		return -1;
+	}
+	return 0;
+}
+
+int http_header(const struct http_response *resp, const char *name, char *out, size_t outlen)
+{
+	size_t name_len = strlen(name);
+	const char *p = resp->headers.data;
+	const char *end = p ? p + resp->headers.len : NULL;
+	while (p && p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			eol = end;
+		if ((size_t)(eol - p) > name_len && strncasecmp(p, name, name_len) == 0 && p[name_len] == ':') {
+			const char *v = p + name_len + 1;
+			while (v < eol && (*v == ' ' || *v == '\t'))
+				v++;
+			const char *ve = eol;
+			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+				ve--;
+			snprintf(out, outlen, "%.*s", (int)(ve - v), v);
+			return 0;
+		}
+		p = eol + 1;
+	}
+	return -1;
+}
+
+void http_describe_failure(const struct http_response *resp, char *out, size_t outlen)
+{
+	if (resp->code != CURLE_OK)
+		snprintf(out, outlen, "%s", resp->error);
+	else
+		snprintf(out, outlen, "HTTP %ld", resp->status);
+}
+
+void http_retry_start(struct http_retry *r)
+{
+	r->attempt = 0;
+	r->started_ms = date_now_ms();
+}
+
+int http_is_retryable(const struct http_response *resp)
+{
+	if (resp->code != CURLE_OK)
+		return resp->code != CURLE_UNSUPPORTED_PROTOCOL && resp->code != CURLE_URL_MALFORMAT &&
+		       resp->code != CURLE_ABORTED_BY_CALLBACK && resp->code != CURLE_TOO_MANY_REDIRECTS;
+	return resp->status == 408 || resp->status == 429 || resp->status >= 500;
+}
+
+/* Retry-After is either delta-seconds or an HTTP date; -1 when absent or unreadable. */
+static int64_t retry_after_ms(const struct http_response *resp)
+{
+	char value[128];
+	if (http_header(resp, "Retry-After", value, sizeof value))
+		return -1;
+	char *end;
+	errno = 0;
+	double seconds = strtod(value, &end);
+	if (end != value && *end == '\0' && errno == 0 && seconds >= 0)
+		return (int64_t)(seconds * 1000.0);
+	struct tm tm = {0};
+	if (strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
+		int64_t at = (int64_t)timegm(&tm) * 1000;
+		int64_t now = date_now_ms();
+		return at > now ? at - now : 0;
+	}
+	return -1;
+}
+
+static int64_t backoff_ms(const struct http_retry *r, const struct http_response *resp)
+{
+	int64_t base = resp->status == 429 ? http_settings.rate_limit_wait_ms : 1000;
+	int shift = r->attempt > 10 ? 10 : r->attempt;
+	int64_t cap = base << shift;
+	if (cap > MAX_BACKOFF_MS)
+		cap = MAX_BACKOFF_MS;
+	/* Half fixed, half random: spreads retries of many connectors without ever waiting ~0. */
+	return cap / 2 + (int64_t)(drand48() * (double)(cap / 2));
+}
+
+int http_retry_wait(struct http_retry *r, const struct http_response *resp, const char *why)
+{
+	int64_t wait = retry_after_ms(resp);
+	if (wait < 0)
+		wait = backoff_ms(r, resp);
+	int64_t now = date_now_ms();
+	int64_t spent = now - r->started_ms;
+	if (host_cancelled || spent + wait > http_settings.retry_budget_ms)
+		return -1;
+	r->attempt++;
+	proto_logf("WARN", "%s; retry %d in %.1f s", why, r->attempt, (double)wait / 1000.0);
+	if (resp->status == 429 && http_settings.stream)
+		proto_stream_status(http_settings.stream, "RUNNING", now + wait);
+	proto_flush();
+	sleep_ms(wait);
+	return host_cancelled ? -1 : 0;
+}
+
+int http_origin(const char *url, char *out, size_t outlen)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL;
+	char *host = NULL;
+	char *port = NULL;
+	int rc = -1;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+		curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+		for (char *c = host; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		snprintf(out, outlen, "%s://%s:%s", scheme, host, port ? port : "");
+		rc = 0;
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+/* Builds the header list from opts.headers; the list is anchored in a userdata so an error frees it. */
+struct header_list {
+	struct curl_slist *list;
+};
+
+static int header_list_gc(lua_State *L)
+{
+	struct header_list *h = lua_touserdata(L, 1);
+	curl_slist_free_all(h->list);
+	h->list = NULL;
+	return 0;
+}
+
+static struct header_list *push_header_list(lua_State *L, int opts_idx)
+{
+	struct header_list *h = lua_newuserdatauv(L, sizeof *h, 0);
+	h->list = NULL;
+	if (luaL_newmetatable(L, "source_lua.http.headers")) {
+		lua_pushcfunction(L, header_list_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	if (lua_isnoneornil(L, opts_idx))
+		return h;
+	luaL_checktype(L, opts_idx, LUA_TTABLE);
+	if (lua_getfield(L, opts_idx, "headers") == LUA_TTABLE) {
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			const char *name = luaL_tolstring(L, -2, NULL);
+			const char *value = luaL_tolstring(L, -2, NULL);
+			if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
+				luaL_error(L, "http: header '%s' contains a newline or a colon", name);
+			lua_pushfstring(L, "%s: %s", name, value);
+			struct curl_slist *grown = curl_slist_append(h->list, lua_tostring(L, -1));
+			if (!grown)
+				luaL_error(L, "http: out of memory");
+			h->list = grown;
+			lua_pop(L, 4);
+		}
+	}
+	lua_pop(L, 1);
+	return h;
+}
+
+static int push_header_list_from_arg(lua_State *L)
+{
+	push_header_list(L, 1);
+	return 1;
+}
+
+int http_push_headers(lua_State *L, int opts_idx)
+{
+	opts_idx = lua_absindex(L, opts_idx);
+	lua_pushcfunction(L, push_header_list_from_arg);
+	lua_pushvalue(L, opts_idx);
+	return lua_pcall(L, 1, 1, 0);
+}
+
+const struct curl_slist *http_header_list(lua_State *L, int idx)
+{
+	struct header_list *h = luaL_testudata(L, idx, "source_lua.http.headers");
+	return h ? h->list : NULL;
+}
+
+static void push_headers_table(lua_State *L, const struct http_response *resp)
+{
+	lua_newtable(L);
+	const char *p = resp->headers.data;
+	const char *end = p ? p + resp->headers.len : NULL;
+	while (p && p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			eol = end;
+		const char *colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon) {
+			luaL_Buffer name;
+			luaL_buffinit(L, &name);
+			for (const char *c = p; c < colon; c++)
+				luaL_addchar(&name, (char)tolower((unsigned char)*c));
+			luaL_pushresult(&name);
+			const char *v = colon + 1;
+			while (v < eol && (*v == ' ' || *v == '\t'))
+				v++;
+			const char *ve = eol;
+			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+				ve--;
+			lua_pushlstring(L, v, (size_t)(ve - v));
+			lua_rawset(L, -3);
+		}
+		p = eol + 1;
+	}
+}
+
+static int opt_retries(lua_State *L, int opts_idx)
+{
+	if (lua_isnoneornil(L, opts_idx))
+		return 1;
+	lua_getfield(L, opts_idx, "retry");
+	int retry = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return retry;
+}
+
+/* http.get(url [, {headers = {...}, retry = true}]) -> status, body, headers | nil, errmsg */
+static int http_lua_get(lua_State *L)
+{
+	const char *url = luaL_checkstring(L, 1);
+	struct header_list *headers = push_header_list(L, 2);
+	int retry = opt_retries(L, 2);
+	struct http_response *resp = &lua_response;
+	struct http_retry r;
+	http_retry_start(&r);
+	char why[CURL_ERROR_SIZE + 64];
+	for (;;) {
+		http_perform(url, headers->list, resp);
+		if (!retry || !http_is_retryable(resp))
+			break;
+		http_describe_failure(resp, why, sizeof why);
+		if (http_retry_wait(&r, resp, why))
+			break;
+	}
+	if (resp->status == 0) {
+		http_describe_failure(resp, why, sizeof why);
+		buf_clear(&lua_scratch);
+		secrets_mask_into(&lua_scratch, why, strlen(why));
+		lua_pushnil(L);
+		lua_pushlstring(L, lua_scratch.data, lua_scratch.len);
+		return 2;
+	}
+	lua_pushinteger(L, resp->status);
+	lua_pushlstring(L, resp->body.data ? resp->body.data : "", resp->body.len);
+	push_headers_table(L, resp);
+	return 3;
+}
+
+/* http.escape(text) -> text percent-encoded for a URL path segment or query value */
+static int http_lua_escape(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	char *escaped = curl_easy_escape(easy, s, (int)len);
+	if (!escaped)
+		return luaL_error(L, "http.escape: out of memory");
+	lua_pushstring(L, escaped);
+	curl_free(escaped);
+	return 1;
+}
+
+int http_open(lua_State *L)
+{
+	static const luaL_Reg functions[] = {
+		{"get", http_lua_get},
+		{"escape", http_lua_escape},
+		{NULL, NULL},
+	};
+	luaL_newlib(L, functions);
+	return 1;
+}

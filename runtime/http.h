@@ -1,0 +1,67 @@
+/* http: the libcurl client (timeouts, caps, retries, request budget) and the Lua `http` module. */
+#ifndef SOURCE_LUA_HTTP_H
+#define SOURCE_LUA_HTTP_H
+
+#include <curl/curl.h>
+#include <lua.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+struct http_settings {
+	long connect_timeout_ms;
+	long timeout_ms;
+	size_t max_body_bytes;
+	int64_t retry_budget_ms;     /* give up retrying one request after this long */
+	int64_t rate_limit_wait_ms;  /* first wait after a 429 without Retry-After */
+	double requests_per_minute;  /* client-side budget; 0 = none */
+	const char *stream;          /* the stream being read, for RATE_LIMITED statuses; may be NULL */
+};
+
+struct http_response {
+	long status;             /* 0 when no HTTP answer came back */
+	struct buf body;
+	struct buf headers;      /* raw header lines of the last response */
+	CURLcode code;
+	char error[CURL_ERROR_SIZE];
+};
+
+/* The process-wide settings; main fills them from the config before anything is fetched. */
+extern struct http_settings http_settings;
+
+int http_global_init(void);
+void http_global_cleanup(void);
+
+/* One attempt, no retry. Returns 0 when an HTTP answer arrived (any status), -1 otherwise. */
+int http_perform(const char *url, const struct curl_slist *headers, struct http_response *resp);
+void http_response_reset(struct http_response *resp);
+void http_response_free(struct http_response *resp);
+/* Value of a response header (case-insensitive), copied into out; 0 when present. */
+int http_header(const struct http_response *resp, const char *name, char *out, size_t outlen);
+/* Human text for a failed attempt: curl's error or the status line. */
+void http_describe_failure(const struct http_response *resp, char *out, size_t outlen);
+
+/* Retry bookkeeping for one logical request. */
+struct http_retry {
+	int attempt;
+	int64_t started_ms;
+};
+void http_retry_start(struct http_retry *r);
+/* Whether this answer should be tried again (408, 429, 5xx, transport errors, truncated bodies). */
+int http_is_retryable(const struct http_response *resp);
+/* Sleeps before the next attempt (honouring Retry-After, backoff with jitter); returns -1 when the
+ * retry budget is spent or the sync was cancelled. why is logged, masked. */
+int http_retry_wait(struct http_retry *r, const struct http_response *resp, const char *why);
+
+/* Scheme and authority of url ("https://api.polygon.io"), for same-host checks. */
+int http_origin(const char *url, char *out, size_t outlen);
+
+/* Turns opts.headers (a table of name = value) into a curl header list held by a userdata that
+ * frees it when collected. Pushes the userdata, or an error message; returns the pcall status. */
+int http_push_headers(lua_State *L, int opts_idx);
+const struct curl_slist *http_header_list(lua_State *L, int idx);
+
+/* Opens the `http` module. [-0, +1, m] */
+int http_open(lua_State *L);
+
+#endif

@@ -1,0 +1,486 @@
+/*
+ * json: JSON for the runtime. Decoding is lua-cjson's; writing is ours.
+ *
+ * Why our own writer: lua-cjson 2.1.0 prints numbers with 14 significant digits (prices and
+ * volumes lose digits), cannot tell an empty array from an empty object, and turns integers
+ * decoded as floats into "1.0e+12"-style text. Protocol messages must be exact, so every message
+ * is written here: integers as integers, floats with the fewest digits that read back exactly,
+ * arrays marked with json.array() staying arrays when empty, strings escaped to valid UTF-8.
+ *
+ * Why a pre-pass before cjson decodes: cjson turns `[]` into an empty table, indistinguishable
+ * from `{}`, so a record carrying an empty list would come out as an object. Empty arrays are
+ * swapped for a one-element sentinel array before decoding and marked afterwards; the walk runs
+ * only when the text had one.
+ */
+#include "json.h"
+
+#include <lauxlib.h>
+#include <lua-cjson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JSON_MAX_DEPTH 128
+
+extern int luaopen_cjson_safe(lua_State *L);
+
+static const char ARRAY_MT_KEY[] = "source_lua.json.array";
+static const char DECODE_KEY[] = "source_lua.json.decode";
+/* A NUL byte cannot appear unescaped in decoded text, so no real string can equal it. */
+static const char EMPTY_SENTINEL[] = "\0source-lua-empty-array";
+static const char EMPTY_SENTINEL_JSON[] = "[\"\\u0000source-lua-empty-array\"]";
+
+struct encoder {
+	lua_State *L;
+	struct buf *out;
+	char *err;
+	size_t errlen;
+};
+
+static int utf8_sequence_length(const unsigned char *s, size_t left)
+{
+	unsigned char c = s[0];
+	int n;
+	uint32_t cp;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if ((size_t)n > left)
+		return 0;
+	for (int i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	if (cp >= 0xd800 && cp <= 0xdfff)
+		return 0;
+	return n;
+}
+
+void json_write_string(struct buf *out, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	buf_reserve(out, len + 2);
+	buf_putc(out, '"');
+	size_t i = 0;
+	while (i < len) {
+		size_t run = i;
+		while (run < len && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\')
+			run++;
+		if (run > i) {
+			buf_append(out, p + i, run - i);
+			i = run;
+			continue;
+		}
+		unsigned char c = p[i];
+		if (c >= 0x80) {
+			int n = utf8_sequence_length(p + i, len - i);
+			if (n == 0) {
+				buf_puts(out, "\\ufffd");
+				i++;
+			} else {
+				buf_append(out, p + i, (size_t)n);
+				i += (size_t)n;
+			}
+			continue;
+		}
+		switch (c) {
+		case '"': buf_puts(out, "\\\""); break;
+		case '\\': buf_puts(out, "\\\\"); break;
+		case '\n': buf_puts(out, "\\n"); break;
+		case '\r': buf_puts(out, "\\r"); break;
+		case '\t': buf_puts(out, "\\t"); break;
+		case '\b': buf_puts(out, "\\b"); break;
+		case '\f': buf_puts(out, "\\f"); break;
+		default: {
+			char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+			buf_append(out, esc, sizeof esc);
+		}
+		}
+		i++;
+	}
+	buf_putc(out, '"');
+}
+
+void json_write_double(struct buf *out, double d)
+{
+	if (!isfinite(d)) {
+		buf_puts(out, "null");
+		return;
+	}
+	/* Integral values print without an exponent or ".0" so that 1646629200000 stays an integer. */
+	if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+		buf_printf(out, "%.0f", d);
+		return;
+	}
+	char text[32];
+	for (int precision = 15; precision <= 17; precision++) {
+		snprintf(text, sizeof text, "%.*g", precision, d);
+		if (strtod(text, NULL) == d)
+			break;
+	}
+	buf_puts(out, text);
+}
+
+static int encode_value(struct encoder *e, int idx, int depth);
+
+static int encode_fail(struct encoder *e, const char *what)
+{
+	snprintf(e->err, e->errlen, "%s", what);
+	return -1;
+}
+
+static int has_array_mark(lua_State *L, int idx)
+{
+	if (!lua_getmetatable(L, idx))
+		return 0;
+	luaL_getmetatable(L, ARRAY_MT_KEY);
+	int marked = lua_rawequal(L, -1, -2);
+	lua_pop(L, 2);
+	return marked;
+}
+
+/* A table is written as an array when marked, or when its keys are exactly 1..n with n > 0. */
+static int is_sequence(lua_State *L, int idx, lua_Integer *length)
+{
+	lua_Integer count = 0;
+	lua_Integer max = 0;
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		if (!lua_isinteger(L, -1)) {
+			lua_pop(L, 1);
+			return 0;
+		}
+		lua_Integer k = lua_tointeger(L, -1);
+		if (k < 1) {
+			lua_pop(L, 1);
+			return 0;
+		}
+		if (k > max)
+			max = k;
+		count++;
+	}
+	*length = max;
+	return count > 0 && count == max;
+}
+
+static int encode_array(struct encoder *e, int idx, lua_Integer n, int depth)
+{
+	buf_putc(e->out, '[');
+	for (lua_Integer i = 1; i <= n; i++) {
+		if (i > 1)
+			buf_putc(e->out, ',');
+		lua_rawgeti(e->L, idx, i);
+		int rc = encode_value(e, lua_gettop(e->L), depth + 1);
+		lua_pop(e->L, 1);
+		if (rc)
+			return rc;
+	}
+	buf_putc(e->out, ']');
+	return 0;
+}
+
+static int encode_key(struct encoder *e, int key_idx)
+{
+	lua_State *L = e->L;
+	if (lua_type(L, key_idx) == LUA_TSTRING) {
+		size_t len;
+		const char *s = lua_tolstring(L, key_idx, &len);
+		json_write_string(e->out, s, len);
+		return 0;
+	}
+	if (lua_isinteger(L, key_idx)) {
+		buf_printf(e->out, "\"%lld\"", (long long)lua_tointeger(L, key_idx));
+		return 0;
+	}
+	if (lua_type(L, key_idx) == LUA_TNUMBER) {
+		struct buf number = {0};
+		json_write_double(&number, lua_tonumber(L, key_idx));
+		json_write_string(e->out, number.data, number.len);
+		buf_free(&number);
+		return 0;
+	}
+	return encode_fail(e, "object keys must be strings or numbers");
+}
+
+static int encode_object(struct encoder *e, int idx, int depth)
+{
+	lua_State *L = e->L;
+	int first = 1;
+	buf_putc(e->out, '{');
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		if (!first)
+			buf_putc(e->out, ',');
+		first = 0;
+		if (encode_key(e, lua_gettop(L) - 1) || (buf_putc(e->out, ':'), encode_value(e, lua_gettop(L), depth + 1))) {
+			lua_pop(L, 2);
+			return -1;
+		}
+		lua_pop(L, 1);
+	}
+	buf_putc(e->out, '}');
+	return 0;
+}
+
+static int encode_table(struct encoder *e, int idx, int depth)
+{
+	if (depth > JSON_MAX_DEPTH)
+		return encode_fail(e, "nested too deeply (a table that contains itself?)");
+	if (!lua_checkstack(e->L, 4))
+		return encode_fail(e, "Lua stack exhausted");
+	lua_Integer n = 0;
+	if (has_array_mark(e->L, idx))
+		return encode_array(e, idx, (lua_Integer)lua_rawlen(e->L, idx), depth);
+	if (is_sequence(e->L, idx, &n))
+		return encode_array(e, idx, n, depth);
+	return encode_object(e, idx, depth);
+}
+
+static int encode_value(struct encoder *e, int idx, int depth)
+{
+	lua_State *L = e->L;
+	switch (lua_type(L, idx)) {
+	case LUA_TNIL:
+		buf_puts(e->out, "null");
+		return 0;
+	case LUA_TBOOLEAN:
+		buf_puts(e->out, lua_toboolean(L, idx) ? "true" : "false");
+		return 0;
+	case LUA_TNUMBER:
+		if (lua_isinteger(L, idx))
+			buf_printf(e->out, "%lld", (long long)lua_tointeger(L, idx));
+		else
+			json_write_double(e->out, lua_tonumber(L, idx));
+		return 0;
+	case LUA_TSTRING: {
+		size_t len;
+		const char *s = lua_tolstring(L, idx, &len);
+		json_write_string(e->out, s, len);
+		return 0;
+	}
+	case LUA_TTABLE:
+		return encode_table(e, idx, depth);
+	case LUA_TLIGHTUSERDATA:
+		if (lua_touserdata(L, idx) == NULL) {
+			buf_puts(e->out, "null");
+			return 0;
+		}
+		/* fall through */
+	default: {
+		char what[64];
+		snprintf(what, sizeof what, "cannot encode a %s", luaL_typename(L, idx));
+		return encode_fail(e, what);
+	}
+	}
+}
+
+int json_encode(lua_State *L, int idx, struct buf *out, char *err, size_t errlen)
+{
+	struct encoder e = {L, out, err, errlen};
+	size_t mark = out->len;
+	int top = lua_gettop(L);
+	int rc = encode_value(&e, lua_absindex(L, idx), 0);
+	lua_settop(L, top);
+	if (rc)
+		out->len = mark;
+	return rc;
+}
+
+/* Returns the position after the `]` when s[i] opens an empty array, else 0. */
+static size_t empty_array_end(const char *s, size_t len, size_t i)
+{
+	size_t j = i + 1;
+	while (j < len && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r'))
+		j++;
+	return (j < len && s[j] == ']') ? j + 1 : 0;
+}
+
+/* Copies text into b with every empty array replaced by the sentinel; returns how many. */
+static int mark_empty_arrays(luaL_Buffer *b, const char *s, size_t len)
+{
+	int replaced = 0;
+	int in_string = 0;
+	size_t copied = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (in_string) {
+			if (s[i] == '\\')
+				i++;
+			else if (s[i] == '"')
+				in_string = 0;
+			continue;
+		}
+		if (s[i] == '"') {
+			in_string = 1;
+			continue;
+		}
+		if (s[i] != '[')
+			continue;
+		size_t end = empty_array_end(s, len, i);
+		if (!end)
+			continue;
+		luaL_addlstring(b, s + copied, i - copied);
+		luaL_addstring(b, EMPTY_SENTINEL_JSON);
+		copied = end;
+		i = end - 1;
+		replaced++;
+	}
+	luaL_addlstring(b, s + copied, len - copied);
+	return replaced;
+}
+
+static int is_empty_sentinel(lua_State *L, int idx)
+{
+	if (lua_rawlen(L, idx) != 1)
+		return 0;
+	lua_rawgeti(L, idx, 1);
+	size_t len = 0;
+	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+	int match = s && len == sizeof EMPTY_SENTINEL - 1 && memcmp(s, EMPTY_SENTINEL, len) == 0;
+	lua_pop(L, 1);
+	return match;
+}
+
+static void restore_empty_arrays(lua_State *L, int idx)
+{
+	luaL_checkstack(L, 3, "JSON nested too deeply");
+	if (is_empty_sentinel(L, idx)) {
+		lua_pushnil(L);
+		lua_rawseti(L, idx, 1);
+		json_mark_array(L, idx);
+		return;
+	}
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		if (lua_type(L, -1) == LUA_TTABLE)
+			restore_empty_arrays(L, lua_gettop(L));
+		lua_pop(L, 1);
+	}
+}
+
+int json_decode_push(lua_State *L, const char *text, size_t len)
+{
+	int replaced = 0;
+	lua_getfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
+	if (memchr(text, '[', len)) {
+		luaL_Buffer b;
+		luaL_buffinit(L, &b);
+		replaced = mark_empty_arrays(&b, text, len);
+		luaL_pushresult(&b);
+	} else {
+		lua_pushlstring(L, text, len);
+	}
+	/* cjson's safe decoder returns nil, message instead of raising on bad input. */
+	lua_call(L, 1, 2);
+	if (replaced && lua_type(L, -2) == LUA_TTABLE)
+		restore_empty_arrays(L, lua_absindex(L, -2));
+	return 2;
+}
+
+void json_mark_array(lua_State *L, int idx)
+{
+	idx = lua_absindex(L, idx);
+	luaL_getmetatable(L, ARRAY_MT_KEY);
+	lua_setmetatable(L, idx);
+}
+
+/* json.decode(text) -> value | nil, errmsg */
+static int json_lua_decode(lua_State *L)
+{
+	size_t len;
+	const char *text = luaL_checklstring(L, 1, &len);
+	json_decode_push(L, text, len);
+	if (lua_isnil(L, -2) && !lua_isnil(L, -1))
+		return 2;
+	lua_pop(L, 1);
+	return 1;
+}
+
+/* json.encode(value) -> text | raises on values JSON cannot hold */
+static int json_lua_encode(lua_State *L)
+{
+	luaL_checkany(L, 1);
+	struct buf out = {0};
+	char err[128];
+	if (json_encode(L, 1, &out, err, sizeof err)) {
+		buf_free(&out);
+		return luaL_error(L, "json.encode: %s", err);
+	}
+	lua_pushlstring(L, out.data ? out.data : "", out.len);
+	buf_free(&out);
+	return 1;
+}
+
+/* json.array([t]) -> t, marked so that it is written as an array even when empty */
+static int json_lua_array(lua_State *L)
+{
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	json_mark_array(L, 1);
+	return 1;
+}
+
+/* json.object([t]) -> t, unmarked, so that it is written as an object when empty */
+static int json_lua_object(lua_State *L)
+{
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	lua_pushnil(L);
+	lua_setmetatable(L, 1);
+	return 1;
+}
+
+static void configure_cjson(lua_State *L, int cjson_idx)
+{
+	/* Reject NaN, Infinity and hex numbers: they are not JSON and cannot be written back. */
+	lua_getfield(L, cjson_idx, "decode_invalid_numbers");
+	lua_pushboolean(L, 0);
+	lua_call(L, 1, 0);
+	lua_getfield(L, cjson_idx, "decode_max_depth");
+	lua_pushinteger(L, JSON_MAX_DEPTH);
+	lua_call(L, 1, 0);
+}
+
+int json_open(lua_State *L)
+{
+	static const luaL_Reg functions[] = {
+		{"decode", json_lua_decode},
+		{"encode", json_lua_encode},
+		{"array", json_lua_array},
+		{"object", json_lua_object},
+		{NULL, NULL},
+	};
+	luaL_newmetatable(L, ARRAY_MT_KEY);
+	lua_pop(L, 1);
+	luaL_requiref(L, "cjson.safe", luaopen_cjson_safe, 0);
+	int cjson_idx = lua_gettop(L);
+	configure_cjson(L, cjson_idx);
+	lua_getfield(L, cjson_idx, "decode");
+	lua_setfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
+	lua_pop(L, 1);
+	luaL_newlib(L, functions);
+	lua_pushlightuserdata(L, NULL);
+	lua_setfield(L, -2, "null");
+	return 1;
+}

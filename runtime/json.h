@@ -1,0 +1,29 @@
+/* json: the exact JSON writer for protocol messages, and the Lua `json` module (decoding via lua-cjson). */
+#ifndef SOURCE_LUA_JSON_H
+#define SOURCE_LUA_JSON_H
+
+#include <lua.h>
+#include <stddef.h>
+
+#include "buf.h"
+
+/* Appends the JSON text of the value at idx to out. On failure returns -1, leaves out as it was
+ * and writes the reason to err. Never raises except on memory errors. [-0, +0, m] */
+int json_encode(lua_State *L, int idx, struct buf *out, char *err, size_t errlen);
+
+/* Appends s as a JSON string literal (quotes included); invalid UTF-8 becomes U+FFFD. */
+void json_write_string(struct buf *out, const char *s, size_t len);
+
+/* Appends the shortest text that reads back as exactly d (null for NaN and infinities). */
+void json_write_double(struct buf *out, double d);
+
+/* Decodes JSON text into Lua values; pushes the value, or nil and an error message. [-0, +2, m] */
+int json_decode_push(lua_State *L, const char *text, size_t len);
+
+/* Opens the `json` module: json.decode, json.encode, json.array, json.object, json.null. [-0, +1, m] */
+int json_open(lua_State *L);
+
+/* Marks the table at idx as a JSON array so that it stays [] when empty. [-0, +0, m] */
+void json_mark_array(lua_State *L, int idx);
+
+#endif

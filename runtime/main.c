@@ -1,0 +1,420 @@
+/*
+ * main: the command line, the four Airbyte commands and exit codes; nothing else.
+ * Everything that touches Lua runs inside one protected call (as lua.c's pmain), so a Lua error
+ * anywhere ends in one TRACE message and a non-zero exit, never in a panic.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <lauxlib.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "date.h"
+#include "host.h"
+#include "http.h"
+#include "input.h"
+#include "proto.h"
+#include "secrets.h"
+#include "sync.h"
+#include "validate.h"
+
+#define EXIT_USAGE 2
+#define DEFAULT_SCRIPT_NAME "stock_prices.lua"
+#define IMAGE_SCRIPT "/airbyte/scripts/" DEFAULT_SCRIPT_NAME
+
+struct options {
+	const char *command;
+	const char *script;
+	const char *config;
+	const char *catalog;
+	const char *state;
+	int debug;
+};
+
+static const char usage_text[] =
+	"usage: source-lua [--script FILE] spec\n"
+	"       source-lua [--script FILE] check    --config FILE\n"
+	"       source-lua [--script FILE] discover --config FILE\n"
+	"       source-lua [--script FILE] read     --config FILE --catalog FILE [--state FILE]\n"
+	"\n"
+	"The script is --script, else $SOURCE_LUA_SCRIPT, else scripts/" DEFAULT_SCRIPT_NAME "\n"
+	"beside the installed runtime (../scripts), else " IMAGE_SCRIPT ".\n"
+	"Messages go to stdout, one JSON object per line (the Airbyte protocol).\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "source-lua: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n\n%s", usage_text);
+	return EXIT_USAGE;
+}
+
+static const char **flag_slot(struct options *o, const char *name)
+{
+	if (!strcmp(name, "--script"))
+		return &o->script;
+	if (!strcmp(name, "--config"))
+		return &o->config;
+	if (!strcmp(name, "--catalog"))
+		return &o->catalog;
+	if (!strcmp(name, "--state"))
+		return &o->state;
+	return NULL;
+}
+
+/* Returns 0, or the exit status to stop with (usage errors, --help). */
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	for (int i = 1; i < argc; i++) {
+		char *arg = argv[i];
+		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+			fputs(usage_text, stdout);
+			return -1;
+		}
+		if (!strcmp(arg, "--debug")) {
+			o->debug = 1;
+			continue;
+		}
+		if (arg[0] != '-') {
+			if (o->command)
+				return usage_error("unexpected argument '%s'", arg);
+			o->command = arg;
+			continue;
+		}
+		char *eq = strchr(arg, '=');
+		if (eq)
+			*eq = '\0';
+		const char **slot = flag_slot(o, arg);
+		if (!slot)
+			return usage_error("unknown option '%s'", arg);
+		const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+		if (!value || !*value)
+			return usage_error("%s needs a file name", arg);
+		*slot = value;
+	}
+	if (!o->command)
+		return usage_error("%s", "no command given");
+	int needs_config = strcmp(o->command, "spec") != 0;
+	if (strcmp(o->command, "spec") && strcmp(o->command, "check") && strcmp(o->command, "discover") &&
+	    strcmp(o->command, "read"))
+		return usage_error("unknown command '%s'", o->command);
+	if (needs_config && !o->config)
+		return usage_error("%s needs --config FILE", o->command);
+	if (!strcmp(o->command, "read") && !o->catalog)
+		return usage_error("%s needs --catalog FILE", "read");
+	return 0;
+}
+
+static int file_exists(const char *path)
+{
+	return access(path, R_OK) == 0;
+}
+
+/* --script, then $SOURCE_LUA_SCRIPT, then ../scripts beside the binary, then the image's path. */
+static const char *find_script(const struct options *o, char *buffer, size_t len)
+{
+	if (o->script)
+		return o->script;
+	const char *env = getenv("SOURCE_LUA_SCRIPT");
+	if (env && *env)
+		return env;
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		snprintf(buffer, len, "%s/../scripts/%s", dirname(exe), DEFAULT_SCRIPT_NAME);
+		if (file_exists(buffer))
+			return buffer;
+	}
+	return IMAGE_SCRIPT;
+}
+
+struct run {
+	const struct options *opts;
+	const char *script_path;
+	int exit_code;
+};
+
+static void push_spec(lua_State *L, int script)
+{
+	lua_getfield(L, script, "spec");
+	if (!lua_istable(L, -1))
+		input_raise(L, PROTO_SYSTEM_ERROR, "the script's 'spec' must be a table");
+	lua_getfield(L, -1, "connectionSpecification");
+	if (!lua_istable(L, -1))
+		input_raise(L, PROTO_SYSTEM_ERROR, "the script's spec has no connectionSpecification table");
+	lua_pop(L, 1);
+}
+
+static void register_secret(const char *value)
+{
+	secrets_add(value);
+}
+
+static double number_field(lua_State *L, int table, const char *name, double fallback)
+{
+	lua_getfield(L, table, name);
+	double value = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : fallback;
+	lua_pop(L, 1);
+	return value;
+}
+
+/* Runtime knobs a user may set in the config (the script's spec documents them). */
+static void apply_runtime_settings(lua_State *L, int config)
+{
+	http_settings.requests_per_minute = number_field(L, config, "requests_per_minute", 0);
+	double timeout = number_field(L, config, "request_timeout_seconds", 0);
+	if (timeout > 0)
+		http_settings.timeout_ms = (long)(timeout * 1000);
+	double budget = number_field(L, config, "retry_max_seconds", -1);
+	if (budget >= 0)
+		http_settings.retry_budget_ms = (int64_t)(budget * 1000);
+	double wait = number_field(L, config, "rate_limit_wait_seconds", -1);
+	if (wait >= 0)
+		http_settings.rate_limit_wait_ms = (int64_t)(wait * 1000);
+}
+
+/* Reads the config, registers its secrets, validates it; pushes it. Returns 0, or -1 with the
+ * validation message pushed instead (check reports it as FAILED, the others as a config_error). */
+static int load_config(lua_State *L, int script, const char *path)
+{
+	input_read_json(L, path, "config");
+	int config = lua_gettop(L);
+	if (!lua_istable(L, config) || lua_rawlen(L, config) > 0)
+		input_raise(L, PROTO_CONFIG_ERROR, "the config file '%s' must hold a JSON object", path);
+	push_spec(L, script);
+	lua_getfield(L, -1, "connectionSpecification");
+	validate_each_secret(L, -1, config, register_secret);
+	char err[1024];
+	int rc = validate_config(L, -1, config, err, sizeof err);
+	lua_settop(L, config);
+	apply_runtime_settings(L, config);
+	if (rc) {
+		lua_pushstring(L, err);
+		return -1;
+	}
+	return 0;
+}
+
+static void command_spec(lua_State *L, int script)
+{
+	push_spec(L, script);
+	char err[256];
+	if (proto_message(L, "SPEC", "spec", -1, err, sizeof err))
+		input_raise(L, PROTO_SYSTEM_ERROR, "the spec cannot be written as JSON: %s", err);
+}
+
+static void command_check(lua_State *L, int script, struct run *r)
+{
+	if (load_config(L, script, r->opts->config)) {
+		proto_connection_status(0, lua_tostring(L, -1));
+		return;
+	}
+	int config = lua_gettop(L);
+	if (lua_getfield(L, script, "check") != LUA_TFUNCTION)
+		input_raise(L, PROTO_SYSTEM_ERROR, "the script has no check(config) function");
+	lua_pushvalue(L, config);
+	if (host_call(L, 1, 2) != LUA_OK) {
+		lua_getfield(L, -1, "message");
+		proto_connection_status(0, lua_tostring(L, -1));
+		return;
+	}
+	proto_connection_status(lua_toboolean(L, -2), lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL);
+}
+
+static void push_string_list(lua_State *L, const char *only)
+{
+	lua_createtable(L, 1, 0);
+	lua_pushstring(L, only);
+	lua_rawseti(L, -2, 1);
+}
+
+/* One AirbyteStream from a script's stream definition. [-0, +1, e] */
+static void push_catalog_stream(lua_State *L, int def, lua_Integer position)
+{
+	lua_createtable(L, 0, 8);
+	int out = lua_gettop(L);
+	static const char *const copied[] = {"name", "json_schema", "namespace", NULL};
+	for (const char *const *f = copied; *f; f++) {
+		lua_getfield(L, def, *f);
+		lua_setfield(L, out, *f);
+	}
+	lua_getfield(L, out, "name");
+	if (lua_type(L, -1) != LUA_TSTRING)
+		input_raise(L, PROTO_SYSTEM_ERROR, "streams[%d] has no name", (int)position);
+	lua_getfield(L, out, "json_schema");
+	if (!lua_istable(L, -1))
+		input_raise(L, PROTO_SYSTEM_ERROR, "stream '%s' has no json_schema table", lua_tostring(L, -2));
+	lua_pop(L, 2);
+	lua_getfield(L, def, "cursor_field");
+	int incremental = lua_type(L, -1) == LUA_TSTRING;
+	lua_createtable(L, 2, 0);
+	lua_pushstring(L, "full_refresh");
+	lua_rawseti(L, -2, 1);
+	if (incremental) {
+		lua_pushstring(L, "incremental");
+		lua_rawseti(L, -2, 2);
+	}
+	lua_setfield(L, out, "supported_sync_modes");
+	if (incremental) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, out, "source_defined_cursor");
+		push_string_list(L, lua_tostring(L, -1));
+		lua_setfield(L, out, "default_cursor_field");
+		lua_pushboolean(L, 1);
+		lua_setfield(L, out, "is_resumable");
+	}
+	lua_pop(L, 1);
+	lua_getfield(L, def, "primary_key");
+	lua_setfield(L, out, "source_defined_primary_key");
+}
+
+static void command_discover(lua_State *L, int script, struct run *r)
+{
+	if (load_config(L, script, r->opts->config))
+		input_raise(L, PROTO_CONFIG_ERROR, "%s", lua_tostring(L, -1));
+	lua_getfield(L, script, "streams");
+	int streams = lua_gettop(L);
+	if (!lua_istable(L, streams) || lua_rawlen(L, streams) == 0)
+		input_raise(L, PROTO_SYSTEM_ERROR, "the script's 'streams' must be a non-empty list");
+	lua_createtable(L, 0, 1);
+	lua_createtable(L, (int)lua_rawlen(L, streams), 0);
+	for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, streams); i++) {
+		lua_rawgeti(L, streams, i);
+		push_catalog_stream(L, lua_gettop(L), i);
+		lua_rawseti(L, -3, i);
+		lua_pop(L, 1);
+	}
+	lua_setfield(L, -2, "streams");
+	char err[256];
+	if (proto_message(L, "CATALOG", "catalog", -1, err, sizeof err))
+		input_raise(L, PROTO_SYSTEM_ERROR, "the catalog cannot be written as JSON: %s", err);
+}
+
+static void command_read(lua_State *L, int script, struct run *r)
+{
+	if (load_config(L, script, r->opts->config))
+		input_raise(L, PROTO_CONFIG_ERROR, "%s", lua_tostring(L, -1));
+	int config = lua_gettop(L);
+	input_read_json(L, r->opts->catalog, "catalog");
+	int catalog = lua_gettop(L);
+	input_check_catalog(L, catalog);
+	input_read_state(L, r->opts->state);
+	int states = lua_gettop(L);
+	if (sync_read(L, script, config, catalog, states))
+		r->exit_code = 1;
+}
+
+static int pmain(lua_State *L)
+{
+	struct run *r = lua_touserdata(L, 1);
+	host_load_script(L, r->script_path);
+	int script = lua_gettop(L);
+	const char *command = r->opts->command;
+	if (!strcmp(command, "spec"))
+		command_spec(L, script);
+	else if (!strcmp(command, "check"))
+		command_check(L, script, r);
+	else if (!strcmp(command, "discover"))
+		command_discover(L, script, r);
+	else
+		command_read(L, script, r);
+	return 0;
+}
+
+/* Reports what pmain raised: tables from input_raise carry a failure_type, anything else is ours. */
+static void report_pmain_error(lua_State *L)
+{
+	enum proto_failure type = PROTO_SYSTEM_ERROR;
+	const char *message = NULL;
+	if (lua_istable(L, -1)) {
+		lua_getfield(L, -1, "failure_type");
+		if (lua_isstring(L, -1))
+			proto_failure_from_name(lua_tostring(L, -1), &type);
+		lua_getfield(L, -2, "message");
+		message = lua_tostring(L, -1);
+	} else {
+		message = lua_tostring(L, -1);
+	}
+	proto_trace_error(type, message ? message : "unknown error", NULL, NULL);
+}
+
+static void on_sigterm(int sig)
+{
+	(void)sig;
+	host_cancelled = 1;
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_sigterm;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static long long env_number(const char *name, long long fallback)
+{
+	const char *v = getenv(name);
+	if (!v || !*v)
+		return fallback;
+	char *end;
+	errno = 0;
+	long long n = strtoll(v, &end, 10);
+	return (errno || *end || n <= 0) ? fallback : n;
+}
+
+static int run_protected(struct run *r)
+{
+	struct host_limits limits = {
+		.memory_bytes = (size_t)env_number("SOURCE_LUA_MEMORY_MB", 512) << 20,
+		.instructions_per_call = env_number("SOURCE_LUA_MAX_INSTRUCTIONS", 2000000000LL),
+	};
+	lua_State *L = host_open(&limits);
+	if (!L) {
+		proto_trace_error(PROTO_SYSTEM_ERROR, "cannot create the Lua state (out of memory)", NULL, NULL);
+		return 1;
+	}
+	lua_pushcfunction(L, pmain);
+	lua_pushlightuserdata(L, r);
+	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+		report_pmain_error(L);
+		r->exit_code = 1;
+	}
+	host_close(L);
+	return r->exit_code;
+}
+
+int main(int argc, char **argv)
+{
+	struct options opts = {0};
+	int rc = parse_args(argc, argv, &opts);
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	install_signals();
+	srand48((long)date_now_ms() ^ (long)getpid());
+	proto_init();
+	char script_buffer[PATH_MAX + 64];
+	struct run r = {&opts, find_script(&opts, script_buffer, sizeof script_buffer), 0};
+	if (http_global_init()) {
+		proto_trace_error(PROTO_SYSTEM_ERROR, "cannot initialise libcurl", NULL, NULL);
+		rc = 1;
+	} else {
+		rc = run_protected(&r);
+	}
+	http_global_cleanup();
+	if (proto_flush() || proto_stdout_failed())
+		rc = rc ? rc : 1;
+	proto_shutdown();
+	secrets_clear();
+	return rc;
+}

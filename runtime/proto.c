@@ -1,0 +1,208 @@
+/*
+ * proto: every byte on stdout goes through here, so that each line is exactly one valid message.
+ * Messages are built in one large buffer and written at flush points (STATE, errors, statuses,
+ * a full buffer, exit): records reach stdout in batches, and a STATE is never written before the
+ * records it covers. Once stdout fails (the platform went away) writing stops quietly.
+ */
+#define _GNU_SOURCE
+#include "proto.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "date.h"
+#include "json.h"
+#include "secrets.h"
+
+#define FLUSH_THRESHOLD (256 * 1024)
+
+static struct buf out;
+static int stdout_failed;
+
+void proto_init(void)
+{
+	buf_reserve(&out, FLUSH_THRESHOLD);
+}
+
+int proto_flush(void)
+{
+	size_t done = 0;
+	while (!stdout_failed && done < out.len) {
+		ssize_t n = write(STDOUT_FILENO, out.data + done, out.len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			stdout_failed = 1;
+		else
+			done += (size_t)n;
+	}
+	buf_clear(&out);
+	return stdout_failed ? -1 : 0;
+}
+
+int proto_stdout_failed(void)
+{
+	return stdout_failed;
+}
+
+void proto_shutdown(void)
+{
+	proto_flush();
+	buf_free(&out);
+}
+
+static void end_message(int flush_now)
+{
+	buf_putc(&out, '\n');
+	if (flush_now || out.len >= FLUSH_THRESHOLD)
+		proto_flush();
+}
+
+static void write_masked_string(const char *text)
+{
+	struct buf masked = {0};
+	secrets_mask_into(&masked, text, strlen(text));
+	json_write_string(&out, masked.data ? masked.data : "", masked.len);
+	buf_free(&masked);
+}
+
+void proto_log(const char *level, const char *text)
+{
+	buf_puts(&out, "{\"type\":\"LOG\",\"log\":{\"level\":");
+	json_write_string(&out, level, strlen(level));
+	buf_puts(&out, ",\"message\":");
+	write_masked_string(text);
+	buf_puts(&out, "}}");
+	end_message(1);
+}
+
+void proto_logf(const char *level, const char *fmt, ...)
+{
+	char text[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	proto_log(level, text);
+}
+
+const char *proto_failure_name(enum proto_failure type)
+{
+	switch (type) {
+	case PROTO_CONFIG_ERROR: return "config_error";
+	case PROTO_TRANSIENT_ERROR: return "transient_error";
+	default: return "system_error";
+	}
+}
+
+int proto_failure_from_name(const char *name, enum proto_failure *type)
+{
+	static const enum proto_failure all[] = {PROTO_SYSTEM_ERROR, PROTO_CONFIG_ERROR, PROTO_TRANSIENT_ERROR};
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+		if (!strcmp(name, proto_failure_name(all[i]))) {
+			*type = all[i];
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void begin_trace(const char *trace_type)
+{
+	buf_printf(&out, "{\"type\":\"TRACE\",\"trace\":{\"type\":\"%s\",\"emitted_at\":%lld", trace_type,
+		   (long long)date_now_ms());
+}
+
+void proto_trace_error(enum proto_failure type, const char *message, const char *internal, const char *stack)
+{
+	begin_trace("ERROR");
+	buf_puts(&out, ",\"error\":{\"message\":");
+	write_masked_string(message);
+	if (internal) {
+		buf_puts(&out, ",\"internal_message\":");
+		write_masked_string(internal);
+	}
+	if (stack) {
+		buf_puts(&out, ",\"stack_trace\":");
+		write_masked_string(stack);
+	}
+	buf_printf(&out, ",\"failure_type\":\"%s\"}}}", proto_failure_name(type));
+	end_message(1);
+}
+
+void proto_stream_status(const char *stream, const char *status, int64_t rate_limited_until_ms)
+{
+	begin_trace("STREAM_STATUS");
+	buf_puts(&out, ",\"stream_status\":{\"stream_descriptor\":{\"name\":");
+	json_write_string(&out, stream, strlen(stream));
+	buf_printf(&out, "},\"status\":\"%s\"", status);
+	if (rate_limited_until_ms > 0)
+		buf_printf(&out, ",\"reasons\":[{\"type\":\"RATE_LIMITED\",\"rate_limited\":{\"quota_reset\":%lld}}]",
+			   (long long)rate_limited_until_ms);
+	buf_puts(&out, "}}}");
+	end_message(1);
+}
+
+void proto_connection_status(int succeeded, const char *message)
+{
+	buf_printf(&out, "{\"type\":\"CONNECTION_STATUS\",\"connectionStatus\":{\"status\":\"%s\"",
+		   succeeded ? "SUCCEEDED" : "FAILED");
+	if (message) {
+		buf_puts(&out, ",\"message\":");
+		write_masked_string(message);
+	}
+	buf_puts(&out, "}}");
+	end_message(1);
+}
+
+int proto_record(lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err, size_t errlen)
+{
+	size_t mark = out.len;
+	buf_puts(&out, "{\"type\":\"RECORD\",\"record\":{\"stream\":");
+	json_write_string(&out, stream, strlen(stream));
+	buf_puts(&out, ",\"data\":");
+	if (json_encode(L, data_idx, &out, err, errlen)) {
+		out.len = mark;
+		return -1;
+	}
+	buf_printf(&out, ",\"emitted_at\":%lld}}", (long long)emitted_at_ms);
+	end_message(0);
+	return 0;
+}
+
+int proto_message(lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen)
+{
+	size_t mark = out.len;
+	buf_printf(&out, "{\"type\":\"%s\",\"%s\":", type, key);
+	if (json_encode(L, idx, &out, err, errlen)) {
+		out.len = mark;
+		return -1;
+	}
+	buf_putc(&out, '}');
+	end_message(1);
+	return 0;
+}
+
+int proto_stream_state(lua_State *L, const char *stream, int state_idx, int legacy_idx, int64_t record_count,
+		       char *err, size_t errlen)
+{
+	size_t mark = out.len;
+	buf_puts(&out, "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":");
+	json_write_string(&out, stream, strlen(stream));
+	buf_puts(&out, "},\"stream_state\":");
+	if (json_encode(L, state_idx, &out, err, errlen))
+		goto fail;
+	buf_puts(&out, "},\"data\":");
+	if (json_encode(L, legacy_idx, &out, err, errlen))
+		goto fail;
+	/* The protocol asks for a decimal point: recordCount is a double on the platform's side. */
+	buf_printf(&out, ",\"sourceStats\":{\"recordCount\":%lld.0}}}", (long long)record_count);
+	end_message(1);
+	return 0;
+fail:
+	out.len = mark;
+	return -1;
+}

@@ -1,0 +1,38 @@
+/* proto: Airbyte protocol messages on stdout, one per line, through one buffer. */
+#ifndef SOURCE_LUA_PROTO_H
+#define SOURCE_LUA_PROTO_H
+
+#include <lua.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+enum proto_failure { PROTO_SYSTEM_ERROR, PROTO_CONFIG_ERROR, PROTO_TRANSIENT_ERROR };
+
+void proto_init(void);
+/* Writes out what is buffered; returns -1 once stdout is gone (then every later write is dropped). */
+int proto_flush(void);
+int proto_stdout_failed(void);
+void proto_shutdown(void);
+
+/* Texts are masked for secrets before they are written. */
+void proto_log(const char *level, const char *text);
+void proto_logf(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void proto_trace_error(enum proto_failure type, const char *message, const char *internal, const char *stack);
+const char *proto_failure_name(enum proto_failure type);
+int proto_failure_from_name(const char *name, enum proto_failure *type);
+/* status: STARTED, RUNNING, COMPLETE, INCOMPLETE; rate_limited_until_ms > 0 adds a RATE_LIMITED reason. */
+void proto_stream_status(const char *stream, const char *status, int64_t rate_limited_until_ms);
+void proto_connection_status(int succeeded, const char *message);
+
+/* RECORD for the data table at data_idx; -1 with err when data cannot be written as JSON. */
+int proto_record(lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err, size_t errlen);
+
+/* Writes {"type": type, key: <table at idx>}. Returns -1 with err when the table is not JSON. */
+int proto_message(lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen);
+
+/* STATE of one stream: stream_state at state_idx, the legacy blob at legacy_idx. */
+int proto_stream_state(lua_State *L, const char *stream, int state_idx, int legacy_idx, int64_t record_count,
+		       char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,1 @@
+"""Connector Acceptance Tests (our CAT): see conftest.py."""
