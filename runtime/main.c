@@ -116,7 +116,8 @@ static int file_exists(const char *path)
 	return access(path, R_OK) == 0;
 }
 
-/* --script, then $SOURCE_LUA_SCRIPT, then ../scripts beside the binary, then the image's path. */
+/* --script, then $SOURCE_LUA_SCRIPT, then scripts/ beside the binary's folder (build/ and
+ * build/sanitize/ in a checkout, /airbyte in the image), then the image's path. */
 static const char *find_script(const struct options *o, char *buffer, size_t len)
 {
 	if (o->script)
@@ -128,9 +129,13 @@ static const char *find_script(const struct options *o, char *buffer, size_t len
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
 	if (n > 0) {
 		exe[n] = '\0';
-		snprintf(buffer, len, "%s/../scripts/%s", dirname(exe), DEFAULT_SCRIPT_NAME);
-		if (file_exists(buffer))
-			return buffer;
+		const char *dir = dirname(exe);
+		static const char *const ups[] = {"..", "../..", NULL};
+		for (const char *const *up = ups; *up; up++) {
+			snprintf(buffer, len, "%s/%s/scripts/%s", dir, *up, DEFAULT_SCRIPT_NAME);
+			if (file_exists(buffer))
+				return buffer;
+		}
 	}
 	return IMAGE_SCRIPT;
 }

@@ -257,9 +257,8 @@ static int cursor_from(struct stream_run *s, int table_idx, const char *whose, i
 	int rc = 0;
 	if (!lua_isnil(L, -1)) {
 		if (lua_type(L, -1) != LUA_TSTRING || date_parse_day(lua_tostring(L, -1), cursor))
-			rc = run_fail(s, PROTO_CONFIG_ERROR,
-				      "state: the %s of %s in stream '%s' is '%s', not a YYYY-MM-DD date", s->cursor_field,
-				      whose, s->name, luaL_tolstring(L, -1, NULL));
+			rc = run_fail(s, PROTO_CONFIG_ERROR, "state: %s has %s '%s', not a YYYY-MM-DD date", whose,
+				      s->cursor_field, luaL_tolstring(L, -1, NULL));
 	}
 	lua_pop(L, lua_gettop(L) > table_idx && lua_type(L, -1) == LUA_TSTRING && rc ? 2 : 1);
 	return rc;
@@ -278,7 +277,9 @@ static int load_cursors(struct stream_run *s, int states)
 		return 0;
 	}
 	int64_t shared = NO_CURSOR;
-	if (cursor_from(s, stream_state, "the stream", &shared))
+	char whose[300];
+	snprintf(whose, sizeof whose, "stream '%s'", s->name);
+	if (cursor_from(s, stream_state, whose, &shared))
 		return -1;
 	lua_getfield(L, stream_state, s->partition_key);
 	int map = s->partitioned && lua_istable(L, -1) ? lua_gettop(L) : 0;
@@ -288,8 +289,7 @@ static int load_cursors(struct stream_run *s, int states)
 			continue;
 		lua_getfield(L, map, s->parts[i].key);
 		if (lua_istable(L, -1)) {
-			char whose[160];
-			snprintf(whose, sizeof whose, "partition '%s'", s->parts[i].key);
+			snprintf(whose, sizeof whose, "partition '%s' of stream '%s'", s->parts[i].key, s->name);
 			if (cursor_from(s, lua_gettop(L), whose, &s->parts[i].cursor))
 				return -1;
 		}
@@ -657,10 +657,11 @@ static int run_stream(struct stream_run *s, int states)
 	return 0;
 }
 
-/* Reports a failed stream: the state of what was emitted first, then the status and the error. */
+/* Reports a failed stream: the state of what was emitted first, then the status and the error.
+ * With nothing emitted since the last STATE, no new one: the platform keeps the one it has. */
 static void report_failure(struct stream_run *s)
 {
-	if (s->parts && !proto_stdout_failed()) {
+	if (s->parts && s->records_since_state > 0 && !proto_stdout_failed()) {
 		struct sync_error saved = s->err;
 		s->err.set = 0;
 		checkpoint(s);
