@@ -26,7 +26,10 @@ BIN        := $(BUILD)/source-lua
 UNIT_SRCS  := $(wildcard tests/unit/*.c)
 UNIT_BIN   := $(BUILD)/unit-tests
 
-.PHONY: all deps demo test unit e2e clean
+IMAGE_NAME := $(shell sed -n 's/^ *dockerRepository: *//p' metadata.yaml)
+VERSION    := $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
+
+.PHONY: all deps demo test unit e2e clean image image-test
 all: $(BIN)
 
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
@@ -59,6 +62,17 @@ demo: deps
 test: deps
 	$(MAKE) --no-print-directory all $(UNIT_BIN)
 	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN)
+
+# The Airbyte image, built with buildah (no Docker engine needed), and the acceptance suite run
+# through it the way the platform starts a connector.
+image: deps
+	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || \
+		{ SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq buildah mmdebstrap; }
+	tests/image/build_image.sh $(IMAGE_NAME):dev $(VERSION)
+
+image-test: image
+	$(PYTHON) tests/run_all.py --suite tests/acceptance --suite tests/image \
+		-- --connector "$(CURDIR)/tests/image/connector_in_image.sh"
 
 clean:
 	rm -rf build

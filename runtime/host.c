@@ -68,8 +68,8 @@ static void host_hook(lua_State *L, lua_Debug *ar)
 	}
 	if (h->instructions_left < 0) {
 		lua_sethook(L, host_hook, LUA_MASKCOUNT, 1);
-		luaL_error(L, "script exceeded its instruction limit (%lld instructions per call): an endless loop?",
-			   h->limits.instructions_per_call);
+		luaL_error(L, "script exceeded its instruction limit (%I instructions per call): an endless loop?",
+			   (lua_Integer)h->limits.instructions_per_call);
 	}
 }
 

@@ -381,7 +381,7 @@ static long long env_number(const char *name, long long fallback)
 static int run_protected(struct run *r)
 {
 	struct host_limits limits = {
-		.memory_bytes = (size_t)env_number("SOURCE_LUA_MEMORY_MB", 512) << 20,
+		.memory_bytes = (size_t)env_number("SOURCE_LUA_MEMORY_MB", 256) << 20,
 		.instructions_per_call = env_number("SOURCE_LUA_MAX_INSTRUCTIONS", 2000000000LL),
 	};
 	lua_State *L = host_open(&limits);
