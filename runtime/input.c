@@ -108,6 +108,11 @@ static void add_stream_state(lua_State *L, int states, int idx, const char *wher
 	if (lua_type(L, -1) != LUA_TSTRING)
 		input_raise(L, PROTO_CONFIG_ERROR, "state: %s has no stream_descriptor.name", where);
 	lua_getfield(L, idx, "stream_state");
+	if (lua_type(L, -1) == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -1)) {
+		/* "stream_state": null, as older platforms write for a stream never synced: no state. */
+		lua_pop(L, 3);
+		return;
+	}
 	if (!lua_isnil(L, -1) && !lua_istable(L, -1))
 		input_raise(L, PROTO_CONFIG_ERROR, "state: the stream_state of '%s' must be an object",
 			    lua_tostring(L, -2));

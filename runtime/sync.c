@@ -32,7 +32,8 @@
 
 struct partition {
 	const char *key; /* NULL for a stream without partitions; the string lives in run->keys */
-	int64_t cursor;
+	int64_t cursor;       /* the largest cursor value emitted, in this run or before it */
+	int64_t last_emitted; /* the last cursor value emitted in this run, for the order check */
 };
 
 struct sync_error {
@@ -208,6 +209,7 @@ static int add_partition_key(struct stream_run *s, int value_idx, lua_Integer po
 	lua_rawset(L, s->keys);
 	s->parts[s->nparts].key = lua_tostring(L, value_idx);
 	s->parts[s->nparts].cursor = NO_CURSOR;
+	s->parts[s->nparts].last_emitted = NO_CURSOR;
 	s->nparts++;
 	return 0;
 }
@@ -225,6 +227,7 @@ static int load_partitions(struct stream_run *s)
 		lua_replace(L, s->keys - 1);
 		s->parts[0].key = NULL;
 		s->parts[0].cursor = NO_CURSOR;
+		s->parts[0].last_emitted = NO_CURSOR;
 		s->nparts = 1;
 		return 0;
 	}
@@ -486,7 +489,7 @@ static int emit_records(struct stream_run *s, struct partition *p, int records, 
 			lua_pop(L, 1);
 			continue;
 		}
-		if (p->cursor != NO_CURSOR && day < p->cursor && day >= from && p->cursor >= from)
+		if (p->last_emitted != NO_CURSOR && day < p->last_emitted)
 			return run_fail(s, PROTO_SYSTEM_ERROR,
 					"stream '%s': records must come in ascending %s order (a page went backwards)",
 					s->name, s->cursor_field);
@@ -499,6 +502,7 @@ static int emit_records(struct stream_run *s, struct partition *p, int records, 
 			return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': record %d cannot be written: %s", s->name,
 					(int)i, err);
 		s->records_since_state++;
+		p->last_emitted = day;
 		if (p->cursor == NO_CURSOR || day > p->cursor)
 			p->cursor = day;
 		lua_pop(L, 1);

@@ -1,0 +1,426 @@
+"""End-to-end fixtures: the source-lua binary against the local Polygon-compatible server.
+
+Run from the repo root:
+
+    /usr/bin/python3 -m pytest -v -p no:cacheprovider tests/e2e
+
+The binary is $SOURCE_LUA_BINARY (default build/source-lua). Both clocks are controlled: the
+server's through POST /_control/clock, the connector's with libfaketime (the runtime reads
+clock_gettime(CLOCK_REALTIME)), set to the same instant. FAKETIME is given as epoch seconds
+(FAKETIME_FMT=%s), so the instant does not depend on the host TZ a test picks; the monotonic
+clock is left alone so that libcurl's timeouts keep working.
+
+Every stdout line of a protocol command must be one JSON object that is a valid AirbyteMessage
+of the official schema (tests/airbyte_protocol.yaml); run() fails the test otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "server"))
+
+import polygon_server  # noqa: E402  (calendar and New York time helpers, no sockets)
+
+PYTHON = "/usr/bin/python3"
+BINARY = Path(os.environ.get("SOURCE_LUA_BINARY") or REPO / "build" / "source-lua")
+SCRIPT = REPO / "scripts" / "stock_prices.lua"
+SERVER = REPO / "tests" / "server" / "polygon_server.py"
+CATALOGS = REPO / "catalogs"
+PROTOCOL = REPO / "tests" / "airbyte_protocol.yaml"
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+KEY = "sl-test-key-0001"
+CANARY = "sl-secret-d3adb33f-canary"
+FORBIDDEN = "sl-forbidden-0001"
+UNKNOWN_KEY = "sl-unknown-key-0000"
+STREAM = "stock_prices"
+RUN_TIMEOUT = 120
+PAGE_SIZE = 50
+
+# A config field set to DROP is left out of the config file.
+DROP = object()
+# state=NO_STATE: no --state argument at all.
+NO_STATE = object()
+
+# The record fields documented by the tutorial and the README, from the bar's fields.
+BAR_FIELDS = {"price": "c", "open": "o", "high": "h", "low": "l", "volume": "v", "vwap": "vw",
+              "transactions": "n"}
+
+
+# --------------------------------------------------------------------------------------------
+# time
+# --------------------------------------------------------------------------------------------
+
+def utc(year, month, day, hour=0, minute=0, second=0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.timezone.utc)
+
+
+def ny(day: dt.date | str, hour: int, minute: int = 0) -> dt.datetime:
+    """The UTC instant of a New York wall-clock time."""
+    if isinstance(day, str):
+        day = dt.date.fromisoformat(day)
+    return polygon_server.ny_to_utc(dt.datetime.combine(day, dt.time(hour, minute)))
+
+
+def ms(instant: dt.datetime) -> int:
+    return int(instant.timestamp() * 1000)
+
+
+def iso(value: dt.date) -> str:
+    return value.isoformat()
+
+
+# --------------------------------------------------------------------------------------------
+# protocol
+# --------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def message_validator() -> jsonschema.Draft7Validator:
+    with open(PROTOCOL, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#",
+              "definitions": doc["definitions"], "$ref": "#/definitions/AirbyteMessage"}
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+@dataclasses.dataclass(repr=False)
+class Result:
+    args: list
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed: float
+    messages: list = dataclasses.field(default_factory=list)
+
+    def describe(self, limit: int = 3000) -> str:
+        out = self.stdout
+        if len(out) > limit:
+            out = out[:limit // 2] + "\n...\n" + out[-limit // 2:]
+        command = " ".join(map(str, self.args))
+        return f"$ {command}\nexit {self.returncode}\n--- stdout\n{out}\n--- stderr\n{self.stderr[-limit:]}"
+
+    def __repr__(self) -> str:
+        return f"<Result exit {self.returncode}, {len(self.messages)} messages>"
+
+    def of(self, type_: str) -> list:
+        return [m for m in self.messages if m["type"] == type_]
+
+    @property
+    def records(self) -> list:
+        return [m["record"] for m in self.of("RECORD")]
+
+    @property
+    def data(self) -> list:
+        return [r["data"] for r in self.records]
+
+    @property
+    def keys(self) -> list:
+        """(ticker, date) of every record, in order."""
+        return [(d["stock_ticker"], d["date"]) for d in self.data]
+
+    def dates(self, ticker: str | None = None) -> list:
+        return [d["date"] for d in self.data if ticker is None or d["stock_ticker"] == ticker]
+
+    @property
+    def states(self) -> list:
+        return [m["state"] for m in self.of("STATE")]
+
+    @property
+    def last_stream_state(self) -> dict:
+        assert self.states, "no STATE message\n" + self.describe()
+        return self.states[-1]["stream"]["stream_state"]
+
+    def traces(self, type_: str) -> list:
+        return [m["trace"] for m in self.of("TRACE") if m["trace"]["type"] == type_]
+
+    @property
+    def errors(self) -> list:
+        return [t["error"] for t in self.traces("ERROR")]
+
+    @property
+    def statuses(self) -> list:
+        return [t["stream_status"]["status"] for t in self.traces("STREAM_STATUS")]
+
+    @property
+    def connection_status(self) -> dict:
+        found = self.of("CONNECTION_STATUS")
+        assert len(found) == 1, "expected one CONNECTION_STATUS\n" + self.describe()
+        return found[0]["connectionStatus"]
+
+    def assert_ok(self) -> "Result":
+        assert self.returncode == 0, self.describe()
+        assert not self.errors, self.describe()
+        return self
+
+    def assert_complete(self) -> "Result":
+        self.assert_ok()
+        assert self.statuses and self.statuses[-1] == "COMPLETE", self.describe()
+        return self
+
+
+def parse_protocol(result: Result) -> None:
+    """Every stdout line: one JSON object, a valid AirbyteMessage."""
+    if result.stdout:
+        assert result.stdout.endswith("\n"), "stdout does not end with a newline\n" + result.describe()
+    validator = message_validator()
+    for number, line in enumerate(result.stdout.splitlines(), start=1):
+        try:
+            message = json.loads(line)
+        except ValueError as err:
+            pytest.fail(f"stdout line {number} is not JSON ({err}): {line[:300]!r}\n{result.describe()}")
+        assert isinstance(message, dict), f"stdout line {number} is not an object: {line[:300]!r}"
+        problems = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(message)]
+        assert not problems, f"stdout line {number} is not a valid AirbyteMessage: {problems[:5]}\n{line[:500]}"
+        result.messages.append(message)
+
+
+def platform_state(previous: list | None, result: Result) -> list:
+    """What the platform passes to the next run: the last STATE of each stream (kept when a run
+    emitted none for it), as a list of AirbyteStateMessage objects."""
+    by_stream = collections.OrderedDict()
+    for state in previous or []:
+        by_stream[state["stream"]["stream_descriptor"]["name"]] = state
+    for state in result.states:
+        assert state["type"] == "STREAM", state
+        by_stream[state["stream"]["stream_descriptor"]["name"]] = state
+    return list(by_stream.values())
+
+
+def stream_state_message(stream_state: dict, name: str = STREAM) -> dict:
+    return {"type": "STREAM", "stream": {"stream_descriptor": {"name": name}, "stream_state": stream_state}}
+
+
+def duplicates(keys) -> list:
+    return sorted(k for k, n in collections.Counter(keys).items() if n > 1)
+
+
+# --------------------------------------------------------------------------------------------
+# the server
+# --------------------------------------------------------------------------------------------
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class PolygonServer:
+    """tests/server/polygon_server.py in a subprocess, and its control API."""
+
+    def __init__(self, workdir: Path, *args: str):
+        workdir.mkdir(parents=True, exist_ok=True)
+        port_file = workdir / "port"
+        self.stderr = open(workdir / "stderr.txt", "w")
+        self.proc = subprocess.Popen(
+            [PYTHON, str(SERVER), "--port", "0", "--port-file", str(port_file), "--quiet", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
+        deadline = time.monotonic() + 15
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the Polygon server did not start: {(workdir / 'stderr.txt').read_text()}")
+            time.sleep(0.02)
+        self.port = int(port_file.read_text())
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with _NO_PROXY.open(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def reset(self) -> None:
+        self.call("POST", "/_control/reset", {})
+
+    def set_clock(self, instant: dt.datetime | None) -> None:
+        self.call("POST", "/_control/clock", {"now": instant.isoformat() if instant else None})
+
+    def faults(self, **spec) -> dict:
+        return self.call("POST", "/_control/faults", spec)
+
+    def log(self) -> list:
+        return self.call("GET", "/_control/log")
+
+    def published(self, ticker: str, first, last) -> list:
+        """The ground truth at the server's current clock: bars with their "date"."""
+        query = f"?ticker={ticker}&from={first}&to={last}"
+        return self.call("GET", "/_control/published" + query)
+
+    def expected(self, ticker: str, first, last) -> list:
+        """The records a sync must emit for ticker over [first, last], documented fields only."""
+        return [expected_record(ticker, bar) for bar in self.published(ticker, first, last)]
+
+
+def expected_record(ticker: str, bar: dict) -> dict:
+    record = {"date": bar["date"], "stock_ticker": ticker}
+    for field, key in BAR_FIELDS.items():
+        record[field] = bar[key]
+    return record
+
+
+def documented(data: dict) -> dict:
+    """A record's documented fields (extra fields, like close, are allowed)."""
+    return {k: data.get(k, "<missing>") for k in ["date", "stock_ticker", *BAR_FIELDS]}
+
+
+def key_fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+# --------------------------------------------------------------------------------------------
+# the connector
+# --------------------------------------------------------------------------------------------
+
+_PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT")
+
+
+class Connector:
+    """Writes config/catalog/state files into tmp_path and runs the binary."""
+
+    def __init__(self, tmp_path: Path, server: PolygonServer):
+        self.tmp_path = tmp_path
+        self.server = server
+        self.files = 0
+
+    def config(self, **fields) -> dict:
+        config = {"api_key": KEY, "stock_ticker": "TSLA", "base_url": self.server.base_url,
+                  "start_date": "2022-03-01"}
+        config.update(fields)
+        return {k: v for k, v in config.items() if v is not DROP}
+
+    def file(self, stem: str, content: Any) -> Path:
+        """content: text written as is, anything else as JSON (None -> null)."""
+        self.files += 1
+        path = self.tmp_path / f"{self.files:03d}-{stem}"
+        path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+        return path
+
+    def env(self, now: dt.datetime | None, tz: str, extra: dict | None, script_env: bool) -> dict:
+        env = {k: os.environ[k] for k in _PASSED_THROUGH if k in os.environ}
+        env["TZ"] = tz
+        if script_env:
+            env["SOURCE_LUA_SCRIPT"] = str(SCRIPT)
+        if now is not None:
+            if not FAKETIME_LIB.exists():
+                pytest.fail(f"libfaketime is missing ({FAKETIME_LIB}): run `make deps` (package libfaketime)")
+            env.update(LD_PRELOAD=str(FAKETIME_LIB), FAKETIME_FMT="%s", FAKETIME="@%d" % int(now.timestamp()),
+                       FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1",
+                       # a sanitizer build wants its runtime first; faketime is preloaded before it
+                       ASAN_OPTIONS="verify_asan_link_order=0:detect_leaks=1")
+        env.update(extra or {})
+        return {k: v for k, v in env.items() if v is not None}
+
+    def run(self, *args, now: dt.datetime | None = None, server_now: dt.datetime | None = None, tz: str = "UTC",
+            env: dict | None = None, protocol: bool = True, script_env: bool = True,
+            timeout: float = RUN_TIMEOUT) -> Result:
+        """Runs the binary. now fixes its clock (and the server's, unless server_now is given)."""
+        if now is not None or server_now is not None:
+            self.server.set_clock(server_now or now)
+        argv = [str(BINARY), *map(str, args)]
+        started = time.monotonic()
+        proc = subprocess.run(argv, cwd=self.tmp_path, env=self.env(now, tz, env, script_env),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                              timeout=timeout)
+        result = Result(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+        assert result.returncode >= 0, f"killed by signal {-result.returncode}\n" + result.describe()
+        if protocol:
+            parse_protocol(result)
+        return result
+
+    # flags: arguments put before the command, e.g. ("--script", path)
+    def spec(self, flags=(), **kw) -> Result:
+        return self.run(*flags, "spec", **kw)
+
+    def check(self, config: dict | str, flags=(), **kw) -> Result:
+        return self.run(*flags, "check", "--config", self.file("config.json", config), **kw)
+
+    def discover(self, config: dict | str, flags=(), **kw) -> Result:
+        return self.run(*flags, "discover", "--config", self.file("config.json", config), **kw)
+
+    def read(self, config: dict | str, catalog: str | dict = "incremental", state: Any = NO_STATE,
+             flags=(), **kw) -> Result:
+        if catalog == "incremental":
+            catalog_path = CATALOGS / "incremental_configured_catalog.json"
+        elif catalog == "full_refresh":
+            catalog_path = CATALOGS / "fullrefresh_configured_catalog.json"
+        else:
+            catalog_path = self.file("catalog.json", catalog)
+        args = [*flags, "read", "--config", self.file("config.json", config), "--catalog", catalog_path]
+        if state is not NO_STATE:
+            args += ["--state", state if isinstance(state, Path) else self.file("state.json", state)]
+        return self.run(*args, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def _binary_exists():
+    if not BINARY.exists():
+        pytest.fail(f"{BINARY} does not exist: run `make` (or set SOURCE_LUA_BINARY)")
+
+
+@pytest.fixture(scope="session")
+def _server_process(tmp_path_factory):
+    server = PolygonServer(tmp_path_factory.mktemp("polygon"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _paged_server_process(tmp_path_factory):
+    server = PolygonServer(tmp_path_factory.mktemp("polygon-paged"), "--page-size", str(PAGE_SIZE))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(_server_process) -> PolygonServer:
+    """The shared server, reset (faults, counters, log) for this test."""
+    _server_process.reset()
+    return _server_process
+
+
+@pytest.fixture
+def paged_server(_paged_server_process) -> PolygonServer:
+    """A server whose pages hold at most PAGE_SIZE bars, so next_url is followed."""
+    _paged_server_process.reset()
+    return _paged_server_process
+
+
+@pytest.fixture
+def connector(tmp_path, server) -> Connector:
+    return Connector(tmp_path, server)
+
+
+@pytest.fixture
+def paged_connector(tmp_path, paged_server) -> Connector:
+    return Connector(tmp_path, paged_server)
