@@ -88,6 +88,7 @@ class AcceptanceConfig:
     path: Path
     connector_image: str | None
     sections: dict[str, list[Case]] = field(default_factory=dict)
+    bypass_reasons: dict[str, str] = field(default_factory=dict)  # whole sections switched off
 
     def cases(self, section: str) -> list[Case]:
         return self.sections.get(section, [])
@@ -135,4 +136,6 @@ def load_acceptance_config(path: Path) -> AcceptanceConfig:
                 raise ValueError(f"{path}: connection case {index}: status must be one of {CONNECTION_STATUSES}")
             cases.append(case)
         config.sections[section] = cases
+        if bypass:
+            config.bypass_reasons[section] = bypass
     return config

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,10 @@ def pytest_addoption(parser):
     group = parser.getgroup("acceptance", "connector acceptance tests")
     group.addoption(
         "--connector",
-        default="build/source-lua",
+        default=os.environ.get("SOURCE_LUA_BINARY") or "build/source-lua",
         help="command that runs the connector; split with shlex, Airbyte args appended "
-        "(relative program paths are taken from the repo root; default: build/source-lua)",
+        "(relative program paths are taken from the repo root; default: $SOURCE_LUA_BINARY, "
+        "else build/source-lua)",
     )
     group.addoption(
         "--script",
@@ -69,7 +71,8 @@ def pytest_generate_tests(metafunc):
     config = _load_config(metafunc.config.getoption("--acceptance-config"))
     cases = config.cases(section)
     if not cases:
-        skip = pytest.mark.skip(reason=f"no `{section}` cases in {config.path.name}")
+        reason = config.bypass_reasons.get(section) or f"no `{section}` cases in {config.path.name}"
+        skip = pytest.mark.skip(reason=reason)
         params = [pytest.param(None, id="no-cases", marks=skip)]
     else:
         params = []
@@ -84,12 +87,18 @@ MODULE_ORDER = [f"test_{name}" for name in SECTIONS] + ["test_protocol", "test_s
 
 
 def pytest_collection_modifyitems(config, items):
+    """Order this suite's tests as CAT does, `run_last` ones at its end; leave other suites alone."""
+    here = Path(__file__).resolve().parent
+    slots = [i for i, item in enumerate(items) if here in Path(str(item.fspath)).resolve().parents]
+
     def position(item):
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = Path(str(item.fspath)).stem
         rank = MODULE_ORDER.index(module) if module in MODULE_ORDER else len(MODULE_ORDER)
         return (bool(item.get_closest_marker("run_last")), rank)
 
-    items.sort(key=position)  # stable: keeps the order within a module
+    ordered = sorted((items[i] for i in slots), key=position)  # stable within a module
+    for slot, item in zip(slots, ordered):
+        items[slot] = item
 
 
 # -- session fixtures ------------------------------------------------------------------------

@@ -42,9 +42,19 @@ class Run:
     bad_lines: list[tuple[int, str, str]] = field(default_factory=list)
 
     @classmethod
-    def parse(cls, args: list[str], returncode: int, stdout: str, stderr: str, duration: float) -> "Run":
-        run = cls(args, returncode, stdout, stderr, duration)
-        for number, line in enumerate(stdout.splitlines(), start=1):
+    def parse(cls, args: list[str], returncode: int, stdout: bytes | str, stderr: str, duration: float) -> "Run":
+        raw = stdout.encode() if isinstance(stdout, str) else stdout
+        run = cls(args, returncode, raw.decode("utf-8", errors="replace"), stderr, duration)
+        lines = raw.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()  # the newline that ends the last message
+        # split on "\n" only: str.splitlines() would also cut at U+2028 inside a JSON string
+        for number, raw_line in enumerate(lines, start=1):
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                run.bad_lines.append((number, raw_line.decode("utf-8", errors="replace"), f"not UTF-8: {err}"))
+                continue
             try:
                 message = json.loads(line)
             except ValueError as err:
@@ -115,15 +125,15 @@ class ConnectorRunner:
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
-                text=True,
-                errors="replace",
                 timeout=self.timeout,
             )
         except FileNotFoundError as err:
             pytest.fail(f"connector command not found: {shlex.join(argv)} ({err}); build it first (make)")
         except subprocess.TimeoutExpired as err:
-            pytest.fail(f"connector did not finish within {self.timeout:.0f}s: {shlex.join(argv)}\n{err.stderr or ''}")
-        run = Run.parse(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+            stderr = (err.stderr or b"").decode("utf-8", errors="replace")
+            pytest.fail(f"connector did not finish within {self.timeout:.0f}s: {shlex.join(argv)}\n{stderr}")
+        stderr = proc.stderr.decode("utf-8", errors="replace")
+        run = Run.parse(argv, proc.returncode, proc.stdout, stderr, time.monotonic() - started)
         self.history.append(run)
         return run
 

@@ -132,18 +132,6 @@ def state_input(states: Iterable[dict]) -> list[dict]:
     return list(latest.values())
 
 
-def distinct_in_order(items: Iterable[Any]) -> list[Any]:
-    """Drop repeats of identical items, keep first occurrences (CAT dedupes checkpoints)."""
-    seen: set[str] = set()
-    result = []
-    for item in items:
-        key = json.dumps(item, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            result.append(item)
-    return result
-
-
 # -- stream statuses -----------------------------------------------------------------------------
 def stream_key(descriptor: dict) -> str:
     namespace = descriptor.get("namespace")
