@@ -161,11 +161,16 @@ void date_format_day(int64_t days, char out[DATE_DAY_LEN])
 	strftime(out, DATE_DAY_LEN, "%Y-%m-%d", &tm);
 }
 
-/* Converts a wall-clock time in zone to UTC; a time in New York's spring gap moves forward. */
+/* Converts a wall-clock time in zone to UTC. An hour repeated in autumn is its first occurrence;
+ * a time in the spring gap is read as standard time, so it moves forward (02:30 -> 03:30 EDT). */
 static int64_t local_to_epoch(int64_t local, enum date_zone zone)
 {
-	int64_t guess = local - date_zone_offset(zone, local);
-	return local - date_zone_offset(zone, guess);
+	if (zone == DATE_UTC)
+		return local;
+	int64_t as_daylight = local + 4 * 3600;
+	if (date_zone_offset(zone, as_daylight) == -4 * 3600)
+		return as_daylight;
+	return local + 5 * 3600;
 }
 
 static int parse_clock(const char *s, int *seconds, const char **rest)

@@ -30,21 +30,21 @@ struct http_settings http_settings = {
 	.retry_budget_ms = 10 * 60 * 1000,
 	.rate_limit_wait_ms = 15 * 1000,
 	.requests_per_minute = 0,
+	.concurrency = 4,
 	.stream = NULL,
 };
 
 static CURL *easy;
+static CURLM *multi;
 static int64_t next_request_slot_ms;
-/* Reused by http.get: owned here, not by the Lua call, so a Lua error mid-call leaks nothing. */
-static struct http_response lua_response;
-static struct buf lua_scratch;
 
 int http_global_init(void)
 {
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return -1;
 	easy = curl_easy_init();
-	return easy ? 0 : -1;
+	multi = curl_multi_init();
+	return easy && multi ? 0 : -1;
 }
 
 void http_global_cleanup(void)
@@ -52,8 +52,9 @@ void http_global_cleanup(void)
 	if (easy)
 		curl_easy_cleanup(easy);
 	easy = NULL;
-	http_response_free(&lua_response);
-	buf_free(&lua_scratch);
+	if (multi)
+		curl_multi_cleanup(multi);
+	multi = NULL;
 	curl_global_cleanup();
 }
 
@@ -85,7 +86,7 @@ static int abort_when_cancelled(void *clientp, curl_off_t dltotal, curl_off_t dl
 	return host_cancelled ? 1 : 0;
 }
 
-static void sleep_ms(int64_t ms)
+void http_sleep_ms(int64_t ms)
 {
 	while (ms > 0 && !host_cancelled) {
 		int64_t step = ms > 200 ? 200 : ms;
@@ -95,20 +96,29 @@ static void sleep_ms(int64_t ms)
 	}
 }
 
+int64_t http_budget_delay_ms(void)
+{
+	int64_t now = date_now_ms();
+	return next_request_slot_ms > now ? next_request_slot_ms - now : 0;
+}
+
 /* Spaces requests evenly so that a per-minute quota is never exceeded. */
-static void wait_for_request_budget(void)
+void http_budget_take(void)
 {
 	if (http_settings.requests_per_minute <= 0)
 		return;
 	int64_t interval = (int64_t)(60000.0 / http_settings.requests_per_minute);
 	int64_t now = date_now_ms();
-	if (next_request_slot_ms > now)
-		sleep_ms(next_request_slot_ms - now);
-	now = date_now_ms();
 	next_request_slot_ms = (next_request_slot_ms > now ? next_request_slot_ms : now) + interval;
 }
 
-static void configure(const char *url, const struct curl_slist *headers, struct http_response *resp)
+static void wait_for_request_budget(void)
+{
+	http_sleep_ms(http_budget_delay_ms());
+	http_budget_take();
+}
+
+static void configure(CURL *easy, const char *url, const struct curl_slist *headers, struct http_response *resp)
 {
 	curl_easy_reset(easy);
 	curl_easy_setopt(easy, CURLOPT_URL, url);
@@ -152,7 +162,7 @@ int http_perform(const char *url, const struct curl_slist *headers, struct http_
 {
 	http_response_reset(resp);
 	wait_for_request_budget();
-	configure(url, headers, resp);
+	configure(easy, url, headers, resp);
 	resp->code = curl_easy_perform(easy);
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
 	buf_cstr(&resp->body);
@@ -241,7 +251,7 @@ static int64_t backoff_ms(const struct http_retry *r, const struct http_response
 	return cap / 2 + (int64_t)(drand48() * (double)(cap / 2));
 }
 
-int http_retry_wait(struct http_retry *r, const struct http_response *resp, const char *why)
+int64_t http_retry_delay(struct http_retry *r, const struct http_response *resp, const char *why)
 {
 	int64_t wait = retry_after_ms(resp);
 	if (wait < 0)
@@ -255,8 +265,71 @@ int http_retry_wait(struct http_retry *r, const struct http_response *resp, cons
 	if (resp->status == 429 && http_settings.stream)
 		proto_stream_status(http_settings.stream, "RUNNING", now + wait);
 	proto_flush();
-	sleep_ms(wait);
+	return wait;
+}
+
+int http_retry_wait(struct http_retry *r, const struct http_response *resp, const char *why)
+{
+	int64_t wait = http_retry_delay(r, resp, why);
+	if (wait < 0)
+		return -1;
+	http_sleep_ms(wait);
 	return host_cancelled ? -1 : 0;
+}
+
+int http_transfer_start(struct http_transfer *t, const char *url, const struct curl_slist *headers)
+{
+	if (!t->easy)
+		t->easy = curl_easy_init();
+	if (!t->easy)
+		return -1;
+	http_response_reset(&t->resp);
+	configure(t->easy, url, headers, &t->resp);
+	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+	http_budget_take();
+	return curl_multi_add_handle(multi, t->easy) == CURLM_OK ? 0 : -1;
+}
+
+static struct http_transfer *next_finished(void)
+{
+	int left;
+	CURLMsg *msg;
+	while ((msg = curl_multi_info_read(multi, &left))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		struct http_transfer *t = NULL;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+		t->resp.code = msg->data.result;
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->resp.status);
+		buf_cstr(&t->resp.body);
+		if (t->resp.code != CURLE_OK && !t->resp.error[0])
+			snprintf(t->resp.error, sizeof t->resp.error, "%s", curl_easy_strerror(t->resp.code));
+		curl_multi_remove_handle(multi, t->easy);
+		return t;
+	}
+	return NULL;
+}
+
+struct http_transfer *http_transfers_wait(int timeout_ms)
+{
+	int running;
+	curl_multi_perform(multi, &running);
+	struct http_transfer *done = next_finished();
+	if (done)
+		return done;
+	curl_multi_poll(multi, NULL, 0, timeout_ms, NULL);
+	curl_multi_perform(multi, &running);
+	return next_finished();
+}
+
+void http_transfer_free(struct http_transfer *t)
+{
+	if (t->easy) {
+		curl_multi_remove_handle(multi, t->easy);
+		curl_easy_cleanup(t->easy);
+		t->easy = NULL;
+	}
+	http_response_free(&t->resp);
 }
 
 int http_origin(const char *url, char *out, size_t outlen)
@@ -282,161 +355,3 @@ int http_origin(const char *url, char *out, size_t outlen)
 	return rc;
 }
 
-/* Builds the header list from opts.headers; the list is anchored in a userdata so an error frees it. */
-struct header_list {
-	struct curl_slist *list;
-};
-
-static int header_list_gc(lua_State *L)
-{
-	struct header_list *h = lua_touserdata(L, 1);
-	curl_slist_free_all(h->list);
-	h->list = NULL;
-	return 0;
-}
-
-static struct header_list *push_header_list(lua_State *L, int opts_idx)
-{
-	struct header_list *h = lua_newuserdatauv(L, sizeof *h, 0);
-	h->list = NULL;
-	if (luaL_newmetatable(L, "source_lua.http.headers")) {
-		lua_pushcfunction(L, header_list_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_setmetatable(L, -2);
-	if (lua_isnoneornil(L, opts_idx))
-		return h;
-	luaL_checktype(L, opts_idx, LUA_TTABLE);
-	if (lua_getfield(L, opts_idx, "headers") == LUA_TTABLE) {
-		lua_pushnil(L);
-		while (lua_next(L, -2)) {
-			const char *name = luaL_tolstring(L, -2, NULL);
-			const char *value = luaL_tolstring(L, -2, NULL);
-			if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
-				luaL_error(L, "http: header '%s' contains a newline or a colon", name);
-			lua_pushfstring(L, "%s: %s", name, value);
-			struct curl_slist *grown = curl_slist_append(h->list, lua_tostring(L, -1));
-			if (!grown)
-				luaL_error(L, "http: out of memory");
-			h->list = grown;
-			lua_pop(L, 4);
-		}
-	}
-	lua_pop(L, 1);
-	return h;
-}
-
-static int push_header_list_from_arg(lua_State *L)
-{
-	push_header_list(L, 1);
-	return 1;
-}
-
-int http_push_headers(lua_State *L, int opts_idx)
-{
-	opts_idx = lua_absindex(L, opts_idx);
-	lua_pushcfunction(L, push_header_list_from_arg);
-	lua_pushvalue(L, opts_idx);
-	return lua_pcall(L, 1, 1, 0);
-}
-
-const struct curl_slist *http_header_list(lua_State *L, int idx)
-{
-	struct header_list *h = luaL_testudata(L, idx, "source_lua.http.headers");
-	return h ? h->list : NULL;
-}
-
-static void push_headers_table(lua_State *L, const struct http_response *resp)
-{
-	lua_newtable(L);
-	const char *p = resp->headers.data;
-	const char *end = p ? p + resp->headers.len : NULL;
-	while (p && p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol)
-			eol = end;
-		const char *colon = memchr(p, ':', (size_t)(eol - p));
-		if (colon) {
-			luaL_Buffer name;
-			luaL_buffinit(L, &name);
-			for (const char *c = p; c < colon; c++)
-				luaL_addchar(&name, (char)tolower((unsigned char)*c));
-			luaL_pushresult(&name);
-			const char *v = colon + 1;
-			while (v < eol && (*v == ' ' || *v == '\t'))
-				v++;
-			const char *ve = eol;
-			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
-				ve--;
-			lua_pushlstring(L, v, (size_t)(ve - v));
-			lua_rawset(L, -3);
-		}
-		p = eol + 1;
-	}
-}
-
-static int opt_retries(lua_State *L, int opts_idx)
-{
-	if (lua_isnoneornil(L, opts_idx))
-		return 1;
-	lua_getfield(L, opts_idx, "retry");
-	int retry = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
-	lua_pop(L, 1);
-	return retry;
-}
-
-/* http.get(url [, {headers = {...}, retry = true}]) -> status, body, headers | nil, errmsg */
-static int http_lua_get(lua_State *L)
-{
-	const char *url = luaL_checkstring(L, 1);
-	struct header_list *headers = push_header_list(L, 2);
-	int retry = opt_retries(L, 2);
-	struct http_response *resp = &lua_response;
-	struct http_retry r;
-	http_retry_start(&r);
-	char why[CURL_ERROR_SIZE + 64];
-	for (;;) {
-		http_perform(url, headers->list, resp);
-		if (!retry || !http_is_retryable(resp))
-			break;
-		http_describe_failure(resp, why, sizeof why);
-		if (http_retry_wait(&r, resp, why))
-			break;
-	}
-	if (resp->status == 0) {
-		http_describe_failure(resp, why, sizeof why);
-		buf_clear(&lua_scratch);
-		secrets_mask_into(&lua_scratch, why, strlen(why));
-		lua_pushnil(L);
-		lua_pushlstring(L, lua_scratch.data, lua_scratch.len);
-		return 2;
-	}
-	lua_pushinteger(L, resp->status);
-	lua_pushlstring(L, resp->body.data ? resp->body.data : "", resp->body.len);
-	push_headers_table(L, resp);
-	return 3;
-}
-
-/* http.escape(text) -> text percent-encoded for a URL path segment or query value */
-static int http_lua_escape(lua_State *L)
-{
-	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
-	char *escaped = curl_easy_escape(easy, s, (int)len);
-	if (!escaped)
-		return luaL_error(L, "http.escape: out of memory");
-	lua_pushstring(L, escaped);
-	curl_free(escaped);
-	return 1;
-}
-
-int http_open(lua_State *L)
-{
-	static const luaL_Reg functions[] = {
-		{"get", http_lua_get},
-		{"escape", http_lua_escape},
-		{NULL, NULL},
-	};
-	luaL_newlib(L, functions);
-	return 1;
-}

@@ -15,6 +15,7 @@ struct http_settings {
 	int64_t retry_budget_ms;     /* give up retrying one request after this long */
 	int64_t rate_limit_wait_ms;  /* first wait after a 429 without Retry-After */
 	double requests_per_minute;  /* client-side budget; 0 = none */
+	int concurrency;             /* transfers at once during a read */
 	const char *stream;          /* the stream being read, for RATE_LIMITED statuses; may be NULL */
 };
 
@@ -53,6 +54,27 @@ int http_is_retryable(const struct http_response *resp);
  * retry budget is spent or the sync was cancelled. why is logged, masked. */
 int http_retry_wait(struct http_retry *r, const struct http_response *resp, const char *why);
 
+/* Computes the wait before the next attempt (Retry-After, else backoff with jitter), logs it and
+ * reports RATE_LIMITED on a 429; -1 when the retry budget is spent or the sync was cancelled. */
+int64_t http_retry_delay(struct http_retry *r, const struct http_response *resp, const char *why);
+void http_sleep_ms(int64_t ms);
+
+/* The client-side request budget (requests_per_minute): how long until the next request may go,
+ * and taking a slot. */
+int64_t http_budget_delay_ms(void);
+void http_budget_take(void);
+
+/* Concurrent transfers on one libcurl multi handle: connections are shared and reused. */
+struct http_transfer {
+	CURL *easy;
+	struct http_response resp;
+};
+int http_transfer_start(struct http_transfer *t, const char *url, const struct curl_slist *headers);
+/* Drives every transfer; returns one that finished (its resp filled) or NULL after timeout_ms. */
+struct http_transfer *http_transfers_wait(int timeout_ms);
+/* Stops the transfer if it runs and frees what it holds. */
+void http_transfer_free(struct http_transfer *t);
+
 /* Scheme and authority of url ("https://api.polygon.io"), for same-host checks. */
 int http_origin(const char *url, char *out, size_t outlen);
 
@@ -61,7 +83,8 @@ int http_origin(const char *url, char *out, size_t outlen);
 int http_push_headers(lua_State *L, int opts_idx);
 const struct curl_slist *http_header_list(lua_State *L, int idx);
 
-/* Opens the `http` module. [-0, +1, m] */
+/* Opens the `http` module (http_module.c). [-0, +1, m] */
 int http_open(lua_State *L);
+void http_module_cleanup(void);
 
 #endif

@@ -12,6 +12,7 @@
  * swapped for a one-element sentinel array before decoding and marked afterwards; the walk runs
  * only when the text had one.
  */
+#define _GNU_SOURCE
 #include "json.h"
 
 #include <lauxlib.h>
@@ -28,9 +29,15 @@ extern int luaopen_cjson_safe(lua_State *L);
 
 static const char ARRAY_MT_KEY[] = "source_lua.json.array";
 static const char DECODE_KEY[] = "source_lua.json.decode";
-/* A NUL byte cannot appear unescaped in decoded text, so no real string can equal it. */
-static const char EMPTY_SENTINEL[] = "\0source-lua-empty-array";
-static const char EMPTY_SENTINEL_JSON[] = "[\"\\u0000source-lua-empty-array\"]";
+/* The sentinel is a NUL byte and a name that the text being decoded does not contain (a number is
+ * appended until it does not), so real data can never be mistaken for it. */
+#define SENTINEL_NAME "source-lua-empty-array"
+#define SENTINEL_MAX 48
+
+struct sentinel {
+	char name[SENTINEL_MAX]; /* without the leading NUL */
+	size_t len;
+};
 
 struct encoder {
 	lua_State *L;
@@ -313,8 +320,16 @@ static size_t empty_array_end(const char *s, size_t len, size_t i)
 	return (j < len && s[j] == ']') ? j + 1 : 0;
 }
 
+static void choose_sentinel(const char *text, size_t len, struct sentinel *sentinel)
+{
+	snprintf(sentinel->name, sizeof sentinel->name, "%s", SENTINEL_NAME);
+	for (unsigned n = 1; memmem(text, len, sentinel->name, strlen(sentinel->name)); n++)
+		snprintf(sentinel->name, sizeof sentinel->name, "%s#%u", SENTINEL_NAME, n);
+	sentinel->len = strlen(sentinel->name);
+}
+
 /* Copies text into b with every empty array replaced by the sentinel; returns how many. */
-static int mark_empty_arrays(luaL_Buffer *b, const char *s, size_t len)
+static int mark_empty_arrays(luaL_Buffer *b, const char *s, size_t len, struct sentinel *sentinel)
 {
 	int replaced = 0;
 	int in_string = 0;
@@ -336,8 +351,12 @@ static int mark_empty_arrays(luaL_Buffer *b, const char *s, size_t len)
 		size_t end = empty_array_end(s, len, i);
 		if (!end)
 			continue;
+		if (!sentinel->len)
+			choose_sentinel(s, len, sentinel); /* only texts with an empty array pay for the search */
 		luaL_addlstring(b, s + copied, i - copied);
-		luaL_addstring(b, EMPTY_SENTINEL_JSON);
+		luaL_addstring(b, "[\"\\u0000");
+		luaL_addlstring(b, sentinel->name, sentinel->len);
+		luaL_addstring(b, "\"]");
 		copied = end;
 		i = end - 1;
 		replaced++;
@@ -346,22 +365,22 @@ static int mark_empty_arrays(luaL_Buffer *b, const char *s, size_t len)
 	return replaced;
 }
 
-static int is_empty_sentinel(lua_State *L, int idx)
+static int is_empty_sentinel(lua_State *L, int idx, const struct sentinel *sentinel)
 {
 	if (lua_rawlen(L, idx) != 1)
 		return 0;
 	lua_rawgeti(L, idx, 1);
 	size_t len = 0;
 	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-	int match = s && len == sizeof EMPTY_SENTINEL - 1 && memcmp(s, EMPTY_SENTINEL, len) == 0;
+	int match = s && len == sentinel->len + 1 && s[0] == '\0' && memcmp(s + 1, sentinel->name, sentinel->len) == 0;
 	lua_pop(L, 1);
 	return match;
 }
 
-static void restore_empty_arrays(lua_State *L, int idx)
+static void restore_empty_arrays(lua_State *L, int idx, const struct sentinel *sentinel)
 {
 	luaL_checkstack(L, 3, "JSON nested too deeply");
-	if (is_empty_sentinel(L, idx)) {
+	if (is_empty_sentinel(L, idx, sentinel)) {
 		lua_pushnil(L);
 		lua_rawseti(L, idx, 1);
 		json_mark_array(L, idx);
@@ -370,7 +389,7 @@ static void restore_empty_arrays(lua_State *L, int idx)
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
 		if (lua_type(L, -1) == LUA_TTABLE)
-			restore_empty_arrays(L, lua_gettop(L));
+			restore_empty_arrays(L, lua_gettop(L), sentinel);
 		lua_pop(L, 1);
 	}
 }
@@ -378,11 +397,12 @@ static void restore_empty_arrays(lua_State *L, int idx)
 int json_decode_push(lua_State *L, const char *text, size_t len)
 {
 	int replaced = 0;
+	struct sentinel sentinel = {{0}, 0};
 	lua_getfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
 	if (memchr(text, '[', len)) {
 		luaL_Buffer b;
 		luaL_buffinit(L, &b);
-		replaced = mark_empty_arrays(&b, text, len);
+		replaced = mark_empty_arrays(&b, text, len, &sentinel);
 		luaL_pushresult(&b);
 	} else {
 		lua_pushlstring(L, text, len);
@@ -390,7 +410,7 @@ int json_decode_push(lua_State *L, const char *text, size_t len)
 	/* cjson's safe decoder returns nil, message instead of raising on bad input. */
 	lua_call(L, 1, 2);
 	if (replaced && lua_type(L, -2) == LUA_TTABLE)
-		restore_empty_arrays(L, lua_absindex(L, -2));
+		restore_empty_arrays(L, lua_absindex(L, -2), &sentinel);
 	return 2;
 }
 

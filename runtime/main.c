@@ -174,6 +174,9 @@ static double number_field(lua_State *L, int table, const char *name, double fal
 static void apply_runtime_settings(lua_State *L, int config)
 {
 	http_settings.requests_per_minute = number_field(L, config, "requests_per_minute", 0);
+	double concurrency = number_field(L, config, "concurrency", 0);
+	if (concurrency >= 1)
+		http_settings.concurrency = concurrency > 64 ? 64 : (int)concurrency;
 	double timeout = number_field(L, config, "request_timeout_seconds", 0);
 	if (timeout > 0)
 		http_settings.timeout_ms = (long)(timeout * 1000);
@@ -416,6 +419,7 @@ int main(int argc, char **argv)
 	} else {
 		rc = run_protected(&r);
 	}
+	http_module_cleanup();
 	http_global_cleanup();
 	if (proto_flush() || proto_stdout_failed())
 		rc = rc ? rc : 1;

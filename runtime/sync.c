@@ -60,9 +60,6 @@ struct stream_run {
 	struct sync_error err;
 };
 
-/* Reused across pages: owned by this file for the whole read, freed at the end. */
-static struct http_response page;
-
 static int run_fail(struct stream_run *s, enum proto_failure type, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -397,20 +394,95 @@ static void api_message(lua_State *L, const struct http_response *resp, char *ou
 	lua_settop(L, top);
 }
 
-/* Lets the script phrase an HTTP error (describe_error(status, body, ctx) -> message [, failure_type]). */
-static int fail_http_status(struct stream_run *s, int ctx, const char *url)
+/*
+ * The page loop. Partitions are read by up to `concurrency` slots at once on one libcurl multi
+ * handle; a slot reads one partition at a time, window by window, page by page, so each
+ * partition's records and checkpoints stay in order while the network is kept busy. Lua runs only
+ * between transfers, never inside a libcurl callback.
+ */
+struct slot {
+	struct http_transfer transfer;
+	struct partition *p; /* NULL when the slot has no partition left to read */
+	int64_t from, to;    /* the window being read */
+	int busy;            /* a transfer is running */
+	int64_t not_before_ms;
+	int pages;
+	struct http_retry retry;
+	char origin[512];
+};
+
+struct slots {
+	size_t count;
+	struct slot slot[];
+};
+
+static void slots_release(struct slots *all)
 {
+	for (size_t i = 0; i < all->count; i++)
+		http_transfer_free(&all->slot[i].transfer);
+	all->count = 0;
+}
+
+static int slots_gc(lua_State *L)
+{
+	slots_release(lua_touserdata(L, 1));
+	return 0;
+}
+
+/* The slots live in a userdata so that their buffers and handles are freed even after a Lua error. */
+static struct slots *push_slots(lua_State *L, size_t count)
+{
+	struct slots *all = lua_newuserdatauv(L, sizeof *all + count * sizeof all->slot[0], 0);
+	memset(all, 0, sizeof *all + count * sizeof all->slot[0]);
+	if (luaL_newmetatable(L, "source_lua.sync.slots")) {
+		lua_pushcfunction(L, slots_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	all->count = count;
+	return all;
+}
+
+struct engine {
+	struct stream_run *s;
+	struct slots *slots;
+	int anchors; /* anchors[i] = {ctx, headers, seen, url} of slot i, keeping its Lua values alive */
+	size_t next_partition;
+};
+
+/* Pushes field of slot i's anchor table. */
+static void push_anchor(struct engine *e, size_t i, const char *field)
+{
+	lua_State *L = e->s->L;
+	lua_rawgeti(L, e->anchors, (lua_Integer)i + 1);
+	lua_getfield(L, -1, field);
+	lua_remove(L, -2);
+}
+
+/* Sets field of slot i's anchor table to the value on top (popped). */
+static void set_anchor(struct engine *e, size_t i, const char *field)
+{
+	lua_State *L = e->s->L;
+	lua_rawgeti(L, e->anchors, (lua_Integer)i + 1);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, field);
+	lua_pop(L, 1);
+}
+
+/* Lets the script phrase an HTTP error (describe_error(status, body, ctx) -> message [, failure_type]). */
+static int fail_http_status(struct engine *e, size_t i)
+{
+	struct stream_run *s = e->s;
 	lua_State *L = s->L;
+	const struct http_response *resp = &e->slots->slot[i].transfer.resp;
 	char message[1024];
-	api_message(L, &page, message, sizeof message);
-	enum proto_failure type = PROTO_CONFIG_ERROR;
-	if (page.status < 400)
-		type = PROTO_SYSTEM_ERROR;
+	api_message(L, resp, message, sizeof message);
+	enum proto_failure type = resp->status < 400 ? PROTO_SYSTEM_ERROR : PROTO_CONFIG_ERROR;
 	if (push_hook(s, "describe_error")) {
-		lua_pushinteger(L, page.status);
-		json_decode_push(L, page.body.data ? page.body.data : "", page.body.len);
+		lua_pushinteger(L, resp->status);
+		json_decode_push(L, resp->body.data ? resp->body.data : "", resp->body.len);
 		lua_pop(L, 1);
-		lua_pushvalue(L, ctx);
+		push_anchor(e, i, "ctx");
 		if (host_call(L, 3, 2) != LUA_OK)
 			return run_fail_script(s, "describe_error failed");
 		if (lua_isstring(L, -2))
@@ -419,44 +491,10 @@ static int fail_http_status(struct stream_run *s, int ctx, const char *url)
 			proto_failure_from_name(lua_tostring(L, -1), &type);
 		lua_pop(L, 2);
 	}
-	struct buf masked = {0};
-	secrets_mask_into(&masked, url, strlen(url));
-	run_fail(s, type, "stream '%s': HTTP %ld from %s: %s", s->name, page.status, buf_cstr(&masked), message);
-	buf_free(&masked);
+	push_anchor(e, i, "url");
+	run_fail(s, type, "stream '%s': HTTP %ld from %s: %s", s->name, resp->status, lua_tostring(L, -1), message);
+	lua_pop(L, 1);
 	return -1;
-}
-
-/* GETs url until a 2xx JSON answer arrives, retrying what is worth retrying. Pushes the body. */
-static int fetch_json(struct stream_run *s, int ctx, const char *url, const struct curl_slist *headers)
-{
-	lua_State *L = s->L;
-	struct http_retry retry;
-	http_retry_start(&retry);
-	char why[CURL_ERROR_SIZE + 128];
-	for (;;) {
-		http_perform(url, headers, &page);
-		if (host_cancelled)
-			return run_fail(s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
-		int retryable = http_is_retryable(&page);
-		if (!retryable && page.status >= 200 && page.status < 300) {
-			json_decode_push(L, page.body.data, page.body.len);
-			if (!lua_isnil(L, -2) || lua_isnil(L, -1)) {
-				lua_pop(L, 1);
-				return 0;
-			}
-			snprintf(why, sizeof why, "HTTP %ld with a body that is not JSON (%s)", page.status,
-				 lua_tostring(L, -1));
-			lua_pop(L, 2);
-		} else if (!retryable) {
-			return fail_http_status(s, ctx, url);
-		} else {
-			http_describe_failure(&page, why, sizeof why);
-		}
-		if (http_retry_wait(&retry, &page, why))
-			return run_fail(s, PROTO_TRANSIENT_ERROR,
-					"stream '%s': gave up after %d attempts over %.0f s; last error: %s", s->name,
-					retry.attempt + 1, (double)(date_now_ms() - retry.started_ms) / 1000.0, why);
-	}
 }
 
 static int record_day(struct stream_run *s, int record, int64_t *day)
@@ -510,95 +548,97 @@ static int emit_records(struct stream_run *s, struct partition *p, int records, 
 	return 0;
 }
 
-/* Calls parse(ctx, response) and emits what it returns; pushes the next URL or nil. */
-static int handle_page(struct stream_run *s, struct partition *p, int ctx, int body, const char *url, int64_t from,
-		       int64_t to)
+/* Calls parse(ctx, response) on the decoded body on top and emits the records; replaces the body
+ * with the next URL or nil. */
+static int handle_page(struct engine *e, size_t i)
 {
+	struct stream_run *s = e->s;
+	struct slot *slot = &e->slots->slot[i];
 	lua_State *L = s->L;
+	int body = lua_gettop(L);
 	if (!push_hook(s, "parse"))
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s' has no parse(ctx, response) function", s->name);
-	lua_pushvalue(L, ctx);
+	push_anchor(e, i, "ctx");
 	lua_createtable(L, 0, 3);
-	lua_pushinteger(L, page.status);
+	lua_pushinteger(L, slot->transfer.resp.status);
 	lua_setfield(L, -2, "status");
 	lua_pushvalue(L, body);
 	lua_setfield(L, -2, "body");
-	lua_pushstring(L, url);
+	push_anchor(e, i, "url");
 	lua_setfield(L, -2, "url");
 	if (host_call(L, 2, 2) != LUA_OK)
 		return run_fail_script(s, "parse(ctx, response) failed");
-	int records = lua_gettop(L) - 1;
+	int records = body + 1;
 	if (!lua_isnil(L, records) && !lua_istable(L, records))
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': parse must return a list of records, not a %s",
 				s->name, luaL_typename(L, records));
-	if (lua_istable(L, records) && emit_records(s, p, records, from, to))
+	if (lua_istable(L, records) && emit_records(s, slot->p, records, slot->from, slot->to))
 		return -1;
-	lua_remove(L, records);
 	if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)) {
 		lua_pop(L, 1);
 		lua_pushnil(L);
 	}
+	lua_replace(L, body);
+	lua_settop(L, body);
 	return 0;
 }
 
-static int check_next_url(struct stream_run *s, const char *origin, const char *next, int seen)
+static int check_next_url(struct engine *e, size_t i, const char *next)
 {
+	struct stream_run *s = e->s;
 	lua_State *L = s->L;
 	char next_origin[512];
-	if (http_origin(next, next_origin, sizeof next_origin) || strcmp(origin, next_origin))
+	if (http_origin(next, next_origin, sizeof next_origin) || strcmp(e->slots->slot[i].origin, next_origin))
 		return run_fail(s, PROTO_SYSTEM_ERROR,
 				"stream '%s': the next page is on another host (%s); refusing to send credentials there",
 				s->name, next_origin);
-	if (lua_getfield(L, seen, next) != LUA_TNIL)
+	push_anchor(e, i, "seen");
+	int repeated = lua_getfield(L, -1, next) != LUA_TNIL;
+	lua_pop(L, 2);
+	if (repeated)
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': pagination loop, the API sent the same next URL twice",
 				s->name);
-	lua_pop(L, 1);
+	if (e->slots->slot[i].pages >= MAX_PAGES_PER_WINDOW)
+		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': more than %d pages in one window", s->name,
+				MAX_PAGES_PER_WINDOW);
 	return 0;
 }
 
-/* One window of one partition: the first request from the script, then every next page. */
-static int read_window(struct stream_run *s, struct partition *p, int64_t from, int64_t to)
+/* Asks the script for the first page of the window starting at from. */
+static int begin_window(struct engine *e, size_t i, int64_t from)
 {
+	struct stream_run *s = e->s;
+	struct slot *slot = &e->slots->slot[i];
 	lua_State *L = s->L;
 	int top = lua_gettop(L);
-	push_context(s, p, from, to);
-	int ctx = lua_gettop(L);
+	slot->from = from;
+	slot->to = s->end_day;
+	if (s->window_days > 0 && from + s->window_days - 1 < slot->to)
+		slot->to = from + s->window_days - 1;
+	lua_createtable(L, 0, 4);
+	lua_rawseti(L, e->anchors, (lua_Integer)i + 1);
+	push_context(s, slot->p, slot->from, slot->to);
+	lua_pushvalue(L, -1);
+	set_anchor(e, i, "ctx");
 	if (!push_hook(s, "request"))
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s' has no request(ctx) function", s->name);
-	lua_pushvalue(L, ctx);
+	lua_insert(L, -2);
 	if (host_call(L, 1, 2) != LUA_OK)
 		return run_fail_script(s, "request(ctx) failed");
 	if (lua_type(L, -2) != LUA_TSTRING)
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': request(ctx) must return a URL string", s->name);
 	if (http_push_headers(L, -1) != LUA_OK)
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': request options: %s", s->name, lua_tostring(L, -1));
-	int headers = lua_gettop(L);
-	const char *first_url = lua_tostring(L, headers - 2);
-	char origin[512];
-	if (http_origin(first_url, origin, sizeof origin))
-		return run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': '%s' is not a valid URL", s->name, first_url);
+	set_anchor(e, i, "headers");
+	lua_pop(L, 1);
+	if (http_origin(lua_tostring(L, -1), slot->origin, sizeof slot->origin))
+		return run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': '%s' is not a valid URL", s->name, lua_tostring(L, -1));
+	set_anchor(e, i, "url");
 	lua_newtable(L);
-	int seen = lua_gettop(L);
-	lua_pushvalue(L, headers - 2);
-	for (int pages = 0; !lua_isnil(L, -1); pages++) {
-		int url = lua_gettop(L);
-		if (pages > 0 && check_next_url(s, origin, lua_tostring(L, url), seen))
-			return -1;
-		if (pages >= MAX_PAGES_PER_WINDOW)
-			return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': more than %d pages in one window", s->name,
-					MAX_PAGES_PER_WINDOW);
-		lua_pushvalue(L, url);
-		lua_pushboolean(L, 1);
-		lua_rawset(L, seen);
-		if (fetch_json(s, ctx, lua_tostring(L, url), http_header_list(L, headers)))
-			return -1;
-		if (handle_page(s, p, ctx, url + 1, lua_tostring(L, url), from, to))
-			return -1;
-		if (s->records_since_state > 0 && checkpoint(s))
-			return -1;
-		lua_replace(L, url);
-		lua_settop(L, url);
-	}
+	set_anchor(e, i, "seen");
+	slot->pages = 0;
+	slot->not_before_ms = 0;
+	http_retry_start(&slot->retry);
 	lua_settop(L, top);
 	return 0;
 }
@@ -610,32 +650,188 @@ static void log_plan(struct stream_run *s, const struct partition *p, int64_t fr
 	date_format_day(s->end_day, last);
 	if (p->cursor != NO_CURSOR)
 		date_format_day(p->cursor, cursor);
+	const char *open = p->key ? "[" : "", *key = p->key ? p->key : "", *close = p->key ? "]" : "";
 	if (from > s->end_day)
-		proto_logf("INFO", "%s%s%s%s: up to date (cursor %s, last complete day %s)", s->name, p->key ? "[" : "",
-			   p->key ? p->key : "", p->key ? "]" : "", cursor, last);
+		proto_logf("INFO", "%s%s%s%s: up to date (cursor %s, last complete day %s)", s->name, open, key, close,
+			   cursor, last);
 	else
-		proto_logf("INFO", "%s%s%s%s: %s sync from %s to %s (cursor %s)", s->name, p->key ? "[" : "",
-			   p->key ? p->key : "", p->key ? "]" : "", s->incremental ? "incremental" : "full refresh",
-			   first, last, cursor);
+		proto_logf("INFO", "%s%s%s%s: %s sync from %s to %s (cursor %s)", s->name, open, key, close,
+			   s->incremental ? "incremental" : "full refresh", first, last, cursor);
 }
 
-static int read_partition(struct stream_run *s, struct partition *p)
+/* Gives the slot the next partition with days to read, or leaves it idle for good. */
+static int next_partition(struct engine *e, size_t i)
 {
-	int64_t from = s->start_day;
-	if (s->incremental && p->cursor != NO_CURSOR) {
-		int64_t resume = p->cursor + 1 - s->lookback_days;
-		from = resume > s->start_day ? resume : s->start_day;
-	}
-	log_plan(s, p, from);
-	while (from <= s->end_day) {
-		int64_t to = s->end_day;
-		if (s->window_days > 0 && from + s->window_days - 1 < to)
-			to = from + s->window_days - 1;
-		if (read_window(s, p, from, to))
-			return -1;
-		from = to + 1;
+	struct stream_run *s = e->s;
+	struct slot *slot = &e->slots->slot[i];
+	slot->p = NULL;
+	while (e->next_partition < s->nparts) {
+		struct partition *p = &s->parts[e->next_partition++];
+		int64_t from = s->start_day;
+		if (s->incremental && p->cursor != NO_CURSOR) {
+			int64_t resume = p->cursor + 1 - s->lookback_days;
+			from = resume > s->start_day ? resume : s->start_day;
+		}
+		log_plan(s, p, from);
+		if (from <= s->end_day) {
+			slot->p = p;
+			return begin_window(e, i, from);
+		}
 	}
 	return 0;
+}
+
+static int start_transfer(struct engine *e, size_t i)
+{
+	struct stream_run *s = e->s;
+	struct slot *slot = &e->slots->slot[i];
+	lua_State *L = s->L;
+	push_anchor(e, i, "seen");
+	push_anchor(e, i, "url");
+	lua_pushvalue(L, -1);
+	lua_pushboolean(L, 1);
+	lua_rawset(L, -4);
+	push_anchor(e, i, "headers");
+	int rc = http_transfer_start(&slot->transfer, lua_tostring(L, -2), http_header_list(L, -1));
+	lua_pop(L, 3);
+	if (rc)
+		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': cannot start an HTTP transfer", s->name);
+	slot->busy = 1;
+	return 0;
+}
+
+/* A page arrived and was emitted: follow next_url, or move to the next window or partition. */
+static int after_page(struct engine *e, size_t i)
+{
+	struct stream_run *s = e->s;
+	struct slot *slot = &e->slots->slot[i];
+	lua_State *L = s->L;
+	if (s->records_since_state > 0 && checkpoint(s))
+		return -1;
+	if (!lua_isnil(L, -1)) {
+		slot->pages++;
+		if (check_next_url(e, i, lua_tostring(L, -1)))
+			return -1;
+		set_anchor(e, i, "url");
+		http_retry_start(&slot->retry);
+		slot->not_before_ms = 0;
+		return 0;
+	}
+	lua_pop(L, 1);
+	if (slot->to < s->end_day)
+		return begin_window(e, i, slot->to + 1);
+	return next_partition(e, i);
+}
+
+/* Decides what a finished transfer means: a page, an error, or a retry later. */
+static int on_transfer_done(struct engine *e, size_t i)
+{
+	struct stream_run *s = e->s;
+	struct slot *slot = &e->slots->slot[i];
+	const struct http_response *resp = &slot->transfer.resp;
+	lua_State *L = s->L;
+	char why[CURL_ERROR_SIZE + 128];
+	slot->busy = 0;
+	if (host_cancelled)
+		return run_fail(s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
+	int retryable = http_is_retryable(resp);
+	if (!retryable && resp->status >= 200 && resp->status < 300) {
+		json_decode_push(L, resp->body.data, resp->body.len);
+		if (!lua_isnil(L, -2) || lua_isnil(L, -1)) {
+			lua_pop(L, 1);
+			if (handle_page(e, i))
+				return -1;
+			return after_page(e, i);
+		}
+		snprintf(why, sizeof why, "HTTP %ld with a body that is not JSON (%s)", resp->status, lua_tostring(L, -1));
+		lua_pop(L, 2);
+	} else if (!retryable) {
+		return fail_http_status(e, i);
+	} else {
+		http_describe_failure(resp, why, sizeof why);
+	}
+	int64_t delay = http_retry_delay(&slot->retry, resp, why);
+	if (delay < 0)
+		return run_fail(s, PROTO_TRANSIENT_ERROR,
+				"stream '%s': gave up after %d attempts over %.0f s; last error: %s", s->name,
+				slot->retry.attempt + 1, (double)(date_now_ms() - slot->retry.started_ms) / 1000.0, why);
+	slot->not_before_ms = date_now_ms() + delay;
+	return 0;
+}
+
+/* Starts what may start now; returns how many slots still have work, and the next start time. */
+static int start_ready(struct engine *e, int *busy, int64_t *wake_at)
+{
+	int active = 0;
+	*busy = 0;
+	*wake_at = INT64_MAX;
+	for (size_t i = 0; i < e->slots->count; i++) {
+		struct slot *slot = &e->slots->slot[i];
+		if (!slot->p)
+			continue;
+		active++;
+		if (!slot->busy) {
+			int64_t now = date_now_ms();
+			int64_t ready = slot->not_before_ms;
+			int64_t budget = now + http_budget_delay_ms();
+			if (budget > ready)
+				ready = budget;
+			if (ready <= now && start_transfer(e, i))
+				return -1;
+			if (!slot->busy && ready < *wake_at)
+				*wake_at = ready;
+		}
+		*busy += slot->busy;
+	}
+	return active;
+}
+
+static int pump(struct engine *e)
+{
+	for (;;) {
+		if (host_cancelled)
+			return run_fail(e->s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
+		int busy;
+		int64_t wake_at;
+		int active = start_ready(e, &busy, &wake_at);
+		if (active <= 0)
+			return active;
+		int64_t wait = wake_at == INT64_MAX ? 1000 : wake_at - date_now_ms();
+		int timeout = wait < 0 ? 0 : wait > 1000 ? 1000 : (int)wait;
+		if (!busy) {
+			http_sleep_ms(timeout);
+			continue;
+		}
+		struct http_transfer *done = http_transfers_wait(timeout);
+		while (done) {
+			size_t i = (size_t)((struct slot *)(void *)done - e->slots->slot);
+			if (on_transfer_done(e, i))
+				return -1;
+			done = http_transfers_wait(0);
+		}
+	}
+}
+
+static int read_partitions(struct stream_run *s)
+{
+	lua_State *L = s->L;
+	int top = lua_gettop(L);
+	size_t count = (size_t)http_settings.concurrency;
+	if (count > s->nparts)
+		count = s->nparts;
+	if (count < 1)
+		count = 1;
+	struct engine e = {s, push_slots(L, count), 0, 0};
+	lua_createtable(L, (int)count, 0);
+	e.anchors = lua_gettop(L);
+	int rc = 0;
+	for (size_t i = 0; i < count && !rc; i++)
+		rc = next_partition(&e, i);
+	if (!rc)
+		rc = pump(&e);
+	slots_release(e.slots);
+	lua_settop(L, top);
+	return rc < 0 ? -1 : 0;
 }
 
 static int read_cursor_field(struct stream_run *s)
@@ -655,10 +851,7 @@ static int run_stream(struct stream_run *s, int states)
 {
 	if (read_cursor_field(s) || load_partitions(s) || (s->incremental && load_cursors(s, states)) || plan(s))
 		return -1;
-	for (size_t i = 0; i < s->nparts; i++)
-		if (read_partition(s, &s->parts[i]))
-			return -1;
-	return 0;
+	return read_partitions(s);
 }
 
 /* Reports a failed stream: the state of what was emitted first, then the status and the error.
@@ -763,7 +956,6 @@ int sync_read(lua_State *L, int script, int config, int catalog, int states)
 			failed = 1;
 		lua_pop(L, 1);
 	}
-	http_response_free(&page);
 	lua_settop(L, legacy - 1);
 	if (host_cancelled && !failed) {
 		proto_trace_error(PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)", NULL, NULL);

@@ -162,14 +162,14 @@ static int check_string(struct check *c, int schema, int value)
 static int check_number(struct check *c, int schema, int value)
 {
 	lua_State *L = c->L;
+	int top = lua_gettop(L);
 	lua_Number d = lua_tonumber(L, value);
 	int rc = 0;
 	if (lua_getfield(L, schema, "minimum") == LUA_TNUMBER && d < lua_tonumber(L, -1))
 		rc = fail(c, "must be at least %s", lua_tostring(L, -1));
-	lua_pop(L, 1);
 	if (!rc && lua_getfield(L, schema, "maximum") == LUA_TNUMBER && d > lua_tonumber(L, -1))
 		rc = fail(c, "must be at most %s", lua_tostring(L, -1));
-	lua_pop(L, 1);
+	lua_settop(L, top);
 	return rc;
 }
 
@@ -188,28 +188,29 @@ static int descend(struct check *c, const char *segment, int schema, int value)
 static int check_required(struct check *c, int schema, int value)
 {
 	lua_State *L = c->L;
+	int top = lua_gettop(L);
 	if (lua_getfield(L, schema, "required") != LUA_TTABLE) {
-		lua_pop(L, 1);
+		lua_settop(L, top);
 		return 0;
 	}
-	lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-	for (lua_Integer i = 1; i <= n; i++) {
-		lua_rawgeti(L, -1, i);
+	int required = lua_gettop(L);
+	int rc = 0;
+	lua_Integer n = (lua_Integer)lua_rawlen(L, required);
+	for (lua_Integer i = 1; i <= n && !rc; i++) {
+		lua_settop(L, required);
+		/* Entries that are not strings are the schema's mistake: skip them. */
+		if (lua_rawgeti(L, required, i) != LUA_TSTRING)
+			continue;
 		const char *name = lua_tostring(L, -1);
-		int missing = name && (lua_getfield(L, value, name) == LUA_TNIL ||
-				       (lua_type(L, -1) == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -1)));
-		lua_pop(L, 1);
-		if (missing) {
+		int type = lua_getfield(L, value, name);
+		if (type == LUA_TNIL || (type == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -1))) {
 			char detail[200];
 			snprintf(detail, sizeof detail, "'%s' is required", name);
-			int rc = fail(c, "%s", detail);
-			lua_pop(L, 2);
-			return rc;
+			rc = fail(c, "%s", detail);
 		}
-		lua_pop(L, 1);
 	}
-	lua_pop(L, 1);
-	return 0;
+	lua_settop(L, top);
+	return rc;
 }
 
 static int check_object(struct check *c, int schema, int value)

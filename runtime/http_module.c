@@ -1,0 +1,179 @@
+/*
+ * http_module: the Lua `http` module. Synchronous calls on the runtime's client (http.c), so that
+ * scripts share its timeouts, limits and retry policy. Responses are collected in C buffers owned
+ * by this file, not by the Lua call, so a Lua error mid-call leaks nothing.
+ */
+#include <ctype.h>
+#include <lauxlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "secrets.h"
+
+static struct http_response lua_response;
+static struct buf lua_scratch;
+
+void http_module_cleanup(void)
+{
+	http_response_free(&lua_response);
+	buf_free(&lua_scratch);
+}
+
+/* Builds the header list from opts.headers; the list is anchored in a userdata so an error frees it. */
+struct header_list {
+	struct curl_slist *list;
+};
+
+static int header_list_gc(lua_State *L)
+{
+	struct header_list *h = lua_touserdata(L, 1);
+	curl_slist_free_all(h->list);
+	h->list = NULL;
+	return 0;
+}
+
+static struct header_list *push_header_list(lua_State *L, int opts_idx)
+{
+	struct header_list *h = lua_newuserdatauv(L, sizeof *h, 0);
+	h->list = NULL;
+	if (luaL_newmetatable(L, "source_lua.http.headers")) {
+		lua_pushcfunction(L, header_list_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	if (lua_isnoneornil(L, opts_idx))
+		return h;
+	luaL_checktype(L, opts_idx, LUA_TTABLE);
+	if (lua_getfield(L, opts_idx, "headers") == LUA_TTABLE) {
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			const char *name = luaL_tolstring(L, -2, NULL);
+			const char *value = luaL_tolstring(L, -2, NULL);
+			if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
+				luaL_error(L, "http: header '%s' contains a newline or a colon", name);
+			lua_pushfstring(L, "%s: %s", name, value);
+			struct curl_slist *grown = curl_slist_append(h->list, lua_tostring(L, -1));
+			if (!grown)
+				luaL_error(L, "http: out of memory");
+			h->list = grown;
+			lua_pop(L, 4);
+		}
+	}
+	lua_pop(L, 1);
+	return h;
+}
+
+static int push_header_list_from_arg(lua_State *L)
+{
+	push_header_list(L, 1);
+	return 1;
+}
+
+int http_push_headers(lua_State *L, int opts_idx)
+{
+	opts_idx = lua_absindex(L, opts_idx);
+	lua_pushcfunction(L, push_header_list_from_arg);
+	lua_pushvalue(L, opts_idx);
+	return lua_pcall(L, 1, 1, 0);
+}
+
+const struct curl_slist *http_header_list(lua_State *L, int idx)
+{
+	struct header_list *h = luaL_testudata(L, idx, "source_lua.http.headers");
+	return h ? h->list : NULL;
+}
+
+static void push_headers_table(lua_State *L, const struct http_response *resp)
+{
+	lua_newtable(L);
+	const char *p = resp->headers.data;
+	const char *end = p ? p + resp->headers.len : NULL;
+	while (p && p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			eol = end;
+		const char *colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon) {
+			luaL_Buffer name;
+			luaL_buffinit(L, &name);
+			for (const char *c = p; c < colon; c++)
+				luaL_addchar(&name, (char)tolower((unsigned char)*c));
+			luaL_pushresult(&name);
+			const char *v = colon + 1;
+			while (v < eol && (*v == ' ' || *v == '\t'))
+				v++;
+			const char *ve = eol;
+			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+				ve--;
+			lua_pushlstring(L, v, (size_t)(ve - v));
+			lua_rawset(L, -3);
+		}
+		p = eol + 1;
+	}
+}
+
+static int opt_retries(lua_State *L, int opts_idx)
+{
+	if (lua_isnoneornil(L, opts_idx))
+		return 1;
+	lua_getfield(L, opts_idx, "retry");
+	int retry = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return retry;
+}
+
+/* http.get(url [, {headers = {...}, retry = true}]) -> status, body, headers | nil, errmsg */
+static int http_lua_get(lua_State *L)
+{
+	const char *url = luaL_checkstring(L, 1);
+	struct header_list *headers = push_header_list(L, 2);
+	int retry = opt_retries(L, 2);
+	struct http_response *resp = &lua_response;
+	struct http_retry r;
+	http_retry_start(&r);
+	char why[CURL_ERROR_SIZE + 64];
+	for (;;) {
+		http_perform(url, headers->list, resp);
+		if (!retry || !http_is_retryable(resp))
+			break;
+		http_describe_failure(resp, why, sizeof why);
+		if (http_retry_wait(&r, resp, why))
+			break;
+	}
+	if (resp->status == 0) {
+		http_describe_failure(resp, why, sizeof why);
+		buf_clear(&lua_scratch);
+		secrets_mask_into(&lua_scratch, why, strlen(why));
+		lua_pushnil(L);
+		lua_pushlstring(L, lua_scratch.data, lua_scratch.len);
+		return 2;
+	}
+	lua_pushinteger(L, resp->status);
+	lua_pushlstring(L, resp->body.data ? resp->body.data : "", resp->body.len);
+	push_headers_table(L, resp);
+	return 3;
+}
+
+/* http.escape(text) -> text percent-encoded for a URL path segment or query value */
+static int http_lua_escape(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	char *escaped = curl_easy_escape(NULL, s, (int)len);
+	if (!escaped)
+		return luaL_error(L, "http.escape: out of memory");
+	lua_pushstring(L, escaped);
+	curl_free(escaped);
+	return 1;
+}
+
+int http_open(lua_State *L)
+{
+	static const luaL_Reg functions[] = {
+		{"get", http_lua_get},
+		{"escape", http_lua_escape},
+		{NULL, NULL},
+	};
+	luaL_newlib(L, functions);
+	return 1;
+}
