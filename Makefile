@@ -29,7 +29,7 @@ UNIT_BIN   := $(BUILD)/unit-tests
 IMAGE_NAME := $(shell sed -n 's/^ *dockerRepository: *//p' metadata.yaml)
 VERSION    := $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
 
-.PHONY: all deps demo test unit e2e clean image image-test
+.PHONY: all deps demo test unit e2e clean image image-test bench
 all: $(BIN)
 
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
@@ -40,6 +40,9 @@ $(BIN): $(OBJS)
 
 $(UNIT_BIN): $(UNIT_SRCS) $(LIB_OBJS)
 	$(CC) $(PROJECT_CFLAGS) $(CFLAGS) -Iruntime $(LDFLAGS) -o $@ $(UNIT_SRCS) $(LIB_OBJS) $(LDLIBS_ALL)
+
+$(BUILD)/emit-bench: tests/bench/emit_bench.c $(LIB_OBJS)
+	$(CC) $(PROJECT_CFLAGS) $(CFLAGS) -Iruntime $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS_ALL)
 
 $(BUILD)/obj:
 	mkdir -p $@
@@ -73,6 +76,12 @@ image: deps
 image-test: image
 	$(PYTHON) tests/run_all.py --suite tests/acceptance --suite tests/image \
 		-- --connector "$(CURDIR)/tests/image/connector_in_image.sh"
+
+# Figures, not pass/fail: spec start-up, a 40-ticker x 10-year sync against pre-rendered pages,
+# the same transfers with curl (the floor), and the emission rate on one core.
+bench: deps
+	$(MAKE) --no-print-directory all $(BUILD)/emit-bench
+	$(PYTHON) tests/bench/bench.py --binary $(BIN) --emit-bench $(BUILD)/emit-bench
 
 clean:
 	rm -rf build

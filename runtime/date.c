@@ -39,6 +39,19 @@ static int64_t floor_div(int64_t a, int64_t b)
 	return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
+/* The civil year of a day count (Howard Hinnant's days-to-civil), without gmtime_r's locking. */
+static int year_of_day(int64_t days)
+{
+	int64_t z = days + 719468;
+	int64_t era = floor_div(z, 146097);
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	int64_t mp = (5 * doy + 2) / 153;
+	int64_t month = mp < 10 ? mp + 3 : mp - 9;
+	return (int)(yoe + era * 400 + (month <= 2));
+}
+
 static int weekday_of(int64_t days)
 {
 	/* 1970-01-01 was a Thursday; 0 = Sunday as in struct tm. */
@@ -58,9 +71,17 @@ static int64_t nth_weekday(int year, int month, int weekday, int n)
 	return first + ((weekday - weekday_of(first) + 7) % 7) + 7 * (n - 1);
 }
 
-/* The UTC instants at which New York daylight time starts and ends in a year. */
+/* The UTC instants at which New York daylight time starts and ends in a year. Every record's
+ * day goes through here, so the last year asked for is remembered. */
 static void new_york_dst_bounds(int year, int64_t *start, int64_t *end)
 {
+	static int cached_year = -1;
+	static int64_t cached_start, cached_end;
+	if (year == cached_year) {
+		*start = cached_start;
+		*end = cached_end;
+		return;
+	}
 	int64_t start_day;
 	int64_t end_day;
 	if (year >= 2007) {
@@ -76,17 +97,18 @@ static void new_york_dst_bounds(int year, int64_t *start, int64_t *end)
 	/* 02:00 EST is 07:00 UTC; 02:00 EDT is 06:00 UTC. */
 	*start = start_day * SECONDS_PER_DAY + 7 * 3600;
 	*end = end_day * SECONDS_PER_DAY + 6 * 3600;
+	cached_year = year;
+	cached_start = *start;
+	cached_end = *end;
 }
 
 int date_zone_offset(enum date_zone zone, int64_t epoch)
 {
 	if (zone == DATE_UTC)
 		return 0;
-	struct tm tm;
-	civil_from_epoch(epoch - 5 * 3600, &tm);
 	int64_t start;
 	int64_t end;
-	new_york_dst_bounds(tm.tm_year + 1900, &start, &end);
+	new_york_dst_bounds(year_of_day(floor_div(epoch - 5 * 3600, SECONDS_PER_DAY)), &start, &end);
 	return (epoch >= start && epoch < end) ? -4 * 3600 : -5 * 3600;
 }
 

@@ -38,13 +38,21 @@ static CURL *easy;
 static CURLM *multi;
 static int64_t next_request_slot_ms;
 
-int http_global_init(void)
+/* libcurl (and the TLS library under it) takes tens of milliseconds to initialise, so it starts
+ * on the first request: spec and a failing config never pay for it. */
+static int ensure_started(void)
 {
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	static int failed;
+	if (easy || failed)
+		return failed ? -1 : 0;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		failed = 1;
 		return -1;
+	}
 	easy = curl_easy_init();
 	multi = curl_multi_init();
-	return easy && multi ? 0 : -1;
+	failed = !easy || !multi;
+	return failed ? -1 : 0;
 }
 
 void http_global_cleanup(void)
@@ -54,8 +62,9 @@ void http_global_cleanup(void)
 	easy = NULL;
 	if (multi)
 		curl_multi_cleanup(multi);
+	if (multi || easy)
+		curl_global_cleanup();
 	multi = NULL;
-	curl_global_cleanup();
 }
 
 static size_t collect_body(char *data, size_t size, size_t count, void *userdata)
@@ -161,6 +170,11 @@ void http_response_free(struct http_response *resp)
 int http_perform(const char *url, const struct curl_slist *headers, struct http_response *resp)
 {
 	http_response_reset(resp);
+	if (ensure_started()) {
+		snprintf(resp->error, sizeof resp->error, "cannot initialise libcurl");
+		resp->code = CURLE_FAILED_INIT;
+		return -1;
+	}
 	wait_for_request_budget();
 	configure(easy, url, headers, resp);
 	resp->code = curl_easy_perform(easy);
@@ -279,6 +293,8 @@ int http_retry_wait(struct http_retry *r, const struct http_response *resp, cons
 
 int http_transfer_start(struct http_transfer *t, const char *url, const struct curl_slist *headers)
 {
+	if (ensure_started())
+		return -1;
 	if (!t->easy)
 		t->easy = curl_easy_init();
 	if (!t->easy)
@@ -332,8 +348,17 @@ void http_transfer_free(struct http_transfer *t)
 	http_response_free(&t->resp);
 }
 
+char *http_escape(const char *text, size_t len)
+{
+	if (ensure_started())
+		return NULL;
+	return curl_easy_escape(easy, text, (int)len);
+}
+
 int http_origin(const char *url, char *out, size_t outlen)
 {
+	if (ensure_started())
+		return -1;
 	CURLU *u = curl_url();
 	char *scheme = NULL;
 	char *host = NULL;

@@ -30,7 +30,6 @@ struct http_response {
 /* The process-wide settings; main fills them from the config before anything is fetched. */
 extern struct http_settings http_settings;
 
-int http_global_init(void);
 void http_global_cleanup(void);
 
 /* One attempt, no retry. Returns 0 when an HTTP answer arrived (any status), -1 otherwise. */
@@ -74,6 +73,9 @@ int http_transfer_start(struct http_transfer *t, const char *url, const struct c
 struct http_transfer *http_transfers_wait(int timeout_ms);
 /* Stops the transfer if it runs and frees what it holds. */
 void http_transfer_free(struct http_transfer *t);
+
+/* Percent-encodes text (free with curl_free); NULL when out of memory. */
+char *http_escape(const char *text, size_t len);
 
 /* Scheme and authority of url ("https://api.polygon.io"), for same-host checks. */
 int http_origin(const char *url, char *out, size_t outlen);

@@ -159,7 +159,7 @@ static int http_lua_escape(lua_State *L)
 {
 	size_t len;
 	const char *s = luaL_checklstring(L, 1, &len);
-	char *escaped = curl_easy_escape(NULL, s, (int)len);
+	char *escaped = http_escape(s, len);
 	if (!escaped)
 		return luaL_error(L, "http.escape: out of memory");
 	lua_pushstring(L, escaped);

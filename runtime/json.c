@@ -125,6 +125,55 @@ void json_write_string(struct buf *out, const char *s, size_t len)
 	buf_putc(out, '"');
 }
 
+void json_write_int(struct buf *out, long long value)
+{
+	char digits[24];
+	char *p = digits + sizeof digits;
+	unsigned long long magnitude = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+	do {
+		*--p = (char)('0' + magnitude % 10);
+		magnitude /= 10;
+	} while (magnitude);
+	if (value < 0)
+		*--p = '-';
+	buf_append(out, p, (size_t)(digits + sizeof digits - p));
+}
+
+/* Writes d as a decimal with at most 6 fractional digits when that reads back exactly; -1 if not.
+ * Exact because r / 10^k is the double nearest to the decimal r * 10^-k, which is what strtod
+ * returns for that text; the smallest such k gives the shortest text. This covers prices and
+ * volumes without printf and strtod, which dominated the cost of a record. */
+static int write_short_decimal(struct buf *out, double d)
+{
+	static const double powers[] = {1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
+	if (!(fabs(d) < 1e9 && fabs(d) >= 1e-6))
+		return -1;
+	for (int k = 1; k <= 6; k++) {
+		double scaled = nearbyint(d * powers[k - 1]);
+		if (scaled / powers[k - 1] != d)
+			continue;
+		char digits[40];
+		long long r = (long long)fabs(scaled);
+		int n = 0;
+		do {
+			digits[n++] = (char)('0' + r % 10);
+			r /= 10;
+		} while (r || n <= k);
+		char text[48];
+		int len = 0;
+		if (d < 0)
+			text[len++] = '-';
+		for (int i = n - 1; i >= 0; i--) {
+			text[len++] = digits[i];
+			if (i == k)
+				text[len++] = '.';
+		}
+		buf_append(out, text, (size_t)len);
+		return 0;
+	}
+	return -1;
+}
+
 void json_write_double(struct buf *out, double d)
 {
 	if (!isfinite(d)) {
@@ -133,9 +182,14 @@ void json_write_double(struct buf *out, double d)
 	}
 	/* Integral values print without an exponent or ".0" so that 1646629200000 stays an integer. */
 	if (d == floor(d) && fabs(d) < 9007199254740992.0) {
-		buf_printf(out, "%.0f", d);
+		if (d == 0 && signbit(d))
+			buf_puts(out, "-0");
+		else
+			json_write_int(out, (long long)d);
 		return;
 	}
+	if (write_short_decimal(out, d) == 0)
+		return;
 	char text[32];
 	for (int precision = 15; precision <= 17; precision++) {
 		snprintf(text, sizeof text, "%.*g", precision, d);
@@ -273,7 +327,7 @@ static int encode_value(struct encoder *e, int idx, int depth)
 		return 0;
 	case LUA_TNUMBER:
 		if (lua_isinteger(L, idx))
-			buf_printf(e->out, "%lld", (long long)lua_tointeger(L, idx));
+			json_write_int(e->out, (long long)lua_tointeger(L, idx));
 		else
 			json_write_double(e->out, lua_tonumber(L, idx));
 		return 0;
@@ -326,6 +380,25 @@ static void choose_sentinel(const char *text, size_t len, struct sentinel *senti
 	for (unsigned n = 1; memmem(text, len, sentinel->name, strlen(sentinel->name)); n++)
 		snprintf(sentinel->name, sizeof sentinel->name, "%s#%u", SENTINEL_NAME, n);
 	sentinel->len = strlen(sentinel->name);
+}
+
+/* Whether text holds an empty array outside strings: the common answer, no, costs one scan. */
+static int has_empty_array(const char *s, size_t len)
+{
+	int in_string = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (in_string) {
+			if (s[i] == '\\')
+				i++;
+			else if (s[i] == '"')
+				in_string = 0;
+		} else if (s[i] == '"') {
+			in_string = 1;
+		} else if (s[i] == '[' && empty_array_end(s, len, i)) {
+			return 1;
+		}
+	}
+	return 0;
 }
 
 /* Copies text into b with every empty array replaced by the sentinel; returns how many. */
@@ -399,7 +472,7 @@ int json_decode_push(lua_State *L, const char *text, size_t len)
 	int replaced = 0;
 	struct sentinel sentinel = {{0}, 0};
 	lua_getfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
-	if (memchr(text, '[', len)) {
+	if (memchr(text, '[', len) && has_empty_array(text, len)) {
 		luaL_Buffer b;
 		luaL_buffinit(L, &b);
 		replaced = mark_empty_arrays(&b, text, len, &sentinel);

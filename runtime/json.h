@@ -14,6 +14,9 @@ int json_encode(lua_State *L, int idx, struct buf *out, char *err, size_t errlen
 /* Appends s as a JSON string literal (quotes included); invalid UTF-8 becomes U+FFFD. */
 void json_write_string(struct buf *out, const char *s, size_t len);
 
+/* Appends a decimal integer. */
+void json_write_int(struct buf *out, long long value);
+
 /* Appends the shortest text that reads back as exactly d (null for NaN and infinities). */
 void json_write_double(struct buf *out, double d);
 

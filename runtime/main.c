@@ -413,12 +413,7 @@ int main(int argc, char **argv)
 	proto_init();
 	char script_buffer[PATH_MAX + 64];
 	struct run r = {&opts, find_script(&opts, script_buffer, sizeof script_buffer), 0};
-	if (http_global_init()) {
-		proto_trace_error(PROTO_SYSTEM_ERROR, "cannot initialise libcurl", NULL, NULL);
-		rc = 1;
-	} else {
-		rc = run_protected(&r);
-	}
+	rc = run_protected(&r);
 	http_module_cleanup();
 	http_global_cleanup();
 	if (proto_flush() || proto_stdout_failed())

@@ -168,7 +168,9 @@ int proto_record(lua_State *L, const char *stream, int data_idx, int64_t emitted
 		out.len = mark;
 		return -1;
 	}
-	buf_printf(&out, ",\"emitted_at\":%lld}}", (long long)emitted_at_ms);
+	buf_puts(&out, ",\"emitted_at\":");
+	json_write_int(&out, (long long)emitted_at_ms);
+	buf_puts(&out, "}}");
 	end_message(0);
 	return 0;
 }

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""`make bench`: figures for source-lua, printed, never asserted.
+
+1. `spec` wall time: median of many runs.
+2. A full-refresh sync of 40 tickers x 10 years of daily bars against a local server that serves
+   pre-rendered pages from memory (so that the server is not the bottleneck): wall time,
+   records/s, MB/s of protocol output, peak RSS.
+3. The transfer floor: the same pages fetched by curl with the same concurrency into /dev/null,
+   and the ratio of the sync to it.
+4. The emission rate in isolation: a page already in memory decoded, mapped by the script and
+   written as RECORD messages, on one core.
+Targets (issue 7): spec < 5 ms; sync <= 1.5x the floor; emission >= 1,000,000 records/s;
+peak RSS <= 24 MB.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "server"))
+import polygon_server  # noqa: E402
+
+TICKERS = ["T%02d" % i for i in range(40)]
+YEARS = 10
+CONCURRENCY = 8
+KEY = "sl-bench-key"
+PAGE_PATH = re.compile(r"^/v2/aggs/ticker/([^/]+)/range/")
+
+
+def render_pages(now):
+    """One page per ticker holding its whole 10 years: Polygon's limit of 50000 fits 2520 bars."""
+    first = (now - datetime.timedelta(days=365 * YEARS)).date().isoformat()
+    last = now.date().isoformat()
+    pages = {}
+    for ticker in TICKERS:
+        path = f"/v2/aggs/ticker/{ticker}/range/1/day/{first}/{last}"
+        status, body = polygon_server.answer_aggregates(path, {"limit": "50000"}, now)
+        body["request_id"] = "bench"
+        pages[ticker] = polygon_server.to_json(body).encode()
+    return first, pages
+
+
+def serve(pages):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            match = PAGE_PATH.match(self.path)
+            body = pages.get(match.group(1)) if match else None
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def run_measured(argv, stdout):
+    """Runs argv; returns (wall seconds, peak RSS in MB of that child)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
+def bench_spec(binary, runs):
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([binary, "spec"], stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def bench_sync(binary, port, first, work):
+    config = os.path.join(work, "config.json")
+    with open(config, "w") as f:
+        json.dump({"api_key": KEY, "stock_ticker": ",".join(TICKERS), "start_date": first,
+                   "base_url": f"http://127.0.0.1:{port}", "concurrency": CONCURRENCY}, f)
+    catalog = os.path.join(ROOT, "catalogs", "fullrefresh_configured_catalog.json")
+    out_path = os.path.join(work, "out.jsonl")
+    best = None
+    for _ in range(3):
+        with open(out_path, "wb") as out:
+            wall, rss = run_measured([binary, "read", "--config", config, "--catalog", catalog], out)
+        if best is None or wall < best[0]:
+            best = (wall, rss)
+    size = os.path.getsize(out_path)
+    with open(out_path, "rb") as f:
+        records = sum(1 for line in f if line.startswith(b'{"type":"RECORD"'))
+    return best[0], best[1], records, size
+
+
+def bench_floor(port, first):
+    urls = [f"http://127.0.0.1:{port}/v2/aggs/ticker/{t}/range/1/day/{first}/x?adjusted=true&sort=asc&limit=50000"
+            for t in TICKERS]
+    argv = ["curl", "-s", "--fail", "--parallel", "--parallel-max", str(CONCURRENCY),
+            "-H", f"Authorization: Bearer {KEY}"]
+    for url in urls:
+        argv += ["-o", "/dev/null", url]
+    best = None
+    for _ in range(3):
+        wall, _ = run_measured(argv, subprocess.DEVNULL)
+        best = wall if best is None else min(best, wall)
+    return best
+
+
+def bench_emit(emit_bench, pages, work, seconds):
+    page = os.path.join(work, "page.json")
+    with open(page, "wb") as f:
+        f.write(pages[TICKERS[0]])
+    script = os.path.join(ROOT, "scripts", "stock_prices.lua")
+    with open(os.devnull, "wb") as devnull:
+        out = subprocess.run(["taskset", "-c", "0", emit_bench, script, page, str(seconds)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, check=True).stdout.decode()
+    return float(re.search(r"records_per_second (\d+)", out).group(1))
+
+
+def verdict(ok):
+    return "meets target" if ok else "MISSES target"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary", default=os.path.join(ROOT, "build", "source-lua"))
+    parser.add_argument("--emit-bench", default=os.path.join(ROOT, "build", "emit-bench"))
+    parser.add_argument("--spec-runs", type=int, default=200)
+    parser.add_argument("--emit-seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    binary = os.path.abspath(args.binary)
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    first, pages = render_pages(now)
+    server = serve(pages)
+    port = server.server_address[1]
+    with tempfile.TemporaryDirectory() as work:
+        spec_ms = bench_spec(binary, args.spec_runs)
+        wall, rss, records, size = bench_sync(binary, port, first, work)
+        floor = bench_floor(port, first)
+        emit = bench_emit(os.path.abspath(args.emit_bench), pages, work, args.emit_seconds)
+    server.shutdown()
+
+    page_mb = sum(len(p) for p in pages.values()) / 1e6
+    print(f"spec: median {spec_ms:.2f} ms over {args.spec_runs} runs  [{verdict(spec_ms < 5)}: < 5 ms]")
+    print(f"sync: {len(TICKERS)} tickers x {YEARS} years, concurrency {CONCURRENCY}: {records} records in "
+          f"{wall:.3f} s = {records / wall:,.0f} records/s, {size / 1e6 / wall:.1f} MB/s of messages "
+          f"({page_mb:.1f} MB of pages), peak RSS {rss:.1f} MB  [{verdict(rss <= 24)}: <= 24 MB]")
+    print(f"transfer floor: curl, same {len(TICKERS)} pages, --parallel-max {CONCURRENCY}: {floor:.3f} s; "
+          f"sync/floor = {wall / floor:.2f}x  [{verdict(wall / floor <= 1.5)}: <= 1.5x]")
+    print(f"emission: {emit:,.0f} records/s on one core (decode + parse() + RECORD messages)  "
+          f"[{verdict(emit >= 1e6)}: >= 1,000,000]")
+
+
+if __name__ == "__main__":
+    main()

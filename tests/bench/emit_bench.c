@@ -1,0 +1,126 @@
+/*
+ * emit_bench: the emission rate in isolation. A page of Polygon bars already in memory is decoded,
+ * mapped by the script's parse() and written as RECORD messages, over and over, on one core.
+ * Messages go to stdout: run it with stdout on /dev/null. Prints "records_per_second N".
+ *
+ * usage: emit_bench SCRIPT PAGE_FILE SECONDS
+ */
+#define _GNU_SOURCE
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "host.h"
+#include "json.h"
+#include "proto.h"
+
+struct bench {
+	const char *script;
+	const char *page_path;
+	double seconds;
+	long long records;
+	double elapsed;
+};
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void push_file(lua_State *L, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		luaL_error(L, "cannot open %s", path);
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	size_t n;
+	char chunk[65536];
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+		luaL_addlstring(&b, chunk, n);
+	fclose(f);
+	luaL_pushresult(&b);
+}
+
+/* One page: decode, parse, write every record. Returns how many records. */
+static long long one_page(lua_State *L, int parse, int ctx, int text)
+{
+	int top = lua_gettop(L);
+	size_t len;
+	const char *page = lua_tolstring(L, text, &len);
+	json_decode_push(L, page, len);
+	lua_pop(L, 1);
+	int body = lua_gettop(L);
+	lua_pushvalue(L, parse);
+	lua_pushvalue(L, ctx);
+	lua_createtable(L, 0, 2);
+	lua_pushvalue(L, body);
+	lua_setfield(L, -2, "body");
+	if (host_call(L, 2, 2) != LUA_OK) {
+		lua_getfield(L, -1, "message");
+		luaL_error(L, "parse failed: %s", lua_tostring(L, -1));
+	}
+	int records = lua_gettop(L) - 1;
+	lua_Integer n = (lua_Integer)lua_rawlen(L, records);
+	char err[128];
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_rawgeti(L, records, i);
+		if (proto_record(L, "stock_prices", lua_gettop(L), 1700000000000LL, err, sizeof err))
+			luaL_error(L, "record %d: %s", (int)i, err);
+		lua_pop(L, 1);
+	}
+	lua_settop(L, top);
+	return (long long)n;
+}
+
+static int bench_main(lua_State *L)
+{
+	struct bench *b = lua_touserdata(L, 1);
+	host_load_script(L, b->script);
+	lua_getfield(L, -1, "streams");
+	lua_rawgeti(L, -1, 1);
+	lua_getfield(L, -1, "parse");
+	int parse = lua_gettop(L);
+	lua_createtable(L, 0, 1);
+	lua_pushstring(L, "TSLA");
+	lua_setfield(L, -2, "partition");
+	int ctx = lua_gettop(L);
+	push_file(L, b->page_path);
+	int text = lua_gettop(L);
+	one_page(L, parse, ctx, text); /* warm-up */
+	b->records = 0;
+	double start = now_seconds();
+	do {
+		b->records += one_page(L, parse, ctx, text);
+		b->elapsed = now_seconds() - start;
+	} while (b->elapsed < b->seconds);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 4) {
+		fprintf(stderr, "usage: %s SCRIPT PAGE_FILE SECONDS\n", argv[0]);
+		return 2;
+	}
+	struct bench b = {argv[1], argv[2], atof(argv[3]), 0, 0};
+	struct host_limits limits = {512u << 20, 4000000000LL};
+	proto_init();
+	lua_State *L = host_open(&limits);
+	lua_pushcfunction(L, bench_main);
+	lua_pushlightuserdata(L, &b);
+	int rc = lua_pcall(L, 1, 0, 0);
+	if (rc != LUA_OK)
+		fprintf(stderr, "emit_bench: %s\n", lua_tostring(L, -1));
+	host_close(L);
+	proto_shutdown();
+	if (rc != LUA_OK)
+		return 1;
+	fprintf(stderr, "records %lld in %.3f s\n", b.records, b.elapsed);
+	printf("records_per_second %.0f\n", (double)b.records / b.elapsed);
+	return 0;
+}
