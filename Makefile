@@ -2,6 +2,7 @@
 # Project flags live apart from CFLAGS so that `make CFLAGS=-O0` keeps the warnings and includes.
 
 PKGS       := lua5.4 libcurl
+# libcurl is dlopen()ed on first use (runtime/curl_lazy.c), so it is compiled against, not linked.
 CJSON_A    := $(shell pkg-config --variable=libdir lua5.4-cjson 2>/dev/null)/x86_64-linux-gnu/liblua5.4-cjson.a
 CJSON_A    := $(firstword $(wildcard /usr/lib/*/liblua5.4-cjson.a) $(CJSON_A))
 PYTHON     := /usr/bin/python3
@@ -10,7 +11,7 @@ CC         ?= cc
 CFLAGS     ?= -O2 -g
 PROJECT_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -MMD -MP \
                   $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS_ALL := $(CJSON_A) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LDLIBS_ALL := $(CJSON_A) $(shell pkg-config --libs lua5.4 2>/dev/null) -ldl -lm
 
 BUILD      := build
 ifeq ($(SANITIZE),1)

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "curl_lazy.h"
 #include "date.h"
 #include "host.h"
 #include "proto.h"
@@ -65,6 +66,7 @@ void http_global_cleanup(void)
 	if (multi || easy)
 		curl_global_cleanup();
 	multi = NULL;
+	curl_lazy_unload();
 }
 
 static size_t collect_body(char *data, size_t size, size_t count, void *userdata)
@@ -171,7 +173,8 @@ int http_perform(const char *url, const struct curl_slist *headers, struct http_
 {
 	http_response_reset(resp);
 	if (ensure_started()) {
-		snprintf(resp->error, sizeof resp->error, "cannot initialise libcurl");
+		snprintf(resp->error, sizeof resp->error, "cannot initialise libcurl: %s",
+			 curl_lazy_error() ? curl_lazy_error() : "curl_global_init failed");
 		resp->code = CURLE_FAILED_INIT;
 		return -1;
 	}
