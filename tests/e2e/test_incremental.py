@@ -138,7 +138,8 @@ def test_interrupted_multi_ticker_run_keeps_per_ticker_cursors(paged_connector):
     """AAPL finishes, MSFT dies half way: the top-level date is the smaller cursor, and the next
     run continues each ticker from its own cursor."""
     server = paged_connector.server
-    config = paged_connector.config(stock_ticker="AAPL,MSFT", start_date="2021-06-01", retry_max_seconds=1)
+    config = paged_connector.config(stock_ticker="AAPL,MSFT", start_date="2021-06-01", retry_max_seconds=1,
+                                    concurrency=1)  # AAPL must finish before MSFT starts
     aapl_pages = math.ceil(len(server.published("AAPL", "2021-06-01", "2022-03-11")) / PAGE_SIZE)
     server.faults(fail_after=aapl_pages + 1, status=503)
     broken = paged_connector.read(config, now=AFTER_CLOSE)
