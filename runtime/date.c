@@ -2,8 +2,10 @@
  * date: calendar math for cursors and windows, and the Lua `date` module.
  *
  * Days are int64 counts since 1970-01-01 and instants int64 epoch seconds, so window arithmetic
- * is plain addition and never touches the host's time zone. libc's timegm/gmtime_r do the
- * proleptic Gregorian conversions. America/New_York is computed here from the US rules rather
+ * is plain addition and never touches the host's time zone. Day <-> civil date conversions are
+ * Howard Hinnant's integer algorithms rather than timegm/gmtime_r: every record's day passes
+ * through them twice, and glibc's versions take a lock and consult the zone machinery each time.
+ * strftime still formats date.format's output. America/New_York is computed here from the US rules rather
  * than from the tz database: slim container images often ship without tzdata, and switching TZ
  * with setenv is process-global and not thread-safe. Trading days are New York days.
  */
@@ -18,29 +20,18 @@
 
 #define SECONDS_PER_DAY 86400
 
-static int64_t days_from_civil(int year, int month, int day)
-{
-	struct tm tm = {0};
-	tm.tm_year = year - 1900;
-	tm.tm_mon = month - 1;
-	tm.tm_mday = day;
-	return (int64_t)timegm(&tm) / SECONDS_PER_DAY;
-}
-
-static void civil_from_epoch(int64_t epoch, struct tm *tm)
-{
-	time_t t = (time_t)epoch;
-	gmtime_r(&t, tm);
-}
-
 static int64_t floor_div(int64_t a, int64_t b)
 {
 	int64_t q = a / b;
 	return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
-/* The civil year of a day count (Howard Hinnant's days-to-civil), without gmtime_r's locking. */
-static int year_of_day(int64_t days)
+struct civil {
+	int year, month, day;
+};
+
+/* Howard Hinnant's civil_from_days: proleptic Gregorian, any int64 day. */
+static struct civil civil_from_days(int64_t days)
 {
 	int64_t z = days + 719468;
 	int64_t era = floor_div(z, 146097);
@@ -48,8 +39,33 @@ static int year_of_day(int64_t days)
 	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
 	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
 	int64_t mp = (5 * doy + 2) / 153;
-	int64_t month = mp < 10 ? mp + 3 : mp - 9;
-	return (int)(yoe + era * 400 + (month <= 2));
+	struct civil c;
+	c.day = (int)(doy - (153 * mp + 2) / 5 + 1);
+	c.month = (int)(mp < 10 ? mp + 3 : mp - 9);
+	c.year = (int)(yoe + era * 400 + (c.month <= 2));
+	return c;
+}
+
+/* Howard Hinnant's days_from_civil. */
+static int64_t days_from_civil(int year, int month, int day)
+{
+	int64_t y = (int64_t)year - (month <= 2);
+	int64_t era = floor_div(y, 400);
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+static int year_of_day(int64_t days)
+{
+	return civil_from_days(days).year;
+}
+
+static void civil_from_epoch(int64_t epoch, struct tm *tm)
+{
+	time_t t = (time_t)epoch;
+	gmtime_r(&t, tm);
 }
 
 static int weekday_of(int64_t days)
@@ -151,9 +167,8 @@ static int valid_civil(int year, int month, int day)
 {
 	if (year < 1000 || month < 1 || month > 12 || day < 1)
 		return 0;
-	struct tm tm;
-	civil_from_epoch(days_from_civil(year, month, day) * SECONDS_PER_DAY, &tm);
-	return tm.tm_mday == day && tm.tm_mon == month - 1;
+	struct civil c = civil_from_days(days_from_civil(year, month, day));
+	return c.day == day && c.month == month;
 }
 
 /* Reads YYYY-MM-DD at the start of s. */
@@ -178,9 +193,23 @@ int date_parse_day(const char *s, int64_t *days)
 
 void date_format_day(int64_t days, char out[DATE_DAY_LEN])
 {
-	struct tm tm;
-	civil_from_epoch(days * SECONDS_PER_DAY, &tm);
-	strftime(out, DATE_DAY_LEN, "%Y-%m-%d", &tm);
+	struct civil c = civil_from_days(days);
+	if (c.year < 0 || c.year > 9999) {
+		snprintf(out, DATE_DAY_LEN, "%s", "0000-00-00");
+		return;
+	}
+	int y = c.year;
+	out[0] = (char)('0' + y / 1000);
+	out[1] = (char)('0' + y / 100 % 10);
+	out[2] = (char)('0' + y / 10 % 10);
+	out[3] = (char)('0' + y % 10);
+	out[4] = '-';
+	out[5] = (char)('0' + c.month / 10);
+	out[6] = (char)('0' + c.month % 10);
+	out[7] = '-';
+	out[8] = (char)('0' + c.day / 10);
+	out[9] = (char)('0' + c.day % 10);
+	out[10] = '\0';
 }
 
 /* Converts a wall-clock time in zone to UTC. An hour repeated in autumn is its first occurrence;
