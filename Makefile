@@ -50,7 +50,8 @@ $(BUILD)/obj:
 
 # Installs what a fresh Debian 12 machine lacks; a no-op when everything is there.
 DEB_PKGS := build-essential pkg-config liblua5.4-dev libcurl4-openssl-dev lua-cjson-dev \
-            python3 python3-pytest python3-jsonschema python3-yaml curl libfaketime time
+            python3 python3-pytest python3-jsonschema python3-yaml curl libfaketime time \
+            clang libclang-rt-14-dev
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -63,9 +64,12 @@ demo: deps
 	$(MAKE) --no-print-directory all
 	$(PYTHON) tests/demo.py --binary $(BIN)
 
+# The fuzz smoke runs once, in the normal build's suite: its targets carry ASan and UBSan anyway.
+TEST_SUITES := tests/server tests/e2e tests/acceptance $(if $(filter 1,$(SANITIZE)),,tests/fuzz)
+
 test: deps
 	$(MAKE) --no-print-directory all $(UNIT_BIN)
-	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN)
+	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN) $(addprefix --suite ,$(TEST_SUITES))
 
 # The Airbyte image, built with buildah (no Docker engine needed), and the acceptance suite run
 # through it the way the platform starts a connector.
@@ -83,6 +87,8 @@ image-test: image
 bench: deps
 	$(MAKE) --no-print-directory all $(BUILD)/emit-bench
 	$(PYTHON) tests/bench/bench.py --binary $(BIN) --emit-bench $(BUILD)/emit-bench
+
+include tests/fuzz/fuzz.mk
 
 clean:
 	rm -rf build

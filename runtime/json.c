@@ -22,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #define JSON_MAX_DEPTH 128
 
@@ -29,10 +32,11 @@ extern int luaopen_cjson_safe(lua_State *L);
 
 static const char ARRAY_MT_KEY[] = "source_lua.json.array";
 static const char DECODE_KEY[] = "source_lua.json.decode";
-/* The sentinel is a NUL byte and a name that the text being decoded does not contain (a number is
- * appended until it does not), so real data can never be mistaken for it. */
+/* The sentinel is a NUL byte and a name with a random per-process nonce that the text does not
+ * contain (a number is appended until it does not). Text could spell the name with \u escapes,
+ * so the nonce is what keeps crafted input from forging it: it cannot be guessed. */
 #define SENTINEL_NAME "source-lua-empty-array"
-#define SENTINEL_MAX 48
+#define SENTINEL_MAX 64
 
 struct sentinel {
 	char name[SENTINEL_MAX]; /* without the leading NUL */
@@ -374,11 +378,22 @@ static size_t empty_array_end(const char *s, size_t len, size_t i)
 	return (j < len && s[j] == ']') ? j + 1 : 0;
 }
 
+static unsigned long long sentinel_nonce(void)
+{
+	static unsigned long long nonce;
+	while (!nonce) {
+		if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
+			nonce = (unsigned long long)time(NULL) * 6364136223846793005ULL ^ (unsigned long long)getpid();
+	}
+	return nonce;
+}
+
 static void choose_sentinel(const char *text, size_t len, struct sentinel *sentinel)
 {
-	snprintf(sentinel->name, sizeof sentinel->name, "%s", SENTINEL_NAME);
+	unsigned long long nonce = sentinel_nonce();
+	snprintf(sentinel->name, sizeof sentinel->name, "%s-%016llx", SENTINEL_NAME, nonce);
 	for (unsigned n = 1; memmem(text, len, sentinel->name, strlen(sentinel->name)); n++)
-		snprintf(sentinel->name, sizeof sentinel->name, "%s#%u", SENTINEL_NAME, n);
+		snprintf(sentinel->name, sizeof sentinel->name, "%s-%016llx#%u", SENTINEL_NAME, nonce, n);
 	sentinel->len = strlen(sentinel->name);
 }
 
@@ -467,8 +482,34 @@ static void restore_empty_arrays(lua_State *L, int idx, const struct sentinel *s
 	}
 }
 
+/* Offset of the first byte that is not part of valid UTF-8, or len. ASCII runs are skipped fast. */
+static size_t invalid_utf8_at(const char *text, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)text;
+	size_t i = 0;
+	while (i < len) {
+		if (p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		int n = utf8_sequence_length(p + i, len - i);
+		if (n == 0)
+			return i;
+		i += (size_t)n;
+	}
+	return len;
+}
+
 int json_decode_push(lua_State *L, const char *text, size_t len)
 {
+	/* JSON is UTF-8 (RFC 8259). Rejecting other bytes here means every decoded string can be
+	 * written back unchanged; replacing them would merge distinct keys into one. */
+	size_t bad = invalid_utf8_at(text, len);
+	if (bad < len) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "not valid UTF-8 at byte %d", (int)bad);
+		return 2;
+	}
 	int replaced = 0;
 	struct sentinel sentinel = {{0}, 0};
 	lua_getfield(L, LUA_REGISTRYINDEX, DECODE_KEY);

@@ -20,7 +20,8 @@ void json_write_int(struct buf *out, long long value);
 /* Appends the shortest text that reads back as exactly d (null for NaN and infinities). */
 void json_write_double(struct buf *out, double d);
 
-/* Decodes JSON text into Lua values; pushes the value, or nil and an error message. [-0, +2, m] */
+/* Decodes JSON text (which must be UTF-8) into Lua values; pushes the value, or nil and an error
+ * message. [-0, +2, m] */
 int json_decode_push(lua_State *L, const char *text, size_t len);
 
 /* Opens the `json` module: json.decode, json.encode, json.array, json.object, json.null. [-0, +1, m] */

@@ -1,0 +1,41 @@
+"""Smoke test of the libFuzzer targets: each replays its seed corpus and its regressions, then
+fuzzes for 10 s (`make -f tests/fuzz/fuzz.mk fuzz-smoke-<name>`). A crash, a sanitizer report or
+a broken property fails the test. Skipped when clang is not installed.
+"""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FUZZ_MK = os.path.join("tests", "fuzz", "fuzz.mk")
+NAMES = ["state", "catalog", "config", "date", "json"]
+SANITIZER_MARKERS = ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error"]
+
+
+def make(goal, timeout, jobs=1):
+    # MAKEFLAGS from an enclosing make (a jobserver, -n) must not leak into these runs.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(
+        ["make", "--no-print-directory", f"-j{jobs}", "-f", FUZZ_MK, goal],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def fuzz_build():
+    if shutil.which("clang") is None:
+        pytest.skip("clang is not installed (apt-get install clang libclang-rt-14-dev)")
+    proc = make("fuzz-build", timeout=300, jobs=os.cpu_count() or 1)
+    assert proc.returncode == 0, f"fuzz-build failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fuzz_smoke(fuzz_build, name):
+    proc = make(f"fuzz-smoke-{name}", timeout=120)
+    output = proc.stdout + proc.stderr
+    tail = output[-6000:]
+    for marker in SANITIZER_MARKERS:
+        assert marker not in output, f"fuzz_{name}: {marker}\n{tail}"
+    assert proc.returncode == 0, f"fuzz_{name} exited {proc.returncode}\n{tail}"
