@@ -30,7 +30,7 @@ UNIT_BIN   := $(BUILD)/unit-tests
 IMAGE_NAME  = $(shell sed -n 's/^ *dockerRepository: *//p' metadata.yaml)
 VERSION     = $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
 
-.PHONY: all deps demo test unit e2e clean image image-test bench
+.PHONY: all deps demo test test-valgrind unit e2e clean image image-test bench
 all: $(BIN)
 
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
@@ -70,6 +70,14 @@ TEST_SUITES := tests/server tests/e2e tests/acceptance $(if $(filter 1,$(SANITIZ
 test: deps
 	$(MAKE) --no-print-directory all $(UNIT_BIN)
 	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN) $(addprefix --suite ,$(TEST_SUITES))
+
+# The end-to-end tests with every connector run under valgrind (leaks and memory errors fail them).
+VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite,possible --error-exitcode=99 -q
+test-valgrind: deps
+	@command -v valgrind >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq valgrind; }
+	$(MAKE) --no-print-directory all $(UNIT_BIN)
+	SOURCE_LUA_WRAPPER="$(VALGRIND)" $(PYTHON) tests/run_all.py --binary $(BIN) --suite tests/e2e
+	valgrind --leak-check=full --error-exitcode=99 -q $(UNIT_BIN) >/dev/null
 
 # The Airbyte image, built with buildah (no Docker engine needed), and the acceptance suite run
 # through it the way the platform starts a connector.

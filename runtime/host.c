@@ -8,12 +8,16 @@
  * budget is spent the hook fires on every instruction, so a script cannot swallow the error with
  * pcall and keep looping.
  */
+#define _GNU_SOURCE
 #include "host.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "date.h"
 #include "http.h"
@@ -28,10 +32,14 @@ volatile sig_atomic_t host_cancelled;
 
 struct host_state {
 	struct host_limits limits;
+	lua_State *L;
 	size_t memory_used;
 	size_t memory_reserve;
 	long long instructions_left;
+	int out_of_memory; /* set by the allocator; the hook then stops the script */
 };
+
+static void host_hook(lua_State *L, lua_Debug *ar);
 
 static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -42,8 +50,16 @@ static void *host_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		h->memory_used -= old_size;
 		return NULL;
 	}
-	if (nsize > old_size && h->memory_used - old_size + nsize > h->limits.memory_bytes + h->memory_reserve)
+	if (nsize > old_size && h->memory_used - old_size + nsize > h->limits.memory_bytes + h->memory_reserve) {
+		/* A script that catches memory errors with pcall would loop through emergency collections
+		 * for ever: from the next instruction on, the hook raises until control is back in C.
+		 * lua_sethook is documented as safe to call at any time. */
+		if (h->L && !h->out_of_memory) {
+			h->out_of_memory = 1;
+			lua_sethook(h->L, host_hook, LUA_MASKCOUNT, 1);
+		}
 		return NULL;
+	}
 	void *grown = realloc(ptr, nsize);
 	if (grown)
 		h->memory_used = h->memory_used - old_size + nsize;
@@ -66,6 +82,10 @@ static void host_hook(lua_State *L, lua_Debug *ar)
 		lua_sethook(L, host_hook, LUA_MASKCOUNT, 1);
 		luaL_error(L, "the sync was cancelled");
 	}
+	if (h->out_of_memory) {
+		lua_sethook(L, host_hook, LUA_MASKCOUNT, 1);
+		luaL_error(L, "the script ran out of memory (limit %d MB)", (int)(h->limits.memory_bytes >> 20));
+	}
 	if (h->instructions_left < 0) {
 		lua_sethook(L, host_hook, LUA_MASKCOUNT, 1);
 		luaL_error(L, "script exceeded its instruction limit (%I instructions per call): an endless loop?",
@@ -86,19 +106,23 @@ static int host_print(lua_State *L)
 		luaL_addvalue(&b);
 	}
 	luaL_pushresult(&b);
-	proto_log("INFO", lua_tostring(L, -1));
+	size_t len;
+	const char *text = lua_tolstring(L, -1, &len);
+	proto_log_text("INFO", text, len);
 	return 0;
 }
 
 /* load(chunk [, chunkname [, mode [, env]]]) -> the stock load, always in text mode */
 static int host_load(lua_State *L)
 {
-	lua_settop(L, 4);
+	/* An absent env must stay absent: an explicit nil would give the chunk no globals at all. */
+	int nargs = lua_gettop(L) >= 4 ? 4 : 3;
+	lua_settop(L, nargs);
 	lua_pushliteral(L, "t");
 	lua_replace(L, 3);
 	lua_pushvalue(L, lua_upvalueindex(1));
 	lua_insert(L, 1);
-	lua_call(L, 4, LUA_MULTRET);
+	lua_call(L, nargs, LUA_MULTRET);
 	return lua_gettop(L);
 }
 
@@ -114,7 +138,9 @@ static void log_level(lua_State *L, const char *level)
 		luaL_addvalue(&b);
 	}
 	luaL_pushresult(&b);
-	proto_log(level, lua_tostring(L, -1));
+	size_t len;
+	const char *text = lua_tolstring(L, -1, &len);
+	proto_log_text(level, text, len);
 }
 
 /* log.info(...) / log.warn(...) / log.error(...) / log.debug(...) -> nothing; one LOG message */
@@ -201,6 +227,7 @@ lua_State *host_open(const struct host_limits *limits)
 		host_close(L);
 		return NULL;
 	}
+	h->L = L;
 	lua_sethook(L, host_hook, LUA_MASKCOUNT, HOOK_EVERY);
 	return L;
 }
@@ -226,6 +253,53 @@ void host_load_script(lua_State *L, const char *path)
 	if (!lua_istable(L, -1))
 		luaL_error(L, "%s: the script must return a table (spec, streams, check), not a %s", path,
 			   luaL_typename(L, -1));
+}
+
+/*
+ * The watchdog: the count hook never fires inside C (a backtracking string.find, a huge
+ * string.rep), so each call from C also gets a CPU-time budget from setitimer. When it runs out
+ * the process cannot safely unwind, so the handler writes one prepared TRACE error with write(2)
+ * and ends the process. Messages before the last STATE are already out; anything after it is
+ * not covered by a state, so the next sync reads it again.
+ */
+static char watchdog_message[1024];
+static size_t watchdog_len;
+
+static void watchdog_fire(int sig)
+{
+	(void)sig;
+	ssize_t ignored = write(STDOUT_FILENO, watchdog_message, watchdog_len);
+	(void)ignored;
+	_exit(1);
+}
+
+static void watchdog_arm(const struct host_state *h)
+{
+	/* ~20 million instructions a second is slow for Lua: the budget only catches C that never ends. */
+	long long seconds = h->limits.instructions_per_call / 20000000 + 1;
+	int at = 0;
+	if (http_settings.stream && strlen(http_settings.stream) < 200 && !strpbrk(http_settings.stream, "\"\\"))
+		at = snprintf(watchdog_message, sizeof watchdog_message,
+			      "{\"type\":\"TRACE\",\"trace\":{\"type\":\"STREAM_STATUS\",\"emitted_at\":%lld,"
+			      "\"stream_status\":{\"stream_descriptor\":{\"name\":\"%s\"},\"status\":\"INCOMPLETE\"}}}\n",
+			      (long long)date_now_ms(), http_settings.stream);
+	watchdog_len = (size_t)at + (size_t)snprintf(watchdog_message + at, sizeof watchdog_message - (size_t)at,
+					"{\"type\":\"TRACE\",\"trace\":{\"type\":\"ERROR\",\"emitted_at\":%lld,"
+					"\"error\":{\"message\":\"the script used more than %lld s of CPU in one call "
+					"(stuck inside a library function?)\",\"failure_type\":\"system_error\"}}}\n",
+					(long long)date_now_ms(), seconds);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = watchdog_fire;
+	sigaction(SIGVTALRM, &sa, NULL);
+	struct itimerval timer = {{0, 0}, {(time_t)seconds, 0}};
+	setitimer(ITIMER_VIRTUAL, &timer, NULL);
+}
+
+static void watchdog_disarm(void)
+{
+	struct itimerval off = {{0, 0}, {0, 0}};
+	setitimer(ITIMER_VIRTUAL, &off, NULL);
 }
 
 /* Message handler: turns any error value into {message, failure_type?, stack}. */
@@ -259,12 +333,16 @@ int host_call(lua_State *L, int nargs, int nresults)
 {
 	struct host_state *h = host_of(L);
 	h->instructions_left = h->limits.instructions_per_call;
+	h->out_of_memory = 0;
 	lua_sethook(L, host_hook, LUA_MASKCOUNT, HOOK_EVERY);
 	int base = lua_gettop(L) - nargs;
 	lua_pushcfunction(L, host_traceback);
 	lua_insert(L, base);
+	watchdog_arm(h);
 	int status = lua_pcall(L, nargs, nresults, base);
+	watchdog_disarm();
 	lua_remove(L, base);
+	h->out_of_memory = 0;
 	if (status == LUA_ERRMEM) {
 		h->memory_reserve = HOST_ERROR_RESERVE;
 		lua_pop(L, 1);

@@ -10,6 +10,9 @@
 #include "http.h"
 #include "secrets.h"
 
+/* Servers refuse far smaller headers; a bigger one is a config mistake, not a network fault. */
+#define HEADER_MAX_BYTES (16 * 1024)
+
 static struct http_response lua_response;
 static struct buf lua_scratch;
 
@@ -51,6 +54,8 @@ static struct header_list *push_header_list(lua_State *L, int opts_idx)
 			const char *value = luaL_tolstring(L, -2, NULL);
 			if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
 				luaL_error(L, "http: header '%s' contains a newline or a colon", name);
+			if (strlen(name) + strlen(value) > HEADER_MAX_BYTES)
+				luaL_error(L, "http: header '%s' is longer than %d bytes", name, HEADER_MAX_BYTES);
 			lua_pushfstring(L, "%s: %s", name, value);
 			struct curl_slist *grown = curl_slist_append(h->list, lua_tostring(L, -1));
 			if (!grown)

@@ -122,17 +122,23 @@ static void add_stream_state(lua_State *L, int states, int idx, const char *wher
 
 static void add_state_message(lua_State *L, int states, int idx, int position);
 
+/* {stream_name: stream_state}: a value that is not an object would silently lose that stream's
+ * cursor (and re-send everything), so it is an error; null means no state. */
 static void add_legacy_blob(lua_State *L, int states, int idx)
 {
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
-		if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
-			lua_pushvalue(L, -2);
-			lua_insert(L, -2);
-			lua_settable(L, states);
-		} else {
+		int is_null = lua_type(L, -1) == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -1);
+		if (lua_type(L, -2) != LUA_TSTRING || is_null) {
 			lua_pop(L, 1);
+			continue;
 		}
+		if (!lua_istable(L, -1))
+			input_raise(L, PROTO_CONFIG_ERROR, "state: the state of stream '%s' must be an object, not a %s",
+				    lua_tostring(L, -2), luaL_typename(L, -1));
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_settable(L, states);
 	}
 }
 

@@ -162,6 +162,32 @@ static void register_secret(const char *value)
 	secrets_add(value);
 }
 
+/* Runtime knobs a user may set in the config (the script's spec may document them). A value the
+ * runtime cannot use is a config error, never silently the default. */
+static const struct runtime_setting {
+	const char *name;
+	double minimum;
+} runtime_settings[] = {
+	{"requests_per_minute", 0}, {"concurrency", 1},          {"request_timeout_seconds", 0.001},
+	{"retry_max_seconds", 0},   {"rate_limit_wait_seconds", 0},
+};
+
+/* Checks the runtime settings; on a bad one pushes the message and returns -1. */
+static int check_runtime_settings(lua_State *L, int config)
+{
+	for (size_t i = 0; i < sizeof runtime_settings / sizeof runtime_settings[0]; i++) {
+		const struct runtime_setting *r = &runtime_settings[i];
+		int type = lua_getfield(L, config, r->name);
+		int bad = type != LUA_TNIL && (type != LUA_TNUMBER || !(lua_tonumber(L, -1) >= r->minimum));
+		lua_pop(L, 1);
+		if (bad) {
+			lua_pushfstring(L, "config field '%s' must be a number of at least %f", r->name, r->minimum);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static double number_field(lua_State *L, int table, const char *name, double fallback)
 {
 	lua_getfield(L, table, name);
@@ -170,7 +196,6 @@ static double number_field(lua_State *L, int table, const char *name, double fal
 	return value;
 }
 
-/* Runtime knobs a user may set in the config (the script's spec documents them). */
 static void apply_runtime_settings(lua_State *L, int config)
 {
 	http_settings.requests_per_minute = number_field(L, config, "requests_per_minute", 0);
@@ -202,11 +227,13 @@ static int load_config(lua_State *L, int script, const char *path)
 	char err[1024];
 	int rc = validate_config(L, -1, config, err, sizeof err);
 	lua_settop(L, config);
-	apply_runtime_settings(L, config);
 	if (rc) {
 		lua_pushstring(L, err);
 		return -1;
 	}
+	if (check_runtime_settings(L, config))
+		return -1;
+	apply_runtime_settings(L, config);
 	return 0;
 }
 

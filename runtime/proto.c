@@ -61,6 +61,14 @@ static void end_message(int flush_now)
 		proto_flush();
 }
 
+static void write_masked_text(const char *text, size_t len)
+{
+	struct buf masked = {0};
+	secrets_mask_into(&masked, text, len);
+	json_write_string(&out, masked.data ? masked.data : "", masked.len);
+	buf_free(&masked);
+}
+
 static void write_masked_string(const char *text)
 {
 	struct buf masked = {0};
@@ -69,14 +77,19 @@ static void write_masked_string(const char *text)
 	buf_free(&masked);
 }
 
-void proto_log(const char *level, const char *text)
+void proto_log_text(const char *level, const char *text, size_t len)
 {
 	buf_puts(&out, "{\"type\":\"LOG\",\"log\":{\"level\":");
 	json_write_string(&out, level, strlen(level));
 	buf_puts(&out, ",\"message\":");
-	write_masked_string(text);
+	write_masked_text(text, len);
 	buf_puts(&out, "}}");
 	end_message(1);
+}
+
+void proto_log(const char *level, const char *text)
+{
+	proto_log_text(level, text, strlen(text));
 }
 
 void proto_logf(const char *level, const char *fmt, ...)

@@ -17,6 +17,8 @@ void proto_shutdown(void);
 
 /* Texts are masked for secrets before they are written. */
 void proto_log(const char *level, const char *text);
+/* The same for text that may hold NUL bytes (Lua strings). */
+void proto_log_text(const char *level, const char *text, size_t len);
 void proto_logf(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void proto_trace_error(enum proto_failure type, const char *message, const char *internal, const char *stack);
 const char *proto_failure_name(enum proto_failure type);

@@ -6,6 +6,8 @@
  */
 #include "secrets.h"
 
+#include "json.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,13 @@ void secrets_add(const char *value)
 	struct buf encoded = {0};
 	url_encode(value, &encoded);
 	remember(buf_cstr(&encoded));
+	/* As json.encode would write it (quotes and backslashes escaped), without the quotes. */
+	buf_clear(&encoded);
+	json_write_string(&encoded, value, strlen(value));
+	if (encoded.len >= 2) {
+		encoded.data[encoded.len - 1] = '\0';
+		remember(encoded.data + 1);
+	}
 	buf_free(&encoded);
 }
 

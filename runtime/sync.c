@@ -28,6 +28,8 @@
 
 #define NO_CURSOR INT64_MIN
 #define MAX_PAGES_PER_WINDOW 100000
+/* No server takes more; a bigger request is a config mistake (a pasted file), not a network fault. */
+#define MAX_URL_BYTES (64 * 1024)
 #define DEFAULT_PARTITION_KEY "partitions"
 
 struct partition {
@@ -281,17 +283,25 @@ static int load_cursors(struct stream_run *s, int states)
 	snprintf(whose, sizeof whose, "stream '%s'", s->name);
 	if (cursor_from(s, stream_state, whose, &shared))
 		return -1;
-	lua_getfield(L, stream_state, s->partition_key);
-	int map = s->partitioned && lua_istable(L, -1) ? lua_gettop(L) : 0;
+	int type = lua_getfield(L, stream_state, s->partition_key);
+	int map = s->partitioned && type == LUA_TTABLE && lua_rawlen(L, -1) == 0 ? lua_gettop(L) : 0;
+	/* A per-partition map we cannot read is only harmless when the top-level cursor, the minimum
+	 * over partitions, can stand in for it; otherwise ignoring it would re-send everything. */
+	if (s->partitioned && type != LUA_TNIL && !map && shared == NO_CURSOR)
+		return run_fail(s, PROTO_CONFIG_ERROR, "state: '%s' of stream '%s' must be an object of {%s = day}",
+				s->partition_key, s->name, s->cursor_field);
 	for (size_t i = 0; i < s->nparts; i++) {
 		s->parts[i].cursor = map ? NO_CURSOR : shared;
 		if (!map)
 			continue;
-		lua_getfield(L, map, s->parts[i].key);
-		if (lua_istable(L, -1)) {
-			snprintf(whose, sizeof whose, "partition '%s' of stream '%s'", s->parts[i].key, s->name);
+		int entry = lua_getfield(L, map, s->parts[i].key);
+		snprintf(whose, sizeof whose, "partition '%s' of stream '%s'", s->parts[i].key, s->name);
+		if (entry == LUA_TTABLE) {
 			if (cursor_from(s, lua_gettop(L), whose, &s->parts[i].cursor))
 				return -1;
+		} else if (entry != LUA_TNIL) {
+			return run_fail(s, PROTO_CONFIG_ERROR, "state: %s must be an object like {\"%s\": \"YYYY-MM-DD\"}",
+					whose, s->cursor_field);
 		}
 		lua_pop(L, 1);
 	}
@@ -631,6 +641,9 @@ static int begin_window(struct engine *e, size_t i, int64_t from)
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': request options: %s", s->name, lua_tostring(L, -1));
 	set_anchor(e, i, "headers");
 	lua_pop(L, 1);
+	if (lua_rawlen(L, -1) > MAX_URL_BYTES)
+		return run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': request(ctx) built a URL of %zu bytes (at most %d)",
+				s->name, (size_t)lua_rawlen(L, -1), MAX_URL_BYTES);
 	if (http_origin(lua_tostring(L, -1), slot->origin, sizeof slot->origin))
 		return run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': '%s' is not a valid URL", s->name, lua_tostring(L, -1));
 	set_anchor(e, i, "url");
@@ -794,6 +807,8 @@ static int pump(struct engine *e)
 	for (;;) {
 		if (host_cancelled)
 			return run_fail(e->s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
+		if (proto_stdout_failed())
+			return run_fail(e->s, PROTO_SYSTEM_ERROR, "stdout was closed: nobody reads the sync any more");
 		int busy;
 		int64_t wake_at;
 		int active = start_ready(e, &busy, &wake_at);

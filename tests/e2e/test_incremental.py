@@ -13,8 +13,8 @@ import math
 import pytest
 
 from .conftest import (
-    PAGE_SIZE, STREAM, documented, duplicates, expected_record, iso, ny, platform_state, stream_state_message,
-    utc)
+    PAGE_SIZE, STREAM, documented, duplicates, expected_record, iso, ny, platform_state, slow_under_wrapper,
+    stream_state_message, utc)
 
 AFTER_CLOSE = utc(2022, 3, 11, 22, 0)   # Friday 2022-03-11, 17:00 New York
 
@@ -47,6 +47,7 @@ def schedule() -> list:
     return runs
 
 
+@slow_under_wrapper   # about 60 runs per time zone
 @pytest.mark.parametrize("tz", ["America/Los_Angeles", "Asia/Tokyo"])
 def test_daily_schedule_emits_every_trading_day_exactly_once(connector, tz):
     config = connector.config(stock_ticker=",".join(TICKERS), start_date="2022-02-01")
