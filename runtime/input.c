@@ -122,8 +122,8 @@ static void add_stream_state(lua_State *L, int states, int idx, const char *wher
 
 static void add_state_message(lua_State *L, int states, int idx, int position);
 
-/* {stream_name: stream_state}: a value that is not an object would silently lose that stream's
- * cursor (and re-send everything), so it is an error; null means no state. */
+/* {stream_name: stream_state}. Values are kept whatever their type: the read decides, for the
+ * streams it reads, whether one is usable (sync.c), and other keys pass through untouched. */
 static void add_legacy_blob(lua_State *L, int states, int idx)
 {
 	lua_pushnil(L);
@@ -133,9 +133,6 @@ static void add_legacy_blob(lua_State *L, int states, int idx)
 			lua_pop(L, 1);
 			continue;
 		}
-		if (!lua_istable(L, -1))
-			input_raise(L, PROTO_CONFIG_ERROR, "state: the state of stream '%s' must be an object, not a %s",
-				    lua_tostring(L, -2), luaL_typename(L, -1));
 		lua_pushvalue(L, -2);
 		lua_insert(L, -2);
 		lua_settable(L, states);

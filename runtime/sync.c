@@ -272,10 +272,14 @@ static int load_cursors(struct stream_run *s, int states)
 {
 	lua_State *L = s->L;
 	int top = lua_gettop(L);
-	lua_getfield(L, states, s->name);
+	int type = lua_getfield(L, states, s->name);
 	int stream_state = lua_gettop(L);
-	if (!lua_istable(L, stream_state)) {
+	if (type != LUA_TTABLE) {
 		lua_settop(L, top);
+		/* A cursor we cannot read must not be dropped: that would re-send everything. */
+		if (type != LUA_TNIL)
+			return run_fail(s, PROTO_CONFIG_ERROR, "state: the state of stream '%s' must be an object, not a %s",
+					s->name, lua_typename(L, type));
 		return 0;
 	}
 	int64_t shared = NO_CURSOR;
@@ -283,7 +287,7 @@ static int load_cursors(struct stream_run *s, int states)
 	snprintf(whose, sizeof whose, "stream '%s'", s->name);
 	if (cursor_from(s, stream_state, whose, &shared))
 		return -1;
-	int type = lua_getfield(L, stream_state, s->partition_key);
+	type = lua_getfield(L, stream_state, s->partition_key);
 	int map = s->partitioned && type == LUA_TTABLE && lua_rawlen(L, -1) == 0 ? lua_gettop(L) : 0;
 	/* A per-partition map we cannot read is only harmless when the top-level cursor, the minimum
 	 * over partitions, can stand in for it; otherwise ignoring it would re-send everything. */
