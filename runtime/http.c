@@ -191,26 +191,43 @@ int http_perform(const char *url, const struct curl_slist *headers, struct http_
 	return 0;
 }
 
+int http_header_next(const struct http_response *resp, size_t *pos, struct http_header_line *line)
+{
+	const char *base = resp->headers.data;
+	size_t len = resp->headers.len;
+	while (base && *pos < len) {
+		const char *p = base + *pos;
+		const char *eol = memchr(p, '\n', len - *pos);
+		if (!eol)
+			eol = base + len;
+		*pos = (size_t)(eol - base) + 1;
+		const char *colon = memchr(p, ':', (size_t)(eol - p));
+		if (!colon)
+			continue;
+		const char *v = colon + 1;
+		while (v < eol && (*v == ' ' || *v == '\t'))
+			v++;
+		const char *ve = eol;
+		while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+			ve--;
+		line->name = p;
+		line->name_len = (size_t)(colon - p);
+		line->value = v;
+		line->value_len = (size_t)(ve - v);
+		return 1;
+	}
+	return 0;
+}
+
 int http_header(const struct http_response *resp, const char *name, char *out, size_t outlen)
 {
-	size_t name_len = strlen(name);
-	const char *p = resp->headers.data;
-	const char *end = p ? p + resp->headers.len : NULL;
-	while (p && p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol)
-			eol = end;
-		if ((size_t)(eol - p) > name_len && strncasecmp(p, name, name_len) == 0 && p[name_len] == ':') {
-			const char *v = p + name_len + 1;
-			while (v < eol && (*v == ' ' || *v == '\t'))
-				v++;
-			const char *ve = eol;
-			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
-				ve--;
-			snprintf(out, outlen, "%.*s", (int)(ve - v), v);
+	size_t pos = 0;
+	struct http_header_line line;
+	while (http_header_next(resp, &pos, &line)) {
+		if (line.name_len == strlen(name) && strncasecmp(line.name, name, line.name_len) == 0) {
+			snprintf(out, outlen, "%.*s", (int)line.value_len, line.value);
 			return 0;
 		}
-		p = eol + 1;
 	}
 	return -1;
 }

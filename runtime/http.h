@@ -36,6 +36,12 @@ void http_global_cleanup(void);
 int http_perform(const char *url, const struct curl_slist *headers, struct http_response *resp);
 void http_response_reset(struct http_response *resp);
 void http_response_free(struct http_response *resp);
+/* Iterates the header lines of the last response: start with *pos = 0; returns 0 at the end. */
+struct http_header_line {
+	const char *name, *value;
+	size_t name_len, value_len;
+};
+int http_header_next(const struct http_response *resp, size_t *pos, struct http_header_line *line);
 /* Value of a response header (case-insensitive), copied into out; 0 when present. */
 int http_header(const struct http_response *resp, const char *name, char *out, size_t outlen);
 /* Human text for a failed attempt: curl's error or the status line. */

@@ -91,29 +91,16 @@ const struct curl_slist *http_header_list(lua_State *L, int idx)
 static void push_headers_table(lua_State *L, const struct http_response *resp)
 {
 	lua_newtable(L);
-	const char *p = resp->headers.data;
-	const char *end = p ? p + resp->headers.len : NULL;
-	while (p && p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol)
-			eol = end;
-		const char *colon = memchr(p, ':', (size_t)(eol - p));
-		if (colon) {
-			luaL_Buffer name;
-			luaL_buffinit(L, &name);
-			for (const char *c = p; c < colon; c++)
-				luaL_addchar(&name, (char)tolower((unsigned char)*c));
-			luaL_pushresult(&name);
-			const char *v = colon + 1;
-			while (v < eol && (*v == ' ' || *v == '\t'))
-				v++;
-			const char *ve = eol;
-			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
-				ve--;
-			lua_pushlstring(L, v, (size_t)(ve - v));
-			lua_rawset(L, -3);
-		}
-		p = eol + 1;
+	size_t pos = 0;
+	struct http_header_line line;
+	while (http_header_next(resp, &pos, &line)) {
+		luaL_Buffer name;
+		luaL_buffinit(L, &name);
+		for (size_t i = 0; i < line.name_len; i++)
+			luaL_addchar(&name, (char)tolower((unsigned char)line.name[i]));
+		luaL_pushresult(&name);
+		lua_pushlstring(L, line.value, line.value_len);
+		lua_rawset(L, -3);
 	}
 }
 

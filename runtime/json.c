@@ -397,11 +397,12 @@ static void choose_sentinel(const char *text, size_t len, struct sentinel *senti
 	sentinel->len = strlen(sentinel->name);
 }
 
-/* Whether text holds an empty array outside strings: the common answer, no, costs one scan. */
-static int has_empty_array(const char *s, size_t len)
+/* Finds the next empty array outside strings at or after *pos: sets *at and *end (just after its
+ * `]`) and returns 1, or returns 0. One scan serves both the check and the rewrite. */
+static int next_empty_array(const char *s, size_t len, size_t *pos, size_t *at, size_t *end)
 {
 	int in_string = 0;
-	for (size_t i = 0; i < len; i++) {
+	for (size_t i = *pos; i < len; i++) {
 		if (in_string) {
 			if (s[i] == '\\')
 				i++;
@@ -409,10 +410,13 @@ static int has_empty_array(const char *s, size_t len)
 				in_string = 0;
 		} else if (s[i] == '"') {
 			in_string = 1;
-		} else if (s[i] == '[' && empty_array_end(s, len, i)) {
+		} else if (s[i] == '[' && (*end = empty_array_end(s, len, i)) != 0) {
+			*at = i;
+			*pos = *end;
 			return 1;
 		}
 	}
+	*pos = len;
 	return 0;
 }
 
@@ -420,33 +424,15 @@ static int has_empty_array(const char *s, size_t len)
 static int mark_empty_arrays(luaL_Buffer *b, const char *s, size_t len, struct sentinel *sentinel)
 {
 	int replaced = 0;
-	int in_string = 0;
-	size_t copied = 0;
-	for (size_t i = 0; i < len; i++) {
-		if (in_string) {
-			if (s[i] == '\\')
-				i++;
-			else if (s[i] == '"')
-				in_string = 0;
-			continue;
-		}
-		if (s[i] == '"') {
-			in_string = 1;
-			continue;
-		}
-		if (s[i] != '[')
-			continue;
-		size_t end = empty_array_end(s, len, i);
-		if (!end)
-			continue;
+	size_t pos = 0, at, end, copied = 0;
+	while (next_empty_array(s, len, &pos, &at, &end)) {
 		if (!sentinel->len)
 			choose_sentinel(s, len, sentinel); /* only texts with an empty array pay for the search */
-		luaL_addlstring(b, s + copied, i - copied);
+		luaL_addlstring(b, s + copied, at - copied);
 		luaL_addstring(b, "[\"\\u0000");
 		luaL_addlstring(b, sentinel->name, sentinel->len);
 		luaL_addstring(b, "\"]");
 		copied = end;
-		i = end - 1;
 		replaced++;
 	}
 	luaL_addlstring(b, s + copied, len - copied);
@@ -513,7 +499,8 @@ int json_decode_push(lua_State *L, const char *text, size_t len)
 	int replaced = 0;
 	struct sentinel sentinel = {{0}, 0};
 	lua_getfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
-	if (memchr(text, '[', len) && has_empty_array(text, len)) {
+	size_t scan = 0, at, end;
+	if (memchr(text, '[', len) && next_empty_array(text, len, &scan, &at, &end)) {
 		luaL_Buffer b;
 		luaL_buffinit(L, &b);
 		replaced = mark_empty_arrays(&b, text, len, &sentinel);
