@@ -12,6 +12,7 @@
 struct host_limits {
 	size_t memory_bytes;
 	long long instructions_per_call;
+	long long cpu_seconds_per_call; /* 0: derived from the instruction budget */
 };
 
 /* Set by the SIGTERM handler; the hook, the HTTP client and the sync loop all watch it. */

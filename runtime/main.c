@@ -413,6 +413,7 @@ static int run_protected(struct run *r)
 	struct host_limits limits = {
 		.memory_bytes = (size_t)env_number("SOURCE_LUA_MEMORY_MB", 256) << 20,
 		.instructions_per_call = env_number("SOURCE_LUA_MAX_INSTRUCTIONS", 2000000000LL),
+		.cpu_seconds_per_call = env_number("SOURCE_LUA_CPU_SECONDS", 0),
 	};
 	lua_State *L = host_open(&limits);
 	if (!L) {

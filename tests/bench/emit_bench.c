@@ -108,7 +108,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	struct bench b = {argv[1], argv[2], atof(argv[3]), 0, 0};
-	struct host_limits limits = {512u << 20, 4000000000LL};
+	struct host_limits limits = {.memory_bytes = 512u << 20, .instructions_per_call = 4000000000LL};
 	proto_init();
 	lua_State *L = host_open(&limits);
 	lua_pushcfunction(L, bench_main);

@@ -406,6 +406,9 @@ class Connector:
     def env(self, now: dt.datetime | None, tz: str, extra: dict | None, script_env: bool) -> dict:
         env = {k: os.environ[k] for k in _PASSED_THROUGH if k in os.environ}
         env["TZ"] = tz
+        if WRAPPED:
+            # valgrind runs code ~50x slower: the CPU watchdog must not mistake that for a stuck call.
+            env["SOURCE_LUA_CPU_SECONDS"] = "120"
         if script_env:
             env["SOURCE_LUA_SCRIPT"] = str(SCRIPT)
         if now is not None:

@@ -260,7 +260,7 @@ STATE_FORMS = {
 def test_state_date_that_is_not_a_date(connector, form, value):
     state = STATE_FORMS[form](NOT_DATES[value])
     result = connector.read(connector.config(), state=state, now=AFTER_CLOSE)
-    error = assert_config_error(result, "state", "date")
+    assert_config_error(result, "state", "date")
     assert "COMPLETE" not in result.statuses
     no_request_was_made(connector)
 

@@ -207,9 +207,9 @@ def test_json_encoded_key_in_a_log_is_masked(connector, tmp_path, key):
     """The runtime's own json.encode escapes quotes and backslashes: a log of encoded headers
     must not show the key in that form either."""
     connector.secrets.append(key)
+    log_headers = '  log.info("headers:", json.encode({Authorization = "Bearer " .. config.api_key}))\n'
     script = script_copy(tmp_path, ("  local ticker = tickers(config)[1]\n",
-                                    "  local ticker = tickers(config)[1]\n"
-                                    '  log.info("headers:", json.encode({Authorization = "Bearer " .. config.api_key}))\n'),
+                                    "  local ticker = tickers(config)[1]\n" + log_headers),
                          name="json_check.lua")
     result = connector.check(connector.config(api_key=key), now=AFTER_CLOSE, flags=("--script", script))
     texts = [t for t in printed_texts(result) if t.startswith("headers:")]
