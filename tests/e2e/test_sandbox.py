@@ -221,7 +221,7 @@ def test_runaway_work_inside_one_library_call_is_stopped(connector, tmp_path):
     """A backtracking pattern runs for hours inside one string.find (C code, where the count
     hook never fires): it must be stopped like an endless loop (here within 5 s)."""
     script = broken(tmp_path, "parse", "string.find(string.rep('a', 200), string.rep('a*', 5) .. 'b')")
-    result = read(connector, script, env=LIMITS, timeout=5)
+    result = read(connector, script, env={**LIMITS, "SOURCE_LUA_CPU_SECONDS": "2"}, timeout=5)
     assert_read_failed(result)
 
 
