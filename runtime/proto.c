@@ -71,10 +71,7 @@ static void write_masked_text(const char *text, size_t len)
 
 static void write_masked_string(const char *text)
 {
-	struct buf masked = {0};
-	secrets_mask_into(&masked, text, strlen(text));
-	json_write_string(&out, masked.data ? masked.data : "", masked.len);
-	buf_free(&masked);
+	write_masked_text(text, strlen(text));
 }
 
 void proto_log_text(const char *level, const char *text, size_t len)
