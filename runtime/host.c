@@ -22,6 +22,7 @@
 #include "date.h"
 #include "http.h"
 #include "json.h"
+#include "records.h"
 
 #define HOOK_EVERY 10000
 
@@ -195,7 +196,8 @@ static void open_sandboxed_libs(lua_State *L)
 static void open_runtime_modules(lua_State *L)
 {
 	static const luaL_Reg modules[] = {
-		{"json", json_open}, {"date", date_open}, {"http", http_open}, {"log", open_log}, {NULL, NULL},
+		{"json", json_open}, {"date", date_open}, {"http", http_open},
+		{"records", records_open}, {"log", open_log}, {NULL, NULL},
 	};
 	for (const luaL_Reg *m = modules; m->func; m++) {
 		luaL_requiref(L, m->name, m->func, 1);

@@ -50,7 +50,7 @@ struct encoder {
 	size_t errlen;
 };
 
-static int utf8_sequence_length(const unsigned char *s, size_t left)
+int json_utf8_sequence_length(const unsigned char *s, size_t left)
 {
 	unsigned char c = s[0];
 	int n;
@@ -101,7 +101,7 @@ void json_write_string(struct buf *out, const char *s, size_t len)
 		}
 		unsigned char c = p[i];
 		if (c >= 0x80) {
-			int n = utf8_sequence_length(p + i, len - i);
+			int n = json_utf8_sequence_length(p + i, len - i);
 			if (n == 0) {
 				buf_puts(out, "\\ufffd");
 				i++;
@@ -129,7 +129,7 @@ void json_write_string(struct buf *out, const char *s, size_t len)
 	buf_putc(out, '"');
 }
 
-void json_write_int(struct buf *out, long long value)
+size_t json_int_text(long long value, char out[JSON_NUMBER_MAX])
 {
 	char digits[24];
 	char *p = digits + sizeof digits;
@@ -140,18 +140,26 @@ void json_write_int(struct buf *out, long long value)
 	} while (magnitude);
 	if (value < 0)
 		*--p = '-';
-	buf_append(out, p, (size_t)(digits + sizeof digits - p));
+	size_t len = (size_t)(digits + sizeof digits - p);
+	memcpy(out, p, len);
+	return len;
+}
+
+void json_write_int(struct buf *out, long long value)
+{
+	char text[JSON_NUMBER_MAX];
+	buf_append(out, text, json_int_text(value, text));
 }
 
 /* Writes d as a decimal with at most 6 fractional digits when that reads back exactly; -1 if not.
  * Exact because r / 10^k is the double nearest to the decimal r * 10^-k, which is what strtod
  * returns for that text; the smallest such k gives the shortest text. This covers prices and
  * volumes without printf and strtod, which dominated the cost of a record. */
-static int write_short_decimal(struct buf *out, double d)
+static size_t short_decimal_text(double d, char out[JSON_NUMBER_MAX])
 {
 	static const double powers[] = {1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
 	if (!(fabs(d) < 1e9 && fabs(d) >= 1e-6))
-		return -1;
+		return 0;
 	for (int k = 1; k <= 6; k++) {
 		double scaled = nearbyint(d * powers[k - 1]);
 		if (scaled / powers[k - 1] != d)
@@ -163,44 +171,48 @@ static int write_short_decimal(struct buf *out, double d)
 			digits[n++] = (char)('0' + r % 10);
 			r /= 10;
 		} while (r || n <= k);
-		char text[48];
-		int len = 0;
+		size_t len = 0;
 		if (d < 0)
-			text[len++] = '-';
+			out[len++] = '-';
 		for (int i = n - 1; i >= 0; i--) {
-			text[len++] = digits[i];
+			out[len++] = digits[i];
 			if (i == k)
-				text[len++] = '.';
+				out[len++] = '.';
 		}
-		buf_append(out, text, (size_t)len);
-		return 0;
+		return len;
 	}
-	return -1;
+	return 0;
+}
+
+size_t json_double_text(double d, char out[JSON_NUMBER_MAX])
+{
+	if (!isfinite(d)) {
+		memcpy(out, "null", 4);
+		return 4;
+	}
+	/* Integral values print without an exponent or ".0" so that 1646629200000 stays an integer. */
+	if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+		if (d == 0 && signbit(d)) {
+			memcpy(out, "-0", 2);
+			return 2;
+		}
+		return json_int_text((long long)d, out);
+	}
+	size_t len = short_decimal_text(d, out);
+	if (len)
+		return len;
+	for (int precision = 15; precision <= 17; precision++) {
+		snprintf(out, JSON_NUMBER_MAX, "%.*g", precision, d);
+		if (strtod(out, NULL) == d)
+			break;
+	}
+	return strlen(out);
 }
 
 void json_write_double(struct buf *out, double d)
 {
-	if (!isfinite(d)) {
-		buf_puts(out, "null");
-		return;
-	}
-	/* Integral values print without an exponent or ".0" so that 1646629200000 stays an integer. */
-	if (d == floor(d) && fabs(d) < 9007199254740992.0) {
-		if (d == 0 && signbit(d))
-			buf_puts(out, "-0");
-		else
-			json_write_int(out, (long long)d);
-		return;
-	}
-	if (write_short_decimal(out, d) == 0)
-		return;
-	char text[32];
-	for (int precision = 15; precision <= 17; precision++) {
-		snprintf(text, sizeof text, "%.*g", precision, d);
-		if (strtod(text, NULL) == d)
-			break;
-	}
-	buf_puts(out, text);
+	char text[JSON_NUMBER_MAX];
+	buf_append(out, text, json_double_text(d, text));
 }
 
 static int encode_value(struct encoder *e, int idx, int depth);
@@ -478,7 +490,7 @@ static size_t invalid_utf8_at(const char *text, size_t len)
 			i++;
 			continue;
 		}
-		int n = utf8_sequence_length(p + i, len - i);
+		int n = json_utf8_sequence_length(p + i, len - i);
 		if (n == 0)
 			return i;
 		i += (size_t)n;

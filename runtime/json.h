@@ -14,6 +14,18 @@ int json_encode(lua_State *L, int idx, struct buf *out, char *err, size_t errlen
 /* Appends s as a JSON string literal (quotes included); invalid UTF-8 becomes U+FFFD. */
 void json_write_string(struct buf *out, const char *s, size_t len);
 
+/* Longest text json_int_text and json_double_text write (%.17g of a double, with room to spare). */
+#define JSON_NUMBER_MAX 40
+
+/* Writes a decimal integer to out (not NUL-terminated); returns its length. */
+size_t json_int_text(long long value, char out[JSON_NUMBER_MAX]);
+
+/* Writes the shortest text that reads back as exactly d (null for NaN and infinities); returns its length. */
+size_t json_double_text(double d, char out[JSON_NUMBER_MAX]);
+
+/* Length of the valid UTF-8 sequence starting at s (1 to 4), or 0 when it is not one. */
+int json_utf8_sequence_length(const unsigned char *s, size_t left);
+
 /* Appends a decimal integer. */
 void json_write_int(struct buf *out, long long value);
 

@@ -185,6 +185,34 @@ int proto_record(lua_State *L, const char *stream, int data_idx, int64_t emitted
 	return 0;
 }
 
+void proto_record_frame_init(struct proto_record_frame *f, const char *stream, int64_t emitted_at_ms)
+{
+	memset(f, 0, sizeof *f);
+	buf_puts(&f->head, "{\"type\":\"RECORD\",\"record\":{\"stream\":");
+	json_write_string(&f->head, stream, strlen(stream));
+	buf_puts(&f->head, ",\"data\":");
+	buf_puts(&f->tail, ",\"emitted_at\":");
+	json_write_int(&f->tail, (long long)emitted_at_ms);
+	buf_puts(&f->tail, "}}");
+}
+
+void proto_record_frame_free(struct proto_record_frame *f)
+{
+	buf_free(&f->head);
+	buf_free(&f->tail);
+}
+
+void proto_record_framed(const struct proto_record_frame *f, const char *data, size_t len)
+{
+	buf_reserve(&out, f->head.len + len + f->tail.len + 1);
+	char *p = out.data + out.len;
+	memcpy(p, f->head.data, f->head.len);
+	memcpy(p + f->head.len, data, len);
+	memcpy(p + f->head.len + len, f->tail.data, f->tail.len);
+	out.len += f->head.len + len + f->tail.len;
+	end_message(0);
+}
+
 int proto_message(lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen)
 {
 	size_t mark = out.len;

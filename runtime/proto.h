@@ -30,6 +30,16 @@ void proto_connection_status(int succeeded, const char *message);
 /* RECORD for the data table at data_idx; -1 with err when data cannot be written as JSON. */
 int proto_record(lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err, size_t errlen);
 
+/* The fixed parts of a stream's RECORD messages, so that a page's records are written with three
+ * copies each around their data. */
+struct proto_record_frame {
+	struct buf head, tail;
+};
+void proto_record_frame_init(struct proto_record_frame *f, const char *stream, int64_t emitted_at_ms);
+void proto_record_frame_free(struct proto_record_frame *f);
+/* RECORD whose data is the JSON object text data (already valid JSON). */
+void proto_record_framed(const struct proto_record_frame *f, const char *data, size_t len);
+
 /* Writes {"type": type, key: <table at idx>}. Returns -1 with err when the table is not JSON. */
 int proto_message(lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen);
 

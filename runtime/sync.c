@@ -24,6 +24,7 @@
 #include "http.h"
 #include "json.h"
 #include "proto.h"
+#include "records.h"
 #include "secrets.h"
 
 #define NO_CURSOR INT64_MIN
@@ -523,7 +524,33 @@ static int record_day(struct stream_run *s, int record, int64_t *day)
 	return ok ? 0 : -1;
 }
 
-static int emit_records(struct stream_run *s, struct partition *p, int records, int64_t from, int64_t to)
+/* Whether a record of day belongs to the window, and that it keeps the partition's order:
+ * 1 to write it, 0 to skip it, -1 on error. */
+static int admit_record(struct stream_run *s, const struct partition *p, int64_t day, int64_t from, int64_t to)
+{
+	if (day < from || day > to)
+		return 0;
+	if (p->last_emitted != NO_CURSOR && day < p->last_emitted)
+		return run_fail(s, PROTO_SYSTEM_ERROR,
+				"stream '%s': records must come in ascending %s order (a page went backwards)", s->name,
+				s->cursor_field);
+	if (!s->running_sent) {
+		proto_stream_status(s->name, "RUNNING", 0);
+		s->running_sent = 1;
+	}
+	return 1;
+}
+
+static void count_record(struct stream_run *s, struct partition *p, int64_t day)
+{
+	s->records_since_state++;
+	p->last_emitted = day;
+	if (p->cursor == NO_CURSOR || day > p->cursor)
+		p->cursor = day;
+}
+
+/* Records that parse built as Lua tables. */
+static int emit_tables(struct stream_run *s, struct partition *p, int records, int64_t from, int64_t to)
 {
 	lua_State *L = s->L;
 	lua_Integer n = (lua_Integer)lua_rawlen(L, records);
@@ -537,63 +564,97 @@ static int emit_records(struct stream_run *s, struct partition *p, int records, 
 		int64_t day;
 		if (record_day(s, record, &day))
 			return -1;
-		if (day < from || day > to) {
-			lua_pop(L, 1);
-			continue;
-		}
-		if (p->last_emitted != NO_CURSOR && day < p->last_emitted)
-			return run_fail(s, PROTO_SYSTEM_ERROR,
-					"stream '%s': records must come in ascending %s order (a page went backwards)",
-					s->name, s->cursor_field);
-		if (!s->running_sent) {
-			proto_stream_status(s->name, "RUNNING", 0);
-			s->running_sent = 1;
-		}
+		int admit = admit_record(s, p, day, from, to);
+		if (admit < 0)
+			return -1;
 		char err[256];
-		if (proto_record(L, s->name, record, emitted_at, err, sizeof err))
+		if (admit && proto_record(L, s->name, record, emitted_at, err, sizeof err))
 			return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': record %d cannot be written: %s", s->name,
 					(int)i, err);
-		s->records_since_state++;
-		p->last_emitted = day;
-		if (p->cursor == NO_CURSOR || day > p->cursor)
-			p->cursor = day;
+		if (admit)
+			count_record(s, p, day);
 		lua_pop(L, 1);
 	}
 	return 0;
 }
 
-/* Calls parse(ctx, response) on the decoded body on top and emits the records; replaces the body
- * with the next URL or nil. */
-static int handle_page(struct engine *e, size_t i)
+/* Records that a declared mapper wrote from the page (mapper:map): already JSON, days known. */
+static int emit_batch(struct stream_run *s, struct partition *p, const struct record_batch *b, int64_t from,
+		      int64_t to)
+{
+	size_t n = records_batch_count(b);
+	int column = records_batch_day_column(b, s->cursor_field);
+	if (n > 0 && column < 0)
+		return run_fail(s, PROTO_SYSTEM_ERROR,
+				"stream '%s': the declared records have no day field '%s' (the cursor field): declare it "
+				"with as = \"day\" or as = \"day_from_ms\"",
+				s->name, s->cursor_field);
+	struct proto_record_frame frame;
+	proto_record_frame_init(&frame, s->name, date_now_ms());
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const char *data;
+		size_t len;
+		int64_t day;
+		records_batch_get(b, i, column, &data, &len, &day);
+		if (day == RECORDS_NO_DAY) {
+			rc = run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': record %zu has no %s", s->name, i + 1,
+				      s->cursor_field);
+			break;
+		}
+		int admit = admit_record(s, p, day, from, to);
+		if (admit < 0)
+			rc = -1;
+		if (admit > 0) {
+			proto_record_framed(&frame, data, len);
+			count_record(s, p, day);
+		}
+	}
+	proto_record_frame_free(&frame);
+	return rc;
+}
+
+/* Calls parse(ctx, response) on the answer and emits the records; leaves the next URL or nil.
+ * Returns 1, with why, when the answer turned out not to be JSON (worth asking again). */
+static int handle_page(struct engine *e, size_t i, char *why, size_t whylen)
 {
 	struct stream_run *s = e->s;
 	struct slot *slot = &e->slots->slot[i];
+	const struct http_response *resp = &slot->transfer.resp;
 	lua_State *L = s->L;
-	int body = lua_gettop(L);
+	int top = lua_gettop(L);
 	if (!push_hook(s, "parse"))
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s' has no parse(ctx, response) function", s->name);
-	push_anchor(e, i, "ctx");
-	lua_createtable(L, 0, 3);
-	lua_pushinteger(L, slot->transfer.resp.status);
-	lua_setfield(L, -2, "status");
-	lua_pushvalue(L, body);
-	lua_setfield(L, -2, "body");
 	push_anchor(e, i, "url");
-	lua_setfield(L, -2, "url");
-	if (host_call(L, 2, 2) != LUA_OK)
+	records_push_response(L, resp->status, -1, resp->body.data, resp->body.len);
+	lua_remove(L, -2);
+	int response = top + 2;
+	lua_pushvalue(L, top + 1);
+	push_anchor(e, i, "ctx");
+	lua_pushvalue(L, response);
+	if (host_call(L, 2, 2) != LUA_OK) {
+		char reason[256];
+		if (records_response_not_json(L, response, reason, sizeof reason)) {
+			snprintf(why, whylen, "HTTP %ld with a body that is not JSON (%s)", resp->status, reason);
+			lua_settop(L, top);
+			return 1;
+		}
 		return run_fail_script(s, "parse(ctx, response) failed");
-	int records = body + 1;
-	if (!lua_isnil(L, records) && !lua_istable(L, records))
+	}
+	int records = top + 3;
+	const struct record_batch *batch = records_to_batch(L, records);
+	if (!batch && !lua_isnil(L, records) && !lua_istable(L, records))
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': parse must return a list of records, not a %s",
 				s->name, luaL_typename(L, records));
-	if (lua_istable(L, records) && emit_records(s, slot->p, records, slot->from, slot->to))
+	if (batch ? emit_batch(s, slot->p, batch, slot->from, slot->to)
+		  : lua_istable(L, records) && emit_tables(s, slot->p, records, slot->from, slot->to))
 		return -1;
 	if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)) {
 		lua_pop(L, 1);
 		lua_pushnil(L);
 	}
-	lua_replace(L, body);
-	lua_settop(L, body);
+	lua_replace(L, top + 1);
+	lua_settop(L, top + 1);
 	return 0;
 }
 
@@ -753,18 +814,15 @@ static int on_transfer_done(struct engine *e, size_t i)
 		return run_fail(s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
 	int retryable = http_is_retryable(resp);
 	if (!retryable && resp->status >= 200 && resp->status < 300) {
-		json_decode_push(L, resp->body.data, resp->body.len);
-		if (!lua_isnil(L, -2) || lua_isnil(L, -1)) {
-			lua_pop(L, 1);
-			if (handle_page(e, i))
-				return -1;
+		int rc = handle_page(e, i, why, sizeof why);
+		if (rc < 0)
+			return -1;
+		if (rc == 0) {
 			/* A page's tables are garbage once its records are written: collecting now keeps
 			 * memory at one page per slot instead of letting the heap double between cycles. */
 			lua_gc(L, LUA_GCCOLLECT);
 			return after_page(e, i);
 		}
-		snprintf(why, sizeof why, "HTTP %ld with a body that is not JSON (%s)", resp->status, lua_tostring(L, -1));
-		lua_pop(L, 2);
 	} else if (!retryable) {
 		return fail_http_status(e, i);
 	} else {

@@ -35,21 +35,28 @@ local function aggregates_url(config, ticker, from, to)
     base_url(config), http.escape(ticker), from, to, PAGE_LIMIT)
 end
 
--- Polygon stamps a daily bar with midnight America/New_York, in milliseconds.
-local function bar_to_record(ticker, bar)
-  return {
-    date = date.from_ms(bar.t, NEW_YORK),
-    stock_ticker = ticker,
-    price = bar.c,
-    open = bar.o,
-    high = bar.h,
-    low = bar.l,
-    close = bar.c,
-    volume = bar.v,
-    vwap = bar.vw,
-    transactions = bar.n and math.tointeger(bar.n) or nil,
-  }
-end
+-- How a page of bars becomes records. Declared rather than written as a loop so that the runtime
+-- maps each bar in C straight from the page's text, without a Lua table per bar (a decade of
+-- bars for a ticker takes about a millisecond). Fields are written in this order; a bar lacking a
+-- member leaves its field out. Polygon stamps a daily bar with midnight America/New_York, in
+-- milliseconds; it leaves "results" out when there are none, and gives next_url (without the key)
+-- when more remain, which the runtime follows with the same headers.
+local BARS = records.declare {
+  list = "results",
+  next_url = "next_url",
+  fields = {
+    { "date", from = "t", as = "day_from_ms", zone = NEW_YORK },
+    { "stock_ticker", context = "partition" },
+    { "price", from = "c" },
+    { "open", from = "o" },
+    { "high", from = "h" },
+    { "low", from = "l" },
+    { "close", from = "c" },
+    { "volume", from = "v" },
+    { "vwap", from = "vw" },
+    { "transactions", from = "n", as = "integer" },
+  },
+}
 
 local function api_message(body)
   if type(body) == "table" then
@@ -171,14 +178,10 @@ local stock_prices = {
     return aggregates_url(ctx.config, ctx.partition, ctx.from, ctx.to), auth_headers(ctx.config)
   end,
 
-  -- Polygon leaves "results" out when there are none, and gives next_url (without the key)
-  -- when more remain; the runtime follows it with the same headers.
+  -- A script that needs more than a declaration can say builds its records in Lua from
+  -- response.body (the page decoded as JSON) and returns them with the next URL; docs/LUA_API.md.
   parse = function(ctx, response)
-    local records = {}
-    for i, bar in ipairs(response.body.results or {}) do
-      records[i] = bar_to_record(ctx.partition, bar)
-    end
-    return records, response.body.next_url
+    return BARS:map(ctx, response)
   end,
 
   describe_error = describe_error,

@@ -308,7 +308,7 @@ def edited_script(tmp_path, old: str, new: str):
 
 
 def test_script_flag_runs_an_edited_copy(connector, tmp_path):
-    script = edited_script(tmp_path, "    price = bar.c,\n", "    closing_price = bar.c,\n")
+    script = edited_script(tmp_path, '    { "price", from = "c" },\n', '    { "closing_price", from = "c" },\n')
     config = connector.config()
     stock = connector.read(config, now=AFTER_CLOSE).assert_complete()
     edited = connector.read(config, now=AFTER_CLOSE, flags=("--script", script)).assert_complete()

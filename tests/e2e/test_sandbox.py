@@ -31,7 +31,7 @@ ANCHORS = {
     "top": 'local NEW_YORK = "America/New_York"\n',
     "partitions": "  local list = {}\n",
     "request": "  request = function(ctx)\n",
-    "parse": "    local records = {}\n",
+    "parse": "  parse = function(ctx, response)\n",
     "check": "  local ticker = tickers(config)[1]\n",
 }
 
@@ -335,9 +335,10 @@ def test_writing_globals_is_allowed_but_harmless(connector, tmp_path):
     config = connector.config(stock_ticker="AAPL,MSFT")
     stock = connector.read(config, now=AFTER_CLOSE).assert_complete()
     script = script_copy(tmp_path, (ANCHORS["parse"], ANCHORS["parse"] + "    " + CLOBBER + "\n"),
-                         ("      records[i] = bar_to_record(ctx.partition, bar)\n",
-                          "      records[i] = bar_to_record(ctx.partition, bar)\n"
-                          "      records[i].sl_calls = sl_calls\n"))
+                         ('{ "stock_ticker", context = "partition" },\n',
+                          '{ "stock_ticker", context = "partition" },\n    { "sl_calls", context = "sl_calls" },\n'),
+                         ("    return BARS:map(ctx, response)\n",
+                          "    ctx.sl_calls = sl_calls\n    return BARS:map(ctx, response)\n"))
     for _ in range(2):
         result = connector.read(config, now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
         assert by_ticker_and_date([{k: v for k, v in d.items() if k != "sl_calls"} for d in result.data]) == \

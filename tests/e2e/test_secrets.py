@@ -175,8 +175,8 @@ def test_unresolvable_host_named_after_the_key(connector, tmp_path):
 # the key in logs, headers and script errors
 # --------------------------------------------------------------------------------------------
 
-LEAKY = ('    local records = {}\n',
-         '    local records = {}\n'
+LEAKY = ('  parse = function(ctx, response)\n',
+         '  parse = function(ctx, response)\n'
          '    log.info("key:", ctx.config.api_key, "escaped:", http.escape(ctx.config.api_key))\n'
          '    print("Authorization: Bearer " .. ctx.config.api_key)\n'
          '    log.warn(string.format("headers {Authorization = %s}", "Bearer " .. ctx.config.api_key))\n')
@@ -217,8 +217,8 @@ def test_json_encoded_key_in_a_log_is_masked(connector, tmp_path, key):
 
 
 def test_script_error_quoting_the_key_is_masked(connector, tmp_path):
-    script = script_copy(tmp_path, ("    local records = {}\n",
-                                    "    local records = {}\n"
+    script = script_copy(tmp_path, ("  parse = function(ctx, response)\n",
+                                    "  parse = function(ctx, response)\n"
                                     '    error("cannot use key " .. ctx.config.api_key .. " / "'
                                     " .. http.escape(ctx.config.api_key))\n"))
     result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script))

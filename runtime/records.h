@@ -1,0 +1,34 @@
+/* records: the response object parse() sees, declared record mappings (records.declare) and the
+ * record batches they produce from a page's text in one pass, without a Lua table per item. */
+#ifndef SOURCE_LUA_RECORDS_H
+#define SOURCE_LUA_RECORDS_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RECORDS_NO_DAY INT64_MIN
+
+struct record_batch;
+
+/* Opens the `records` module (records.declare). [-0, +1, m] */
+int records_open(lua_State *L);
+
+/* Pushes the response object of an answer: {status, url, text}, whose body field is the text
+ * decoded as JSON on first use. url_idx holds the URL. [-0, +1, m] */
+void records_push_response(lua_State *L, long status, int url_idx, const char *text, size_t len);
+
+/* After parse() failed: 1, with the reason, when it failed because the page at response_idx is
+ * not JSON (a truncated or garbled answer, worth asking again); else 0. */
+int records_response_not_json(lua_State *L, int response_idx, char *why, size_t whylen);
+
+/* The record batch at idx (what mapper:map returns), or NULL when the value is something else. */
+const struct record_batch *records_to_batch(lua_State *L, int idx);
+size_t records_batch_count(const struct record_batch *b);
+/* Which day column holds the declared day field called name; -1 when none does. */
+int records_batch_day_column(const struct record_batch *b, const char *name);
+/* Record i: its data object as JSON text, and its day in column (RECORDS_NO_DAY when absent). */
+void records_batch_get(const struct record_batch *b, size_t i, int column, const char **data, size_t *len,
+		       int64_t *day);
+
+#endif
