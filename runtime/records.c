@@ -49,6 +49,7 @@ struct field {
 	const char *name;
 	const char *key; /* "name": */
 	size_t key_len;
+	char key16[16]; /* the same, zero-padded, when it fits: copied in one 16-byte move */
 	int source;     /* the item member it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*) */
 	int day_column; /* FROM_DAY_MS, FROM_DAY */
 	enum date_zone zone;
@@ -217,6 +218,8 @@ static void declare_field(lua_State *L, struct mapper *m, int pins, int spec, in
 	lua_pushfstring(L, "\"%s\":", name);
 	f->key_len = lua_rawlen(L, -1);
 	f->key = pin_string(L, pins, -1);
+	if (f->key_len <= sizeof f->key16)
+		memcpy(f->key16, f->key, f->key_len);
 	lua_pop(L, 2);
 	f->kind = field_kind_of(L, spec, f->name);
 	f->zone = DATE_UTC;
@@ -249,7 +252,8 @@ static void declare_field(lua_State *L, struct mapper *m, int pins, int spec, in
 		f->day_column = m->ndays;
 		m->day_names[m->ndays++] = f->name;
 	}
-	m->fixed_bound += f->key_len + 1 + JSON_NUMBER_MAX;
+	/* A comma, the key, a number's text and the slack of a 16-byte move. */
+	m->fixed_bound += 1 + f->key_len + JSON_NUMBER_MAX + 16;
 	m->nfields++;
 }
 
@@ -406,6 +410,7 @@ struct value {
 	char type; /* s(tring) n(umber) l (null) b(oolean) c(ontainer) */
 	char plain; /* a number already in the runtime's form: no exponent, no trailing zero */
 	char escaped;
+	char is_integer; /* a number spelt as at most 18 digits, no point or exponent */
 };
 
 struct walk {
@@ -426,6 +431,8 @@ struct walk {
 		int source;
 	} guess[MAX_FIELDS];
 	size_t constant_offset[MAX_FIELDS], constant_len[MAX_FIELDS]; /* in b->constants; len 0: omitted */
+	int64_t month_first, month_last; /* the month whose text day_text holds */
+	char day_text[DATE_DAY_LEN];
 	size_t constants_len;
 };
 
@@ -438,9 +445,14 @@ static const unsigned char *syntax(struct walk *w, const unsigned char *p, const
 	return NULL;
 }
 
+/* The text is a Lua string, so text[len] is a readable NUL: loops that stop at NUL need no bound
+ * check of their own (NUL is neither space, digit nor string content). */
 static inline const unsigned char *ws(const unsigned char *p, const unsigned char *end)
 {
-	while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+	(void)end;
+	if (*p > ' ')
+		return p;
+	while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
 		p++;
 	return p;
 }
@@ -460,7 +472,7 @@ static const unsigned char *scan_string(struct walk *w, const unsigned char *p, 
 {
 	const unsigned char *end = w->end;
 	for (;;) {
-		while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+		while (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
 			p++;
 		if (p >= end)
 			return syntax(w, p, "a string is not closed");
@@ -492,36 +504,53 @@ static const unsigned char *scan_string(struct walk *w, const unsigned char *p, 
 	}
 }
 
-static const unsigned char *scan_number(struct walk *w, const unsigned char *p, char *plain)
+/* Eight bytes at a time while eight remain: a byte b is a digit when b + 0x46 and b - 0x30 both
+ * keep their top bit clear; lanes below the first non-digit are digits, so no carry or borrow
+ * reaches it, and the lowest flagged lane is the first non-digit. */
+static inline const unsigned char *skip_digits(const unsigned char *p, const unsigned char *end)
+{
+	while (end - p >= 8) {
+		uint64_t x;
+		memcpy(&x, p, 8);
+		uint64_t flags = ((x + 0x4646464646464646ULL) | (x - 0x3030303030303030ULL)) & 0x8080808080808080ULL;
+		if (flags)
+			return p + (__builtin_ctzll(flags) >> 3);
+		p += 8;
+	}
+	while (is_digit(*p))
+		p++;
+	return p;
+}
+
+static const unsigned char *scan_number(struct walk *w, const unsigned char *p, struct value *v)
 {
 	const unsigned char *end = w->end;
-	*plain = 1;
-	if (p < end && *p == '-')
+	p += *p == '-';
+	const unsigned char *digits = p;
+	v->plain = 1;
+	if (*p == '0')
 		p++;
-	if (p < end && *p == '0') {
-		p++;
-	} else if (p < end && *p >= '1' && *p <= '9') {
-		while (p < end && is_digit(*p))
-			p++;
-	} else {
+	else if (*p >= '1' && *p <= '9')
+		p = skip_digits(p + 1, end);
+	else
 		return syntax(w, p, "invalid number");
-	}
-	if (p < end && *p == '.') {
-		if (++p >= end || !is_digit(*p))
+	v->is_integer = p - digits <= 18;
+	if (*p == '.') {
+		v->is_integer = 0;
+		if (!is_digit(*++p))
 			return syntax(w, p, "a number needs digits after its point");
-		while (p < end && is_digit(*p))
-			p++;
+		p = skip_digits(p, end);
 		if (p[-1] == '0')
-			*plain = 0;
+			v->plain = 0;
 	}
-	if (p < end && (*p == 'e' || *p == 'E')) {
-		*plain = 0;
-		if (++p < end && (*p == '+' || *p == '-'))
+	if (*p == 'e' || *p == 'E') {
+		v->is_integer = 0;
+		v->plain = 0;
+		if (*++p == '+' || *p == '-')
 			p++;
-		if (p >= end || !is_digit(*p))
+		if (!is_digit(*p))
 			return syntax(w, p, "a number needs digits in its exponent");
-		while (p < end && is_digit(*p))
-			p++;
+		p = skip_digits(p, end);
 	}
 	return p;
 }
@@ -596,6 +625,7 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 	v->at = p;
 	v->plain = 1;
 	v->escaped = 0;
+	v->is_integer = 0;
 	const unsigned char *q;
 	if (p >= w->end)
 		return syntax(w, p, "the text ends where a value should be");
@@ -627,7 +657,7 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 		break;
 	default:
 		v->type = 'n';
-		q = scan_number(w, p, &v->plain);
+		q = scan_number(w, p, v);
 	}
 	if (q)
 		v->len = (size_t)(q - p);
@@ -716,13 +746,12 @@ static double number_value(const struct value *v)
 /* math.tointeger's rule: an integral number that fits, else nothing. */
 static int number_to_integer(const struct value *v, long long *out)
 {
-	const unsigned char *p = v->at;
-	size_t len = v->len;
-	int negative = *p == '-';
-	if (v->plain && len - (size_t)negative <= 18 && !memchr(p, '.', len)) {
+	if (v->is_integer) {
+		const unsigned char *p = v->at, *end = v->at + v->len;
+		int negative = *p == '-';
 		long long n = 0;
-		for (size_t i = (size_t)negative; i < len; i++)
-			n = n * 10 + (p[i] - '0');
+		for (p += negative; p < end; p++)
+			n = n * 10 + (*p - '0');
 		*out = negative ? -n : n;
 		return 0;
 	}
@@ -731,6 +760,85 @@ static int number_to_integer(const struct value *v, long long *out)
 		return -1;
 	*out = (long long)d;
 	return 0;
+}
+
+/* The digits of a number spelt with an exponent or trailing zeros, as json_double_text would
+ * write the double it reads as, when that can be told from the digits alone: at most 15
+ * significant digits (so no shorter decimal reads as the same double, and the decimal is the
+ * shortest text), and either an integer below 2^53 or at most 6 decimals below 1e9 (the two forms
+ * json_double_text uses there). Returns 0 when strtod and json_double_text must decide. */
+static size_t quick_number_text(const struct value *v, char *out)
+{
+	const unsigned char *p = v->at;
+	const unsigned char *end = p + v->len;
+	int negative = *p == '-';
+	p += negative;
+	unsigned long long d = 0;
+	int significant = 0, exponent = 0, seen_point = 0;
+	for (; p < end && (is_digit(*p) || *p == '.'); p++) {
+		if (*p == '.') {
+			seen_point = 1;
+			continue;
+		}
+		if (d == 0 && *p == '0') {
+			exponent -= seen_point;
+			continue;
+		}
+		if (++significant > 15)
+			return 0;
+		d = d * 10 + (unsigned long long)(*p - '0');
+		exponent -= seen_point;
+	}
+	if (d == 0)
+		return 0; /* zero and its sign: the slow path */
+	if (p < end) {
+		long long e = strtoll((const char *)p + 1, NULL, 10);
+		if (e > 400 || e < -400)
+			return 0;
+		exponent += (int)e;
+	}
+	while (d % 10 == 0) {
+		d /= 10;
+		significant--;
+		exponent++;
+	}
+	size_t len = 0;
+	if (negative)
+		out[len++] = '-';
+	if (exponent >= 0) {
+		for (; exponent > 0; exponent--) {
+			if (d >= (1ULL << 53) / 10)
+				return 0;
+			d *= 10;
+		}
+		if (d >= (1ULL << 53))
+			return 0;
+		return len + json_int_text((long long)d, out + len);
+	}
+	int decimals = -exponent;
+	if (decimals > 6 || significant - decimals > 9)
+		return 0;
+	char digits[JSON_NUMBER_MAX];
+	int n = (int)json_int_text((long long)d, digits);
+	if (n <= decimals) {
+		out[len++] = '0';
+		out[len++] = '.';
+		for (int z = n; z < decimals; z++)
+			out[len++] = '0';
+		memcpy(out + len, digits, (size_t)n);
+		return len + (size_t)n;
+	}
+	memcpy(out + len, digits, (size_t)(n - decimals));
+	len += (size_t)(n - decimals);
+	out[len++] = '.';
+	memcpy(out + len, digits + n - decimals, (size_t)decimals);
+	return len + (size_t)decimals;
+}
+
+static size_t number_text(const struct value *v, char *out)
+{
+	size_t len = quick_number_text(v, out);
+	return len ? len : json_double_text(number_value(v), out);
 }
 
 static int64_t day_from_ms(struct walk *w, const struct field *f, const struct value *v)
@@ -778,20 +886,48 @@ static inline char *put(char *out, const void *data, size_t len)
 	return out + len;
 }
 
+/* Short copies as one fixed 16-byte move (the output has the slack, the source is checked):
+ * memcpy's call costs more than the bytes. */
+static inline char *put_short(char *out, const void *data, size_t len, size_t readable)
+{
+	if (len <= 16 && readable >= 16) {
+		memcpy(out, data, 16);
+		return out + len;
+	}
+	return put(out, data, len);
+}
+
 static inline char *put_key(char *out, const struct field *f, int *first)
 {
 	if (!*first)
 		*out++ = ',';
 	*first = 0;
+	if (f->key_len <= sizeof f->key16)
+		return put_short(out, f->key16, f->key_len, sizeof f->key16);
 	return put(out, f->key, f->key_len);
 }
 
-static char *put_day(char *out, int64_t day)
+static int month_length(int year, int month)
 {
-	char text[DATE_DAY_LEN];
-	date_format_day(day, text);
+	static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+	return days[month - 1] + (month == 2 && leap);
+}
+
+/* Consecutive items mostly fall in the same month: its text is kept and only the day changes. */
+static char *put_day(struct walk *w, char *out, int64_t day)
+{
+	if (day < w->month_first || day > w->month_last) {
+		date_format_day(day, w->day_text);
+		int year = atoi(w->day_text), month = atoi(w->day_text + 5), dom = atoi(w->day_text + 8);
+		w->month_first = day - (dom - 1);
+		w->month_last = w->month_first + month_length(year, month) - 1;
+	}
+	int dom = (int)(day - w->month_first) + 1;
+	w->day_text[8] = (char)('0' + dom / 10);
+	w->day_text[9] = (char)('0' + dom % 10);
 	*out++ = '"';
-	out = put(out, text, 10);
+	out = put(out, w->day_text, 10);
 	*out++ = '"';
 	return out;
 }
@@ -813,17 +949,21 @@ static char *put_field(struct walk *w, char *out, int i, int64_t *days, int *fir
 	case FROM_COPY:
 		out = put_key(out, f, first);
 		if (v->type == 'n' && !v->plain)
-			return put(out, number, json_double_text(number_value(v), number));
-		return put(out, v->at, v->len);
+			return put(out, number, number_text(v, number));
+		return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
 	case FROM_INTEGER:
 		if (v->type != 'n' || number_to_integer(v, &integer))
 			return out;
-		return put(put_key(out, f, first), number, json_int_text(integer, number));
+		out = put_key(out, f, first);
+		/* Spelt as an integer already (but for "-0"): the text is the integer's text. */
+		if (v->is_integer && (integer != 0 || v->len == 1))
+			return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
+		return put(out, number, json_int_text(integer, number));
 	case FROM_DAY_MS:
 		if (v->type == 'l')
 			return out;
 		days[f->day_column] = day_from_ms(w, f, v);
-		return put_day(put_key(out, f, first), days[f->day_column]);
+		return put_day(w, put_key(out, f, first), days[f->day_column]);
 	default: /* FROM_DAY */
 		if (v->type == 'l')
 			return out;
@@ -869,9 +1009,18 @@ static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 		if (p >= end || *p != '"')
 			return syntax(w, p, "expected a member name");
 		const unsigned char *name = p + 1;
-		if (!(p = scan_string(w, name, &escaped)))
-			return NULL;
-		int source = find_source(w, k, name, p, escaped);
+		const struct member_guess *g = k < MAX_FIELDS ? &w->guess[k] : NULL;
+		int source;
+		if (g && g->name && (size_t)(end - name) > g->len && name[g->len] == '"' &&
+		    same_bytes(name, (const char *)g->name, g->len)) {
+			/* Spelt as member k of an earlier item, which was scanned: valid, no escapes. */
+			p = name + g->len;
+			source = g->source;
+		} else {
+			if (!(p = scan_string(w, name, &escaped)))
+				return NULL;
+			source = find_source(w, k, name, p, escaped);
+		}
 		p = ws(p + 1, end);
 		if (p >= end || *p != ':')
 			return syntax(w, p, "expected ':'");
@@ -1071,6 +1220,8 @@ static int mapper_map(lua_State *L)
 		return luaL_error(L, "mapper:map(ctx, response): response.text is a %s, not a string", luaL_typename(L, 4));
 	struct walk w;
 	memset(&w, 0, sizeof w);
+	w.month_first = 1;
+	w.month_last = 0;
 	w.L = L;
 	w.m = m;
 	w.b = push_batch(L, 1);
