@@ -107,13 +107,6 @@ const char *curl_lazy_error(void)
 	return load_error[0] ? load_error : NULL;
 }
 
-void curl_lazy_unload(void)
-{
-	if (library)
-		dlclose(library);
-	library = NULL;
-}
-
 CURLcode curl_global_init(long flags)
 {
 	return load() ? CURLE_FAILED_INIT : fn.global_init(flags);

@@ -4,7 +4,5 @@
 
 /* Why libcurl could not be loaded, or NULL. */
 const char *curl_lazy_error(void);
-/* Unloads libcurl after curl_global_cleanup (keeps valgrind's report about our own memory). */
-void curl_lazy_unload(void);
 
 #endif

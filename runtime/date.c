@@ -88,11 +88,12 @@ static int64_t nth_weekday(int year, int month, int weekday, int n)
 }
 
 /* The UTC instants at which New York daylight time starts and ends in a year. Every record's
- * day goes through here, so the last year asked for is remembered. */
+ * day goes through here, so the last year asked for is remembered (per thread: pages are
+ * mapped on worker threads). */
 static void new_york_dst_bounds(int year, int64_t *start, int64_t *end)
 {
-	static int cached_year = -1;
-	static int64_t cached_start, cached_end;
+	static _Thread_local int cached_year = -1;
+	static _Thread_local int64_t cached_start, cached_end;
 	if (year == cached_year) {
 		*start = cached_start;
 		*end = cached_end;
@@ -122,9 +123,19 @@ int date_zone_offset(enum date_zone zone, int64_t epoch)
 {
 	if (zone == DATE_UTC)
 		return 0;
+	/* The year of the last instant asked for, as days: consecutive records share it, and finding
+	 * the year of a day is most of the cost here. */
+	static _Thread_local int64_t year_first = 1, year_last = 0;
+	static _Thread_local int year;
+	int64_t day = floor_div(epoch - 5 * 3600, SECONDS_PER_DAY);
+	if (day < year_first || day > year_last) {
+		year = year_of_day(day);
+		year_first = days_from_civil(year, 1, 1);
+		year_last = days_from_civil(year + 1, 1, 1) - 1;
+	}
 	int64_t start;
 	int64_t end;
-	new_york_dst_bounds(year_of_day(floor_div(epoch - 5 * 3600, SECONDS_PER_DAY)), &start, &end);
+	new_york_dst_bounds(year, &start, &end);
 	return (epoch >= start && epoch < end) ? -4 * 3600 : -5 * 3600;
 }
 

@@ -366,6 +366,11 @@ int host_call(lua_State *L, int nargs, int nresults)
 	return status;
 }
 
+size_t host_memory_limit(lua_State *L)
+{
+	return host_of(L)->limits.memory_bytes;
+}
+
 void host_error_read(lua_State *L, int idx, struct host_error *err)
 {
 	idx = lua_absindex(L, idx);

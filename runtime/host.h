@@ -30,6 +30,10 @@ void host_load_script(lua_State *L, const char *path);
  * On failure returns the lua status and leaves one error table {message, failure_type?, stack}. */
 int host_call(lua_State *L, int nargs, int nresults);
 
+/* The script's memory limit, in bytes: work done for the script outside the Lua heap (a page's
+ * records) keeps within it too. */
+size_t host_memory_limit(lua_State *L);
+
 /* Reads the error table that host_call left at idx. */
 struct host_error {
 	const char *message;

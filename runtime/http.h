@@ -63,6 +63,8 @@ int http_retry_wait(struct http_retry *r, const struct http_response *resp, cons
  * reports RATE_LIMITED on a 429; -1 when the retry budget is spent or the sync was cancelled. */
 int64_t http_retry_delay(struct http_retry *r, const struct http_response *resp, const char *why);
 void http_sleep_ms(int64_t ms);
+/* Sleeps until fd is readable, at most timeout_ms (SIGTERM ends it early). */
+void http_wait_fd(int fd, int timeout_ms);
 
 /* The client-side request budget (requests_per_minute): how long until the next request may go,
  * and taking a slot. */
@@ -75,8 +77,9 @@ struct http_transfer {
 	struct http_response resp;
 };
 int http_transfer_start(struct http_transfer *t, const char *url, const struct curl_slist *headers);
-/* Drives every transfer; returns one that finished (its resp filled) or NULL after timeout_ms. */
-struct http_transfer *http_transfers_wait(int timeout_ms);
+/* Drives every transfer; returns one that finished (its resp filled) or NULL after timeout_ms,
+ * or sooner when wake_fd (unless -1) becomes readable. */
+struct http_transfer *http_transfers_wait(int timeout_ms, int wake_fd);
 /* Stops the transfer if it runs and frees what it holds. */
 void http_transfer_free(struct http_transfer *t);
 

@@ -20,6 +20,7 @@
 #include "host.h"
 #include "http.h"
 #include "input.h"
+#include "pool.h"
 #include "proto.h"
 #include "secrets.h"
 #include "sync.h"
@@ -455,6 +456,7 @@ int main(int argc, char **argv)
 	char script_buffer[PATH_MAX + 64];
 	struct run r = {&opts, find_script(&opts, script_buffer, sizeof script_buffer), 0};
 	rc = run_protected(&r);
+	pool_stop(); /* when a Lua error cut the sync short before it stopped the workers */
 	http_module_cleanup();
 	http_global_cleanup();
 	if (proto_flush() || proto_stdout_failed())

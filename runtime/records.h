@@ -1,5 +1,5 @@
 /* records: the response object parse() sees, declared record mappings (records.declare) and the
- * record batches they produce from a page's text in one pass, without a Lua table per item. */
+ * record batches they produce from a page's text (page_walk.c), without a Lua table per item. */
 #ifndef SOURCE_LUA_RECORDS_H
 #define SOURCE_LUA_RECORDS_H
 
@@ -24,6 +24,16 @@ int records_response_not_json(lua_State *L, int response_idx, char *why, size_t 
 
 /* The record batch at idx (what mapper:map returns), or NULL when the value is something else. */
 const struct record_batch *records_to_batch(lua_State *L, int idx);
+
+/* Whether the batch's page has been walked (on a worker, during a sync): settling will not wait. */
+int records_batch_ready(const struct record_batch *b);
+
+enum records_outcome { RECORDS_OK, RECORDS_NOT_JSON, RECORDS_WRONG_SHAPE };
+/* Waits for the walk, then tells how it went; why says what was wrong (for RECORDS_WRONG_SHAPE
+ * with the script line that called map). The accessors below need RECORDS_OK. */
+enum records_outcome records_batch_settle(const struct record_batch *b, char *why, size_t whylen);
+/* Pushes the next page's URL that the page gave (a string), or nil. [-0, +1, m] */
+void records_batch_push_next_url(lua_State *L, const struct record_batch *b);
 size_t records_batch_count(const struct record_batch *b);
 /* Which day column holds the declared day field called name; -1 when none does. */
 int records_batch_day_column(const struct record_batch *b, const char *name);

@@ -18,11 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "date.h"
 #include "host.h"
 #include "http.h"
 #include "json.h"
+#include "pool.h"
 #include "proto.h"
 #include "records.h"
 #include "secrets.h"
@@ -420,6 +422,7 @@ struct slot {
 	struct partition *p; /* NULL when the slot has no partition left to read */
 	int64_t from, to;    /* the window being read */
 	int busy;            /* a transfer is running */
+	int mapping;         /* parse gave a batch whose page a worker is still walking */
 	int64_t not_before_ms;
 	int pages;
 	struct http_retry retry;
@@ -614,8 +617,46 @@ static int emit_batch(struct stream_run *s, struct partition *p, const struct re
 	return rc;
 }
 
+/* Leaves on top the next URL to follow: the one given (at next_idx) if any, else, for a batch,
+ * the one its page gave; nil when there is none or it is not a non-empty string. */
+static void push_next_url(lua_State *L, int next_idx, const struct record_batch *batch)
+{
+	if (lua_isnil(L, next_idx) && batch)
+		records_batch_push_next_url(L, batch);
+	else
+		lua_pushvalue(L, next_idx);
+	if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)) {
+		lua_pop(L, 1);
+		lua_pushnil(L);
+	}
+}
+
+/* Emits the records of a walked batch (at batch_idx, parse's second result at next_idx) and
+ * leaves the next URL on top. Returns 1, with why, when the page was not JSON. */
+static int finish_batch(struct engine *e, size_t i, int batch_idx, int next_idx, char *why, size_t whylen)
+{
+	struct stream_run *s = e->s;
+	struct slot *slot = &e->slots->slot[i];
+	const struct record_batch *batch = records_to_batch(s->L, batch_idx);
+	char reason[512];
+	switch (records_batch_settle(batch, reason, sizeof reason)) {
+	case RECORDS_NOT_JSON:
+		snprintf(why, whylen, "HTTP %ld with a body that is not JSON (%s)", slot->transfer.resp.status, reason);
+		return 1;
+	case RECORDS_WRONG_SHAPE:
+		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': parse(ctx, response) failed: %s", s->name, reason);
+	default:
+		break;
+	}
+	if (emit_batch(s, slot->p, batch, slot->from, slot->to))
+		return -1;
+	push_next_url(s->L, next_idx, batch);
+	return 0;
+}
+
 /* Calls parse(ctx, response) on the answer and emits the records; leaves the next URL or nil.
- * Returns 1, with why, when the answer turned out not to be JSON (worth asking again). */
+ * Returns 1, with why, when the answer turned out not to be JSON (worth asking again), and 2
+ * (nothing left) when parse gave a batch still being walked: finish_mapped takes it from there. */
 static int handle_page(struct engine *e, size_t i, char *why, size_t whylen)
 {
 	struct stream_run *s = e->s;
@@ -641,17 +682,31 @@ static int handle_page(struct engine *e, size_t i, char *why, size_t whylen)
 		}
 		return run_fail_script(s, "parse(ctx, response) failed");
 	}
-	int records = top + 3;
+	int records = top + 3, next = top + 4;
 	const struct record_batch *batch = records_to_batch(L, records);
 	if (!batch && !lua_isnil(L, records) && !lua_istable(L, records))
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': parse must return a list of records, not a %s",
 				s->name, luaL_typename(L, records));
-	if (batch ? emit_batch(s, slot->p, batch, slot->from, slot->to)
-		  : lua_istable(L, records) && emit_tables(s, slot->p, records, slot->from, slot->to))
-		return -1;
-	if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)) {
-		lua_pop(L, 1);
-		lua_pushnil(L);
+	if (batch && !records_batch_ready(batch)) {
+		lua_pushvalue(L, records);
+		set_anchor(e, i, "batch");
+		lua_pushvalue(L, next);
+		set_anchor(e, i, "next");
+		slot->mapping = 1;
+		lua_settop(L, top);
+		return 2;
+	}
+	int rc = 0;
+	if (batch)
+		rc = finish_batch(e, i, records, next, why, whylen);
+	else if (lua_istable(L, records) && emit_tables(s, slot->p, records, slot->from, slot->to))
+		rc = -1;
+	else
+		push_next_url(L, next, NULL);
+	if (rc) {
+		if (rc > 0)
+			lua_settop(L, top);
+		return rc;
 	}
 	lua_replace(L, top + 1);
 	lua_settop(L, top + 1);
@@ -801,34 +856,13 @@ static int after_page(struct engine *e, size_t i)
 	return next_partition(e, i);
 }
 
-/* Decides what a finished transfer means: a page, an error, or a retry later. */
-static int on_transfer_done(struct engine *e, size_t i)
+/* The answer was not usable (a network fault, a 5xx, a 429, a body that is not JSON): asks again
+ * later, or gives up once the retry budget is spent. */
+static int retry_later(struct engine *e, size_t i, const char *why)
 {
 	struct stream_run *s = e->s;
 	struct slot *slot = &e->slots->slot[i];
-	const struct http_response *resp = &slot->transfer.resp;
-	lua_State *L = s->L;
-	char why[CURL_ERROR_SIZE + 128];
-	slot->busy = 0;
-	if (host_cancelled)
-		return run_fail(s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
-	int retryable = http_is_retryable(resp);
-	if (!retryable && resp->status >= 200 && resp->status < 300) {
-		int rc = handle_page(e, i, why, sizeof why);
-		if (rc < 0)
-			return -1;
-		if (rc == 0) {
-			/* A page's tables are garbage once its records are written: collecting now keeps
-			 * memory at one page per slot instead of letting the heap double between cycles. */
-			lua_gc(L, LUA_GCCOLLECT);
-			return after_page(e, i);
-		}
-	} else if (!retryable) {
-		return fail_http_status(e, i);
-	} else {
-		http_describe_failure(resp, why, sizeof why);
-	}
-	int64_t delay = http_retry_delay(&slot->retry, resp, why);
+	int64_t delay = http_retry_delay(&slot->retry, &slot->transfer.resp, why);
 	if (delay < 0)
 		return run_fail(s, PROTO_TRANSIENT_ERROR,
 				"stream '%s': gave up after %d attempts over %.0f s; last error: %s", s->name,
@@ -837,18 +871,95 @@ static int on_transfer_done(struct engine *e, size_t i)
 	return 0;
 }
 
+/* A page's records are written: its garbage is collected now, which keeps memory at one page per
+ * slot instead of letting the heap double between cycles; then on to the next page. */
+static int page_done(struct engine *e, size_t i)
+{
+	lua_gc(e->s->L, LUA_GCCOLLECT);
+	return after_page(e, i);
+}
+
+/* Decides what a finished transfer means: a page, an error, or a retry later. */
+static int on_transfer_done(struct engine *e, size_t i)
+{
+	struct stream_run *s = e->s;
+	struct slot *slot = &e->slots->slot[i];
+	const struct http_response *resp = &slot->transfer.resp;
+	char why[CURL_ERROR_SIZE + 640];
+	slot->busy = 0;
+	if (host_cancelled)
+		return run_fail(s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
+	int retryable = http_is_retryable(resp);
+	if (!retryable && resp->status >= 200 && resp->status < 300) {
+		int rc = handle_page(e, i, why, sizeof why);
+		if (rc < 0)
+			return -1;
+		if (rc == 0)
+			return page_done(e, i);
+		if (rc == 2)
+			return 0;
+	} else if (!retryable) {
+		return fail_http_status(e, i);
+	} else {
+		http_describe_failure(resp, why, sizeof why);
+	}
+	return retry_later(e, i, why);
+}
+
+/* Emits the pages whose walk has finished since the last look, in any slot. */
+static int finish_mapped(struct engine *e)
+{
+	lua_State *L = e->s->L;
+	for (size_t i = 0; i < e->slots->count; i++) {
+		struct slot *slot = &e->slots->slot[i];
+		if (!slot->mapping)
+			continue;
+		int top = lua_gettop(L);
+		push_anchor(e, i, "batch");
+		push_anchor(e, i, "next");
+		if (!records_batch_ready(records_to_batch(L, top + 1))) {
+			lua_settop(L, top);
+			continue;
+		}
+		slot->mapping = 0;
+		char why[640];
+		int rc = finish_batch(e, i, top + 1, top + 2, why, sizeof why);
+		if (rc >= 0) {
+			lua_pushnil(L);
+			set_anchor(e, i, "batch");
+			lua_pushnil(L);
+			set_anchor(e, i, "next");
+		}
+		if (rc < 0)
+			return -1;
+		if (rc > 0) {
+			lua_settop(L, top);
+			if (retry_later(e, i, why))
+				return -1;
+			continue;
+		}
+		lua_replace(L, top + 1);
+		lua_settop(L, top + 1);
+		if (page_done(e, i))
+			return -1;
+		lua_settop(L, top);
+	}
+	return 0;
+}
+
 /* Starts what may start now; returns how many slots still have work, and the next start time. */
-static int start_ready(struct engine *e, int *busy, int64_t *wake_at)
+static int start_ready(struct engine *e, int *busy, int *mapping, int64_t *wake_at)
 {
 	int active = 0;
 	*busy = 0;
+	*mapping = 0;
 	*wake_at = INT64_MAX;
 	for (size_t i = 0; i < e->slots->count; i++) {
 		struct slot *slot = &e->slots->slot[i];
 		if (!slot->p)
 			continue;
 		active++;
-		if (!slot->busy) {
+		if (!slot->busy && !slot->mapping) {
 			int64_t now = date_now_ms();
 			int64_t ready = slot->not_before_ms;
 			int64_t budget = now + http_budget_delay_ms();
@@ -860,6 +971,7 @@ static int start_ready(struct engine *e, int *busy, int64_t *wake_at)
 				*wake_at = ready;
 		}
 		*busy += slot->busy;
+		*mapping += slot->mapping;
 	}
 	return active;
 }
@@ -871,23 +983,31 @@ static int pump(struct engine *e)
 			return run_fail(e->s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
 		if (proto_stdout_failed())
 			return run_fail(e->s, PROTO_SYSTEM_ERROR, "stdout was closed: nobody reads the sync any more");
-		int busy;
+		/* Emptied before looking, so that a walk finishing after the look wakes the wait below. */
+		pool_drain_done_fd();
+		if (finish_mapped(e))
+			return -1;
+		int busy, mapping;
 		int64_t wake_at;
-		int active = start_ready(e, &busy, &wake_at);
+		int active = start_ready(e, &busy, &mapping, &wake_at);
 		if (active <= 0)
 			return active;
 		int64_t wait = wake_at == INT64_MAX ? 1000 : wake_at - date_now_ms();
 		int timeout = wait < 0 ? 0 : wait > 1000 ? 1000 : (int)wait;
+		int wake_fd = mapping ? pool_done_fd() : -1;
 		if (!busy) {
-			http_sleep_ms(timeout);
+			if (wake_fd >= 0)
+				http_wait_fd(wake_fd, timeout);
+			else
+				http_sleep_ms(timeout);
 			continue;
 		}
-		struct http_transfer *done = http_transfers_wait(timeout);
+		struct http_transfer *done = http_transfers_wait(timeout, wake_fd);
 		while (done) {
 			size_t i = (size_t)((struct slot *)(void *)done - e->slots->slot);
 			if (on_transfer_done(e, i))
 				return -1;
-			done = http_transfers_wait(0);
+			done = http_transfers_wait(0, -1);
 		}
 	}
 }
@@ -1023,8 +1143,24 @@ static int push_legacy(lua_State *L, int states)
 	return lua_gettop(L);
 }
 
+/* Pages are walked on worker threads while the main thread drives the network and writes
+ * messages: one worker per core beyond the first, at most 4 (a sync has few pages in flight);
+ * SOURCE_LUA_MAP_THREADS sets the number, 0 walks every page on the main thread. */
+static int map_threads(void)
+{
+	const char *env = getenv("SOURCE_LUA_MAP_THREADS");
+	if (env && *env) {
+		char *end;
+		long n = strtol(env, &end, 10);
+		return *end || n < 0 ? 0 : n > 16 ? 16 : (int)n;
+	}
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	return cores <= 1 ? 0 : cores - 1 > 4 ? 4 : (int)cores - 1;
+}
+
 int sync_read(lua_State *L, int script, int config, int catalog, int states)
 {
+	pool_start(map_threads());
 	int legacy = push_legacy(L, states);
 	lua_getfield(L, catalog, "streams");
 	int streams = lua_gettop(L);
@@ -1037,6 +1173,7 @@ int sync_read(lua_State *L, int script, int config, int catalog, int states)
 		lua_pop(L, 1);
 	}
 	lua_settop(L, legacy - 1);
+	pool_stop();
 	if (host_cancelled && !failed) {
 		proto_trace_error(PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)", NULL, NULL);
 		failed = 1;

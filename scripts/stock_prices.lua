@@ -132,6 +132,14 @@ local spec = {
         minimum = 0,
         order = 5,
       },
+      concurrency = {
+        title = "Concurrent Tickers",
+        description = "How many tickers are fetched at once, each on its own connection (default 4). Each ticker's records and checkpoints stay in order; the request budget holds across all of them.",
+        type = "integer",
+        minimum = 1,
+        maximum = 64,
+        order = 6,
+      },
     },
   },
 }

@@ -49,8 +49,11 @@ static void push_file(lua_State *L, const char *path)
 	luaL_pushresult(&b);
 }
 
-static long long write_batch(const struct record_batch *batch)
+static long long write_batch(lua_State *L, const struct record_batch *batch)
 {
+	char why[512];
+	if (records_batch_settle(batch, why, sizeof why) != RECORDS_OK)
+		luaL_error(L, "the page was not mapped: %s", why);
 	struct proto_record_frame frame;
 	proto_record_frame_init(&frame, "stock_prices", 1700000000000LL);
 	size_t n = records_batch_count(batch);
@@ -95,7 +98,7 @@ static long long one_page(lua_State *L, int parse, int ctx, int text)
 		luaL_error(L, "parse failed: %s", lua_tostring(L, -1));
 	}
 	const struct record_batch *batch = records_to_batch(L, top + 1);
-	long long n = batch ? write_batch(batch) : write_tables(L, top + 1);
+	long long n = batch ? write_batch(L, batch) : write_tables(L, top + 1);
 	lua_settop(L, top);
 	/* As the engine does after every page. */
 	lua_gc(L, LUA_GCCOLLECT);

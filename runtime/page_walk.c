@@ -1,0 +1,933 @@
+/*
+ * page_walk: reads a page of JSON once, validating it as it goes, and writes every item's record
+ * as a JSON object per the declared fields (records.c compiles them from records.declare).
+ *
+ * Why our own scanner rather than lua-cjson: cjson can only decode into Lua tables. A daily bar
+ * decoded into a table, mapped into a second table by a Lua function and walked again to write it
+ * costs ~3 us, three times the runtime's whole budget for a record (docs/PERFORMANCE.md). The
+ * scanner accepts exactly RFC 8259 JSON in UTF-8 (depth at most 128, as cjson is configured), so
+ * a page that cjson would refuse is refused here too, before any of its records is emitted. It
+ * never decodes what it copies: a value is written as the page spelt it (numbers with an exponent
+ * or a trailing zero are rewritten in the runtime's shortest form), which keeps every digit.
+ *
+ * No Lua and no shared state here (date.c's caches are per thread): walks run on worker threads.
+ */
+#define _GNU_SOURCE
+#include "page_walk.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+
+#define MAX_FIELDS WALK_MAX_FIELDS
+#define MAX_DEPTH 128
+/* 1000-01-01 and 9999-12-31, the days date_format_day can spell. */
+#define FIRST_DAY (-354285)
+#define LAST_DAY 2932896
+
+struct value {
+	const unsigned char *at; /* NULL when the item lacks the member */
+	size_t len;
+	char type; /* s(tring) n(umber) l (null) b(oolean) c(ontainer) */
+	char plain; /* a number already in the runtime's form: no exponent, no trailing zero */
+	char escaped;
+	char is_integer; /* a number spelt as at most 18 digits, no point or exponent */
+};
+
+struct walk {
+	const struct walk_mapping *m;
+	const struct walk_constant *constants;
+	struct walk_output *out;
+	size_t memory_cap;
+	size_t constants_len;
+	const unsigned char *start, *end;
+	int failed;
+	int item;
+	struct value values[WALK_MAX_FIELDS];
+	struct value next;
+	/* Items of a page spell their members in the same order: member k of the last item, and the
+	 * source it matched (-1: none), answer for member k of this one with one comparison. */
+	struct member_guess {
+		const unsigned char *name;
+		size_t len;
+		int source;
+	} guess[WALK_MAX_FIELDS];
+	int64_t month_first, month_last; /* the month whose text day_text holds */
+	char day_text[DATE_DAY_LEN];
+};
+
+static const unsigned char *syntax(struct walk *w, const unsigned char *p, const char *what)
+{
+	if (!w->failed) {
+		w->failed = 1;
+		w->out->outcome = WALK_NOT_JSON;
+		snprintf(w->out->message, sizeof w->out->message, "%s at byte %zu", what, (size_t)(p - w->start));
+	}
+	return NULL;
+}
+
+/* Valid JSON that is not a page of items as declared. */
+static const unsigned char *wrong_shape(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static const unsigned char *wrong_shape(struct walk *w, const char *fmt, ...)
+{
+	if (!w->failed) {
+		w->failed = 1;
+		w->out->outcome = WALK_WRONG_SHAPE;
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(w->out->message, sizeof w->out->message, fmt, ap);
+		va_end(ap);
+	}
+	return NULL;
+}
+
+/* The text is a Lua string, so text[len] is a readable NUL: loops that stop at NUL need no bound
+ * check of their own (NUL is neither space, digit nor string content). */
+static inline const unsigned char *ws(const unsigned char *p, const unsigned char *end)
+{
+	(void)end;
+	if (*p > ' ')
+		return p;
+	while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
+		p++;
+	return p;
+}
+
+static inline int is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int is_hex(unsigned char c)
+{
+	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* p is just after the opening quote; returns the closing quote. */
+static const unsigned char *scan_string(struct walk *w, const unsigned char *p, char *escaped)
+{
+	const unsigned char *end = w->end;
+	for (;;) {
+		while (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+			p++;
+		if (p >= end)
+			return syntax(w, p, "a string is not closed");
+		if (*p == '"')
+			return p;
+		if (*p == '\\') {
+			*escaped = 1;
+			if (end - p < 2)
+				return syntax(w, p, "a string is not closed");
+			switch (p[1]) {
+			case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+				p += 2;
+				continue;
+			case 'u':
+				if (end - p < 6 || !is_hex(p[2]) || !is_hex(p[3]) || !is_hex(p[4]) || !is_hex(p[5]))
+					return syntax(w, p, "a \\u escape needs four hex digits");
+				p += 6;
+				continue;
+			default:
+				return syntax(w, p, "invalid escape in a string");
+			}
+		}
+		if (*p < 0x20)
+			return syntax(w, p, "a control character in a string");
+		int n = json_utf8_sequence_length(p, (size_t)(end - p));
+		if (n == 0)
+			return syntax(w, p, "not valid UTF-8");
+		p += n;
+	}
+}
+
+/* Eight bytes at a time while eight remain: a byte b is a digit when b + 0x46 and b - 0x30 both
+ * keep their top bit clear; lanes below the first non-digit are digits, so no carry or borrow
+ * reaches it, and the lowest flagged lane is the first non-digit. */
+static inline const unsigned char *skip_digits(const unsigned char *p, const unsigned char *end)
+{
+	while (end - p >= 8) {
+		uint64_t x;
+		memcpy(&x, p, 8);
+		uint64_t flags = ((x + 0x4646464646464646ULL) | (x - 0x3030303030303030ULL)) & 0x8080808080808080ULL;
+		if (flags)
+			return p + (__builtin_ctzll(flags) >> 3);
+		p += 8;
+	}
+	while (is_digit(*p))
+		p++;
+	return p;
+}
+
+static const unsigned char *scan_number(struct walk *w, const unsigned char *p, struct value *v)
+{
+	const unsigned char *end = w->end;
+	p += *p == '-';
+	const unsigned char *digits = p;
+	v->plain = 1;
+	if (*p == '0')
+		p++;
+	else if (*p >= '1' && *p <= '9')
+		p = skip_digits(p + 1, end);
+	else
+		return syntax(w, p, "invalid number");
+	v->is_integer = p - digits <= 18;
+	if (*p == '.') {
+		v->is_integer = 0;
+		if (!is_digit(*++p))
+			return syntax(w, p, "a number needs digits after its point");
+		p = skip_digits(p, end);
+		if (p[-1] == '0')
+			v->plain = 0;
+	}
+	if (*p == 'e' || *p == 'E') {
+		v->is_integer = 0;
+		v->plain = 0;
+		if (*++p == '+' || *p == '-')
+			p++;
+		if (!is_digit(*p))
+			return syntax(w, p, "a number needs digits in its exponent");
+		p = skip_digits(p, end);
+	}
+	return p;
+}
+
+static const unsigned char *scan_literal(struct walk *w, const unsigned char *p, const char *word, size_t len)
+{
+	if ((size_t)(w->end - p) < len || memcmp(p, word, len))
+		return syntax(w, p, "unexpected characters");
+	return p + len;
+}
+
+static const unsigned char *skip_value(struct walk *w, const unsigned char *p, int depth);
+
+static const unsigned char *skip_members(struct walk *w, const unsigned char *p, int depth)
+{
+	const unsigned char *end = w->end;
+	if (depth > MAX_DEPTH)
+		return syntax(w, p, "nested too deeply");
+	p = ws(p + 1, end);
+	if (p < end && *p == '}')
+		return p + 1;
+	for (;;) {
+		char escaped = 0;
+		if (p >= end || *p != '"')
+			return syntax(w, p, "expected a member name");
+		if (!(p = scan_string(w, p + 1, &escaped)))
+			return NULL;
+		p = ws(p + 1, end);
+		if (p >= end || *p != ':')
+			return syntax(w, p, "expected ':'");
+		if (!(p = skip_value(w, ws(p + 1, end), depth)))
+			return NULL;
+		p = ws(p, end);
+		if (p < end && *p == ',') {
+			p = ws(p + 1, end);
+			continue;
+		}
+		if (p < end && *p == '}')
+			return p + 1;
+		return syntax(w, p, "expected ',' or '}'");
+	}
+}
+
+static const unsigned char *skip_elements(struct walk *w, const unsigned char *p, int depth)
+{
+	const unsigned char *end = w->end;
+	if (depth > MAX_DEPTH)
+		return syntax(w, p, "nested too deeply");
+	p = ws(p + 1, end);
+	if (p < end && *p == ']')
+		return p + 1;
+	for (;;) {
+		if (!(p = skip_value(w, p, depth)))
+			return NULL;
+		p = ws(p, end);
+		if (p < end && *p == ',') {
+			p = ws(p + 1, end);
+			continue;
+		}
+		if (p < end && *p == ']')
+			return p + 1;
+		return syntax(w, p, "expected ',' or ']'");
+	}
+}
+
+/* Scans one value starting at p (no leading space); fills v when given. Returns the end. */
+static const unsigned char *scan_value(struct walk *w, const unsigned char *p, int depth, struct value *v)
+{
+	struct value ignored;
+	if (!v)
+		v = &ignored;
+	v->at = p;
+	v->plain = 1;
+	v->escaped = 0;
+	v->is_integer = 0;
+	const unsigned char *q;
+	if (p >= w->end)
+		return syntax(w, p, "the text ends where a value should be");
+	switch (*p) {
+	case '"':
+		v->type = 's';
+		q = scan_string(w, p + 1, &v->escaped);
+		q = q ? q + 1 : NULL;
+		break;
+	case '{':
+		v->type = 'c';
+		q = skip_members(w, p, depth + 1);
+		break;
+	case '[':
+		v->type = 'c';
+		q = skip_elements(w, p, depth + 1);
+		break;
+	case 't':
+		v->type = 'b';
+		q = scan_literal(w, p, "true", 4);
+		break;
+	case 'f':
+		v->type = 'b';
+		q = scan_literal(w, p, "false", 5);
+		break;
+	case 'n':
+		v->type = 'l';
+		q = scan_literal(w, p, "null", 4);
+		break;
+	default:
+		v->type = 'n';
+		q = scan_number(w, p, v);
+	}
+	if (q)
+		v->len = (size_t)(q - p);
+	return q;
+}
+
+static const unsigned char *skip_value(struct walk *w, const unsigned char *p, int depth)
+{
+	return scan_value(w, p, depth, NULL);
+}
+
+static const char *type_name(char type)
+{
+	switch (type) {
+	case 's': return "string";
+	case 'n': return "number";
+	case 'l': return "null";
+	case 'b': return "boolean";
+	default: return "object or array";
+	}
+}
+
+static int same_bytes(const unsigned char *a, const char *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (a[i] != (unsigned char)b[i])
+			return 0;
+	return 1;
+}
+
+/* Rare: a member name with escapes, compared after cjson unescapes it. */
+static unsigned hex_value(const unsigned char *p)
+{
+	unsigned v = 0;
+	for (int i = 0; i < 4; i++)
+		v = v * 16 + (unsigned)(is_digit(p[i]) ? p[i] - '0' : (p[i] | 0x20) - 'a' + 10);
+	return v;
+}
+
+static size_t put_utf8(unsigned char *out, unsigned cp)
+{
+	if (cp < 0x80) {
+		out[0] = (unsigned char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		out[0] = (unsigned char)(0xc0 | cp >> 6);
+		out[1] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		out[0] = (unsigned char)(0xe0 | cp >> 12);
+		out[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+		out[2] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	out[0] = (unsigned char)(0xf0 | cp >> 18);
+	out[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3f));
+	out[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+	out[3] = (unsigned char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/* Rare: a member name with escapes (already validated), compared as it is unescaped. Declared
+ * names are valid UTF-8, so a lone surrogate (taken as U+FFFD here) never matches one. */
+static int escaped_name_is(const unsigned char *p, const unsigned char *q, const char *name, size_t len)
+{
+	static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+	size_t n = 0;
+	while (p < q) {
+		unsigned char bytes[4];
+		size_t count = 1;
+		if (*p != '\\') {
+			bytes[0] = *p++;
+		} else if (p[1] != 'u') {
+			bytes[0] = (unsigned char)to[strchr(from, p[1]) - from];
+			p += 2;
+		} else {
+			unsigned cp = hex_value(p + 2);
+			p += 6;
+			if (cp >= 0xd800 && cp < 0xdc00 && q - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+				unsigned low = hex_value(p + 2);
+				if (low >= 0xdc00 && low < 0xe000) {
+					cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+					p += 6;
+				}
+			}
+			count = put_utf8(bytes, cp >= 0xd800 && cp < 0xe000 ? 0xfffd : cp);
+		}
+		if (n + count > len || memcmp(name + n, bytes, count))
+			return 0;
+		n += count;
+	}
+	return n == len;
+}
+
+/* Whether the member name spelt at [p, q) (between its quotes) is name. */
+static int name_is(struct walk *w, const unsigned char *p, const unsigned char *q, char escaped, const char *name,
+		   size_t len)
+{
+	(void)w;
+	if (escaped)
+		return escaped_name_is(p, q, name, len);
+	return (size_t)(q - p) == len && same_bytes(p, name, len);
+}
+
+static int search_source(struct walk *w, const unsigned char *p, const unsigned char *q, char escaped)
+{
+	const struct walk_mapping *m = w->m;
+	for (int i = 0; i < m->nsources; i++)
+		if (name_is(w, p, q, escaped, m->sources[i].name, m->sources[i].len))
+			return i;
+	return -1;
+}
+
+/* The source that member number k, named [p, q), feeds; -1 for none. */
+static int find_source(struct walk *w, int k, const unsigned char *p, const unsigned char *q, char escaped)
+{
+	size_t len = (size_t)(q - p);
+	if (k >= WALK_MAX_FIELDS || escaped)
+		return search_source(w, p, q, escaped);
+	struct member_guess *g = &w->guess[k];
+	if (g->name && g->len == len && same_bytes(p, (const char *)g->name, len))
+		return g->source;
+	g->name = p;
+	g->len = len;
+	g->source = search_source(w, p, q, 0);
+	return g->source;
+}
+
+/* --------------------------------------------------------------------------------------------
+ * Writing a record
+ * ------------------------------------------------------------------------------------------ */
+
+/* The value is a validated JSON number followed by a byte that ends it, so strtod stops there. */
+static double number_value(const struct value *v)
+{
+	return strtod((const char *)v->at, NULL);
+}
+
+/* math.tointeger's rule: an integral number that fits, else nothing. */
+static int number_to_integer(const struct value *v, long long *out)
+{
+	if (v->is_integer) {
+		const unsigned char *p = v->at, *end = v->at + v->len;
+		int negative = *p == '-';
+		long long n = 0;
+		for (p += negative; p < end; p++)
+			n = n * 10 + (*p - '0');
+		*out = negative ? -n : n;
+		return 0;
+	}
+	double d = number_value(v);
+	if (d != floor(d) || !(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
+		return -1;
+	*out = (long long)d;
+	return 0;
+}
+
+/* The digits of a number spelt with an exponent or trailing zeros, as json_double_text would
+ * write the double it reads as, when that can be told from the digits alone: at most 15
+ * significant digits (so no shorter decimal reads as the same double, and the decimal is the
+ * shortest text), and either an integer below 2^53 or at most 6 decimals below 1e9 (the two forms
+ * json_double_text uses there). Returns 0 when strtod and json_double_text must decide. */
+static size_t quick_number_text(const struct value *v, char *out)
+{
+	const unsigned char *p = v->at;
+	const unsigned char *end = p + v->len;
+	int negative = *p == '-';
+	p += negative;
+	unsigned long long d = 0;
+	int significant = 0, exponent = 0, seen_point = 0;
+	for (; p < end && (is_digit(*p) || *p == '.'); p++) {
+		if (*p == '.') {
+			seen_point = 1;
+			continue;
+		}
+		if (d == 0 && *p == '0') {
+			exponent -= seen_point;
+			continue;
+		}
+		if (++significant > 15)
+			return 0;
+		d = d * 10 + (unsigned long long)(*p - '0');
+		exponent -= seen_point;
+	}
+	if (d == 0)
+		return 0; /* zero and its sign: the slow path */
+	if (p < end) {
+		long long e = strtoll((const char *)p + 1, NULL, 10);
+		if (e > 400 || e < -400)
+			return 0;
+		exponent += (int)e;
+	}
+	while (d % 10 == 0) {
+		d /= 10;
+		significant--;
+		exponent++;
+	}
+	size_t len = 0;
+	if (negative)
+		out[len++] = '-';
+	if (exponent >= 0) {
+		for (; exponent > 0; exponent--) {
+			if (d >= (1ULL << 53) / 10)
+				return 0;
+			d *= 10;
+		}
+		if (d >= (1ULL << 53))
+			return 0;
+		return len + json_int_text((long long)d, out + len);
+	}
+	int decimals = -exponent;
+	if (decimals > 6 || significant - decimals > 9)
+		return 0;
+	char digits[JSON_NUMBER_MAX];
+	int n = (int)json_int_text((long long)d, digits);
+	if (n <= decimals) {
+		out[len++] = '0';
+		out[len++] = '.';
+		for (int z = n; z < decimals; z++)
+			out[len++] = '0';
+		memcpy(out + len, digits, (size_t)n);
+		return len + (size_t)n;
+	}
+	memcpy(out + len, digits, (size_t)(n - decimals));
+	len += (size_t)(n - decimals);
+	out[len++] = '.';
+	memcpy(out + len, digits + n - decimals, (size_t)decimals);
+	return len + (size_t)decimals;
+}
+
+static size_t number_text(const struct value *v, char *out)
+{
+	size_t len = quick_number_text(v, out);
+	return len ? len : json_double_text(number_value(v), out);
+}
+
+static int day_from_ms(struct walk *w, const struct walk_field *f, const struct value *v, int64_t *out)
+{
+	const char *source = w->m->sources[f->source].name;
+	if (v->type != 'n') {
+		wrong_shape(w, "item %d of '%s': '%s' is a %s, not a number of milliseconds", w->item, w->m->list, source,
+			    type_name(v->type));
+		return -1;
+	}
+	long long ms;
+	int64_t seconds;
+	if (number_to_integer(v, &ms) == 0 && ms > -(1LL << 53) && ms < (1LL << 53)) {
+		seconds = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+	} else {
+		double d = number_value(v);
+		if (!(fabs(d) < 1e15))
+			seconds = INT64_MAX;
+		else
+			seconds = (int64_t)floor(d / 1000.0);
+	}
+	int64_t day = seconds == INT64_MAX ? INT64_MAX : date_day_in_zone(seconds, f->zone);
+	if (day < FIRST_DAY || day > LAST_DAY) {
+		wrong_shape(w, "item %d of '%s': '%s' = %.*s ms is not a time in the years 1000 to 9999", w->item,
+			    w->m->list, source, (int)(v->len > 40 ? 40 : v->len), (const char *)v->at);
+		return -1;
+	}
+	*out = day;
+	return 0;
+}
+
+static int day_from_text(struct walk *w, const struct walk_field *f, const struct value *v, int64_t *out)
+{
+	char text[DATE_DAY_LEN];
+	if (v->type == 's' && !v->escaped && v->len == 12) {
+		memcpy(text, v->at + 1, 10);
+		text[10] = '\0';
+		if (date_parse_day(text, out) == 0)
+			return 0;
+	}
+	wrong_shape(w, "item %d of '%s': '%s' is not a YYYY-MM-DD day", w->item, w->m->list, w->m->sources[f->source].name);
+	return -1;
+}
+
+static inline char *put(char *out, const void *data, size_t len)
+{
+	memcpy(out, data, len);
+	return out + len;
+}
+
+/* Short copies as one fixed 16-byte move (the output has the slack, the source is checked):
+ * memcpy's call costs more than the bytes. */
+static inline char *put_short(char *out, const void *data, size_t len, size_t readable)
+{
+	if (len <= 16 && readable >= 16) {
+		memcpy(out, data, 16);
+		return out + len;
+	}
+	return put(out, data, len);
+}
+
+static inline char *put_key(char *out, const struct walk_field *f, int *first)
+{
+	if (!*first)
+		*out++ = ',';
+	*first = 0;
+	if (f->key_len <= sizeof f->key16)
+		return put_short(out, f->key16, f->key_len, sizeof f->key16);
+	return put(out, f->key, f->key_len);
+}
+
+static int month_length(int year, int month)
+{
+	static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+	return days[month - 1] + (month == 2 && leap);
+}
+
+/* Consecutive items mostly fall in the same month: its text is kept and only the day changes. */
+static char *put_day(struct walk *w, char *out, int64_t day)
+{
+	if (day < w->month_first || day > w->month_last) {
+		date_format_day(day, w->day_text);
+		int year = atoi(w->day_text), month = atoi(w->day_text + 5), dom = atoi(w->day_text + 8);
+		w->month_first = day - (dom - 1);
+		w->month_last = w->month_first + month_length(year, month) - 1;
+	}
+	int dom = (int)(day - w->month_first) + 1;
+	w->day_text[8] = (char)('0' + dom / 10);
+	w->day_text[9] = (char)('0' + dom % 10);
+	*out++ = '"';
+	out = put(out, w->day_text, 10);
+	*out++ = '"';
+	return out;
+}
+
+static char *put_field(struct walk *w, char *out, int i, int64_t *days, int *first)
+{
+	const struct walk_field *f = &w->m->fields[i];
+	if (f->kind == FROM_CONTEXT || f->kind == FROM_VALUE) {
+		if (w->constants[i].len)
+			out = put(put_key(out, f, first), w->constants[i].text, w->constants[i].len);
+		return out;
+	}
+	const struct value *v = &w->values[f->source];
+	if (!v->at)
+		return out;
+	char number[JSON_NUMBER_MAX];
+	long long integer;
+	switch (f->kind) {
+	case FROM_COPY:
+		out = put_key(out, f, first);
+		if (v->type == 'n' && !v->plain)
+			return put(out, number, number_text(v, number));
+		return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
+	case FROM_INTEGER:
+		if (v->type != 'n' || number_to_integer(v, &integer))
+			return out;
+		out = put_key(out, f, first);
+		/* Spelt as an integer already (but for "-0"): the text is the integer's text. */
+		if (v->is_integer && (integer != 0 || v->len == 1))
+			return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
+		return put(out, number, json_int_text(integer, number));
+	case FROM_DAY_MS:
+		if (v->type == 'l')
+			return out;
+		if (day_from_ms(w, f, v, &days[f->day_column]))
+			return NULL;
+		return put_day(w, put_key(out, f, first), days[f->day_column]);
+	default: /* FROM_DAY */
+		if (v->type == 'l')
+			return out;
+		if (day_from_text(w, f, v, &days[f->day_column]))
+			return NULL;
+		return put(put_key(out, f, first), v->at, v->len);
+	}
+}
+
+/* Grows a buffer to hold need bytes, within the memory cap; NULL (the old block kept) when it
+ * cannot. */
+static void *grow(struct walk *w, void *ptr, size_t *cap, size_t need, size_t first)
+{
+	size_t size = *cap ? *cap : first;
+	while (size < need)
+		size *= 2;
+	if (size > w->memory_cap)
+		return NULL;
+	void *grown = realloc(ptr, size);
+	if (grown)
+		*cap = size;
+	return grown;
+}
+
+static int reserve(struct walk *w, size_t data_bytes)
+{
+	struct walk_output *o = w->out;
+	struct walk_buffers *mem = &o->mem;
+	size_t ndays = (size_t)w->m->ndays;
+	if (o->len + data_bytes > mem->cap) {
+		char *data = grow(w, mem->data, &mem->cap, o->len + data_bytes, 64 * 1024);
+		if (!data)
+			return -1;
+		mem->data = data;
+	}
+	if (o->count == mem->entries_cap) {
+		size_t cap = mem->entries_cap ? mem->entries_cap * 2 : 1024;
+		size_t entries_bytes = mem->entries_cap * sizeof *mem->entries, days_bytes = mem->entries_cap * ndays * 8;
+		struct walk_entry *entries = grow(w, mem->entries, &entries_bytes, cap * sizeof *entries, 1);
+		if (!entries)
+			return -1;
+		mem->entries = entries;
+		if (ndays) {
+			int64_t *days = grow(w, mem->days, &days_bytes, cap * ndays * sizeof *days, 1);
+			if (!days)
+				return -1;
+			mem->days = days;
+		}
+		mem->entries_cap = cap;
+	}
+	return 0;
+}
+
+static int write_record(struct walk *w, size_t item_len)
+{
+	struct walk_output *o = w->out;
+	const struct walk_mapping *m = w->m;
+	/* Copied values lie inside the item (one may be copied by several fields); everything else is
+	 * bounded by the declaration. */
+	if (reserve(w, item_len * (size_t)m->max_copies + m->fixed_bound + w->constants_len + 2)) {
+		wrong_shape(w, "the records of one page need more than the memory limit (%zu MB)", w->memory_cap >> 20);
+		return -1;
+	}
+	int64_t *days = o->mem.days + o->count * (size_t)m->ndays;
+	for (int d = 0; d < m->ndays; d++)
+		days[d] = WALK_NO_DAY;
+	char *start = o->mem.data + o->len;
+	char *out = start;
+	int first = 1;
+	*out++ = '{';
+	for (int i = 0; i < m->nfields && out; i++)
+		out = put_field(w, out, i, days, &first);
+	if (!out)
+		return -1;
+	*out++ = '}';
+	o->mem.entries[o->count].offset = o->len;
+	o->mem.entries[o->count].len = (size_t)(out - start);
+	o->len += (size_t)(out - start);
+	o->count++;
+	return 0;
+}
+
+/* p is at the item's '{'; reads its members into w->values. */
+static const unsigned char *read_item(struct walk *w, const unsigned char *p)
+{
+	const unsigned char *end = w->end;
+	for (int i = 0; i < w->m->nsources; i++)
+		w->values[i].at = NULL;
+	p = ws(p + 1, end);
+	if (p < end && *p == '}')
+		return p + 1;
+	for (int k = 0;; k++) {
+		char escaped = 0;
+		if (p >= end || *p != '"')
+			return syntax(w, p, "expected a member name");
+		const unsigned char *name = p + 1;
+		const struct member_guess *g = k < WALK_MAX_FIELDS ? &w->guess[k] : NULL;
+		int source;
+		if (g && g->name && (size_t)(end - name) > g->len && name[g->len] == '"' &&
+		    same_bytes(name, (const char *)g->name, g->len)) {
+			/* Spelt as member k of an earlier item, which was scanned: valid, no escapes. */
+			p = name + g->len;
+			source = g->source;
+		} else {
+			if (!(p = scan_string(w, name, &escaped)))
+				return NULL;
+			source = find_source(w, k, name, p, escaped);
+		}
+		p = ws(p + 1, end);
+		if (p >= end || *p != ':')
+			return syntax(w, p, "expected ':'");
+		struct value *v = source >= 0 ? &w->values[source] : NULL;
+		if (!(p = scan_value(w, ws(p + 1, end), 3, v)))
+			return NULL;
+		p = ws(p, end);
+		if (p < end && *p == ',') {
+			p = ws(p + 1, end);
+			continue;
+		}
+		if (p < end && *p == '}')
+			return p + 1;
+		return syntax(w, p, "expected ',' or '}'");
+	}
+}
+
+/* p is at the list's '['. */
+static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
+{
+	const unsigned char *end = w->end;
+	p = ws(p + 1, end);
+	if (p < end && *p == ']')
+		return p + 1;
+	for (;;) {
+		w->item++;
+		const unsigned char *item = p;
+		if (p < end && *p == '{') {
+			if (!(p = read_item(w, p)) || write_record(w, (size_t)(p - item)))
+				return NULL;
+		} else {
+			struct value v;
+			if (!(p = scan_value(w, p, 2, &v)))
+				return NULL;
+			return wrong_shape(w, "item %d of '%s' is a %s, not an object", w->item, w->m->list,
+					   type_name(v.type));
+		}
+		p = ws(p, end);
+		if (p < end && *p == ',') {
+			p = ws(p + 1, end);
+			continue;
+		}
+		if (p < end && *p == ']')
+			return p + 1;
+		return syntax(w, p, "expected ',' or ']'");
+	}
+}
+
+/* The list member's value at p: an array of items, or null for none. */
+static const unsigned char *walk_list(struct walk *w, const unsigned char *p)
+{
+	if (p < w->end && *p == '[')
+		return walk_items(w, p);
+	struct value v;
+	if (!(p = scan_value(w, p, 1, &v)))
+		return NULL;
+	if (v.type != 'l')
+		return wrong_shape(w, "the page's '%s' is a %s, not an array", w->m->list, type_name(v.type));
+	return p;
+}
+
+static const unsigned char *walk_member(struct walk *w, const unsigned char *p, int *list_seen)
+{
+	const unsigned char *end = w->end;
+	char escaped = 0;
+	if (p >= end || *p != '"')
+		return syntax(w, p, "expected a member name");
+	const unsigned char *name = p + 1;
+	if (!(p = scan_string(w, name, &escaped)))
+		return NULL;
+	int is_list = name_is(w, name, p, escaped, w->m->list, w->m->list_len);
+	int is_next = !is_list && w->m->next && name_is(w, name, p, escaped, w->m->next, w->m->next_len);
+	p = ws(p + 1, end);
+	if (p >= end || *p != ':')
+		return syntax(w, p, "expected ':'");
+	p = ws(p + 1, end);
+	if (is_list) {
+		if ((*list_seen)++)
+			return wrong_shape(w, "the page has '%s' twice", w->m->list);
+		return walk_list(w, p);
+	}
+	if (!is_next)
+		return skip_value(w, p, 1);
+	struct value v;
+	if (!(p = scan_value(w, p, 1, &v)))
+		return NULL;
+	w->next = v.type == 's' ? v : (struct value){0};
+	return p;
+}
+
+static void walk_page(struct walk *w)
+{
+	const unsigned char *end = w->end;
+	const unsigned char *p = ws(w->start, end);
+	int list_seen = 0;
+	if (p < end && *p == '{') {
+		p = ws(p + 1, end);
+		if (p < end && *p == '}') {
+			p++;
+		} else {
+			for (;;) {
+				if (!(p = walk_member(w, p, &list_seen)))
+					return;
+				p = ws(p, end);
+				if (p < end && *p == ',') {
+					p = ws(p + 1, end);
+					continue;
+				}
+				if (p < end && *p == '}') {
+					p++;
+					break;
+				}
+				syntax(w, p, "expected ',' or '}'");
+				return;
+			}
+		}
+	} else {
+		struct value v;
+		if (!(p = scan_value(w, p, 0, &v)))
+			return;
+		if (ws(p, end) == end)
+			wrong_shape(w, "the page is a %s, not an object with '%s'", type_name(v.type), w->m->list);
+	}
+	if (ws(p, end) != end)
+		syntax(w, p, "more text after the JSON value");
+}
+
+void page_walk(const struct walk_mapping *m, const char *text, size_t len, const struct walk_constant *constants,
+	       size_t memory_cap, struct walk_output *out)
+{
+	struct walk w;
+	memset(&w, 0, sizeof w);
+	w.m = m;
+	w.constants = constants;
+	w.out = out;
+	w.memory_cap = memory_cap;
+	w.start = (const unsigned char *)text;
+	w.end = w.start + len;
+	w.month_first = 1;
+	w.month_last = 0;
+	for (int i = 0; i < m->nfields; i++)
+		w.constants_len += constants[i].len;
+	out->len = 0;
+	out->count = 0;
+	out->outcome = WALK_OK;
+	out->message[0] = '\0';
+	walk_page(&w);
+	out->next = w.next.at ? (const char *)w.next.at : NULL;
+	out->next_len = w.next.at ? w.next.len : 0;
+	out->next_escaped = w.next.escaped;
+}
+
+void walk_buffers_free(struct walk_buffers *mem)
+{
+	free(mem->data);
+	free(mem->entries);
+	free(mem->days);
+	memset(mem, 0, sizeof *mem);
+}

@@ -1,0 +1,82 @@
+/* page_walk: one validating pass over a page of JSON that writes each item's record as JSON, per
+ * a compiled field mapping (records.declare). Pure C, no Lua: it runs on worker threads. */
+#ifndef SOURCE_LUA_PAGE_WALK_H
+#define SOURCE_LUA_PAGE_WALK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "date.h"
+
+#define WALK_MAX_FIELDS 64
+#define WALK_NO_DAY INT64_MIN
+
+enum walk_kind { FROM_COPY, FROM_INTEGER, FROM_DAY_MS, FROM_DAY, FROM_CONTEXT, FROM_VALUE };
+
+struct walk_field {
+	enum walk_kind kind;
+	const char *name;
+	const char *key; /* "name": */
+	size_t key_len;
+	char key16[16]; /* the same, zero-padded, when it fits: copied in one 16-byte move */
+	int source;     /* the item member it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*) */
+	int day_column; /* FROM_DAY_MS, FROM_DAY */
+	enum date_zone zone;
+};
+
+struct walk_mapping {
+	const char *list; /* the member holding the items */
+	size_t list_len;
+	const char *next; /* the member holding the next page's URL; NULL for none */
+	size_t next_len;
+	int nfields, nsources, ndays;
+	size_t fixed_bound; /* most bytes a record takes beyond what it copies from its item */
+	int max_copies;     /* most fields copying one member verbatim */
+	struct walk_field fields[WALK_MAX_FIELDS];
+	struct {
+		const char *name;
+		size_t len;
+	} sources[WALK_MAX_FIELDS];
+	const char *day_names[WALK_MAX_FIELDS];
+};
+
+/* What a context or value field writes, rendered before the walk; len 0 leaves the field out. */
+struct walk_constant {
+	const char *text;
+	size_t len;
+};
+
+struct walk_entry {
+	size_t offset, len;
+};
+
+/* Owned by whoever walks; reusable from one page to the next (malloc'ed). */
+struct walk_buffers {
+	char *data;
+	size_t cap;
+	struct walk_entry *entries;
+	int64_t *days; /* ndays per record */
+	size_t entries_cap;
+};
+
+enum walk_outcome { WALK_OK, WALK_NOT_JSON, WALK_WRONG_SHAPE };
+
+struct walk_output {
+	struct walk_buffers mem;
+	size_t len, count;
+	enum walk_outcome outcome;
+	char message[256]; /* why, when not WALK_OK */
+	/* The next page's URL as the page spells it, quotes included; NULL when there is none. */
+	const char *next;
+	size_t next_len;
+	int next_escaped;
+};
+
+/* Walks text (text[len] must be readable: a NUL, as Lua strings have) into out, whose buffers may
+ * hold a previous page's memory. The records may use at most memory_cap bytes. */
+void page_walk(const struct walk_mapping *m, const char *text, size_t len, const struct walk_constant *constants,
+	       size_t memory_cap, struct walk_output *out);
+
+void walk_buffers_free(struct walk_buffers *mem);
+
+#endif
