@@ -12,6 +12,8 @@
 #define CURL_DISABLE_TYPECHECK /* the type-checking macros would shadow the definitions below */
 #include <curl/curl.h>
 #include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,7 +64,7 @@ static int resolve(void *slot, const char *name)
 	return 0;
 }
 
-static int load(void)
+static int load_library(void)
 {
 	if (library)
 		return 0;
@@ -100,6 +102,43 @@ static int load(void)
 		}
 	}
 	return 0;
+}
+
+static pthread_t preloader;
+static int preloading;
+
+static void *preload_main(void *unused)
+{
+	(void)unused;
+	load_library();
+	return NULL;
+}
+
+void curl_lazy_preload(void)
+{
+	if (library || preloading)
+		return;
+	/* Signals stay with the main thread, which acts on them. */
+	sigset_t all, saved;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &saved);
+	preloading = pthread_create(&preloader, NULL, preload_main, NULL) == 0;
+	pthread_sigmask(SIG_SETMASK, &saved, NULL);
+}
+
+/* Only the main thread calls libcurl, so only it joins the preloader. */
+void curl_lazy_wait(void)
+{
+	if (preloading) {
+		pthread_join(preloader, NULL);
+		preloading = 0;
+	}
+}
+
+static int load(void)
+{
+	curl_lazy_wait();
+	return load_library();
 }
 
 const char *curl_lazy_error(void)

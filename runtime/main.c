@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "curl_lazy.h"
 #include "date.h"
 #include "host.h"
 #include "http.h"
@@ -451,12 +452,15 @@ int main(int argc, char **argv)
 		return rc < 0 ? 0 : rc;
 	install_signals();
 	keep_freed_memory();
+	if (!strcmp(opts.command, "read"))
+		curl_lazy_preload();
 	srand48((long)date_now_ms() ^ (long)getpid());
 	proto_init();
 	char script_buffer[PATH_MAX + 64];
 	struct run r = {&opts, find_script(&opts, script_buffer, sizeof script_buffer), 0};
 	rc = run_protected(&r);
 	pool_stop(); /* when a Lua error cut the sync short before it stopped the workers */
+	curl_lazy_wait();
 	http_module_cleanup();
 	http_global_cleanup();
 	if (proto_flush() || proto_stdout_failed())
