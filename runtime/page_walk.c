@@ -32,7 +32,7 @@
 struct value {
 	const unsigned char *at; /* NULL when the item lacks the member */
 	size_t len;
-	char type; /* s(tring) n(umber) l (null) b(oolean) c(ontainer) */
+	char type; /* s(tring) n(umber) l (null) b(oolean) o(bject) a(rray) */
 	char plain; /* a number already in the runtime's form: no exponent, no trailing zero */
 	char escaped;
 	char is_integer; /* a number spelt as at most 18 digits, no point or exponent */
@@ -41,6 +41,7 @@ struct value {
 struct walk {
 	const struct walk_mapping *m;
 	const struct walk_constant *constants;
+	const struct walk_frame *frame;
 	struct walk_output *out;
 	size_t memory_cap;
 	size_t constants_len;
@@ -108,6 +109,21 @@ static int is_hex(unsigned char c)
 	return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+static unsigned hex_value(const unsigned char *p)
+{
+	unsigned v = 0;
+	for (int i = 0; i < 4; i++)
+		v = v * 16 + (unsigned)(is_digit(p[i]) ? p[i] - '0' : (p[i] | 0x20) - 'a' + 10);
+	return v;
+}
+
+/* Whether p starts \uXXXX within the text. */
+static int is_escape_u(const unsigned char *p, const unsigned char *end)
+{
+	return end - p >= 6 && p[0] == '\\' && p[1] == 'u' && is_hex(p[2]) && is_hex(p[3]) && is_hex(p[4]) &&
+	       is_hex(p[5]);
+}
+
 /* p is just after the opening quote; returns the closing quote. */
 static const unsigned char *scan_string(struct walk *w, const unsigned char *p, char *escaped)
 {
@@ -127,11 +143,22 @@ static const unsigned char *scan_string(struct walk *w, const unsigned char *p, 
 			case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
 				p += 2;
 				continue;
-			case 'u':
-				if (end - p < 6 || !is_hex(p[2]) || !is_hex(p[3]) || !is_hex(p[4]) || !is_hex(p[5]))
+			case 'u': {
+				if (!is_escape_u(p, end))
 					return syntax(w, p, "a \\u escape needs four hex digits");
+				unsigned cp = hex_value(p + 2);
+				/* As cjson: UTF-16 halves only in pairs, so that every string is valid UTF-8. */
+				if (cp >= 0xdc00 && cp < 0xe000)
+					return syntax(w, p, "a low surrogate escape without its high half");
+				if (cp >= 0xd800 && cp < 0xdc00) {
+					unsigned low = is_escape_u(p + 6, end) ? hex_value(p + 8) : 0;
+					if (low < 0xdc00 || low >= 0xe000)
+						return syntax(w, p, "a high surrogate escape without its low half");
+					p += 6;
+				}
 				p += 6;
 				continue;
+			}
 			default:
 				return syntax(w, p, "invalid escape in a string");
 			}
@@ -277,11 +304,11 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 		q = q ? q + 1 : NULL;
 		break;
 	case '{':
-		v->type = 'c';
+		v->type = 'o';
 		q = skip_members(w, p, depth + 1);
 		break;
 	case '[':
-		v->type = 'c';
+		v->type = 'a';
 		q = skip_elements(w, p, depth + 1);
 		break;
 	case 't':
@@ -310,14 +337,16 @@ static const unsigned char *skip_value(struct walk *w, const unsigned char *p, i
 	return scan_value(w, p, depth, NULL);
 }
 
+/* With its article: "is a string", "is an object or array". */
 static const char *type_name(char type)
 {
 	switch (type) {
-	case 's': return "string";
-	case 'n': return "number";
+	case 's': return "a string";
+	case 'n': return "a number";
 	case 'l': return "null";
-	case 'b': return "boolean";
-	default: return "object or array";
+	case 'b': return "a boolean";
+	case 'o': return "an object";
+	default: return "an array";
 	}
 }
 
@@ -330,14 +359,6 @@ static int same_bytes(const unsigned char *a, const char *b, size_t len)
 }
 
 /* Rare: a member name with escapes, compared after cjson unescapes it. */
-static unsigned hex_value(const unsigned char *p)
-{
-	unsigned v = 0;
-	for (int i = 0; i < 4; i++)
-		v = v * 16 + (unsigned)(is_digit(p[i]) ? p[i] - '0' : (p[i] | 0x20) - 'a' + 10);
-	return v;
-}
-
 static size_t put_utf8(unsigned char *out, unsigned cp)
 {
 	if (cp < 0x80) {
@@ -564,7 +585,7 @@ static int day_from_ms(struct walk *w, const struct walk_field *f, const struct 
 {
 	const char *source = w->m->sources[f->source].name;
 	if (v->type != 'n') {
-		wrong_shape(w, "item %d of '%s': '%s' is a %s, not a number of milliseconds", w->item, w->m->list, source,
+		wrong_shape(w, "item %d of '%s': '%s' is %s, not a number of milliseconds", w->item, w->m->list, source,
 			    type_name(v->type));
 		return -1;
 	}
@@ -746,14 +767,17 @@ static int write_record(struct walk *w, size_t item_len)
 	const struct walk_mapping *m = w->m;
 	/* Copied values lie inside the item (one may be copied by several fields); everything else is
 	 * bounded by the declaration. */
-	if (reserve(w, item_len * (size_t)m->max_copies + m->fixed_bound + w->constants_len + 2)) {
+	const struct walk_frame *frame = w->frame;
+	if (reserve(w, frame->head_len + item_len * (size_t)m->max_copies + m->fixed_bound + w->constants_len + 2 +
+			       frame->tail_len)) {
 		wrong_shape(w, "the records of one page need more than the memory limit (%zu MB)", w->memory_cap >> 20);
 		return -1;
 	}
 	int64_t *days = o->mem.days + o->count * (size_t)m->ndays;
 	for (int d = 0; d < m->ndays; d++)
 		days[d] = WALK_NO_DAY;
-	char *start = o->mem.data + o->len;
+	char *line = o->mem.data + o->len;
+	char *start = put(line, frame->head, frame->head_len);
 	char *out = start;
 	int first = 1;
 	*out++ = '{';
@@ -762,9 +786,13 @@ static int write_record(struct walk *w, size_t item_len)
 	if (!out)
 		return -1;
 	*out++ = '}';
-	o->mem.entries[o->count].offset = o->len;
-	o->mem.entries[o->count].len = (size_t)(out - start);
-	o->len += (size_t)(out - start);
+	struct walk_entry *e = &o->mem.entries[o->count];
+	e->data_offset = (size_t)(start - line);
+	e->data_len = (size_t)(out - start);
+	out = put(out, frame->tail, frame->tail_len);
+	e->offset = o->len;
+	e->len = (size_t)(out - line);
+	o->len += e->len;
 	o->count++;
 	return 0;
 }
@@ -829,7 +857,7 @@ static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 			struct value v;
 			if (!(p = scan_value(w, p, 2, &v)))
 				return NULL;
-			return wrong_shape(w, "item %d of '%s' is a %s, not an object", w->item, w->m->list,
+			return wrong_shape(w, "item %d of '%s' is %s, not an object", w->item, w->m->list,
 					   type_name(v.type));
 		}
 		p = ws(p, end);
@@ -852,7 +880,7 @@ static const unsigned char *walk_list(struct walk *w, const unsigned char *p)
 	if (!(p = scan_value(w, p, 1, &v)))
 		return NULL;
 	if (v.type != 'l')
-		return wrong_shape(w, "the page's '%s' is a %s, not an array", w->m->list, type_name(v.type));
+		return wrong_shape(w, "the page's '%s' is %s, not an array", w->m->list, type_name(v.type));
 	return p;
 }
 
@@ -916,19 +944,38 @@ static void walk_page(struct walk *w)
 		if (!(p = scan_value(w, p, 0, &v)))
 			return;
 		if (ws(p, end) == end)
-			wrong_shape(w, "the page is a %s, not an object with '%s'", type_name(v.type), w->m->list);
+			wrong_shape(w, "the page is %s, not an object with '%s'", type_name(v.type), w->m->list);
 	}
 	if (ws(p, end) != end)
 		syntax(w, p, "more text after the JSON value");
 }
 
+/* A shape error stops the walk where it is found; whether the text was JSON at all decides
+ * between asking again (a cut answer) and failing, so the whole text is checked then. */
+static void check_rest_is_json(struct walk *w)
+{
+	struct walk_output probe;
+	memset(&probe, 0, sizeof probe);
+	struct walk check = *w;
+	check.out = &probe;
+	check.failed = 0;
+	const unsigned char *p = skip_value(&check, ws(w->start, w->end), 0);
+	if (p && ws(p, w->end) != w->end)
+		syntax(&check, p, "more text after the JSON value");
+	if (probe.outcome == WALK_NOT_JSON) {
+		w->out->outcome = WALK_NOT_JSON;
+		memcpy(w->out->message, probe.message, sizeof probe.message);
+	}
+}
+
 void page_walk(const struct walk_mapping *m, const char *text, size_t len, const struct walk_constant *constants,
-	       size_t memory_cap, struct walk_output *out)
+	       const struct walk_frame *frame, size_t memory_cap, struct walk_output *out)
 {
 	struct walk w;
 	memset(&w, 0, sizeof w);
 	w.m = m;
 	w.constants = constants;
+	w.frame = frame;
 	w.out = out;
 	w.memory_cap = memory_cap;
 	w.start = (const unsigned char *)text;
@@ -942,6 +989,8 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 	out->outcome = WALK_OK;
 	out->message[0] = '\0';
 	walk_page(&w);
+	if (out->outcome == WALK_WRONG_SHAPE)
+		check_rest_is_json(&w);
 	out->next = w.next.at ? (const char *)w.next.at : NULL;
 	out->next_len = w.next.at ? w.next.len : 0;
 	out->next_escaped = w.next.escaped;

@@ -46,8 +46,17 @@ struct walk_constant {
 	size_t len;
 };
 
+/* Record i is a whole RECORD message line, head + data + tail (the frame), in data. */
 struct walk_entry {
-	size_t offset, len;
+	size_t offset, len;           /* the line */
+	size_t data_offset, data_len; /* the data object, from the line's start */
+};
+
+/* What goes around every record's data: the RECORD message's start, and its end with the
+ * newline. */
+struct walk_frame {
+	const char *head, *tail;
+	size_t head_len, tail_len;
 };
 
 /* Owned by whoever walks; reusable from one page to the next (malloc'ed). */
@@ -75,7 +84,7 @@ struct walk_output {
 /* Walks text (text[len] must be readable: a NUL, as Lua strings have) into out, whose buffers may
  * hold a previous page's memory. The records may use at most memory_cap bytes. */
 void page_walk(const struct walk_mapping *m, const char *text, size_t len, const struct walk_constant *constants,
-	       size_t memory_cap, struct walk_output *out);
+	       const struct walk_frame *frame, size_t memory_cap, struct walk_output *out);
 
 void walk_buffers_free(struct walk_buffers *mem);
 

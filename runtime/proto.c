@@ -34,11 +34,11 @@ void proto_init(void)
 		fcntl(STDOUT_FILENO, F_SETPIPE_SZ, FLUSH_THRESHOLD);
 }
 
-int proto_flush(void)
+static void write_all(const char *data, size_t len)
 {
 	size_t done = 0;
-	while (!stdout_failed && done < out.len) {
-		ssize_t n = write(STDOUT_FILENO, out.data + done, out.len - done);
+	while (!stdout_failed && done < len) {
+		ssize_t n = write(STDOUT_FILENO, data + done, len - done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -46,8 +46,25 @@ int proto_flush(void)
 		else
 			done += (size_t)n;
 	}
+}
+
+int proto_flush(void)
+{
+	write_all(out.data, out.len);
 	buf_clear(&out);
 	return stdout_failed ? -1 : 0;
+}
+
+void proto_write_lines(const char *lines, size_t len)
+{
+	if (len >= FLUSH_THRESHOLD) {
+		proto_flush();
+		write_all(lines, len);
+		return;
+	}
+	buf_append(&out, lines, len);
+	if (out.len >= FLUSH_THRESHOLD)
+		proto_flush();
 }
 
 int proto_stdout_failed(void)

@@ -37,6 +37,9 @@ struct proto_record_frame {
 };
 void proto_record_frame_init(struct proto_record_frame *f, const char *stream, int64_t emitted_at_ms);
 void proto_record_frame_free(struct proto_record_frame *f);
+/* Complete message lines made elsewhere (a page's RECORD messages): appended, or written at once
+ * after what is buffered when they are as large as the buffer, which spares copying them. */
+void proto_write_lines(const char *lines, size_t len);
 /* RECORD whose data is the JSON object text data (already valid JSON). */
 void proto_record_framed(const struct proto_record_frame *f, const char *data, size_t len);
 

@@ -18,6 +18,7 @@
 
 #include <lauxlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
@@ -26,6 +27,7 @@
 #include "json.h"
 #include "page_walk.h"
 #include "pool.h"
+#include "proto.h"
 
 static const char MAPPER_MT[] = "source_lua.records.mapper";
 static const char BATCH_MT[] = "source_lua.records.batch";
@@ -50,6 +52,10 @@ struct record_batch {
 	size_t memory_cap;
 	struct buf constants;
 	struct walk_constant constant[WALK_MAX_FIELDS];
+	/* Each record is written as a whole RECORD message of ctx.stream, stamped at map time. */
+	struct proto_record_frame frame;
+	struct walk_frame frame_at;
+	char *stream; /* ctx.stream, or NULL */
 	struct walk_output out;
 	char where[200]; /* the script line that called map, for errors reported later */
 	int live;        /* set once the buffers belong to the batch (cleared by __gc) */
@@ -256,7 +262,7 @@ static int records_declare(lua_State *L)
 static void walk_job(struct pool_job *job)
 {
 	struct record_batch *b = (struct record_batch *)job;
-	page_walk(&b->m->map, b->text, b->text_len, b->constant, b->memory_cap, &b->out);
+	page_walk(&b->m->map, b->text, b->text_len, b->constant, &b->frame_at, b->memory_cap, &b->out);
 }
 
 static void batch_wait(const struct record_batch *b)
@@ -278,6 +284,8 @@ static int batch_gc(lua_State *L)
 	else
 		walk_buffers_free(&b->out.mem);
 	buf_free(&b->constants);
+	proto_record_frame_free(&b->frame);
+	free(b->stream);
 	b->live = 0;
 	return 0;
 }
@@ -337,6 +345,21 @@ static void render_constants(lua_State *L, struct record_batch *b, int mapper_id
 		b->constant[i].text = b->constants.data ? b->constants.data + offset[i] : "";
 		b->constant[i].len = end - offset[i];
 	}
+}
+
+/* The RECORD message around each record, for the stream ctx.stream names. */
+static void frame_records(lua_State *L, struct record_batch *b, int ctx)
+{
+	lua_getfield(L, ctx, "stream");
+	const char *stream = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+	b->stream = stream ? strdup(stream) : NULL;
+	lua_pop(L, 1);
+	proto_record_frame_init(&b->frame, b->stream ? b->stream : "", date_now_ms());
+	buf_putc(&b->frame.tail, '\n');
+	b->frame_at.head = b->frame.head.data;
+	b->frame_at.head_len = b->frame.head.len;
+	b->frame_at.tail = b->frame.tail.data;
+	b->frame_at.tail_len = b->frame.tail.len;
 }
 
 /* Raises the error that tells the engine to ask for the page again; marks the response. */
@@ -406,7 +429,7 @@ static int batch_index(lua_State *L)
 	if (i < 1 || (size_t)i > b->out.count)
 		return 0;
 	const struct walk_entry *e = &b->out.mem.entries[i - 1];
-	json_decode_push(L, b->out.mem.data + e->offset, e->len);
+	json_decode_push(L, b->out.mem.data + e->offset + e->data_offset, e->data_len);
 	lua_pop(L, 1);
 	return 1;
 }
@@ -427,6 +450,7 @@ static int mapper_map(lua_State *L)
 		return luaL_error(L, "mapper:map(ctx, response): response.text is a %s, not a string", luaL_typename(L, 4));
 	struct record_batch *b = push_batch(L, 1, 4);
 	render_constants(L, b, 1, 2);
+	frame_records(L, b, 2);
 	luaL_where(L, 1);
 	snprintf(b->where, sizeof b->where, "%s", lua_tostring(L, -1));
 	lua_pop(L, 1);
@@ -532,9 +556,21 @@ void records_batch_get(const struct record_batch *b, size_t i, int column, const
 		       int64_t *day)
 {
 	const struct walk_output *o = &b->out;
-	*data = o->mem.data + o->mem.entries[i].offset;
-	*len = o->mem.entries[i].len;
+	const struct walk_entry *e = &o->mem.entries[i];
+	*data = o->mem.data + e->offset + e->data_offset;
+	*len = e->data_len;
 	*day = column >= 0 ? o->mem.days[i * (size_t)b->m->map.ndays + (size_t)column] : RECORDS_NO_DAY;
+}
+
+int records_batch_framed_for(const struct record_batch *b, const char *stream)
+{
+	return b->stream && !strcmp(b->stream, stream);
+}
+
+void records_batch_line(const struct record_batch *b, size_t i, const char **line, size_t *len)
+{
+	*line = b->out.mem.data + b->out.mem.entries[i].offset;
+	*len = b->out.mem.entries[i].len;
 }
 
 int records_open(lua_State *L)

@@ -37,6 +37,10 @@ void records_batch_push_next_url(lua_State *L, const struct record_batch *b);
 size_t records_batch_count(const struct record_batch *b);
 /* Which day column holds the declared day field called name; -1 when none does. */
 int records_batch_day_column(const struct record_batch *b, const char *name);
+/* Whether the batch's records were framed as RECORD messages of this stream (ctx.stream was it). */
+int records_batch_framed_for(const struct record_batch *b, const char *stream);
+/* Record i as a whole RECORD message line, newline included; consecutive records are adjacent. */
+void records_batch_line(const struct record_batch *b, size_t i, const char **line, size_t *len);
 /* Record i: its data object as JSON text, and its day in column (RECORDS_NO_DAY when absent). */
 void records_batch_get(const struct record_batch *b, size_t i, int column, const char **data, size_t *len,
 		       int64_t *day);

@@ -592,27 +592,43 @@ static int emit_batch(struct stream_run *s, struct partition *p, const struct re
 				"stream '%s': the declared records have no day field '%s' (the cursor field): declare it "
 				"with as = \"day\" or as = \"day_from_ms\"",
 				s->name, s->cursor_field);
+	/* Framed for this stream already (the usual case): runs of admitted records, adjacent in the
+	 * batch, are written as they are. */
+	int framed = records_batch_framed_for(b, s->name);
 	struct proto_record_frame frame;
 	proto_record_frame_init(&frame, s->name, date_now_ms());
+	const char *run = NULL;
+	size_t run_len = 0;
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		const char *data;
 		size_t len;
 		int64_t day;
 		records_batch_get(b, i, column, &data, &len, &day);
-		if (day == RECORDS_NO_DAY) {
-			rc = run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': record %zu has no %s", s->name, i + 1,
-				      s->cursor_field);
-			break;
-		}
-		int admit = admit_record(s, p, day, from, to);
-		if (admit < 0)
+		int admit = day == RECORDS_NO_DAY ? run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': record %zu has no %s",
+							     s->name, i + 1, s->cursor_field)
+						  : admit_record(s, p, day, from, to);
+		if (admit < 0) {
 			rc = -1;
-		if (admit > 0) {
-			proto_record_framed(&frame, data, len);
-			count_record(s, p, day);
+		} else if (admit == 0 || !framed) {
+			if (run)
+				proto_write_lines(run, run_len);
+			run = NULL;
+			if (admit)
+				proto_record_framed(&frame, data, len);
+		} else {
+			const char *line;
+			size_t line_len;
+			records_batch_line(b, i, &line, &line_len);
+			if (!run)
+				run = line, run_len = 0;
+			run_len += line_len;
 		}
+		if (admit > 0)
+			count_record(s, p, day);
 	}
+	if (run)
+		proto_write_lines(run, run_len);
 	proto_record_frame_free(&frame);
 	return rc;
 }
@@ -1144,8 +1160,9 @@ static int push_legacy(lua_State *L, int states)
 }
 
 /* Pages are walked on worker threads while the main thread drives the network and writes
- * messages: one worker per core beyond the first, at most 4 (a sync has few pages in flight);
- * SOURCE_LUA_MAP_THREADS sets the number, 0 walks every page on the main thread. */
+ * messages. The walk is most of a sync's work (~5x the main thread's), so there is one worker
+ * per core, at most 4 (a sync has few pages in flight), and none on a single core.
+ * SOURCE_LUA_MAP_THREADS sets the number; 0 walks every page on the main thread. */
 static int map_threads(void)
 {
 	const char *env = getenv("SOURCE_LUA_MAP_THREADS");
@@ -1155,7 +1172,7 @@ static int map_threads(void)
 		return *end || n < 0 ? 0 : n > 16 ? 16 : (int)n;
 	}
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	return cores <= 1 ? 0 : cores - 1 > 4 ? 4 : (int)cores - 1;
+	return cores <= 1 ? 0 : cores > 4 ? 4 : (int)cores;
 }
 
 int sync_read(lua_State *L, int script, int config, int catalog, int states)

@@ -45,6 +45,14 @@ POST /_control/faults     fault injection on the aggregates endpoint; keys
     {"close_next": N}     close the connection without answering.
     {"delay_ms": M}       every response waits M ms first.
     {"garbage_next": N}   200 with a body that is not JSON.
+    {"cut_next": N}       200 whose JSON body is cut off half-way, with a
+        Content-Length that matches what is sent (a proxy that lost the
+        upstream mid-answer): well-formed HTTP, a text that is not JSON.
+    {"bad_utf8_next": N}  the body with a byte that is not UTF-8 (0xFF) put
+        into its "status" string, which comes after every bar.
+    {"skip_next": K}      the next K requests are answered normally whatever
+        the other faults say, so that a "_next" fault hits request K+1 (the
+        third page of a next_url chain with skip_next 2).
     {"delayed": true}     success bodies say status "DELAYED" instead of "OK".
 GET  /_control/faults     the current fault configuration.
 POST /_control/reset      clears faults, counters, rate limits, request log.
@@ -436,6 +444,14 @@ def with_request_id(body, request_id):
     return out
 
 
+def not_utf8(body):
+    """body with a 0xFF byte (never valid UTF-8) at the start of its last
+    "status" string, or in its middle when it has none."""
+    at = body.rfind(b'"status":"')
+    at = at + len(b'"status":"') if at >= 0 else len(body) // 2
+    return body[:at] + b"\xff" + body[at:]
+
+
 GATEWAY_PAGE = ("<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
                 "<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
                 "</body>\r\n</html>\r\n")
@@ -590,9 +606,11 @@ def next_url(base_url, ticker, timespan, multiplier, from_raw, to_raw, next_day,
 # --------------------------------------------------------------------------
 
 FAULT_KEYS = {"fail_next", "fail_after", "status", "retry_after", "body",
-              "truncate_next", "close_next", "delay_ms", "garbage_next", "delayed"}
+              "truncate_next", "close_next", "delay_ms", "garbage_next", "delayed",
+              "cut_next", "bad_utf8_next", "skip_next"}
 COUNT_KEYS = ("fail_next", "fail_after", "truncate_next", "close_next",
-              "delay_ms", "garbage_next", "retry_after")
+              "delay_ms", "garbage_next", "retry_after", "cut_next",
+              "bad_utf8_next", "skip_next")
 
 
 def validate_faults(spec):
@@ -676,9 +694,13 @@ class State:
             f = self.faults
             index = self.aggs_seen
             self.aggs_seen += 1
-            plan = {"delay_ms": f.get("delay_ms") or 0, "close": self._take("close_next"),
+            plan = {"delay_ms": f.get("delay_ms") or 0, "close": False,
                     "fail": None, "garbage": False, "truncate": False,
+                    "cut": False, "bad_utf8": False,
                     "delayed": bool(f.get("delayed"))}
+            if self._take("skip_next"):
+                return plan
+            plan["close"] = self._take("close_next")
             if plan["close"]:
                 return plan
             failing = self._take("fail_next") or (
@@ -689,6 +711,8 @@ class State:
                                 "body": f.get("body")}
             plan["garbage"] = self._take("garbage_next")
             plan["truncate"] = self._take("truncate_next")
+            plan["cut"] = self._take("cut_next")
+            plan["bad_utf8"] = self._take("bad_utf8_next")
             return plan
 
     # -- rate limit --
@@ -835,12 +859,21 @@ class Handler(BaseHTTPRequestHandler):
             "key_state": self.key_state(key),
             "status": None, "fault": None,
         }
-        try:
-            self.api_answer(path, params, key, entry)
-        finally:
-            self.state.record(entry)
+        logged = []
 
-    def api_answer(self, path, params, key, entry):
+        def log_entry():
+            # Before the answer goes out: a client that has its answer finds
+            # the request in the log.
+            if not logged:
+                logged.append(True)
+                self.state.record(entry)
+
+        try:
+            self.api_answer(path, params, key, entry, log_entry)
+        finally:
+            log_entry()
+
+    def api_answer(self, path, params, key, entry, log_entry):
         is_aggs = self.command == "GET" and AGGS_PATH.match(path) is not None
         plan = self.state.plan_faults() if is_aggs else None
         if plan and plan["delay_ms"]:
@@ -861,10 +894,17 @@ class Handler(BaseHTTPRequestHandler):
             entry["fault"] = "garbage"
             status, ctype = 200, "application/json"   # a lying proxy
             body = b"<html><body><h1>OK</h1>this is not JSON</body></html>\n"
+        if plan and plan["cut"]:
+            entry["fault"] = "cut"
+            body = body[:len(body) // 2]
+        if plan and plan["bad_utf8"]:
+            entry["fault"] = "bad_utf8"
+            body = not_utf8(body)
         if plan and plan["truncate"]:
             entry["fault"] = "truncate"
         entry["status"] = status
         headers = [("X-Request-Id", request_id)] + headers
+        log_entry()
         self.send(status, body, ctype, headers, truncate=bool(plan and plan["truncate"]))
 
     def normal_response(self, path, params, key, request_id, plan, is_aggs):

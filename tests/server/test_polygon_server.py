@@ -415,6 +415,62 @@ def test_close_truncate_garbage(srv):
     assert srv.get(TARGET, key=KEY)[0] == 200
 
 
+def faults_in_log(srv):
+    return [e["fault"] for e in srv.control("log")]
+
+
+def normal_body_for(srv, request_id):
+    """The body a fault-free request answers, with request_id for its own."""
+    status, headers, raw = srv.request("GET", TARGET, headers={"Authorization": "Bearer " + KEY})
+    assert status == 200
+    return raw.replace(headers["X-Request-Id"].encode(), request_id.encode())
+
+
+def test_cut_body_is_complete_http_but_not_json(srv):
+    """cut_next: the first half of the JSON body, with a Content-Length that
+    matches it, so the client reads the whole answer without a transport error."""
+    srv.control("faults", {"cut_next": 1})
+    status, headers, raw = srv.request("GET", TARGET, headers={"Authorization": "Bearer " + KEY})
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert int(headers["Content-Length"]) == len(raw)
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    full = normal_body_for(srv, headers["X-Request-Id"])
+    assert raw == full[:len(full) // 2] and b'"results":[' in raw
+    assert faults_in_log(srv) == ["cut", None]
+    assert srv.control("log")[0]["status"] == 200
+
+
+def test_bad_utf8_body(srv):
+    """bad_utf8_next: one 0xFF byte put into the status string, after the bars."""
+    srv.control("faults", {"bad_utf8_next": 1})
+    status, headers, raw = srv.request("GET", TARGET, headers={"Authorization": "Bearer " + KEY})
+    assert status == 200 and int(headers["Content-Length"]) == len(raw)
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    assert raw.count(b"\xff") == 1
+    assert raw.index(b"\xff") > raw.index(b'"results":[') and b'"status":"\xffOK"' in raw
+    assert raw.replace(b"\xff", b"") == normal_body_for(srv, headers["X-Request-Id"])
+    assert faults_in_log(srv) == ["bad_utf8", None]
+
+
+def test_skip_next_delays_the_other_faults(srv):
+    """skip_next K: K normal answers, then the "_next" faults apply."""
+    srv.control("faults", {"skip_next": 2, "cut_next": 1, "close_next": 1})
+    for _ in range(2):
+        assert srv.get(TARGET, key=KEY)[0] == 200
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        srv.get(TARGET, key=KEY)
+    status, _, raw = srv.request("GET", TARGET, headers={"Authorization": "Bearer " + KEY})
+    assert status == 200
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    assert srv.get(TARGET, key=KEY)[0] == 200
+    assert faults_in_log(srv) == [None, None, "close", "cut", None]
+    faults = srv.control("faults")
+    assert (faults["skip_next"], faults["cut_next"], faults["close_next"]) == (0, 0, 0)
+
+
 def test_delay(srv):
     srv.control("faults", {"delay_ms": 300})
     started = time.monotonic()

@@ -19,7 +19,7 @@
 
 static const struct suite *const suites[] = {
 	&buf_suite, &json_suite, &date_suite_los_angeles, &date_suite_tokyo, &input_suite, &validate_suite,
-	&secrets_suite,
+	&secrets_suite, &records_suite,
 };
 
 static struct {

@@ -41,6 +41,7 @@ extern const struct suite date_suite_tokyo;
 extern const struct suite input_suite;
 extern const struct suite validate_suite;
 extern const struct suite secrets_suite;
+extern const struct suite records_suite;
 
 /* Records a failure unless ok; returns ok. */
 int test_check(int ok, const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 4, 5)));

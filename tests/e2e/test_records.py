@@ -1,0 +1,570 @@
+"""Declared records (records.declare, mapper:map): a page's text mapped to RECORD data in C.
+
+* The declared stock script (scripts/stock_prices.lua) and its reference, the same mapping written
+  as a Lua loop over response.body (tests/lua_loop.py), give record for record the same data and
+  the same states, over several tickers, pages, years, lookbacks and syncs.
+* The mapping's rules, through small scripts whose pages are written in the script (the requests
+  still go to the local server, so the engine, next_url and the protocol writer are the real ones):
+  declared field order, absent members, null, the integer rule, numbers, escapes, constants.
+* Bad pages: a page that is not JSON (the server's cut, bad_utf8 and garbage faults, and pages a
+  script garbles once) is asked for again and nothing is lost or sent twice; valid JSON of the
+  wrong shape is one system_error that keeps the state of the pages before it; a bad declaration
+  fails at load, naming the script's file and line.
+
+Every read has its clock fixed (libfaketime and the server's clock).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+
+import pytest
+
+from .conftest import (
+    REPO, documented, duplicates, line_of, platform_state, polygon_server, sample_under_wrapper, script_copy, utc)
+
+sys.path.insert(0, str(REPO / "tests"))
+from lua_loop import lua_loop_script  # noqa: E402
+
+AFTER_CLOSE = utc(2022, 3, 11, 22, 0)      # Friday 2022-03-11, 17:00 New York
+DECLARED_ORDER = ["date", "stock_ticker", "price", "open", "high", "low", "close", "volume", "vwap",
+                  "transactions"]
+RECORD_LINE = re.compile(r'^\{"type":"RECORD","record":\{"stream":"stock_prices","data":(.*),"emitted_at":\d+\}\}$')
+WAIT = re.compile(r"; retry (\d+) in (\d+(?:\.\d+)?) s$")
+PARSE_CALL = "    return BARS:map(ctx, response)\n"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+def canonical(data: dict) -> str:
+    """A record as text that tells 27 from 27.0 and ignores key order."""
+    return json.dumps(data, sort_keys=True)
+
+
+def per_ticker(result) -> dict:
+    out = {}
+    for data in result.data:
+        out.setdefault(data["stock_ticker"], []).append(canonical(data))
+    return out
+
+
+def data_texts(result) -> list:
+    """The data object of every RECORD exactly as written on stdout."""
+    texts = []
+    for line in result.stdout.splitlines():
+        if line.startswith('{"type":"RECORD"'):
+            match = RECORD_LINE.match(line)
+            assert match, line
+            texts.append(match.group(1))
+    return texts
+
+
+def retry_warnings(result) -> list:
+    return [m["log"]["message"] for m in result.of("LOG") if WAIT.search(m["log"]["message"])]
+
+
+def log_in_order(server) -> list:
+    return sorted(server.log(), key=lambda e: e["time"])
+
+
+def assert_failed_once(result, failure_type: str = "system_error") -> dict:
+    """Non-zero exit, INCOMPLETE, exactly one TRACE error of that type, which comes last."""
+    assert result.returncode != 0, result.describe()
+    assert [e["failure_type"] for e in result.errors] == [failure_type], result.describe()
+    assert result.messages[-1]["type"] == "TRACE" and result.messages[-1]["trace"]["type"] == "ERROR"
+    assert "INCOMPLETE" in result.statuses and "COMPLETE" not in result.statuses, result.describe()
+    return result.errors[0]
+
+
+def assert_states_match_records(result) -> None:
+    """Every STATE covers exactly the records before it (cursor per ticker, recordCount). The
+    scripts of hand-written pages have the one partition TSLA."""
+    last, since = {}, 0
+    for message in result.messages:
+        if message["type"] == "RECORD":
+            data = message["record"]["data"]
+            last[data.get("stock_ticker", "TSLA")] = data["date"]
+            since += 1
+        elif message["type"] == "STATE":
+            state = message["state"]
+            tickers = state["stream"]["stream_state"].get("tickers", {})
+            assert {t: c["date"] for t, c in tickers.items()} == last, (state, last)
+            assert state["sourceStats"]["recordCount"] == since, (state, since)
+            since = 0
+
+
+def lua_string(data) -> str:
+    """A Lua string literal holding exactly these bytes (any byte goes, as a decimal escape)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return '"' + "".join(chr(b) if 0x20 <= b < 0x7f and b not in b'"\\' else "\\%03d" % b for b in data) + '"'
+
+
+def day_ms(day: str) -> int:
+    """Midnight UTC of day, in ms."""
+    return int(utc(*map(int, day.split("-"))).timestamp()) * 1000
+
+
+PAGE_SCRIPT = """\
+-- A minimal connector for the tests: its pages are written below; the requests go to the local
+-- server (with ?page=N), whose own answer is replaced by page N before it is mapped.
+local M = records.declare {
+  list = "results",
+  next_url = "next_url",
+  fields = {
+%(fields)s
+  },
+}
+local PAGES = { %(pages)s }
+-- pages answered instead of PAGES[N] the first time page N is asked for
+local BAD = { %(bad_pages)s }
+local served = {}
+
+return {
+  spec = { connectionSpecification = { type = "object", required = { "api_key", "base_url" },
+    properties = { api_key = { type = "string", airbyte_secret = true }, base_url = { type = "string" } } } },
+  check = function() return true end,
+  streams = { {
+    name = "stock_prices",
+    json_schema = { type = "object", additionalProperties = true, properties = {} },
+    primary_key = { { "stock_ticker" }, { "date" } },
+    cursor_field = "date",
+    partitions = function() return { "TSLA" } end,
+    partition_state_key = "tickers",
+    start_date = "2022-03-01",
+    end_date = function() return "2022-03-11" end,
+    request = function(ctx)
+      return ctx.config.base_url .. "/v2/aggs/ticker/" .. ctx.partition .. "/range/1/day/" .. ctx.from .. "/"
+          .. ctx.to .. "?page=1", { headers = { Authorization = "Bearer " .. ctx.config.api_key } }
+    end,
+    parse = function(ctx, response)
+      local page = tonumber(response.url:match("[?&]page=(%%d+)"))
+      served[page] = (served[page] or 0) + 1
+      response.text = served[page] == 1 and BAD[page] or assert(PAGES[page], "no page " .. tostring(page))
+      return M:map(ctx, response)
+    end,
+  } },
+}
+"""
+
+
+def page_script(tmp_path, fields: str, pages: list, bad: dict | None = None, name: str = "pages.lua"):
+    """A script serving pages[N-1] for ?page=N; bad[N] is served instead the first time."""
+    bad = bad or {}
+    path = tmp_path / name
+    path.write_text(PAGE_SCRIPT % {
+        "fields": fields,
+        "pages": ", ".join(lua_string(p) for p in pages),
+        "bad_pages": ", ".join(f"[{n}] = {lua_string(p)}" for n, p in bad.items()),
+    }, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# the declared script and its Lua-loop reference agree
+# --------------------------------------------------------------------------------------------
+
+TICKERS = "AAPL,MSFT,TSLA,NODATA"   # NODATA: pages without "results"
+
+
+@pytest.fixture
+def loop_script(tmp_path):
+    return lua_loop_script(tmp_path / "stock_prices_lua_loop.lua")
+
+
+def without_counts(states: list) -> list:
+    """STATE messages without sourceStats: with tickers read concurrently, which page is
+    checkpointed with which others depends on the order the answers come in."""
+    return [{k: v for k, v in state.items() if k != "sourceStats"} for state in states]
+
+
+def assert_same_sync(declared, loop) -> None:
+    declared.assert_complete()
+    loop.assert_complete()
+    # Tickers may be read concurrently: compare each ticker's records, in order, then the whole.
+    assert per_ticker(declared) == per_ticker(loop)
+    assert sorted(map(canonical, declared.data)) == sorted(map(canonical, loop.data))
+    assert declared.last_stream_state == loop.last_stream_state
+    assert without_counts(declared.states[-1:]) == without_counts(loop.states[-1:])
+    assert sum(s["sourceStats"]["recordCount"] for s in declared.states) == len(declared.records)
+    assert sum(s["sourceStats"]["recordCount"] for s in loop.states) == len(loop.records)
+
+
+def exponent_volumes(records) -> dict:
+    """Of the records, those whose bar volume the server writes with an exponent: whether it is
+    integral -> list of records."""
+    found = {True: [], False: []}
+    for data in records:
+        bar = polygon_server.make_bar(data["stock_ticker"], dt.date.fromisoformat(data["date"]))
+        if isinstance(bar["v"], polygon_server.ExpFloat):
+            found[bar["v"].is_integer()].append(data)
+    return found
+
+
+def test_full_refresh_declared_equals_lua_loop(paged_connector, loop_script):
+    server = paged_connector.server
+    config = paged_connector.config(stock_ticker=TICKERS, start_date="2019-01-01")
+    declared = paged_connector.read(config, catalog="full_refresh", now=AFTER_CLOSE)
+    loop = paged_connector.read(config, catalog="full_refresh", now=AFTER_CLOSE, flags=("--script", loop_script))
+    assert_same_sync(declared, loop)
+    # Both equal the truth, over many pages.
+    tickers = per_ticker(declared)
+    assert sorted(tickers) == ["AAPL", "MSFT", "TSLA"], "NODATA has no bars"
+    for ticker in tickers:
+        expected = server.expected(ticker, "2019-01-01", "2022-03-11")
+        assert [documented(d) for d in declared.data if d["stock_ticker"] == ticker] == expected
+        assert len(expected) > 15 * 50, "many pages per ticker"
+    assert duplicates(declared.keys) == []
+    # Volumes the server writes as 9.833403e+06 come out as the integer 9833403, others as floats.
+    found = exponent_volumes(declared.data)
+    assert found[True] and found[False], "the range has both kinds of exponent volumes"
+    assert all(type(d["volume"]) is int for d in found[True])
+    assert all(type(d["volume"]) is float for d in found[False])
+    assert all(type(d["transactions"]) is int for d in declared.data)
+    # The declared records are written in the declared field order.
+    for text in data_texts(declared):
+        assert list(json.loads(text)) == DECLARED_ORDER, text
+        assert not re.search(r"\d[eE]", text), text
+
+
+def test_incremental_syncs_declared_equal_lua_loop(paged_connector, loop_script):
+    """Three syncs in a row (the second with a lookback), each from the same state with both
+    scripts: the same records and the same states."""
+    config = paged_connector.config(stock_ticker=TICKERS, start_date="2020-06-01")
+    runs = [(utc(2021, 12, 31, 23), 0), (AFTER_CLOSE, 5), (utc(2022, 3, 18, 22), 0)]
+    state = None
+    for now, lookback in runs:
+        cfg = dict(config, lookback_days=lookback)
+        given = state if state is not None else "[]"
+        declared = paged_connector.read(cfg, state=given, now=now)
+        loop = paged_connector.read(cfg, state=given, now=now, flags=("--script", loop_script))
+        assert_same_sync(declared, loop)
+        assert declared.records, declared.describe()
+        if state is None:
+            truth = paged_connector.server.expected("TSLA", "2020-06-01", "2021-12-31")
+            assert [documented(d) for d in declared.data if d["stock_ticker"] == "TSLA"] == truth
+        assert without_counts(platform_state(state, declared)) == without_counts(platform_state(state, loop))
+        if lookback:
+            # The cursor was 2021-12-31: the lookback re-reads from 2021-12-27 (both scripts).
+            assert declared.dates("TSLA")[0] == "2021-12-27", declared.describe()
+        state = platform_state(state, declared)
+    assert state[0]["stream"]["stream_state"]["tickers"]["TSLA"] == {"date": "2022-03-18"}
+
+
+# --------------------------------------------------------------------------------------------
+# the mapping's rules, on pages written by hand
+# --------------------------------------------------------------------------------------------
+
+FIELDS = """\
+    { "date", from = "t", as = "day_from_ms" },
+    { "stock_ticker", context = "partition" },
+    { "price", from = "c" },
+    { "label", from = "s" },
+    { "count", from = "n", as = "integer" },
+    { "extra", from = "x" },
+    { "day_text", from = "d", as = "day" },
+    { "window_from", context = "from" },
+    { "nowhere", context = "no_such_ctx_field" },
+    { "source", value = "polygon" },
+    { "version", value = 3 },
+    { "tags", value = { "a", "b" } },
+    { "nothing", value = json.null },"""
+CONSTANTS = '"window_from":"2022-03-01","source":"polygon","version":3,"tags":["a","b"],"nothing":null'
+UNICODE = 'caf\\u00e9 \\"q\\" \\ud834\\udd1e é✓𝄞 \\/'
+
+# (item as the page spells it, the record's data text)
+ITEMS = [
+    # members in another order than declared; containers and strings copied verbatim
+    ('{"x":{"k": [1, 2.50, 1e2]},"n":42,"s":"%s","c":9.833403e+06,"d":"2022-03-01","t":%d}'
+     % (UNICODE, day_ms("2022-03-01")),
+     '{"date":"2022-03-01","stock_ticker":"TSLA","price":9833403,"label":"%s","count":42,'
+     '"extra":{"k": [1, 2.50, 1e2]},"day_text":"2022-03-01",%s}' % (UNICODE, CONSTANTS)),
+    # absent members: their fields are left out
+    ('{"t":%d}' % day_ms("2022-03-02"),
+     '{"date":"2022-03-02","stock_ticker":"TSLA",%s}' % CONSTANTS),
+    # null: copied by a plain field, left out by as = "integer" and as = "day"
+    ('{"t":%d,"c":null,"s":null,"n":null,"x":null,"d":null}' % day_ms("2022-03-03"),
+     '{"date":"2022-03-03","stock_ticker":"TSLA","price":null,"label":null,"extra":null,%s}' % CONSTANTS),
+    # a trailing zero is dropped; an integral float is an integer
+    ('{"t":%d,"c":1.50,"n":3.0,"x":true}' % day_ms("2022-03-04"),
+     '{"date":"2022-03-04","stock_ticker":"TSLA","price":1.5,"count":3,"extra":true,%s}' % CONSTANTS),
+    # a non-integral count is left out; a plain integer stays one
+    ('{"t":%d,"c":27,"n":2.5,"x":false}' % day_ms("2022-03-07"),
+     '{"date":"2022-03-07","stock_ticker":"TSLA","price":27,"extra":false,%s}' % CONSTANTS),
+    # exponents, upper case too
+    ('{"t":%d,"c":1E+2,"n":1e3,"x":[]}' % day_ms("2022-03-08"),
+     '{"date":"2022-03-08","stock_ticker":"TSLA","price":100,"count":1000,"extra":[],%s}' % CONSTANTS),
+    # a string count is left out; negative exponents; a JSON string copied as is
+    ('{"t":%d,"c":-1.25e-3,"n":"7","x":"7"}' % day_ms("2022-03-09"),
+     '{"date":"2022-03-09","stock_ticker":"TSLA","price":-0.00125,"extra":"7",%s}' % CONSTANTS),
+    # every digit of a plain number is kept; -0 as an integer is 0; 2.0 is 2
+    ('{"t":%d,"c":2.0,"n":-0,"x":123456789012345678901234567890}' % day_ms("2022-03-10"),
+     '{"date":"2022-03-10","stock_ticker":"TSLA","price":2,"count":0,"extra":123456789012345678901234567890,%s}'
+     % CONSTANTS),
+]
+
+
+def test_declared_mapping_writes_exactly_these_records(connector, tmp_path):
+    page = '{"ticker":"TSLA","results":[%s],"status":"OK"}' % ",".join(item for item, _ in ITEMS)
+    script = page_script(tmp_path, FIELDS, [page])
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    texts = data_texts(result)
+    for got, (item, want) in zip(texts, ITEMS):
+        assert got == want, item
+    assert len(texts) == len(ITEMS)
+    # The verbatim escapes decode to the page's strings.
+    assert result.data[0]["label"] == 'café "q" \U0001d11e é✓\U0001d11e /'
+    assert result.last_stream_state["tickers"] == {"TSLA": {"date": "2022-03-10"}}
+    assert_states_match_records(result)
+
+
+def test_whitespace_everywhere_and_duplicate_members(connector, tmp_path):
+    """JSON whitespace (space, tab, CR, LF) between every token, and a member given twice (the
+    last one counts, as when the page is decoded)."""
+    page = (' \t\r\n{ "results" :\n[ {\t"t" : %d ,\r\n"c" : 1 , "c" : 2.5 } ,\n{ "t":%d, "t":%d } ]\n,'
+            '\t"x" : [ ] } \n ' % (day_ms("2022-03-01"), day_ms("2022-03-01"), day_ms("2022-03-02")))
+    script = page_script(tmp_path, '{ "date", from = "t", as = "day_from_ms" }, { "price", from = "c" },', [page])
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    assert data_texts(result) == ['{"date":"2022-03-01","price":2.5}', '{"date":"2022-03-02"}']
+
+
+def test_escaped_member_names_and_next_url(connector, tmp_path):
+    """Member names spelt with escapes match their declared names (and only those); next_url's
+    escapes are decoded before the engine follows it."""
+    port = connector.server.port
+    page1 = ('{"\\u0072esults":[{"\\u0074":%d,"c\\u0000":5,"\\u0063":1.5,"t ":0}],'
+             '"next\\u005furl":"http:\\/\\/127.0.0.1:%d\\/v2\\/aggs\\/ticker\\/TSLA\\/range\\/1\\/day\\/'
+             '2022-03-01\\/2022-03-11?page=2\\u0026note=a%%2Fb"}' % (day_ms("2022-03-01"), port))
+    page2 = '{"results":[{"t":%d,"c":2}],"next_url":null,"results ":7}' % day_ms("2022-03-02")
+    script = page_script(tmp_path, '{ "date", from = "t", as = "day_from_ms" }, { "price", from = "c" },',
+                         [page1, page2])
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    assert data_texts(result) == ['{"date":"2022-03-01","price":1.5}', '{"date":"2022-03-02","price":2}']
+    queries = [e["query"] for e in log_in_order(connector.server)]
+    assert queries == ["page=1", "page=2&note=a%2Fb"], queries
+    assert_states_match_records(result)
+
+
+def test_day_from_ms_zone_and_day_text(connector, tmp_path):
+    """23:30 in New York is already the next day in UTC: the zone decides the day. as = "day"
+    keeps the page's day text."""
+    late = int(utc(2022, 3, 2, 4, 30).timestamp()) * 1000   # 2022-03-01 23:30 New York (EST)
+    fields = ('{ "date", from = "t", as = "day_from_ms", zone = "America/New_York" },'
+              '{ "utc_day", from = "t", as = "day_from_ms" },'
+              '{ "as_text", from = "d", as = "day" },')
+    page = '{"results":[{"t":%d,"d":"2022-02-28"},{"t":%d,"d":"2024-02-29"}]}' % (late, late + 86_400_000)
+    script = page_script(tmp_path, fields, [page])
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    assert data_texts(result) == [
+        '{"date":"2022-03-01","utc_day":"2022-03-02","as_text":"2022-02-28"}',
+        '{"date":"2022-03-02","utc_day":"2022-03-03","as_text":"2024-02-29"}']
+
+
+def test_cursor_may_be_an_as_day_field(connector, tmp_path):
+    """The cursor field declared with as = "day": its text is the record's day."""
+    fields = '{ "date", from = "day", as = "day" }, { "n", from = "n" },'
+    page = '{"results":[{"day":"2022-02-28","n":0},{"day":"2022-03-01","n":1},{"day":"2022-03-11","n":2},' \
+           '{"day":"2022-03-12","n":3}]}'
+    script = page_script(tmp_path, fields, [page])
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    # Days outside the window [2022-03-01, 2022-03-11] are dropped, as for Lua records.
+    assert data_texts(result) == ['{"date":"2022-03-01","n":1}', '{"date":"2022-03-11","n":2}']
+    assert result.last_stream_state["tickers"] == {"TSLA": {"date": "2022-03-11"}}
+
+
+def test_empty_absent_and_null_lists_give_no_records(connector, tmp_path):
+    fields = '{ "date", from = "t", as = "day_from_ms" },'
+    port = connector.server.port
+    url = "http://127.0.0.1:%d/v2/aggs/ticker/TSLA/range/1/day/2022-03-01/2022-03-11?page=%%d" % port
+    pages = ['{"results":[],"next_url":"%s"}' % (url % 2), '{"results":null,"next_url":"%s"}' % (url % 3),
+             '{"status":"OK","next_url":"%s"}' % (url % 4), '{}']
+    script = page_script(tmp_path, fields, pages)
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    assert result.records == []
+    assert [e["query"] for e in log_in_order(connector.server)] == ["page=1", "page=2", "page=3", "page=4"]
+
+
+# --------------------------------------------------------------------------------------------
+# pages that are not JSON are asked for again
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault", sample_under_wrapper(["cut", "bad_utf8", "garbage"], ["cut"]))
+@pytest.mark.parametrize("variant", ["declared", "lua_loop"])
+def test_garbled_page_is_retried_and_nothing_is_lost(paged_connector, loop_script, fault, variant):
+    """The third page of a chain arrives garbled (cut half-way with a matching Content-Length, a
+    byte that is not UTF-8 after every bar, an HTML page): it is asked for again, and the sync
+    gives every bar exactly once, each STATE matching the records before it."""
+    server = paged_connector.server
+    server.faults(skip_next=2, **{f"{fault}_next": 1})
+    flags = ("--script", loop_script) if variant == "lua_loop" else ()
+    config = paged_connector.config(start_date="2021-06-01")
+    result = paged_connector.read(config, now=AFTER_CLOSE, flags=flags).assert_complete()
+    expected = server.expected("TSLA", "2021-06-01", "2022-03-11")
+    assert len(expected) > 3 * 50
+    assert [documented(d) for d in result.data] == expected
+    assert duplicates(result.keys) == []
+    assert_states_match_records(result)
+    log = log_in_order(server)
+    assert [e["fault"] for e in log][:4] == [None, None, fault, None], log
+    assert log[2]["status"] == 200 and log[3]["query"] == log[2]["query"], "the same page asked for again"
+    warnings = retry_warnings(result)
+    assert len(warnings) == 1 and "HTTP 200 with a body that is not JSON" in warnings[0], warnings
+
+
+BAD_PAGES = {
+    "truncated": '{"results":[{"t":%d,"c":1},{"t":' % day_ms("2022-03-02"),
+    "bad-utf8": b'{"results":[{"t":%d,"c":1,"s":"\xc3\x28"}]}' % day_ms("2022-03-02"),
+    "bad-escape": '{"results":[{"t":%d,"c":1}],"status":"\\x41"}' % day_ms("2022-03-02"),
+    "trailing-text": '{"results":[{"t":%d,"c":1}]} {}' % day_ms("2022-03-02"),
+    # a lone surrogate is no character: cjson (response.body) refuses the page, and so must map()
+    "lone-surrogate": '{"results":[{"t":%d,"c":"\\ud800"}]}' % day_ms("2022-03-02"),
+    # the page, the list, the item and 126 arrays: 129 levels
+    "too-deep": '{"results":[{"t":%d,"c":%s1%s}]}' % (day_ms("2022-03-02"), "[" * 126, "]" * 126),
+}
+
+
+@pytest.mark.parametrize("kind", sample_under_wrapper(list(BAD_PAGES), ["truncated", "lone-surrogate"]))
+def test_page_that_is_not_json_is_asked_for_again(connector, tmp_path, kind):
+    """Page 2 is not JSON the first time it comes (its records must not be emitted then), and
+    right the second time: every record once, one retry."""
+    fields = '{ "date", from = "t", as = "day_from_ms" }, { "price", from = "c" },'
+    url = "http://127.0.0.1:%d/v2/aggs/ticker/TSLA/range/1/day/2022-03-01/2022-03-11?page=2" % connector.server.port
+    pages = ['{"results":[{"t":%d,"c":0}],"next_url":"%s"}' % (day_ms("2022-03-01"), url),
+             '{"results":[{"t":%d,"c":1},{"t":%d,"c":2}]}' % (day_ms("2022-03-02"), day_ms("2022-03-03"))]
+    script = page_script(tmp_path, fields, pages, bad={2: BAD_PAGES[kind]})
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    assert data_texts(result) == ['{"date":"2022-03-01","price":0}', '{"date":"2022-03-02","price":1}',
+                                  '{"date":"2022-03-03","price":2}']
+    assert [e["query"] for e in log_in_order(connector.server)] == ["page=1", "page=2", "page=2"]
+    warnings = retry_warnings(result)
+    assert len(warnings) == 1 and "not JSON" in warnings[0], warnings
+    assert_states_match_records(result)
+
+
+def test_nesting_at_the_limit_is_json(connector, tmp_path):
+    """128 levels (the page, the list, the item and 125 arrays) are still JSON: no retry."""
+    fields = '{ "date", from = "t", as = "day_from_ms" }, { "price", from = "c" },'
+    page = '{"results":[{"t":%d,"c":%s1%s}]}' % (day_ms("2022-03-02"), "[" * 125, "]" * 125)
+    script = page_script(tmp_path, fields, [page])
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    assert data_texts(result) == ['{"date":"2022-03-02","price":%s1%s}' % ("[" * 125, "]" * 125)]
+    assert retry_warnings(result) == []
+
+
+# --------------------------------------------------------------------------------------------
+# valid JSON of the wrong shape: one system_error, the state of the pages before it kept
+# --------------------------------------------------------------------------------------------
+
+# Lua edits of page 3's text (s): each leaves it valid JSON of the wrong shape. The last item's
+# members are the ones the `^(.*)` patterns reach. All but the last two are refused by map(), so
+# nothing of page 3 is emitted; the last two are records without their cursor day, which the
+# engine finds as it writes the batch (as it does for Lua records).
+SHAPES = {
+    "results-not-an-array": ('s:gsub(\'"results":%[\', \'"results":7,"rest":[\', 1)', "'results' is a number"),
+    "results-an-object": ('s:gsub(\'"results":%[\', \'"results":{},"rest":[\', 1)', "'results' is a"),
+    "item-not-an-object": ('s:gsub(\'^(.*)%},{\', \'%1},7,{\', 1)', "item 50 of 'results' is a number"),
+    "results-twice": ('s:gsub(\'"results":%[\', \'"results":[],"results":[\', 1)', "'results' twice"),
+    "page-not-an-object": ('"[" .. s .. "]"', "not an object with 'results'"),
+    "t-a-string": ('s:gsub(\'^(.*)"t":\', \'%1"t":"1646629200000","u":\', 1)', "item 50 of 'results': 't' is a string"),
+    "t-out-of-range": ('s:gsub(\'^(.*)"t":\', \'%1"t":1e300,"u":\', 1)', "item 50 of 'results': 't' = 1e300"),
+    "t-absent": ('s:gsub(\'^(.*)"t":\', \'%1"u":\', 1)', "record 50 has no date"),
+    "t-null": ('s:gsub(\'^(.*)"t":\', \'%1"t":null,"u":\', 1)', "record 50 has no date"),
+}
+
+
+@pytest.mark.parametrize("shape", sample_under_wrapper(list(SHAPES), ["item-not-an-object", "t-absent"]))
+def test_wrong_shape_is_one_system_error_keeping_earlier_state(paged_connector, tmp_path, shape):
+    server = paged_connector.server
+    edit, words = SHAPES[shape]
+    script = script_copy(tmp_path,
+                         ("local BARS = records.declare {", "local pages = 0\nlocal BARS = records.declare {"),
+                         (PARSE_CALL, "    pages = pages + 1\n    if pages == 3 then local s = response.text; "
+                          f"response.text = ({edit}) end\n" + PARSE_CALL))
+    config = paged_connector.config(start_date="2021-06-01")
+    result = paged_connector.read(config, now=AFTER_CLOSE, flags=("--script", script))
+    error = assert_failed_once(result, "system_error")
+    assert words in error["message"], error
+    truth = server.expected("TSLA", "2021-06-01", "2022-03-11")
+    emitted = [documented(d) for d in result.data]
+    if shape in ("t-absent", "t-null"):
+        # the records before the one without a day may go out, then a STATE covers them
+        assert emitted == truth[:len(emitted)] and 2 * 50 <= len(emitted) <= 3 * 50 - 1
+    else:
+        # pages 1 and 2; nothing of page 3, though 49 of its items were mapped before the error
+        assert emitted == truth[:2 * 50]
+    # Every record emitted is covered by the last STATE, and no record comes after it.
+    assert result.last_stream_state["tickers"] == {"TSLA": {"date": emitted[-1]["date"]}}
+    assert result.messages.index(result.of("STATE")[-1]) > result.messages.index(result.of("RECORD")[-1])
+    assert_states_match_records(result)
+    assert len(server.log()) == 3, "a page of the wrong shape is not asked for again"
+    assert retry_warnings(result) == []
+
+
+def test_cursor_field_must_be_a_declared_day(connector, tmp_path):
+    """A batch carries the days of its day fields only: a cursor field copied as is cannot be one."""
+    script = script_copy(tmp_path, ('{ "date", from = "t", as = "day_from_ms", zone = NEW_YORK },',
+                                    '{ "date", from = "t" },'))
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script))
+    error = assert_failed_once(result, "system_error")
+    assert "no day field 'date'" in error["message"] and 'as = "day"' in error["message"], error
+    assert result.records == []
+
+
+def test_a_non_day_text_in_a_day_field_is_a_system_error(connector, tmp_path):
+    fields = '{ "date", from = "d", as = "day" },'
+    script = page_script(tmp_path, fields, ['{"results":[{"d":"2022-03-01"},{"d":"2022-02-30"}]}'])
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script))
+    error = assert_failed_once(result)
+    assert "item 2 of 'results': 'd' is not a YYYY-MM-DD day" in error["message"], error
+    assert result.records == [], "the page is refused as a whole"
+
+
+# --------------------------------------------------------------------------------------------
+# declarations that cannot work fail at load, naming the file and line
+# --------------------------------------------------------------------------------------------
+
+DECLARATION_ERRORS = {
+    "unknown-option": (('{ "price", from = "c" },', '{ "price", form = "c" },'), "unknown key 'form'"),
+    "unknown-top-level-key": (('list = "results",', 'list = "results", nexturl = "next_url",'),
+                              "unknown key 'nexturl'"),
+    "same-name-twice": (('{ "open", from = "o" },', '{ "price", from = "o" },'), "'price' is declared twice"),
+    "bad-as": (('{ "transactions", from = "n", as = "integer" },', '{ "transactions", from = "n", as = "int" },'),
+               "as must be"),
+    "zone-without-day_from_ms": (('{ "price", from = "c" },', '{ "price", from = "c", zone = "UTC" },'),
+                                 "zone goes with as = \"day_from_ms\""),
+    "unknown-zone": (("zone = NEW_YORK }", 'zone = "Europe/Paris" }'), "zone goes with"),
+    "from-and-value": (('{ "price", from = "c" },', '{ "price", from = "c", value = 1 },'), "exactly one of"),
+    "positional-source": (('{ "price", from = "c" },', '{ "price", "c" },'), "unknown key '2'"),
+    "no-list": (('list = "results",', ''), "list must be"),
+}
+
+
+@pytest.mark.parametrize("case", sample_under_wrapper(list(DECLARATION_ERRORS), ["unknown-option", "same-name-twice"]))
+def test_bad_declaration_fails_at_load_naming_file_and_line(connector, tmp_path, case):
+    edit, words = DECLARATION_ERRORS[case]
+    script = script_copy(tmp_path, edit)
+    # Lua shortens a long chunk name from the left; the file name and line stay.
+    where = f"{script.name}:{line_of(script, 'local BARS = records.declare {')}: records.declare: "
+    result = connector.spec(flags=("--script", script))
+    error = assert_load_error(result)
+    assert where in error["message"] and words in error["message"], (where, error)
+
+
+def assert_load_error(result) -> dict:
+    assert result.returncode != 0, result.describe()
+    assert [e["failure_type"] for e in result.errors] == ["system_error"], result.describe()
+    assert not result.of("SPEC") and not result.of("RECORD"), result.describe()
+    return result.errors[0]
+
+
+def test_bad_declaration_stops_a_read_before_any_request(connector, tmp_path):
+    script = script_copy(tmp_path, ('{ "price", from = "c" },', '{ "price", form = "c" },'))
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script))
+    error = assert_load_error(result)
+    assert f"{script.name}:{line_of(script, 'local BARS = records.declare {')}:" in error["message"], error
+    assert connector.server.log() == []

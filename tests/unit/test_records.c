@@ -1,0 +1,1840 @@
+/*
+ * test_records: declared records (records.c, page_walk.c, pool.c): records.declare and its
+ * refusals; mapper:map on hand-written pages, each batch settled as the engine settles it (every
+ * syntax error class of the scanner is "not JSON", which #batch raises as a transient_error like
+ * response.body; every shape error names the map call's line and the item); the exact text of the
+ * records (field order, absent members, null, the integer rule, numbers, strings, escapes,
+ * constants and context fields); next_url; the depth limit at 128 and 129; generated numbers and
+ * days against the runtime's own writer and date functions; the batch accessors the engine uses;
+ * batches walked on worker threads; and the response object whose body is decoded on first use.
+ *
+ * Where the scanner and lua-cjson (what response.body uses) judge the same page, they must agree,
+ * except where cjson is laxer than RFC 8259 (those pages are listed, and refused by the scanner).
+ */
+#include <lauxlib.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "date.h"
+#include "harness.h"
+#include "host.h"
+#include "json.h"
+#include "pool.h"
+#include "records.h"
+
+#define BYTES(s) s, sizeof(s) - 1
+
+/* The declaration of the feature's description, and a one-field one for the scanner's cases. */
+static const char FULL[] =
+	"return records.declare { list = 'results', next_url = 'next_url', fields = {\n"
+	"  { 'date', from = 't', as = 'day_from_ms', zone = 'America/New_York' },\n"
+	"  { 'stock_ticker', context = 'partition' },\n"
+	"  { 'price', from = 'c' },\n"
+	"  { 'transactions', from = 'n', as = 'integer' },\n"
+	"  { 'x', value = 'k' },\n"
+	"  { 'd2', from = 'day_text', as = 'day' },\n"
+	"} }";
+static const char ONE[] =
+	"return records.declare { list = 'results', next_url = 'next_url', fields = { { 'c', from = 'c' } } }";
+
+/* What one mapper:map call and the settling of its batch gave. */
+struct mapped {
+	int status;                    /* of the map call: LUA_OK, or what it raised (in error) */
+	enum records_outcome outcome;  /* records_batch_settle's verdict */
+	char why[600];                 /* its reason */
+	char error[600];               /* what map raised, or what #batch raised in Lua */
+	int error_is_table;            /* #batch raised {message, failure_type} */
+	char failure[32];              /* its failure_type */
+	int has_next;
+	char next[600];
+	const struct record_batch *batch; /* left on the stack until the caller's lua_settop */
+};
+
+/* Pushes the mapper a declaration chunk returns (nil, and a failure, when it fails). */
+static int push_mapper(lua_State *L, const char *chunk)
+{
+	return test_push_lua(L, chunk);
+}
+
+/* The ctx of a window of partition TSLA, with a config table. */
+static void push_ctx(lua_State *L)
+{
+	lua_createtable(L, 0, 5);
+	lua_pushliteral(L, "TSLA");
+	lua_setfield(L, -2, "partition");
+	lua_pushliteral(L, "2022-03-01");
+	lua_setfield(L, -2, "from");
+	lua_pushliteral(L, "2022-03-11");
+	lua_setfield(L, -2, "to");
+	lua_pushliteral(L, "stock_prices");
+	lua_setfield(L, -2, "stream");
+	test_push_lua(L, "return { list = { 1, 2 } }");
+	lua_setfield(L, -2, "config");
+}
+
+/* Reads the error value on top (a string, or a {message, failure_type} table) into m; pops it. */
+static void read_error(lua_State *L, struct mapped *m)
+{
+	m->error_is_table = lua_istable(L, -1);
+	if (m->error_is_table) {
+		lua_getfield(L, -1, "message");
+		snprintf(m->error, sizeof m->error, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+		lua_getfield(L, -2, "failure_type");
+		snprintf(m->failure, sizeof m->failure, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+		lua_pop(L, 2);
+	} else {
+		snprintf(m->error, sizeof m->error, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+	}
+	lua_pop(L, 1);
+}
+
+/* Calls mapper:map(ctx, response) on a page from a Lua line (chunk "test", line 1, which errors of
+ * the wrong shape name), settles the batch, and reads what #batch says in Lua. Leaves the batch
+ * on the stack; the caller restores the top. */
+static int map_page(lua_State *L, int mapper, const char *text, size_t len, struct mapped *m)
+{
+	memset(m, 0, sizeof *m);
+	mapper = lua_absindex(L, mapper);
+	test_push_lua(L, "return function(m, ctx, r) return m:map(ctx, r) end");
+	lua_pushvalue(L, mapper);
+	push_ctx(L);
+	lua_pushliteral(L, "https://api.example.com/v2/aggs");
+	records_push_response(L, 200, -1, text, len);
+	lua_remove(L, -2);
+	m->status = lua_pcall(L, 3, 1, 0);
+	if (m->status != LUA_OK) {
+		read_error(L, m);
+		return m->status;
+	}
+	m->batch = records_to_batch(L, -1);
+	if (!m->batch) {
+		snprintf(m->error, sizeof m->error, "map returned a %s, not a batch", luaL_typename(L, -1));
+		m->status = LUA_ERRRUN;
+		return m->status;
+	}
+	m->outcome = records_batch_settle(m->batch, m->why, sizeof m->why);
+	CHECK(records_batch_ready(m->batch), "a settled batch is not ready");
+	if (m->outcome == RECORDS_OK) {
+		records_batch_push_next_url(L, m->batch);
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			m->has_next = 1;
+			snprintf(m->next, sizeof m->next, "%s", lua_tostring(L, -1));
+		}
+		lua_pop(L, 1);
+	}
+	/* In Lua, #batch raises what settling found. */
+	test_push_lua(L, "return function(b) return #b end");
+	lua_pushvalue(L, -2);
+	if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+		read_error(L, m);
+	else
+		lua_pop(L, 1);
+	return LUA_OK;
+}
+
+/* The text of record i (0-based). */
+static void record_text(const struct mapped *m, size_t i, const char **data, size_t *len)
+{
+	int64_t day;
+	records_batch_get(m->batch, i, -1, data, len, &day);
+}
+
+/* Checks that a page maps to exactly these records (texts), and next. */
+static void check_records(lua_State *L, int mapper, const char *label, const char *page, size_t page_len,
+			  const char *const *want, size_t count, const char *next)
+{
+	int top = lua_gettop(L);
+	struct mapped m;
+	if (map_page(L, mapper, page, page_len, &m) != LUA_OK ||
+	    !CHECK(m.outcome == RECORDS_OK, "%s: outcome %d: %s", label, (int)m.outcome, m.why)) {
+		CHECK(m.status == LUA_OK, "%s: map failed: %s", label, m.error);
+		lua_settop(L, top);
+		return;
+	}
+	CHECK(!m.error[0], "%s: #batch raised %s", label, m.error);
+	if (CHECK(records_batch_count(m.batch) == count, "%s: %zu records, want %zu", label,
+		  records_batch_count(m.batch), count)) {
+		for (size_t i = 0; i < count; i++) {
+			const char *data;
+			size_t len;
+			record_text(&m, i, &data, &len);
+			test_check_bytes(data, len, want[i], strlen(want[i]), __FILE__, __LINE__, label);
+		}
+	}
+	if (next)
+		CHECK(m.has_next && !strcmp(m.next, next), "%s: next_url is '%s', want '%s'", label,
+		      m.has_next ? m.next : "(nil)", next);
+	else
+		CHECK(!m.has_next, "%s: next_url is '%s', want nil", label, m.next);
+	lua_settop(L, top);
+}
+
+#define ONE_RECORD(L, mapper, label, page, want, next)                                                            \
+	do {                                                                                                      \
+		const char *const want_[] = {want};                                                               \
+		check_records(L, mapper, label, page, strlen(page), want_, 1, next);                              \
+	} while (0)
+
+/* Checks that a page is not JSON: settling says so with a reason containing reason (when given),
+ * and #batch raises a transient_error table, as response.body does. */
+static void check_not_json(lua_State *L, int mapper, const char *label, const char *page, size_t len,
+			   const char *reason)
+{
+	int top = lua_gettop(L);
+	struct mapped m;
+	if (map_page(L, mapper, page, len, &m) != LUA_OK) {
+		CHECK(0, "%s: map raised %s", label, m.error);
+	} else if (CHECK(m.outcome == RECORDS_NOT_JSON, "%s: %s (%zu records, outcome %d: %s)", label,
+			 m.outcome == RECORDS_OK ? "accepted" : "not refused as not JSON",
+			 m.outcome == RECORDS_OK ? records_batch_count(m.batch) : 0, (int)m.outcome, m.why)) {
+		CHECK(m.error_is_table && !strcmp(m.failure, "transient_error"),
+		      "%s: #batch raised '%s' (failure_type '%s'), not a transient error table", label, m.error, m.failure);
+		CHECK_CONTAINS(m.error, "the answer is not JSON (", label);
+		if (reason) {
+			CHECK_CONTAINS(m.why, reason, label);
+			CHECK_CONTAINS(m.error, reason, label);
+		}
+	}
+	lua_settop(L, top);
+}
+
+/* Checks that valid JSON of the wrong shape is an error naming the line of the map call and the
+ * item (a system error for the engine); #batch raises it as a plain error. */
+static void check_shape_error(lua_State *L, int mapper, const char *label, const char *page, size_t len,
+			      const char *words)
+{
+	int top = lua_gettop(L);
+	struct mapped m;
+	if (map_page(L, mapper, page, len, &m) != LUA_OK) {
+		CHECK(0, "%s: map raised %s", label, m.error);
+	} else if (CHECK(m.outcome == RECORDS_WRONG_SHAPE, "%s: outcome %d (%s), not a wrong shape", label,
+			 (int)m.outcome, m.why)) {
+		CHECK_CONTAINS(m.why, words, label);
+		CHECK(!strncmp(m.why, "test:1: records: ", 17), "%s: '%s' does not start with the map call's line", label,
+		      m.why);
+		CHECK(!m.error_is_table, "%s: #batch raised a table (%s: %s)", label, m.failure, m.error);
+		CHECK_CONTAINS(m.error, words, label);
+		CHECK_CONTAINS(m.error, "test:1: records: ", label);
+	}
+	lua_settop(L, top);
+}
+
+/* Whether lua-cjson (json_decode_push, what response.body uses) accepts text. */
+static int cjson_accepts(lua_State *L, const char *text, size_t len)
+{
+	json_decode_push(L, text, len);
+	int ok = !(lua_isnil(L, -2) && !lua_isnil(L, -1));
+	lua_pop(L, 2);
+	return ok;
+}
+
+/* Whether the scanner takes text as JSON (a shape error counts as JSON). */
+static int scanner_accepts(lua_State *L, int mapper, const char *text, size_t len)
+{
+	int top = lua_gettop(L);
+	struct mapped m;
+	int status = map_page(L, mapper, text, len, &m);
+	lua_settop(L, top);
+	CHECK(status == LUA_OK, "map raised %s", m.error);
+	return m.outcome != RECORDS_NOT_JSON;
+}
+
+/* "[[[...1...]]]" with n brackets each side, in a static buffer. */
+static const char *nest(const char *before, int n, const char *after)
+{
+	static char text[1024];
+	size_t at = (size_t)snprintf(text, sizeof text, "%s", before);
+	for (int i = 0; i < n; i++)
+		text[at++] = '[';
+	text[at++] = '1';
+	for (int i = 0; i < n; i++)
+		text[at++] = ']';
+	snprintf(text + at, sizeof text - at, "%s", after);
+	return text;
+}
+
+static lua_State *open_with(const char *declaration)
+{
+	lua_State *L = test_lua_open();
+	if (!L)
+		return NULL;
+	if (push_mapper(L, declaration) || !CHECK(lua_type(L, 1) == LUA_TUSERDATA, "the declaration gave a %s",
+						  luaL_typename(L, 1))) {
+		test_lua_close(L);
+		return NULL;
+	}
+	return L;
+}
+
+/* ---- records.declare ---- */
+
+static void declarations_are_checked(void)
+{
+	static const struct {
+		const char *fields; /* the declaration's fields, or a whole chunk when it starts with "return" */
+		const char *words;
+	} bad[] = {
+		{"return records.declare()", "table expected"},
+		{"return records.declare('results')", "table expected"},
+		{"return records.declare { fields = { { 'c', from = 'c' } } }", "list must be a non-empty string"},
+		{"return records.declare { list = '', fields = { { 'c', from = 'c' } } }", "list must be a non-empty string"},
+		{"return records.declare { list = 5, fields = { { 'c', from = 'c' } } }", "list must be a non-empty string"},
+		{"return records.declare { list = 'results' }", "fields must be a non-empty list"},
+		{"return records.declare { list = 'results', fields = {} }", "fields must be a non-empty list"},
+		{"return records.declare { list = 'results', fields = { c = { from = 'c' } } }", "fields must be a non-empty list"},
+		{"return records.declare { list = 'results', next_url = 5, fields = { { 'c', from = 'c' } } }",
+		 "next_url must be a non-empty string"},
+		{"return records.declare { list = 'results', lists = 'x', fields = { { 'c', from = 'c' } } }",
+		 "the declaration has an unknown key 'lists'"},
+		{"return records.declare { list = 'results', [1] = 'x', fields = { { 'c', from = 'c' } } }",
+		 "the declaration has an unknown key '1'"},
+		{"{ 'c', form = 'c' }", "field 1 has an unknown key 'form'"},
+		{"{ 'c', from = 'c' }, { 'd', from = 'd', As = 'day' }", "field 2 has an unknown key 'As'"},
+		{"{ 'c', 'c' }", "field 1 has an unknown key '2'"},
+		{"{ 'c', from = 'c', [true] = 1 }", "field 1 has an unknown key 'true'"},
+		{"'c'", "field 1 must be a table"},
+		{"{ from = 'c' }", "field 1 must be a non-empty string"},
+		{"{ '', from = 'c' }", "field 1 must be a non-empty string"},
+		{"{ 5, from = 'c' }", "field 1 must be a non-empty string"},
+		{"{ 'a\"b', from = 'c' }", "must be UTF-8 without quotes, backslashes or control characters"},
+		{"{ 'a\\\\b', from = 'c' }", "must be UTF-8 without quotes"},
+		{"{ 'a\\nb', from = 'c' }", "must be UTF-8 without quotes"},
+		{"{ 'a\\255b', from = 'c' }", "must be UTF-8 without quotes"},
+		{"{ 'c', from = 'c' }, { 'c', from = 'd' }", "field 'c' is declared twice"},
+		{"{ 'c', from = 'c' }, { name = 'c', value = 1 }", "field 'c' is declared twice"},
+		{"{ 'c' }", "field 'c' needs exactly one of from, context or value"},
+		{"{ 'c', from = 'c', context = 'partition' }", "needs exactly one of"},
+		{"{ 'c', from = 'c', value = 1 }", "needs exactly one of"},
+		{"{ 'c', context = 'partition', value = 1 }", "needs exactly one of"},
+		{"{ 'c', context = 'partition', as = 'day' }", "as goes with from and is a string"},
+		{"{ 'c', value = 1, as = 'integer' }", "as goes with from and is a string"},
+		{"{ 'c', from = 'c', as = 5 }", "as goes with from and is a string"},
+		{"{ 'c', from = 'c', as = 'int' }", "as must be \"integer\", \"day_from_ms\" or \"day\", not 'int'"},
+		{"{ 'c', from = 'c', as = 'day_from_s' }", "not 'day_from_s'"},
+		{"{ 'c', from = 'c', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
+		{"{ 'c', from = 'c', as = 'day', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
+		{"{ 'c', from = 'c', as = 'day_from_ms', zone = 'Europe/Paris' }", "zone goes with"},
+		{"{ 'c', from = 'c', as = 'day_from_ms', zone = true }", "zone goes with"},
+		{"{ 'c', from = '' }", "from must be a non-empty string"},
+		{"{ 'c', from = 5 }", "from must be a non-empty string"},
+		{"{ 'c', context = '' }", "context must be a non-empty string"},
+	};
+	for (size_t i = 0; i < COUNT_OF(bad); i++) {
+		lua_State *L = test_lua_open();
+		if (!L)
+			return;
+		char chunk[1024];
+		if (!strncmp(bad[i].fields, "return", 6))
+			snprintf(chunk, sizeof chunk, "%s", bad[i].fields);
+		else
+			snprintf(chunk, sizeof chunk, "return records.declare { list = 'results', fields = { %s } }",
+				 bad[i].fields);
+		char wrapped[1200];
+		snprintf(wrapped, sizeof wrapped, "local ok, err = pcall(function() %s end) return ok and 'accepted' or tostring(err)",
+			 chunk);
+		test_push_lua(L, wrapped);
+		const char *got = lua_tostring(L, -1);
+		CHECK(got && strcmp(got, "accepted"), "%s: accepted", chunk);
+		CHECK_CONTAINS(got, bad[i].words, chunk);
+		if (strncmp(bad[i].fields, "return records.declare()", 24) && strncmp(bad[i].fields, "return records.declare('", 24))
+			CHECK_CONTAINS(got, "records.declare: ", chunk);
+		test_lua_close(L);
+	}
+}
+
+static void declarations_that_work(void)
+{
+	lua_State *L = test_lua_open();
+	if (!L)
+		return;
+	/* 64 fields is the most; a name may be given as name = ...; any UTF-8 goes in names. */
+	struct buf chunk = {0};
+	buf_puts(&chunk, "local f = {} for i = 1, 64 do f[i] = { 'f' .. i, from = 'k' .. (i % 7) } end "
+			 "f[1] = { name = 'prix_\xe2\x82\xac', from = 'k1' } "
+			 "return records.declare { list = 'results', fields = f }");
+	test_push_lua(L, buf_cstr(&chunk));
+	CHECK(lua_type(L, -1) == LUA_TUSERDATA, "64 fields: got a %s", luaL_typename(L, -1));
+	int mapper = lua_gettop(L);
+	const char page[] = "{\"results\":[{\"k1\":1,\"k2\":2,\"k0\":0}]}";
+	struct mapped m;
+	if (map_page(L, mapper, BYTES(page), &m) == LUA_OK && CHECK(records_batch_count(m.batch) == 1, "one record")) {
+		const char *data;
+		size_t len;
+		record_text(&m, 0, &data, &len);
+		static const char start[] = "{\"prix_\xe2\x82\xac\":1,\"f2\":2,\"f7\":0,\"f8\":1,\"f9\":2,\"f14\":0,";
+		CHECK(len > sizeof start && !memcmp(data, start, sizeof start - 1), "64 fields: %.*s", (int)len, data);
+		CHECK(!memcmp(data + len - 8, "\"f64\":1}", 8), "64 fields ends with f64: %.*s", (int)len, data);
+	} else {
+		CHECK(0, "64 fields: map failed: %s", m.error);
+	}
+	lua_settop(L, 0);
+	buf_free(&chunk);
+	test_push_lua(L, "local f = {} for i = 1, 65 do f[i] = { 'f' .. i, from = 'k' } end "
+			 "local ok, err = pcall(records.declare, { list = 'results', fields = f }) return tostring(err)");
+	CHECK_CONTAINS(lua_tostring(L, -1), "at most 64 fields", "65 fields");
+	lua_settop(L, 0);
+	test_lua_close(L);
+}
+
+/* ---- records ---- */
+
+static void records_of_the_description(void)
+{
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	/* members in another order than declared; day_text as a day; a second item with almost
+	 * nothing; a third with nulls. */
+	const char page[] =
+		"{\"ticker\":\"TSLA\",\"results\":["
+		"{\"v\":1,\"day_text\":\"2022-03-07\",\"n\":663567,\"c\":804.58,\"t\":1646629200000},"
+		"{\"t\":1646715600000},"
+		"{\"t\":1646802000000,\"c\":null,\"n\":null,\"day_text\":null}"
+		"],\"status\":\"OK\",\"next_url\":\"https://api.polygon.io/v2/aggs/ticker/TSLA?cursor=abc\"}";
+	const char *const want[] = {
+		"{\"date\":\"2022-03-07\",\"stock_ticker\":\"TSLA\",\"price\":804.58,\"transactions\":663567,\"x\":\"k\","
+		"\"d2\":\"2022-03-07\"}",
+		"{\"date\":\"2022-03-08\",\"stock_ticker\":\"TSLA\",\"x\":\"k\"}",
+		"{\"date\":\"2022-03-09\",\"stock_ticker\":\"TSLA\",\"price\":null,\"x\":\"k\"}",
+	};
+	check_records(L, 1, "description", BYTES(page), want, 3, "https://api.polygon.io/v2/aggs/ticker/TSLA?cursor=abc");
+	test_lua_close(L);
+}
+
+static void numbers_and_the_integer_rule(void)
+{
+	static const struct {
+		const char *in;
+		const char *copied;  /* what a plain from field writes */
+		const char *integer; /* what as = "integer" writes, NULL: the field is left out */
+	} cases[] = {
+		{"0", "0", "0"},
+		{"-0", "-0", "0"},
+		{"27", "27", "27"},
+		{"27.0", "27", "27"},
+		{"27.50", "27.5", NULL},
+		{"1.5", "1.5", NULL},
+		{"0.1", "0.1", NULL},
+		{"-0.0", "-0", "0"},
+		{"1.10", "1.1", NULL},
+		{"100", "100", "100"},
+		{"9.833403e+06", "9833403", "9833403"},
+		{"7.0790813e+07", "70790813", "70790813"},
+		{"1.2345678e+06", "1234567.8", NULL},
+		{"1E2", "100", "100"},
+		{"1e+2", "100", "100"},
+		{"1.0e0", "1", "1"},
+		{"1e-2", "0.01", NULL},
+		{"-1.25E-3", "-0.00125", NULL},
+		{"1646629200000", "1646629200000", "1646629200000"},
+		{"804.58", "804.58", NULL},
+		{"123456789012345678", "123456789012345678", "123456789012345678"},
+		{"-9223372036854775808", "-9223372036854775808", "-9223372036854775808"},
+		{"9223372036854775808", "9223372036854775808", NULL},
+		{"123456789012345678901234567890", "123456789012345678901234567890", NULL},
+		{"1e400", "null", NULL},
+		{"0.30000000000000004", "0.30000000000000004", NULL},
+		{"\"7\"", "\"7\"", NULL},
+		{"true", "true", NULL},
+		{"null", "null", NULL},
+		{"[1.50]", "[1.50]", NULL},
+		{"{\"a\":1e2}", "{\"a\":1e2}", NULL},
+	};
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'copied', from = 'v' }, { 'integer', from = 'v', as = 'integer' } } }");
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char page[256], want[256];
+		snprintf(page, sizeof page, "{\"results\":[{\"v\":%s}]}", cases[i].in);
+		if (cases[i].integer)
+			snprintf(want, sizeof want, "{\"copied\":%s,\"integer\":%s}", cases[i].copied, cases[i].integer);
+		else
+			snprintf(want, sizeof want, "{\"copied\":%s}", cases[i].copied);
+		ONE_RECORD(L, 1, cases[i].in, page, want, NULL);
+	}
+	test_lua_close(L);
+}
+
+static void strings_are_copied_verbatim(void)
+{
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	static const char *const strings[] = {
+		"\"\"",
+		"\"plain\"",
+		"\"caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9d\x84\x9e \xf4\x8f\xbf\xbf \x7f\"",
+		"\"caf\\u00e9 \\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t \\u0000 \\ud834\\udd1e \\uDBFF\\uDFFF\"",
+		"\"\\u20AC\\u20ac\"",
+	};
+	for (size_t i = 0; i < COUNT_OF(strings); i++) {
+		char page[256], want[256];
+		snprintf(page, sizeof page, "{\"results\":[{\"c\":%s}]}", strings[i]);
+		snprintf(want, sizeof want, "{\"c\":%s}", strings[i]);
+		ONE_RECORD(L, 1, strings[i], page, want, NULL);
+	}
+	/* batch[i] decodes a record back: the escapes come out as their characters. */
+	test_push_lua(L, "return function(m, r) local b = m:map({}, r) return b[1].c end");
+	lua_pushvalue(L, 1);
+	lua_pushliteral(L, "u");
+	const char page[] = "{\"results\":[{\"c\":\"caf\\u00e9 \\ud834\\udd1e\"}]}";
+	records_push_response(L, 200, -1, BYTES(page));
+	lua_remove(L, -2);
+	if (CHECK(lua_pcall(L, 2, 1, 0) == LUA_OK, "batch[1]: %s", lua_tostring(L, -1)))
+		CHECK_STR(lua_tostring(L, -1), "caf\xc3\xa9 \xf0\x9d\x84\x9e", "batch[1].c");
+	test_lua_close(L);
+}
+
+static void absent_null_and_declared_order(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'a', from = 'a' }, { 'b', from = 'b', as = 'integer' }, { 'c', from = 'c', as = 'day' },"
+				 " { 'd', from = 'd', as = 'day_from_ms' }, { 'e', from = 'a' } } }");
+	if (!L)
+		return;
+	const char page[] = "{\"results\":["
+			    "{\"d\":0,\"c\":\"2022-03-01\",\"b\":2,\"a\":1},"
+			    "{},"
+			    "{\"a\":null,\"b\":null,\"c\":null,\"d\":null},"
+			    "{\"z\":1,\"b\":1.5},"
+			    "{\"a\":{},\"d\":-86400000}"
+			    "]}";
+	const char *const want[] = {
+		"{\"a\":1,\"b\":2,\"c\":\"2022-03-01\",\"d\":\"1970-01-01\",\"e\":1}",
+		"{}",
+		"{\"a\":null,\"e\":null}",
+		"{}",
+		"{\"a\":{},\"d\":\"1969-12-31\",\"e\":{}}",
+	};
+	check_records(L, 1, "absent and null", BYTES(page), want, COUNT_OF(want), NULL);
+	test_lua_close(L);
+}
+
+static void constants_and_context_fields(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'p', context = 'partition' }, { 'f', context = 'from' }, { 'cfg', context = 'config' },"
+				 " { 'none', context = 'nothing_here' }, { 's', value = 'polygon' }, { 'i', value = 3 },"
+				 " { 'r', value = 0.5 }, { 'no', value = false }, { 'n', value = json.null },"
+				 " { 't', value = { 'a', 'b' } }, { 'o', value = { k = 1 } }, { 'u', value = 'caf\\u{e9} \"' },"
+				 " { 'c', from = 'c' } } }");
+	if (!L)
+		return;
+	const char page[] = "{\"results\":[{\"c\":1},{}]}";
+	const char *const want[] = {
+		"{\"p\":\"TSLA\",\"f\":\"2022-03-01\",\"cfg\":{\"list\":[1,2]},\"s\":\"polygon\",\"i\":3,\"r\":0.5,"
+		"\"no\":false,\"n\":null,\"t\":[\"a\",\"b\"],\"o\":{\"k\":1},\"u\":\"caf\xc3\xa9 \\\"\",\"c\":1}",
+		"{\"p\":\"TSLA\",\"f\":\"2022-03-01\",\"cfg\":{\"list\":[1,2]},\"s\":\"polygon\",\"i\":3,\"r\":0.5,"
+		"\"no\":false,\"n\":null,\"t\":[\"a\",\"b\"],\"o\":{\"k\":1},\"u\":\"caf\xc3\xa9 \\\"\"}",
+	};
+	check_records(L, 1, "constants", BYTES(page), want, 2, NULL);
+	lua_settop(L, 0);
+	/* A constant JSON cannot hold is an error of the page's map, naming the field. */
+	test_push_lua(L, "local m = records.declare { list = 'results', fields = { { 'f', value = print } } } "
+			 "local ok, err = pcall(m.map, m, {}, { text = '{}' }) return tostring(err)");
+	CHECK_CONTAINS(lua_tostring(L, -1), "records: field 'f'", "a function as a value");
+	test_lua_close(L);
+}
+
+static void day_fields(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'ny', from = 't', as = 'day_from_ms', zone = 'America/New_York' },"
+				 " { 'utc', from = 't', as = 'day_from_ms', zone = 'UTC' },"
+				 " { 'default', from = 't', as = 'day_from_ms' } } }");
+	if (!L)
+		return;
+	static const struct {
+		const char *t;
+		const char *want;
+	} cases[] = {
+		{"1646629200000", "{\"ny\":\"2022-03-07\",\"utc\":\"2022-03-07\",\"default\":\"2022-03-07\"}"},
+		/* 2022-03-07 04:59:59.999 UTC is still 2022-03-06 in New York */
+		{"1646629199999", "{\"ny\":\"2022-03-06\",\"utc\":\"2022-03-07\",\"default\":\"2022-03-07\"}"},
+		{"1646629199999.5", "{\"ny\":\"2022-03-06\",\"utc\":\"2022-03-07\",\"default\":\"2022-03-07\"}"},
+		{"1.6466292e12", "{\"ny\":\"2022-03-07\",\"utc\":\"2022-03-07\",\"default\":\"2022-03-07\"}"},
+		{"1646629200000.0", "{\"ny\":\"2022-03-07\",\"utc\":\"2022-03-07\",\"default\":\"2022-03-07\"}"},
+		/* summer: EDT */
+		{"1657252800000", "{\"ny\":\"2022-07-08\",\"utc\":\"2022-07-08\",\"default\":\"2022-07-08\"}"},
+		{"1657252799999", "{\"ny\":\"2022-07-07\",\"utc\":\"2022-07-08\",\"default\":\"2022-07-08\"}"},
+		{"0", "{\"ny\":\"1969-12-31\",\"utc\":\"1970-01-01\",\"default\":\"1970-01-01\"}"},
+		{"-1", "{\"ny\":\"1969-12-31\",\"utc\":\"1969-12-31\",\"default\":\"1969-12-31\"}"},
+		{"-0.5", "{\"ny\":\"1969-12-31\",\"utc\":\"1969-12-31\",\"default\":\"1969-12-31\"}"},
+		{"253402300799999", "{\"ny\":\"9999-12-31\",\"utc\":\"9999-12-31\",\"default\":\"9999-12-31\"}"},
+		/* midnight 1000-01-01 in New York (EST) */
+		{"-30610206000000", "{\"ny\":\"1000-01-01\",\"utc\":\"1000-01-01\",\"default\":\"1000-01-01\"}"},
+		{"null", "{}"},
+	};
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char page[128];
+		snprintf(page, sizeof page, "{\"results\":[{\"t\":%s}]}", cases[i].t);
+		ONE_RECORD(L, 1, cases[i].t, page, cases[i].want, NULL);
+	}
+	test_lua_close(L);
+	L = open_with("return records.declare { list = 'results', fields = { { 'utc', from = 't', as = 'day_from_ms' } } }");
+	if (!L)
+		return;
+	ONE_RECORD(L, 1, "first day", "{\"results\":[{\"t\":-30610224000000}]}", "{\"utc\":\"1000-01-01\"}", NULL);
+	test_lua_close(L);
+}
+
+static void whitespace_everywhere(void)
+{
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	const char page[] = " \t\r\n{ \"status\" : \"OK\" ,\n\t\"results\"\r\n:\n[ { \"t\" : 1646629200000 , \"c\" :\t1.5 ,"
+			    " \"n\" : 3 } ,\r\n { } ] , \"next_url\" : \"u\" , \"x\" : [ 1 , { \"y\" : [ ] } ] }\r\n\t ";
+	const char *const want[] = {
+		"{\"date\":\"2022-03-07\",\"stock_ticker\":\"TSLA\",\"price\":1.5,\"transactions\":3,\"x\":\"k\"}",
+		"{\"stock_ticker\":\"TSLA\",\"x\":\"k\"}",
+	};
+	check_records(L, 1, "whitespace", BYTES(page), want, 2, "u");
+	test_lua_close(L);
+}
+
+static void duplicate_members_last_wins(void)
+{
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	ONE_RECORD(L, 1, "c twice", "{\"results\":[{\"c\":1,\"c\":2}]}", "{\"c\":2}", NULL);
+	ONE_RECORD(L, 1, "c then null", "{\"results\":[{\"c\":1,\"x\":0,\"c\":null}]}", "{\"c\":null}", NULL);
+	ONE_RECORD(L, 1, "c and its escape", "{\"results\":[{\"c\":1,\"\\u0063\":[2]}]}", "{\"c\":[2]}", NULL);
+	ONE_RECORD(L, 1, "next_url twice", "{\"next_url\":\"a\",\"results\":[{\"c\":1}],\"next_url\":\"b\"}", "{\"c\":1}", "b");
+	ONE_RECORD(L, 1, "next_url then null", "{\"next_url\":\"a\",\"next_url\":null,\"results\":[{\"c\":1}]}", "{\"c\":1}",
+		   NULL);
+	/* What the page decodes to agrees: cjson keeps the last one too. */
+	test_push_lua(L, "return json.decode('{\"c\":1,\"c\":2}').c");
+	CHECK(lua_tonumber(L, -1) == 2, "cjson kept %s", lua_tostring(L, -1));
+	test_lua_close(L);
+}
+
+static void members_in_any_order_and_escaped_names(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', next_url = 'next_url', fields = {"
+				 " { 'a', from = 'a' }, { 'bb', from = 'bb' }, { 'c', from = 'c' } } }");
+	if (!L)
+		return;
+	/* Items spell their members in the same order most of the time: the scanner guesses by
+	 * position, and must not be fooled when an item does otherwise. */
+	const char page[] = "{\"results\":["
+			    "{\"a\":1,\"bb\":2,\"c\":3},"
+			    "{\"a\":4,\"bb\":5,\"c\":6},"
+			    "{\"c\":7,\"a\":8,\"bb\":9},"
+			    "{\"b\":0,\"bbb\":0,\"cc\":0,\"a \":0,\"A\":0,\"c\":10},"
+			    "{\"\\u0061\":11,\"b\\u0062\":12,\"\\u0063\":13,\"c\\u0000\":0,\"\\u0063 \":0},"
+			    "{\"a\":14,\"bb\":15,\"c\":16,\"a\":17},"
+			    "{\"ab\":0,\"bbc\":0,\"c \":0,\"a\":18},"
+			    "{\"a\":19,\"b\":0,\"bb\":20}"
+			    "]}";
+	const char *const want[] = {
+		"{\"a\":1,\"bb\":2,\"c\":3}", "{\"a\":4,\"bb\":5,\"c\":6}", "{\"a\":8,\"bb\":9,\"c\":7}",
+		"{\"c\":10}", "{\"a\":11,\"bb\":12,\"c\":13}", "{\"a\":17,\"bb\":15,\"c\":16}",
+		/* names that begin as the last item's did at the same place are other names */
+		"{\"a\":18}", "{\"a\":19,\"bb\":20}",
+	};
+	check_records(L, 1, "member order", BYTES(page), want, COUNT_OF(want), NULL);
+	/* Members past the 64th are matched too. */
+	struct buf wide = {0};
+	buf_puts(&wide, "{\"results\":[");
+	for (int item = 0; item < 3; item++) {
+		buf_puts(&wide, item ? ",{" : "{");
+		for (int k = 0; k < 70; k++)
+			buf_printf(&wide, "\"m%d\":%d,", k, k);
+		buf_printf(&wide, "\"%s\":%d}", item == 1 ? "bb" : "c", item);
+	}
+	buf_puts(&wide, "]}");
+	const char *const wide_want[] = {"{\"c\":0}", "{\"bb\":1}", "{\"c\":2}"};
+	check_records(L, 1, "70 members before", wide.data, wide.len, wide_want, 3, NULL);
+	buf_free(&wide);
+	/* The list and next_url may be spelt with escapes too. */
+	const char escaped[] = "{\"\\u0072esults\":[{\"a\":1}],\"next\\u005Furl\":\"https:\\/\\/h\\/p?a=1\\u0026b=\\u00e9\"}";
+	ONE_RECORD(L, 1, "escaped list and next_url", escaped, "{\"a\":1}", "https://h/p?a=1&b=\xc3\xa9");
+	/* Names that only look alike are other members. */
+	ONE_RECORD(L, 1, "look-alikes", "{\"results \":7,\"Results\":7,\"results\":[{\"a\":1}],\"next_url \":\"x\"}",
+		   "{\"a\":1}", NULL);
+	test_lua_close(L);
+}
+
+static void next_url_values(void)
+{
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	static const struct {
+		const char *page;
+		const char *next;
+	} cases[] = {
+		{"{\"results\":[],\"next_url\":\"https://h/p?cursor=YWJj\"}", "https://h/p?cursor=YWJj"},
+		{"{\"next_url\":\"https://h/p\",\"results\":[]}", "https://h/p"},
+		{"{\"results\":[],\"next_url\":\"a\\\"b\\\\c\\/d\\n\"}", "a\"b\\c/d\n"},
+		{"{\"results\":[],\"next_url\":null}", NULL},
+		{"{\"results\":[],\"next_url\":5}", NULL},
+		{"{\"results\":[],\"next_url\":[\"https://h/p\"]}", NULL},
+		{"{\"results\":[],\"next_url\":{\"href\":\"https://h/p\"}}", NULL},
+		{"{\"results\":[],\"next_url\":true}", NULL},
+		{"{\"results\":[]}", NULL},
+		{"{\"results\":[{\"next_url\":\"in-an-item\"}]}", NULL},
+		{"{\"results\":[],\"links\":{\"next_url\":\"nested\"}}", NULL},
+		{"{\"results\":[],\"next_url\":\"\"}", ""},
+	};
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		int top = lua_gettop(L);
+		struct mapped m;
+		if (map_page(L, 1, cases[i].page, strlen(cases[i].page), &m) != LUA_OK) {
+			CHECK(0, "%s: %s", cases[i].page, m.error);
+		} else if (cases[i].next) {
+			CHECK(m.has_next && !strcmp(m.next, cases[i].next), "%s: next '%s'", cases[i].page, m.next);
+		} else {
+			CHECK(!m.has_next, "%s: next '%s', want nil", cases[i].page, m.next);
+		}
+		lua_settop(L, top);
+	}
+	/* A declaration without next_url never gives one. */
+	test_lua_close(L);
+	L = open_with("return records.declare { list = 'results', fields = { { 'c', from = 'c' } } }");
+	if (!L)
+		return;
+	ONE_RECORD(L, 1, "no next_url declared", "{\"results\":[{\"c\":1}],\"next_url\":\"https://h/p\"}", "{\"c\":1}", NULL);
+	test_lua_close(L);
+}
+
+static void pages_without_records(void)
+{
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	static const char *const pages[] = {
+		"{\"results\":[]}", "{\"results\":null}", "{}", "{\"status\":\"OK\",\"resultsCount\":0}", " { } ",
+		"{\"results\" : [ ] }", "{\"results\":\n\tnull\n}", "{\"result\":[{\"c\":1}]}",
+	};
+	for (size_t i = 0; i < COUNT_OF(pages); i++)
+		check_records(L, 1, pages[i], pages[i], strlen(pages[i]), NULL, 0, NULL);
+	test_lua_close(L);
+}
+
+/* ---- pages that are not JSON ---- */
+
+static void syntax_errors_are_not_json(void)
+{
+	static const struct {
+		const char *page;
+		size_t len; /* 0: strlen */
+		const char *reason;
+	} cases[] = {
+		/* the end of the text */
+		{"", 0, "the text ends where a value should be at byte 0"},
+		{" \n\t\r", 0, "the text ends where a value should be at byte 4"},
+		{"{", 0, "expected a member name at byte 1"},
+		{"{\"results\"", 0, "expected ':' at byte 10"},
+		{"{\"results\":", 0, "the text ends where a value should be"},
+		{"{\"results\":[", 0, "the text ends where a value should be"},
+		{"{\"results\":[{", 0, "expected a member name"},
+		{"{\"results\":[{\"c\"", 0, "expected ':'"},
+		{"{\"results\":[{\"c\":", 0, "the text ends where a value should be"},
+		{"{\"results\":[{\"c\":1", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":12", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":1}", 0, "expected ',' or ']'"},
+		{"{\"results\":[{\"c\":1},", 0, "the text ends where a value should be"},
+		{"{\"results\":[{\"c\":1}]", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":1}],", 0, "expected a member name"},
+		{"{\"results\":[{\"c\":\"ab", 0, "a string is not closed"},
+		{"{\"results\":[{\"c\":\"ab\\", 0, "a string is not closed"},
+		{"{\"results\":[{\"c\":\"\\u00", 0, "a \\u escape needs four hex digits"},
+		{"{\"results\":[{\"c\":tr", 0, "unexpected characters"},
+		{"{\"results\":[{\"c\":1.", 0, "a number needs digits after its point"},
+		{"{\"results\":[{\"c\":1e", 0, "a number needs digits in its exponent"},
+		{"{\"results\":[{\"c\":-", 0, "invalid number"},
+		{"{\"x\":[1,2", 0, "expected ',' or ']'"},
+		{"{\"x\":{\"a\":1", 0, "expected ',' or '}'"},
+		{"{\"next_url\":\"https://h", 0, "a string is not closed"},
+		{"{\"results\":[{\"c\":1}],\"next_url\":\"https://h/p?cursor=abc\"", 0, "expected ',' or '}'"},
+		/* structure */
+		{"{\"results\":[{\"c\":1}] \"x\":1}", 0, "expected ',' or '}' at byte 21"},
+		{"{\"results\":[{\"c\":1x}]}", 0, "expected ',' or '}' at byte 18"},
+		{"{\"results\":[{\"c\":1} {\"c\":2}]}", 0, "expected ',' or ']'"},
+		{"{\"results\":[{\"c\" 1}]}", 0, "expected ':'"},
+		{"{\"results\":[{\"c\":1,}]}", 0, "expected a member name"},
+		{"{\"results\":[{\"c\":1},]}", 0, "invalid number"},
+		{"{\"results\":[,]}", 0, "invalid number"},
+		{"{\"results\":[{c:1}]}", 0, "expected a member name"},
+		{"{\"results\":[{'c':1}]}", 0, "expected a member name"},
+		{"{results:[]}", 0, "expected a member name"},
+		{"{\"results\" []}", 0, "expected ':'"},
+		{"{\"a\":1,}", 0, "expected a member name"},
+		{"{\"a\":1 \"b\":2}", 0, "expected ',' or '}'"},
+		{"{\"a\":[1 2]}", 0, "expected ',' or ']'"},
+		{"{\"a\":[1,]}", 0, "invalid number"},
+		{"{\"a\":{\"b\" 1}}", 0, "expected ':'"},
+		{"{\"a\":{1:2}}", 0, "expected a member name"},
+		{"{\"a\":1}}", 0, "more text after the JSON value at byte 7"},
+		{"{\"results\":[]} x", 0, "more text after the JSON value"},
+		{"{\"results\":[]}{}", 0, "more text after the JSON value"},
+		{"{\"results\":[]}\0", sizeof("{\"results\":[]}\0") - 1, "more text after the JSON value"},
+		{"[1] x", 0, "more text after the JSON value"},
+		{"\"a\" \"b\"", 0, "more text after the JSON value"},
+		{"/* c */ {}", 0, "invalid number at byte 0"},
+		{"{} // c", 0, "more text after the JSON value"},
+		{"\xef\xbb\xbf{}", 0, "invalid number at byte 0"},
+		{"<html><body>OK</body></html>", 0, "invalid number at byte 0"},
+		/* strings */
+		{"{\"results\":[{\"c\":\"\\x41\"}]}", 0, "invalid escape in a string"},
+		{"{\"results\":[{\"c\":\"\\'\"}]}", 0, "invalid escape in a string"},
+		{"{\"results\":[{\"c\":\"\\U0041\"}]}", 0, "invalid escape in a string"},
+		{"{\"results\":[{\"c\":\"\\u12G4\"}]}", 0, "a \\u escape needs four hex digits"},
+		{"{\"results\":[{\"c\":\"\\u123\"}]}", 0, "a \\u escape needs four hex digits"},
+		{"{\"s\":\"\\ q\"}", 0, "invalid escape in a string"},
+		{"{\"results\":[{\"c\":\"a\tb\"}]}", 0, "a control character in a string"},
+		{"{\"results\":[{\"c\":\"a\nb\"}]}", 0, "a control character in a string"},
+		{"{\"results\":[{\"c\":\"\x01\"}]}", 0, "a control character in a string"},
+		{"{\"results\":[{\"c\":\"\x1f\"}]}", 0, "a control character in a string"},
+		{"{\"results\":[{\"c\":\"a\0b\"}]}", sizeof("{\"results\":[{\"c\":\"a\0b\"}]}") - 1,
+		 "a control character in a string at byte 19"},
+		{"{\"a\tb\":1}", 0, "a control character in a string"},
+		/* UTF-8, in copied values, skipped values, member names and the list's name */
+		{"{\"results\":[{\"c\":\"\xc3\x28\"}]}", 0, "not valid UTF-8 at byte 18"},
+		{"{\"results\":[{\"c\":\"\xff\"}]}", 0, "not valid UTF-8"},
+		{"{\"results\":[{\"c\":\"\x80\"}]}", 0, "not valid UTF-8"},
+		{"{\"results\":[{\"c\":\"\xc0\xaf\"}]}", 0, "not valid UTF-8"},            /* overlong */
+		{"{\"results\":[{\"c\":\"\xe0\x80\xaf\"}]}", 0, "not valid UTF-8"},        /* overlong */
+		{"{\"results\":[{\"c\":\"\xed\xa0\x80\"}]}", 0, "not valid UTF-8"},        /* a surrogate */
+		{"{\"results\":[{\"c\":\"\xf4\x90\x80\x80\"}]}", 0, "not valid UTF-8"},    /* > U+10FFFF */
+		{"{\"results\":[{\"c\":\"\xf8\x88\x80\x80\x80\"}]}", 0, "not valid UTF-8"},
+		{"{\"results\":[{\"c\":\"\xe2\x82\"}]}", 0, "not valid UTF-8"},            /* cut short */
+		{"{\"results\":[{\"c\":\"\xe2\x82", 0, "not valid UTF-8"},                 /* cut at the end */
+		{"{\"status\":\"O\xffK\",\"results\":[]}", 0, "not valid UTF-8"},
+		{"{\"results\":[{\"c\":1}],\"status\":\"\xffOK\"}", 0, "not valid UTF-8"},
+		{"{\"results\":[{\"\xff\":1}]}", 0, "not valid UTF-8"},
+		{"{\"r\xc3\":[]}", 0, "not valid UTF-8"},
+		{"{\"results\":[{\"c\":1}],\"next_url\":\"https://h/\xff\"}", 0, "not valid UTF-8"},
+		{"\xff", 0, "invalid number at byte 0"},
+		/* numbers */
+		{"{\"results\":[{\"c\":01}]}", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":-01}]}", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":00}]}", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":+1}]}", 0, "invalid number"},
+		{"{\"results\":[{\"c\":.5}]}", 0, "invalid number"},
+		{"{\"results\":[{\"c\":-.5}]}", 0, "invalid number"},
+		{"{\"results\":[{\"c\":--1}]}", 0, "invalid number"},
+		{"{\"results\":[{\"c\":-}]}", 0, "invalid number"},
+		{"{\"results\":[{\"c\":1.}]}", 0, "a number needs digits after its point"},
+		{"{\"results\":[{\"c\":1.e5}]}", 0, "a number needs digits after its point"},
+		{"{\"results\":[{\"c\":1e}]}", 0, "a number needs digits in its exponent"},
+		{"{\"results\":[{\"c\":1e+}]}", 0, "a number needs digits in its exponent"},
+		{"{\"results\":[{\"c\":1E-x}]}", 0, "a number needs digits in its exponent"},
+		{"{\"results\":[{\"c\":1.0.0}]}", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":1e5e5}]}", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":0x10}]}", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":NaN}]}", 0, "invalid number"},
+		{"{\"results\":[{\"c\":Infinity}]}", 0, "invalid number"},
+		{"{\"results\":[{\"c\":-Infinity}]}", 0, "invalid number"},
+		{"{\"results\":[{\"t\":1646629200000x}]}", 0, "expected ',' or '}'"},
+		/* literals */
+		{"{\"results\":[{\"c\":tru}]}", 0, "unexpected characters"},
+		{"{\"results\":[{\"c\":True}]}", 0, "invalid number"},
+		{"{\"results\":[{\"c\":nul}]}", 0, "unexpected characters"},
+		{"{\"results\":[{\"c\":nan}]}", 0, "unexpected characters"},
+		{"{\"results\":[{\"c\":fals}]}", 0, "unexpected characters"},
+		{"{\"results\":[{\"c\":falsey}]}", 0, "expected ',' or '}'"},
+		{"{\"results\":[{\"c\":undefined}]}", 0, "invalid number"},
+		{"{\"results\":nil}", 0, "unexpected characters"},
+		{"{\"results\":tru}", 0, "unexpected characters"},
+		{"nul", 0, "unexpected characters"},
+	};
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char label[160];
+		test_escape(cases[i].page, cases[i].len ? cases[i].len : strlen(cases[i].page), label, sizeof label);
+		check_not_json(L, 1, label, cases[i].page, cases[i].len ? cases[i].len : strlen(cases[i].page),
+			       cases[i].reason);
+	}
+	test_lua_close(L);
+}
+
+static void nesting_128_is_json_129_is_not(void)
+{
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	/* Levels count as cjson counts them: the page is level 1. */
+	static const struct {
+		const char *before, *after;
+		int levels_before; /* containers opened before the nest */
+	} places[] = {
+		{"{\"x\":", "}", 1},                              /* a member of the page that is skipped */
+		{"{\"results\":[{\"c\":", "}]}", 3},             /* a copied member of an item */
+		{"{\"results\":[{\"z\":", "}]}", 3},             /* a skipped member of an item */
+		{"{\"next_url\":", "}", 1},                       /* the next_url member */
+		{"", "", 0},                                      /* the page itself (an array: a shape error) */
+		{"{\"results\":", "}", 1},                        /* the list itself (as an array of arrays) */
+		{"{\"results\":[", "]}", 2},                      /* an item (an array: a shape error) */
+	};
+	for (size_t i = 0; i < COUNT_OF(places); i++) {
+		int n = 128 - places[i].levels_before;
+		const char *ok = nest(places[i].before, n, places[i].after);
+		size_t ok_len = strlen(ok);
+		char label[64];
+		snprintf(label, sizeof label, "place %zu, %d levels", i, 128);
+		CHECK(cjson_accepts(L, ok, ok_len), "%s: cjson refuses it", label);
+		CHECK(scanner_accepts(L, 1, ok, ok_len), "%s: refused as not JSON", label);
+		const char *deep = nest(places[i].before, n + 1, places[i].after);
+		snprintf(label, sizeof label, "place %zu, %d levels", i, 129);
+		CHECK(!cjson_accepts(L, deep, strlen(deep)), "%s: cjson accepts it", label);
+		check_not_json(L, 1, label, deep, strlen(deep), "nested too deeply");
+	}
+	/* Objects count as arrays do; the copied value at the limit is written as it came. */
+	struct buf page = {0};
+	buf_puts(&page, "{\"results\":[{\"c\":");
+	for (int i = 0; i < 125; i++)
+		buf_puts(&page, "{\"a\":");
+	buf_puts(&page, "1");
+	for (int i = 0; i < 125; i++)
+		buf_putc(&page, '}');
+	struct buf want = {0};
+	buf_puts(&want, "{\"c\":");
+	buf_append(&want, page.data + 17, page.len - 17);
+	buf_putc(&want, '}');
+	buf_puts(&page, "}]}");
+	const char *const wants[] = {buf_cstr(&want)};
+	check_records(L, 1, "125 objects in an item", page.data, page.len, wants, 1, NULL);
+	buf_free(&page);
+	buf_free(&want);
+	/* Deep nesting long past the limit is refused without recursing into it (no stack overflow). */
+	size_t huge = 1000000;
+	char *deep = malloc(huge + 8);
+	if (CHECK(deep != NULL, "malloc")) {
+		memcpy(deep, "{\"x\":", 5);
+		memset(deep + 5, '[', huge);
+		check_not_json(L, 1, "a million [", deep, huge + 5, "nested too deeply");
+		free(deep);
+	}
+	test_lua_close(L);
+}
+
+/* cjson is laxer than RFC 8259 here; the scanner follows the RFC. */
+static const char *const LAXER_THAN_RFC[] = {
+	"{\"c\":1.}", "{\"c\":1.e5}", "{\"c\":-.5}", "{\"c\":\"a\tb\"}", "{\"c\":\"a\x01\"}",
+};
+
+static void scanner_agrees_with_cjson(void)
+{
+	static const char *const pages[] = {
+		"{}", "{\"results\":[]}", "{\"results\":null}", "[]", "7", "\"s\"", "null", "true", " {} ",
+		"{\"results\":[{\"c\":1}]}", "{\"c\":-0.0e-0}", "{\"c\":1E5}", "{\"c\":1e999}", "{\"c\":\"\\u0000\"}",
+		"{\"c\":\"\\ud834\\udd1e\"}", "{\"c\":\"\\udbff\\udfff\"}", "{\"c\":\"\x7f\"}", "{\"c\":[[],{},[{}]]}",
+		"", " ", "{", "}", "{\"c\":01}", "{\"c\":+1}", "{\"c\":.5}", "{\"c\":0x10}", "{\"c\":NaN}",
+		"{\"c\":Infinity}", "{\"c\":tRue}", "[1,]", "{\"a\":1,}", "{\"c\":[1 2]}", "{\"c\":{1:2}}",
+		"{\"c\":\"\\U0041\"}", "{\"c\":\"\\u004\"}", "{\"c\":\"\\'\"}", "{\"c\":1e5.}", "{\"c\":\"\xc3\x28\"}",
+		"{\"c\":\"\xed\xa0\x80\"}", "\xef\xbb\xbf{}", "{\"c\":1} x", "{} {}",
+	};
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(pages); i++) {
+		size_t len = strlen(pages[i]);
+		int cjson = cjson_accepts(L, pages[i], len);
+		int scanner = scanner_accepts(L, 1, pages[i], len);
+		char label[120];
+		test_escape(pages[i], len, label, sizeof label);
+		CHECK(cjson == scanner, "%s: cjson %s it, the scanner %s it", label, cjson ? "accepts" : "refuses",
+		      scanner ? "accepts" : "refuses");
+	}
+	for (size_t i = 0; i < COUNT_OF(LAXER_THAN_RFC); i++) {
+		char label[120];
+		test_escape(LAXER_THAN_RFC[i], strlen(LAXER_THAN_RFC[i]), label, sizeof label);
+		CHECK(!scanner_accepts(L, 1, LAXER_THAN_RFC[i], strlen(LAXER_THAN_RFC[i])), "%s: the scanner accepts it",
+		      label);
+	}
+	test_lua_close(L);
+}
+
+/* A \u escape of a lone surrogate is no character: cjson refuses the page (so a script reading
+ * response.body has it asked for again), and so must map(), rather than copy it into a record. */
+static void lone_surrogate_escapes_are_not_json(void)
+{
+	static const char *const pages[] = {
+		"{\"results\":[{\"c\":\"\\ud800\"}]}",
+		"{\"results\":[{\"c\":\"\\udc00\"}]}",
+		"{\"results\":[{\"c\":\"\\ud800x\"}]}",
+		"{\"results\":[{\"c\":\"\\ud800\\u0041\"}]}",
+		"{\"results\":[{\"c\":\"\\ud800\\ud800\"}]}",
+		"{\"results\":[{\"c\":\"\\udfff\\ud800\"}]}",
+		"{\"status\":\"\\ud800\",\"results\":[]}",
+		"{\"results\":[{\"\\ud800\":1}]}",
+		/* a next_url cjson cannot decode must not read as "no next page" (the rest would be lost) */
+		"{\"results\":[{\"c\":1}],\"next_url\":\"https://h/p?c=\\ud800\"}",
+	};
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(pages); i++) {
+		CHECK(!cjson_accepts(L, pages[i], strlen(pages[i])), "%s: cjson accepts it", pages[i]);
+		check_not_json(L, 1, pages[i], pages[i], strlen(pages[i]), NULL);
+	}
+	test_lua_close(L);
+}
+
+/* A page that is not JSON is asked for again, whatever its first bytes hold: a page cut short
+ * after a list or item of the wrong shape is still not JSON (cjson refuses it, so a script reading
+ * response.body has it asked for again), and a retry may well bring the right page. */
+static void not_json_wins_over_a_shape_error(void)
+{
+	static const char *const pages[] = {
+		"{\"results\":7,",
+		"{\"results\":\"x\",\"status\":\"O",
+		"{\"results\":[7,",
+		"{\"results\":[{\"c\":1},[],{\"c\":",
+		"{\"results\":[],\"results\":[",
+		"{\"results\":[{\"t\":\"x\"},{\"t\":16",
+		"{\"results\":7} trailing",
+	};
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(pages); i++) {
+		CHECK(!cjson_accepts(L, pages[i], strlen(pages[i])), "%s: cjson accepts it", pages[i]);
+		check_not_json(L, 1, pages[i], pages[i], strlen(pages[i]), NULL);
+	}
+	test_lua_close(L);
+}
+
+/* ---- valid JSON of the wrong shape ---- */
+
+static void shape_errors_name_the_item(void)
+{
+	static const struct {
+		const char *page;
+		const char *words;
+	} cases[] = {
+		{"[]", "the page is an array, not an object with 'results'"},
+		{"[{\"results\":[]}]", "not an object with 'results'"},
+		{"\"results\"", "the page is a string, not an object with 'results'"},
+		{"7", "the page is a number"},
+		{"null", "the page is null"},
+		{"true", "the page is a boolean"},
+		{" 7 \n", "the page is a number"},
+		{"{\"results\":7}", "the page's 'results' is a number, not an array"},
+		{"{\"results\":\"[]\"}", "the page's 'results' is a string, not an array"},
+		{"{\"results\":{}}", "the page's 'results' is an object, not an array"},
+		{"{\"results\":{\"0\":{\"c\":1}}}", "not an array"},
+		{"{\"results\":false}", "the page's 'results' is a boolean, not an array"},
+		{"{\"results\":[7]}", "item 1 of 'results' is a number, not an object"},
+		{"{\"results\":[{\"t\":1},\"x\"]}", "item 2 of 'results' is a string, not an object"},
+		{"{\"results\":[{},{},null]}", "item 3 of 'results' is null, not an object"},
+		{"{\"results\":[[]]}", "item 1 of 'results' is an array, not an object"},
+		{"{\"results\":[true]}", "item 1 of 'results' is a boolean"},
+		{"{\"results\":[],\"results\":[]}", "the page has 'results' twice"},
+		{"{\"results\":null,\"results\":null}", "the page has 'results' twice"},
+		{"{\"results\":[],\"\\u0072esults\":[]}", "the page has 'results' twice"},
+		{"{\"results\":[{\"t\":\"1646629200000\"}]}", "item 1 of 'results': 't' is a string, not a number of milliseconds"},
+		{"{\"results\":[{},{\"t\":true}]}", "item 2 of 'results': 't' is a boolean, not a number"},
+		{"{\"results\":[{\"t\":{}}]}", "'t' is an object, not a number"},
+		{"{\"results\":[{\"t\":[1646629200000]}]}", "'t' is an array, not a number"},
+		{"{\"results\":[{\"day_text\":\"2022-02-30\"}]}", "item 1 of 'results': 'day_text' is not a YYYY-MM-DD day"},
+		{"{\"results\":[{\"day_text\":\"2022-3-1\"}]}", "'day_text' is not a YYYY-MM-DD day"},
+		{"{\"results\":[{\"day_text\":\"2022-03-01T00:00:00Z\"}]}", "'day_text' is not a YYYY-MM-DD day"},
+		{"{\"results\":[{\"day_text\":\"0999-12-31\"}]}", "'day_text' is not a YYYY-MM-DD day"},
+		{"{\"results\":[{\"day_text\":20220301}]}", "'day_text' is not a YYYY-MM-DD day"},
+		{"{\"results\":[{\"day_text\":true}]}", "'day_text' is not a YYYY-MM-DD day"},
+		{"{\"results\":[{\"day_text\":\"\"}]}", "'day_text' is not a YYYY-MM-DD day"},
+	};
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		CHECK(cjson_accepts(L, cases[i].page, strlen(cases[i].page)), "%s: not JSON for cjson", cases[i].page);
+		check_shape_error(L, 1, cases[i].page, cases[i].page, strlen(cases[i].page), cases[i].words);
+	}
+	test_lua_close(L);
+}
+
+/* A time outside the years 1000 to 9999 names the item, the member and the value. */
+static void out_of_range_ms_names_the_item(void)
+{
+	static const struct {
+		const char *page;
+		const char *words;
+	} cases[] = {
+		{"{\"results\":[{\"t\":1e300}]}", "item 1 of 'results': 't' = 1e300 ms is not a time in the years 1000 to 9999"},
+		{"{\"results\":[{},{\"t\":-1e300}]}", "item 2 of 'results': 't' = -1e300 ms is not a time in the years 1000"},
+		{"{\"results\":[{\"t\":1e400}]}", "'t' = 1e400 ms is not a time"},
+		/* 10000-01-01 in New York; 999-12-31 in New York */
+		{"{\"results\":[{\"t\":253402318800000}]}", "'t' = 253402318800000 ms is not a time"},
+		{"{\"results\":[{\"t\":-30610224000000}]}", "'t' = -30610224000000 ms is not a time"},
+		{"{\"results\":[{\"t\":9223372036854775807}]}", "'t' = 9223372036854775807 ms is not a time"},
+		{"{\"results\":[{\"t\":1234567890123456789012345678901234567890123456789}]}",
+		 "'t' = 1234567890123456789012345678901234567890 ms is not a time"},
+	};
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++)
+		check_shape_error(L, 1, cases[i].page, cases[i].page, strlen(cases[i].page), cases[i].words);
+	test_lua_close(L);
+}
+
+/* ---- generated cases, checked against the runtime's own functions ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static unsigned pick(unsigned n)
+{
+	return (unsigned)(rng() % n);
+}
+
+/* A random JSON number: sign, 1 to 20 integer digits, maybe a fraction (often ending in 0), maybe
+ * an exponent. */
+static void random_number(char *out, size_t size)
+{
+	size_t n = 0;
+	if (pick(3) == 0)
+		out[n++] = '-';
+	unsigned digits = 1 + (pick(4) == 0 ? pick(20) : pick(13));
+	out[n++] = digits == 1 && pick(4) == 0 ? '0' : (char)('1' + pick(9));
+	for (unsigned i = 1; i < digits && out[0 + (out[0] == '-')] != '0'; i++)
+		out[n++] = (char)('0' + pick(10));
+	if (pick(2)) {
+		out[n++] = '.';
+		unsigned fraction = 1 + pick(10);
+		for (unsigned i = 0; i < fraction; i++)
+			out[n++] = (char)('0' + pick(10));
+		if (pick(2))
+			out[n++] = '0';
+	}
+	if (pick(2)) {
+		out[n++] = pick(2) ? 'e' : 'E';
+		unsigned sign = pick(3);
+		if (sign)
+			out[n++] = sign == 1 ? '+' : '-';
+		unsigned e = pick(5) == 0 ? pick(400) : pick(25);
+		n += (size_t)snprintf(out + n, size - n, "%u", e);
+	}
+	out[n] = '\0';
+}
+
+/* What a plain from field writes for the number text, and what as = "integer" writes ("" to leave
+ * the field out): the text itself when it has no exponent and no trailing fractional zero, else
+ * the runtime's shortest form of its double; math.tointeger's rule on the exact value. */
+static void expected_number(const char *text, char *copied, char *integer)
+{
+	const char *exponent = strpbrk(text, "eE");
+	const char *point = strchr(text, '.');
+	const char *fraction_end = exponent ? exponent : text + strlen(text);
+	int plain = !exponent && !(point && fraction_end[-1] == '0');
+	double d = strtod(text, NULL);
+	if (plain)
+		strcpy(copied, text);
+	else
+		copied[json_double_text(d, copied)] = '\0';
+	size_t digits = strlen(text) - (text[0] == '-');
+	if (!exponent && !point && digits <= 18)
+		integer[json_int_text(strtoll(text, NULL, 10), integer)] = '\0';
+	else if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
+		integer[json_int_text((long long)d, integer)] = '\0';
+	else
+		integer[0] = '\0';
+}
+
+static void generated_numbers_agree_with_the_runtime_writer(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'c', from = 'v' }, { 'i', from = 'v', as = 'integer' } } }");
+	if (!L)
+		return;
+	enum { PAGES = 20, ITEMS = 1000 };
+	static char numbers[ITEMS][64];
+	for (int page = 0; page < PAGES; page++) {
+		struct buf text = {0};
+		buf_puts(&text, "{\"results\":[");
+		for (int i = 0; i < ITEMS; i++) {
+			random_number(numbers[i], sizeof numbers[i]);
+			buf_printf(&text, "%s{\"v\":%s}", i ? "," : "", numbers[i]);
+		}
+		buf_puts(&text, "]}");
+		struct mapped m;
+		int failures = 0;
+		if (map_page(L, 1, text.data, text.len, &m) == LUA_OK && m.outcome == RECORDS_OK &&
+		    CHECK(records_batch_count(m.batch) == ITEMS, "page %d: %zu records", page, records_batch_count(m.batch))) {
+			for (int i = 0; i < ITEMS && failures < 3; i++) {
+				char copied[JSON_NUMBER_MAX + 64], integer[JSON_NUMBER_MAX + 1], want[200];
+				expected_number(numbers[i], copied, integer);
+				if (integer[0])
+					snprintf(want, sizeof want, "{\"c\":%s,\"i\":%s}", copied, integer);
+				else
+					snprintf(want, sizeof want, "{\"c\":%s}", copied);
+				const char *data;
+				size_t len;
+				record_text(&m, (size_t)i, &data, &len);
+				if (!test_check_bytes(data, len, want, strlen(want), __FILE__, __LINE__, numbers[i]))
+					failures++;
+			}
+		} else {
+			CHECK(0, "page %d: map %d, outcome %d: %s %s", page, m.status, (int)m.outcome, m.why, m.error);
+		}
+		lua_settop(L, 1);
+		buf_free(&text);
+	}
+	test_lua_close(L);
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+/* Random instants from year 1000 to 9999, in random order (so the month the walk remembers keeps
+ * changing), in both zones, against date_day_in_zone and date_format_day. */
+static void generated_days_agree_with_the_date_functions(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'ny', from = 't', as = 'day_from_ms', zone = 'America/New_York' },"
+				 " { 'utc', from = 't', as = 'day_from_ms' } } }");
+	if (!L)
+		return;
+	const int64_t first = -30610224000000LL + 2 * 86400000LL, last = 253402300799999LL - 2 * 86400000LL;
+	enum { ITEMS = 5000 };
+	static int64_t ms[ITEMS];
+	struct buf text = {0};
+	buf_puts(&text, "{\"results\":[");
+	for (int i = 0; i < ITEMS; i++) {
+		switch (pick(4)) {
+		case 0: /* anywhere */
+			ms[i] = first + (int64_t)(rng() % (uint64_t)(last - first));
+			break;
+		case 1: /* near a New York midnight or a month's end in recent years */
+			ms[i] = 946684800000LL + (int64_t)pick(40 * 366) * 86400000LL + 4 * 3600000LL +
+				(int64_t)pick(2 * 3600000) - 3600000;
+			break;
+		case 2: /* the next day of the one before */
+			ms[i] = i ? ms[i - 1] + 86400000LL : 0;
+			break;
+		default: /* before 1970 */
+			ms[i] = -(int64_t)(rng() % 30610224000000ULL) + 2 * 86400000LL;
+		}
+		buf_printf(&text, "%s{\"t\":%lld}", i ? "," : "", (long long)ms[i]);
+	}
+	buf_puts(&text, "]}");
+	struct mapped m;
+	if (map_page(L, 1, text.data, text.len, &m) == LUA_OK && m.outcome == RECORDS_OK &&
+	    CHECK(records_batch_count(m.batch) == ITEMS, "%zu records", records_batch_count(m.batch))) {
+		int ny = records_batch_day_column(m.batch, "ny"), utc = records_batch_day_column(m.batch, "utc");
+		int failures = 0;
+		for (int i = 0; i < ITEMS && failures < 3; i++) {
+			int64_t seconds = floor_div(ms[i], 1000);
+			int64_t ny_day = date_day_in_zone(seconds, DATE_NEW_YORK), utc_day = date_day_in_zone(seconds, DATE_UTC);
+			char a[DATE_DAY_LEN], b[DATE_DAY_LEN], want[80];
+			date_format_day(ny_day, a);
+			date_format_day(utc_day, b);
+			snprintf(want, sizeof want, "{\"ny\":\"%s\",\"utc\":\"%s\"}", a, b);
+			const char *data;
+			size_t len;
+			int64_t day;
+			records_batch_get(m.batch, (size_t)i, ny, &data, &len, &day);
+			char label[64];
+			snprintf(label, sizeof label, "t = %lld", (long long)ms[i]);
+			if (!test_check_bytes(data, len, want, strlen(want), __FILE__, __LINE__, label))
+				failures++;
+			failures += !CHECK(day == ny_day, "%s: ny column %lld", label, (long long)day);
+			records_batch_get(m.batch, (size_t)i, utc, &data, &len, &day);
+			failures += !CHECK(day == utc_day, "%s: utc column %lld", label, (long long)day);
+		}
+	} else {
+		CHECK(0, "map %d, outcome %d: %s %s", m.status, (int)m.outcome, m.why, m.error);
+	}
+	buf_free(&text);
+	/* Every day, in order, across the Februaries of 1900 (not leap), 2000 (leap), 2023, 2024 and
+	 * 2100 (not leap), and the last days of 9999. */
+	static const char *const spans[][2] = {
+		{"1899-12-25", "1900-03-05"}, {"1999-12-25", "2000-03-05"}, {"2023-01-25", "2024-03-05"},
+		{"2099-12-25", "2100-03-05"}, {"9999-11-25", "9999-12-31"},
+	};
+	for (size_t k = 0; k < COUNT_OF(spans); k++) {
+		int64_t a, b;
+		date_parse_day(spans[k][0], &a);
+		date_parse_day(spans[k][1], &b);
+		struct buf page = {0}, want = {0};
+		buf_puts(&page, "{\"results\":[");
+		for (int64_t day = a; day <= b; day++) {
+			char text_day[DATE_DAY_LEN];
+			date_format_day(day, text_day);
+			/* noon UTC: the same day in both zones */
+			buf_printf(&page, "%s{\"t\":%lld}", day > a ? "," : "", (long long)(day * 86400 + 43200) * 1000);
+			buf_printf(&want, "{\"ny\":\"%s\",\"utc\":\"%s\"}\n", text_day, text_day);
+		}
+		buf_puts(&page, "]}");
+		struct mapped m;
+		if (map_page(L, 1, page.data, page.len, &m) == LUA_OK && m.outcome == RECORDS_OK &&
+		    CHECK(records_batch_count(m.batch) == (size_t)(b - a + 1), "%s: %zu records", spans[k][0],
+			  records_batch_count(m.batch))) {
+			struct buf got = {0};
+			for (size_t i = 0; i < records_batch_count(m.batch); i++) {
+				const char *data;
+				size_t len;
+				record_text(&m, i, &data, &len);
+				buf_append(&got, data, len);
+				buf_putc(&got, '\n');
+			}
+			test_check_bytes(got.data, got.len, want.data, want.len, __FILE__, __LINE__, spans[k][0]);
+			buf_free(&got);
+		} else {
+			CHECK(0, "%s: map %d, outcome %d: %s", spans[k][0], m.status, (int)m.outcome, m.why);
+		}
+		lua_settop(L, 1);
+		buf_free(&page);
+		buf_free(&want);
+	}
+	test_lua_close(L);
+}
+
+/* ---- the batch ---- */
+
+static void batch_accessors(void)
+{
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	const char page[] = "{\"results\":["
+			    "{\"t\":1646629200000,\"day_text\":\"2022-03-01\",\"c\":1},"
+			    "{\"day_text\":\"2022-03-02\"},"
+			    "{\"t\":1646802000000,\"day_text\":null},"
+			    "{\"t\":null}"
+			    "]}";
+	struct mapped m;
+	if (map_page(L, 1, BYTES(page), &m) != LUA_OK || !CHECK(m.batch != NULL, "no batch")) {
+		CHECK(0, "map failed: %s", m.error);
+		test_lua_close(L);
+		return;
+	}
+	int batch = lua_gettop(L);
+	CHECK(records_batch_count(m.batch) == 4, "count %zu", records_batch_count(m.batch));
+	int date = records_batch_day_column(m.batch, "date");
+	int d2 = records_batch_day_column(m.batch, "d2");
+	CHECK(date == 0 && d2 == 1, "day columns: date %d, d2 %d", date, d2);
+	CHECK(records_batch_day_column(m.batch, "price") == -1, "price is not a day field");
+	CHECK(records_batch_day_column(m.batch, "stock_ticker") == -1, "stock_ticker is not a day field");
+	CHECK(records_batch_day_column(m.batch, "t") == -1, "t is a source, not a field");
+	CHECK(records_batch_day_column(m.batch, "") == -1, "an empty name");
+	static const char *const dates[] = {"2022-03-07", NULL, "2022-03-09", NULL};
+	static const char *const d2s[] = {"2022-03-01", "2022-03-02", NULL, NULL};
+	for (size_t i = 0; i < 4; i++) {
+		const char *data, *again;
+		size_t len, again_len;
+		int64_t day, want, none;
+		records_batch_get(m.batch, i, date, &data, &len, &day);
+		if (dates[i]) {
+			date_parse_day(dates[i], &want);
+			CHECK(day == want, "record %zu: date column %lld, want %lld", i, (long long)day, (long long)want);
+		} else {
+			CHECK(day == RECORDS_NO_DAY, "record %zu: date column %lld, want none", i, (long long)day);
+		}
+		records_batch_get(m.batch, i, d2, &again, &again_len, &day);
+		if (d2s[i]) {
+			date_parse_day(d2s[i], &want);
+			CHECK(day == want, "record %zu: d2 column %lld, want %lld", i, (long long)day, (long long)want);
+		} else {
+			CHECK(day == RECORDS_NO_DAY, "record %zu: d2 column %lld, want none", i, (long long)day);
+		}
+		CHECK(again == data && again_len == len, "record %zu: the text depends on the column", i);
+		records_batch_get(m.batch, i, -1, &again, &again_len, &none);
+		CHECK(none == RECORDS_NO_DAY && again == data, "record %zu: column -1 gives day %lld", i, (long long)none);
+	}
+	const char *data;
+	size_t len;
+	int64_t day;
+	records_batch_get(m.batch, 3, date, &data, &len, &day);
+	test_check_bytes(data, len, BYTES("{\"stock_ticker\":\"TSLA\",\"x\":\"k\"}"), __FILE__, __LINE__, "record 4");
+
+	/* From Lua: #batch, batch[i] as a table, nothing outside 1..#batch. */
+	test_push_lua(L, "return function(b) local t = b[1] return #b, t.date, t.price, t.x, b[0], b[5], b['1'], b[1.5],"
+			 " b[2].date, b[4].stock_ticker end");
+	lua_pushvalue(L, batch);
+	if (CHECK(lua_pcall(L, 1, 10, 0) == LUA_OK, "batch from Lua: %s", lua_tostring(L, -1))) {
+		int base = lua_gettop(L) - 9;
+		CHECK(lua_tointeger(L, base) == 4, "#batch is %s", lua_tostring(L, base));
+		CHECK_STR(lua_tostring(L, base + 1), "2022-03-07", "batch[1].date");
+		CHECK(lua_tonumber(L, base + 2) == 1, "batch[1].price");
+		CHECK_STR(lua_tostring(L, base + 3), "k", "batch[1].x");
+		/* b[0], b[5], b['1'], b[1.5] are nothing; record 2 has no date */
+		for (int k = 4; k <= 8; k++)
+			CHECK(lua_isnil(L, base + k), "value %d is a %s", k, luaL_typename(L, base + k));
+		CHECK_STR(lua_tostring(L, base + 9), "TSLA", "batch[4].stock_ticker");
+	}
+	lua_settop(L, batch);
+	/* records_to_batch: only a batch is one. */
+	CHECK(records_to_batch(L, batch) == m.batch, "records_to_batch(batch)");
+	CHECK(records_to_batch(L, 1) == NULL, "a mapper is not a batch");
+	lua_newtable(L);
+	CHECK(records_to_batch(L, -1) == NULL, "a table is not a batch");
+	lua_pushnil(L);
+	CHECK(records_to_batch(L, -1) == NULL, "nil is not a batch");
+	lua_pushliteral(L, "batch");
+	CHECK(records_to_batch(L, -1) == NULL, "a string is not a batch");
+	test_lua_close(L);
+}
+
+/* Buffers grow past their first sizes (64 KB of text, 1024 entries), are handed back when a batch
+ * is collected, and serve the next page; a record copying one big member twice fits. */
+static void big_pages_and_reused_buffers(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'date', from = 't', as = 'day_from_ms' }, { 'a', from = 's' }, { 'b', from = 's' },"
+				 " { 'n', from = 'n', as = 'integer' } } }");
+	if (!L)
+		return;
+	for (int round = 0; round < 3; round++) {
+		size_t count = round == 1 ? 10 : 5000;
+		struct buf page = {0};
+		buf_puts(&page, "{\"results\":[");
+		for (size_t i = 0; i < count; i++)
+			buf_printf(&page, "%s{\"t\":%lld,\"s\":\"r%d-%zu\",\"n\":%zu}", i ? "," : "",
+				   1646629200000LL + (long long)i * 86400000LL, round, i, i);
+		buf_puts(&page, "]}");
+		int top = lua_gettop(L);
+		struct mapped m;
+		if (map_page(L, 1, page.data, page.len, &m) == LUA_OK &&
+		    CHECK(records_batch_count(m.batch) == count, "round %d: %zu records", round, records_batch_count(m.batch))) {
+			int column = records_batch_day_column(m.batch, "date");
+			int64_t first;
+			date_parse_day("2022-03-07", &first);
+			for (size_t i = 0; i < count; i += (i < 1100 ? 1 : 97)) {
+				const char *data;
+				size_t len;
+				int64_t day;
+				records_batch_get(m.batch, i, column, &data, &len, &day);
+				char want[128], text[DATE_DAY_LEN];
+				date_format_day(first + (int64_t)i, text);
+				snprintf(want, sizeof want, "{\"date\":\"%s\",\"a\":\"r%d-%zu\",\"b\":\"r%d-%zu\",\"n\":%zu}", text,
+					 round, i, round, i, i);
+				if (!test_check_bytes(data, len, want, strlen(want), __FILE__, __LINE__, "big page"))
+					break;
+				CHECK(day == first + (int64_t)i, "round %d record %zu: day %lld", round, i, (long long)day);
+			}
+		} else {
+			CHECK(0, "round %d: map failed: %s", round, m.error);
+		}
+		lua_settop(L, top);
+		lua_gc(L, LUA_GCCOLLECT, 0);
+		buf_free(&page);
+	}
+	/* One item of 300 KB, its member copied by two fields. */
+	struct buf page = {0};
+	buf_puts(&page, "{\"results\":[{\"t\":0,\"s\":\"");
+	for (int i = 0; i < 300000; i++)
+		buf_putc(&page, (char)('a' + i % 26));
+	buf_puts(&page, "\"}]}");
+	struct mapped m;
+	if (map_page(L, 1, page.data, page.len, &m) == LUA_OK && CHECK(records_batch_count(m.batch) == 1, "one record")) {
+		const char *data;
+		size_t len;
+		int64_t day;
+		records_batch_get(m.batch, 0, 0, &data, &len, &day);
+		struct buf want = {0};
+		const char *member = page.data + strlen("{\"results\":[{\"t\":0,\"s\":");
+		buf_puts(&want, "{\"date\":\"1970-01-01\",\"a\":");
+		buf_append(&want, member, 300002);
+		buf_puts(&want, ",\"b\":");
+		buf_append(&want, member, 300002);
+		buf_putc(&want, '}');
+		test_check_bytes(data, len, want.data, want.len, __FILE__, __LINE__, "a 300 KB member copied twice");
+		CHECK(day == 0, "day %lld", (long long)day);
+		buf_free(&want);
+	} else {
+		CHECK(0, "a big item: %s", m.error);
+	}
+	lua_settop(L, 1);
+	buf_free(&page);
+	/* Two batches alive at once do not share buffers. */
+	test_push_lua(L, "return function(m, a, b) local x = m:map({}, { text = a }) local y = m:map({}, { text = b })"
+			 " collectgarbage() return x[1].a, y[1].a, #x, #y end");
+	lua_pushvalue(L, 1);
+	lua_pushliteral(L, "{\"results\":[{\"t\":0,\"s\":\"first\"}]}");
+	lua_pushliteral(L, "{\"results\":[{\"t\":0,\"s\":\"second\"},{\"t\":1,\"s\":\"third\"}]}");
+	if (CHECK(lua_pcall(L, 3, 4, 0) == LUA_OK, "two batches: %s", lua_tostring(L, -1))) {
+		CHECK_STR(lua_tostring(L, -4), "first", "the first batch");
+		CHECK_STR(lua_tostring(L, -3), "second", "the second batch");
+		CHECK(lua_tointeger(L, -2) == 1 && lua_tointeger(L, -1) == 2, "counts");
+	}
+	test_lua_close(L);
+}
+
+/* A page whose records do not fit in the script's memory limit is an error, not a crash, and the
+ * state serves the next page. */
+static void records_beyond_the_memory_limit(void)
+{
+	struct host_limits limits = {.memory_bytes = (size_t)16 << 20, .instructions_per_call = 100000000LL};
+	lua_State *L = host_open(&limits);
+	if (!CHECK(L != NULL, "host_open"))
+		return;
+	test_push_lua(L, "local f = {} for i = 1, 40 do f[i] = { 'f' .. i, from = 's' } end "
+			 "return records.declare { list = 'results', fields = f }");
+	struct buf page = {0};
+	buf_puts(&page, "{\"results\":[{\"s\":\"");
+	for (int i = 0; i < 1000000; i++)
+		buf_putc(&page, 'x');
+	buf_puts(&page, "\"}]}");
+	struct mapped m;
+	if (map_page(L, 1, page.data, page.len, &m) == LUA_OK) {
+		CHECK(m.outcome == RECORDS_WRONG_SHAPE, "40 copies of 1 MB fit in 16 MB: outcome %d", (int)m.outcome);
+		CHECK_CONTAINS(m.why, "the records of one page need more than the memory limit (16 MB)", "memory");
+	} else {
+		CHECK(0, "map raised %s", m.error);
+	}
+	lua_settop(L, 1);
+	buf_free(&page);
+	lua_gc(L, LUA_GCCOLLECT, 0);
+	ONE_RECORD(L, 1, "the next page", "{\"results\":[{\"s\":1}]}",
+		   "{\"f1\":1,\"f2\":1,\"f3\":1,\"f4\":1,\"f5\":1,\"f6\":1,\"f7\":1,\"f8\":1,\"f9\":1,\"f10\":1,\"f11\":1,"
+		   "\"f12\":1,\"f13\":1,\"f14\":1,\"f15\":1,\"f16\":1,\"f17\":1,\"f18\":1,\"f19\":1,\"f20\":1,\"f21\":1,"
+		   "\"f22\":1,\"f23\":1,\"f24\":1,\"f25\":1,\"f26\":1,\"f27\":1,\"f28\":1,\"f29\":1,\"f30\":1,\"f31\":1,"
+		   "\"f32\":1,\"f33\":1,\"f34\":1,\"f35\":1,\"f36\":1,\"f37\":1,\"f38\":1,\"f39\":1,\"f40\":1}",
+		   NULL);
+	host_close(L);
+}
+
+/* ---- map's arguments and the response object ---- */
+
+static void map_checks_its_arguments(void)
+{
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	static const struct {
+		const char *call;
+		const char *words;
+	} cases[] = {
+		{"m:map({}, {})", "response.text is a nil, not a string"},
+		{"m:map({}, { body = {} })", "response.text is a nil"},
+		{"m:map(nil, { text = '{}' })", "table expected"},
+		{"m:map({})", "table expected"},
+		{"m.map({}, {}, { text = '{}' })", "source_lua.records.mapper expected"},
+	};
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char chunk[256];
+		snprintf(chunk, sizeof chunk, "local m = ... local ok, err = pcall(function() return %s end) "
+			 "return ok and 'accepted' or tostring(err)", cases[i].call);
+		if (luaL_loadstring(L, chunk) != LUA_OK) {
+			CHECK(0, "%s: %s", chunk, lua_tostring(L, -1));
+			lua_settop(L, 1);
+			continue;
+		}
+		lua_pushvalue(L, 1);
+		lua_call(L, 1, 1);
+		CHECK_CONTAINS(lua_tostring(L, -1), cases[i].words, cases[i].call);
+		lua_settop(L, 1);
+	}
+	/* A plain table with text is a response too. */
+	test_push_lua(L, "return function(m) local b = m:map({}, { text = '{\"results\":[{\"c\":1}],\"next_url\":\"u\"}' })"
+			 " return #b, b:next_url() end");
+	lua_pushvalue(L, 1);
+	if (CHECK(lua_pcall(L, 1, 2, 0) == LUA_OK, "a plain table: %s", lua_tostring(L, -1)))
+		CHECK(lua_tointeger(L, -2) == 1 && !strcmp(lua_tostring(L, -1), "u"), "a plain table: %s records, next %s",
+		      lua_tostring(L, -2), lua_tostring(L, -1));
+	test_lua_close(L);
+}
+
+/* A number is not a page's text either (lua_tolstring would turn it into one). */
+static void map_refuses_a_number_as_the_text(void)
+{
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	test_push_lua(L, "return function(m) local ok, err = pcall(m.map, m, {}, { text = 5 }) return tostring(err) end");
+	lua_pushvalue(L, 1);
+	if (CHECK(lua_pcall(L, 1, 1, 0) == LUA_OK, "%s", lua_tostring(L, -1)))
+		CHECK_CONTAINS(lua_tostring(L, -1), "response.text is a number, not a string", "text = 5");
+	test_lua_close(L);
+}
+
+static void response_body_is_decoded_on_first_use(void)
+{
+	lua_State *L = test_lua_open();
+	if (!L)
+		return;
+	test_push_lua(L, "return function(r)"
+			 " local before = rawget(r, 'body')"
+			 " local body = r.body"
+			 " return before == nil, type(body), body.results[1].c, rawget(r, 'body') == body, r.body == body,"
+			 " r.status, r.url, r.text, r.headers, r[1]"
+			 " end");
+	lua_pushliteral(L, "https://h/p");
+	const char text[] = "{\"results\":[{\"c\":1.5}]}";
+	records_push_response(L, 200, -1, BYTES(text));
+	lua_remove(L, -2);
+	if (CHECK(lua_pcall(L, 1, 10, 0) == LUA_OK, "body: %s", lua_tostring(L, -1))) {
+		int base = lua_gettop(L) - 9;
+		CHECK(lua_toboolean(L, base), "body was there before it was used");
+		CHECK_STR(lua_tostring(L, base + 1), "table", "type(body)");
+		CHECK(lua_tonumber(L, base + 2) == 1.5, "body.results[1].c");
+		CHECK(lua_toboolean(L, base + 3) && lua_toboolean(L, base + 4), "body is decoded once and kept");
+		CHECK(lua_tointeger(L, base + 5) == 200, "status");
+		CHECK_STR(lua_tostring(L, base + 6), "https://h/p", "url");
+		CHECK_STR(lua_tostring(L, base + 7), text, "text");
+		CHECK(lua_isnil(L, base + 8) && lua_isnil(L, base + 9), "other fields are nil");
+	}
+	lua_settop(L, 0);
+	/* A body that is not JSON: the same retryable error as map's, and the response is marked. */
+	static const struct {
+		const char *text;
+		size_t len;
+		const char *why;
+	} bad[] = {
+		{"{\"results\":[", 12, NULL},
+		{"<html></html>", 13, NULL},
+		{"{\"s\":\"\xff\"}", sizeof("{\"s\":\"\xff\"}") - 1, "not valid UTF-8 at byte 6"},
+		{"", 0, NULL},
+	};
+	for (size_t i = 0; i < COUNT_OF(bad); i++) {
+		test_push_lua(L, "return function(r) return r.body end");
+		lua_pushliteral(L, "https://h/p");
+		records_push_response(L, 200, -1, bad[i].text, bad[i].len);
+		lua_remove(L, -2);
+		int response = lua_gettop(L);
+		lua_pushvalue(L, -2);
+		lua_pushvalue(L, response);
+		int status = lua_pcall(L, 1, 1, 0);
+		char why[256] = "";
+		if (CHECK(status != LUA_OK, "body of '%s' decoded", bad[i].text)) {
+			CHECK(lua_istable(L, -1), "the error is a %s", luaL_typename(L, -1));
+			if (lua_istable(L, -1)) {
+				lua_getfield(L, -1, "failure_type");
+				CHECK_STR(lua_tostring(L, -1), "transient_error", bad[i].text);
+				lua_getfield(L, -2, "message");
+				CHECK_CONTAINS(lua_tostring(L, -1), "the answer is not JSON (", bad[i].text);
+			}
+			CHECK(records_response_not_json(L, response, why, sizeof why), "'%s': the response is not marked",
+			      bad[i].text);
+			if (bad[i].why)
+				CHECK_CONTAINS(why, bad[i].why, bad[i].text);
+		}
+		lua_settop(L, 0);
+	}
+	/* JSON null is a body: json.null, not an error. */
+	test_push_lua(L, "return function(r) return r.body == json.null end");
+	lua_pushliteral(L, "u");
+	records_push_response(L, 200, -1, BYTES("null"));
+	lua_remove(L, -2);
+	if (CHECK(lua_pcall(L, 1, 1, 0) == LUA_OK, "null body: %s", lua_tostring(L, -1)))
+		CHECK(lua_toboolean(L, -1), "a null body is json.null");
+	lua_settop(L, 0);
+	test_lua_close(L);
+}
+
+/* A body read from Lua marks its response (for the engine) with a key scripts cannot spell; the
+ * mapper's verdict travels with its batch instead and leaves the response alone. */
+static void the_not_json_mark(void)
+{
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	test_push_lua(L, "return function(m, r) local b = m:map({}, r) return pcall(function() return #b end) end");
+	lua_pushliteral(L, "u");
+	records_push_response(L, 200, -1, BYTES("{\"results\":[{\"t\":1646629200000}] x"));
+	lua_remove(L, -2);
+	int response = lua_gettop(L);
+	lua_pushvalue(L, -2);
+	lua_pushvalue(L, 1);
+	lua_pushvalue(L, response);
+	char why[256];
+	if (CHECK(lua_pcall(L, 2, 2, 0) == LUA_OK, "%s", lua_tostring(L, -1)))
+		CHECK(!lua_toboolean(L, -2), "#batch of a page that is not JSON did not raise");
+	CHECK(!records_response_not_json(L, response, why, sizeof why), "map marked the response (%s)", why);
+	lua_settop(L, 1);
+	test_push_lua(L, "return function(r) pcall(function() return r.body end)"
+			 " local names = {} for k in pairs(r) do if type(k) == 'string' then names[#names + 1] = k end end"
+			 " table.sort(names) return table.concat(names, ',') end");
+	lua_pushliteral(L, "u");
+	records_push_response(L, 200, -1, BYTES("{"));
+	lua_remove(L, -2);
+	response = lua_gettop(L);
+	lua_pushvalue(L, -2);
+	lua_pushvalue(L, response);
+	if (CHECK(lua_pcall(L, 1, 1, 0) == LUA_OK, "%s", lua_tostring(L, -1)))
+		CHECK_STR(lua_tostring(L, -1), "status,text,url", "the string keys of a marked response");
+	CHECK(records_response_not_json(L, response, why, sizeof why), "reading the body did not mark the response");
+	test_lua_close(L);
+}
+
+/* Maps a page without settling: pushes the batch. */
+static const struct record_batch *push_unsettled(lua_State *L, int mapper, const char *text, size_t len)
+{
+	mapper = lua_absindex(L, mapper);
+	test_push_lua(L, "return function(m, ctx, r) return m:map(ctx, r) end");
+	lua_pushvalue(L, mapper);
+	push_ctx(L);
+	lua_pushliteral(L, "u");
+	records_push_response(L, 200, -1, text, len);
+	lua_remove(L, -2);
+	if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+		CHECK(0, "map raised %s", lua_tostring(L, -1));
+		return NULL;
+	}
+	return records_to_batch(L, -1);
+}
+
+/* Page k of the worker test: k * 37 bars, or a page that is not JSON (k % 7 == 3) or of the wrong
+ * shape (k % 7 == 5). */
+static void worker_page(struct buf *page, int k)
+{
+	buf_clear(page);
+	if (k % 7 == 3) {
+		buf_puts(page, "{\"results\":[{\"t\":1646629200000},");
+		return;
+	}
+	if (k % 7 == 5) {
+		buf_puts(page, "{\"results\":[{\"t\":1646629200000},7]}");
+		return;
+	}
+	buf_puts(page, "{\"results\":[");
+	for (int i = 0; i < k * 37; i++)
+		buf_printf(page, "%s{\"t\":%lld,\"c\":%d.50,\"n\":%d}", i ? "," : "", 1646629200000LL + i * 86400000LL, i,
+			   k);
+	buf_printf(page, "],\"next_url\":\"https://h/p?page=%d\"}", k + 1);
+}
+
+/* During a sync pages are walked on worker threads: batches mapped at once and settled in any
+ * order give what a walk on the main thread gives; a batch collected while its walk is queued or
+ * running waits for it; lua_close with walks in flight is clean (ASan, valgrind). */
+static void batches_walked_on_workers(void)
+{
+	pool_start(3);
+	if (!CHECK(pool_running(), "no worker started")) {
+		pool_stop();
+		return;
+	}
+	lua_State *L = open_with(FULL);
+	if (!L) {
+		pool_stop();
+		return;
+	}
+	enum { PAGES = 24 };
+	struct buf page = {0};
+	const struct record_batch *batches[PAGES];
+	int first = lua_gettop(L) + 1;
+	for (int k = 0; k < PAGES; k++) {
+		worker_page(&page, k);
+		batches[k] = push_unsettled(L, 1, page.data, page.len);
+	}
+	/* Dropped before they are settled: their __gc waits for their walks. */
+	for (int k = 0; k < 4; k++) {
+		worker_page(&page, 40 + k);
+		push_unsettled(L, 1, page.data, page.len);
+		lua_pop(L, 1);
+	}
+	lua_gc(L, LUA_GCCOLLECT, 0);
+	for (int k = PAGES - 1; k >= 0; k--) {
+		if (!batches[k])
+			continue;
+		CHECK(records_to_batch(L, first + k) == batches[k], "batch %d moved", k);
+		char why[600];
+		enum records_outcome outcome = records_batch_settle(batches[k], why, sizeof why);
+		CHECK(records_batch_ready(batches[k]), "batch %d: settled but not ready", k);
+		if (k % 7 == 3) {
+			CHECK(outcome == RECORDS_NOT_JSON, "page %d: outcome %d (%s)", k, (int)outcome, why);
+			continue;
+		}
+		if (k % 7 == 5) {
+			CHECK(outcome == RECORDS_WRONG_SHAPE, "page %d: outcome %d (%s)", k, (int)outcome, why);
+			CHECK_CONTAINS(why, "test:1: records: item 2 of 'results' is a number, not an object", "worker");
+			continue;
+		}
+		if (!CHECK(outcome == RECORDS_OK, "page %d: outcome %d (%s)", k, (int)outcome, why) ||
+		    !CHECK(records_batch_count(batches[k]) == (size_t)k * 37, "page %d: %zu records", k,
+			   records_batch_count(batches[k])))
+			continue;
+		/* Its records are those of the page. */
+		for (size_t i = 0; i < records_batch_count(batches[k]); i += 17) {
+			const char *data;
+			size_t len;
+			int64_t day, want_day;
+			records_batch_get(batches[k], i, records_batch_day_column(batches[k], "date"), &data, &len, &day);
+			char want[200], text[DATE_DAY_LEN];
+			date_parse_day("2022-03-07", &want_day);
+			want_day += (int64_t)i;
+			date_format_day(want_day, text);
+			snprintf(want, sizeof want,
+				 "{\"date\":\"%s\",\"stock_ticker\":\"TSLA\",\"price\":%zu.5,\"transactions\":%d,\"x\":\"k\"}", text,
+				 i, k);
+			if (!test_check_bytes(data, len, want, strlen(want), __FILE__, __LINE__, "a page walked on a worker"))
+				break;
+			CHECK(day == want_day, "page %d record %zu: day %lld", k, i, (long long)day);
+		}
+		records_batch_push_next_url(L, batches[k]);
+		char next[64];
+		snprintf(next, sizeof next, "https://h/p?page=%d", k + 1);
+		CHECK_STR(lua_tostring(L, -1), next, "next_url of a batch walked on a worker");
+		lua_pop(L, 1);
+	}
+	/* And from Lua: #batch and batch:next_url() wait for the walk. */
+	worker_page(&page, 9);
+	test_push_lua(L, "return function(m, text) local b = m:map({ partition = 'X' }, { text = text })"
+			 " return #b, b:next_url(), b[1].stock_ticker end");
+	lua_pushvalue(L, 1);
+	lua_pushlstring(L, page.data, page.len);
+	if (CHECK(lua_pcall(L, 2, 3, 0) == LUA_OK, "from Lua: %s", lua_tostring(L, -1))) {
+		CHECK(lua_tointeger(L, -3) == 9 * 37, "#batch is %s", lua_tostring(L, -3));
+		CHECK_STR(lua_tostring(L, -2), "https://h/p?page=10", "batch:next_url()");
+		CHECK_STR(lua_tostring(L, -1), "X", "batch[1].stock_ticker");
+	}
+	/* Closed with walks in flight. */
+	for (int k = 0; k < 4; k++) {
+		worker_page(&page, 50 + k);
+		push_unsettled(L, 1, page.data, page.len);
+	}
+	test_lua_close(L);
+	buf_free(&page);
+	pool_stop();
+	CHECK(!pool_running(), "the workers did not stop");
+}
+
+static const struct test tests[] = {
+	{"records.declare refuses what cannot work, saying why", declarations_are_checked},
+	{"records.declare takes 64 fields, name = and UTF-8 names, not 65", declarations_that_work},
+	{"map writes the description's records in declared order", records_of_the_description},
+	{"map: numbers rewritten only with an exponent or trailing zero; the integer rule",
+	 numbers_and_the_integer_rule},
+	{"map copies strings verbatim, escapes and UTF-8 intact", strings_are_copied_verbatim},
+	{"map leaves absent members out; null per kind", absent_null_and_declared_order},
+	{"map writes constants and context fields, JSON-encoded", constants_and_context_fields},
+	{"map: day_from_ms in both zones, to the bounds; day text", day_fields},
+	{"map takes whitespace everywhere", whitespace_everywhere},
+	{"map: of a member given twice the last counts", duplicate_members_last_wins},
+	{"map matches members in any order, spelt with escapes", members_in_any_order_and_escaped_names},
+	{"map returns next_url only when it is a string", next_url_values},
+	{"map: empty, null and absent lists give no records", pages_without_records},
+	{"map: every syntax error is not JSON, with where", syntax_errors_are_not_json},
+	{"map: 128 levels are JSON, 129 are not, wherever they are", nesting_128_is_json_129_is_not},
+	{"map agrees with cjson on what is JSON, but for cjson's laxities", scanner_agrees_with_cjson},
+	{"map refuses lone surrogate escapes, as cjson does", lone_surrogate_escapes_are_not_json},
+	{"map: a page that is not JSON is not JSON even after a shape error", not_json_wins_over_a_shape_error},
+	{"map: shape errors are plain errors naming the item", shape_errors_name_the_item},
+	{"map: a time outside the years 1000 to 9999 names the item and value", out_of_range_ms_names_the_item},
+	{"map: 20000 generated numbers as the runtime's writer and math.tointeger",
+	 generated_numbers_agree_with_the_runtime_writer},
+	{"map: 5000 generated instants' days as date_day_in_zone", generated_days_agree_with_the_date_functions},
+	{"batch: count, day columns, records, Lua access", batch_accessors},
+	{"batch: big pages, buffers handed back and reused", big_pages_and_reused_buffers},
+	{"map: records beyond the memory limit are an error", records_beyond_the_memory_limit},
+	{"map checks its arguments", map_checks_its_arguments},
+	{"map refuses a number as response.text", map_refuses_a_number_as_the_text},
+	{"response.body is decoded on first use, kept, retryable when not JSON",
+	 response_body_is_decoded_on_first_use},
+	{"reading a body that is not JSON marks the response; map does not", the_not_json_mark},
+	{"batches walked on worker threads: settled in any order, collected, closed", batches_walked_on_workers},
+};
+
+const struct suite records_suite = {"records", tests, COUNT_OF(tests), NULL, NULL, NULL};
