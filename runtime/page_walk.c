@@ -232,6 +232,23 @@ static const unsigned char *scan_literal(struct walk *w, const unsigned char *p,
 
 static const unsigned char *skip_value(struct walk *w, const unsigned char *p, int depth);
 
+/* After a member or an element: 1 at a comma (p then at what follows), 0 at close (p just past
+ * it), -1 (not JSON) at anything else. */
+static int after_item(struct walk *w, const unsigned char **p, unsigned char close)
+{
+	const unsigned char *q = ws(*p, w->end);
+	if (*q == ',') {
+		*p = ws(q + 1, w->end);
+		return 1;
+	}
+	if (*q == close && q < w->end) {
+		*p = q + 1;
+		return 0;
+	}
+	syntax(w, q, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+	return -1;
+}
+
 static const unsigned char *skip_members(struct walk *w, const unsigned char *p, int depth)
 {
 	const unsigned char *end = w->end;
@@ -251,14 +268,9 @@ static const unsigned char *skip_members(struct walk *w, const unsigned char *p,
 			return syntax(w, p, "expected ':'");
 		if (!(p = skip_value(w, ws(p + 1, end), depth)))
 			return NULL;
-		p = ws(p, end);
-		if (p < end && *p == ',') {
-			p = ws(p + 1, end);
-			continue;
-		}
-		if (p < end && *p == '}')
-			return p + 1;
-		return syntax(w, p, "expected ',' or '}'");
+		int more = after_item(w, &p, '}');
+		if (more <= 0)
+			return more ? NULL : p;
 	}
 }
 
@@ -273,14 +285,9 @@ static const unsigned char *skip_elements(struct walk *w, const unsigned char *p
 	for (;;) {
 		if (!(p = skip_value(w, p, depth)))
 			return NULL;
-		p = ws(p, end);
-		if (p < end && *p == ',') {
-			p = ws(p + 1, end);
-			continue;
-		}
-		if (p < end && *p == ']')
-			return p + 1;
-		return syntax(w, p, "expected ',' or ']'");
+		int more = after_item(w, &p, ']');
+		if (more <= 0)
+			return more ? NULL : p;
 	}
 }
 
@@ -829,14 +836,9 @@ static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 		struct value *v = source >= 0 ? &w->values[source] : NULL;
 		if (!(p = scan_value(w, ws(p + 1, end), 3, v)))
 			return NULL;
-		p = ws(p, end);
-		if (p < end && *p == ',') {
-			p = ws(p + 1, end);
-			continue;
-		}
-		if (p < end && *p == '}')
-			return p + 1;
-		return syntax(w, p, "expected ',' or '}'");
+		int more = after_item(w, &p, '}');
+		if (more <= 0)
+			return more ? NULL : p;
 	}
 }
 
@@ -860,14 +862,9 @@ static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 			return wrong_shape(w, "item %d of '%s' is %s, not an object", w->item, w->m->list,
 					   type_name(v.type));
 		}
-		p = ws(p, end);
-		if (p < end && *p == ',') {
-			p = ws(p + 1, end);
-			continue;
-		}
-		if (p < end && *p == ']')
-			return p + 1;
-		return syntax(w, p, "expected ',' or ']'");
+		int more = after_item(w, &p, ']');
+		if (more <= 0)
+			return more ? NULL : p;
 	}
 }
 
@@ -926,17 +923,11 @@ static void walk_page(struct walk *w)
 			for (;;) {
 				if (!(p = walk_member(w, p, &list_seen)))
 					return;
-				p = ws(p, end);
-				if (p < end && *p == ',') {
-					p = ws(p + 1, end);
-					continue;
-				}
-				if (p < end && *p == '}') {
-					p++;
+				int more = after_item(w, &p, '}');
+				if (more < 0)
+					return;
+				if (!more)
 					break;
-				}
-				syntax(w, p, "expected ',' or '}'");
-				return;
 			}
 		}
 	} else {

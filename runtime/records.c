@@ -573,28 +573,27 @@ void records_batch_line(const struct record_batch *b, size_t i, const char **lin
 	*len = b->out.mem.entries[i].len;
 }
 
+static void new_metatable(lua_State *L, const char *name, const luaL_Reg *fields)
+{
+	if (luaL_newmetatable(L, name))
+		luaL_setfuncs(L, fields, 0);
+	lua_pop(L, 1);
+}
+
 int records_open(lua_State *L)
 {
+	static const luaL_Reg mapper_fields[] = {{"__gc", mapper_gc}, {NULL, NULL}};
 	static const luaL_Reg mapper_methods[] = {{"map", mapper_map}, {NULL, NULL}};
-	if (luaL_newmetatable(L, MAPPER_MT)) {
-		luaL_newlib(L, mapper_methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, mapper_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	if (luaL_newmetatable(L, BATCH_MT)) {
-		lua_pushcfunction(L, batch_gc);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, batch_len);
-		lua_setfield(L, -2, "__len");
-		lua_pushcfunction(L, batch_index);
-		lua_setfield(L, -2, "__index");
-	}
-	if (luaL_newmetatable(L, RESPONSE_MT)) {
-		lua_pushcfunction(L, response_index);
-		lua_setfield(L, -2, "__index");
-	}
-	lua_pop(L, 3);
+	static const luaL_Reg batch_fields[] = {
+		{"__gc", batch_gc}, {"__len", batch_len}, {"__index", batch_index}, {NULL, NULL}};
+	static const luaL_Reg response_fields[] = {{"__index", response_index}, {NULL, NULL}};
+	new_metatable(L, MAPPER_MT, mapper_fields);
+	luaL_getmetatable(L, MAPPER_MT);
+	luaL_newlib(L, mapper_methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+	new_metatable(L, BATCH_MT, batch_fields);
+	new_metatable(L, RESPONSE_MT, response_fields);
 	lua_createtable(L, 0, 1);
 	lua_pushcfunction(L, records_declare);
 	lua_setfield(L, -2, "declare");

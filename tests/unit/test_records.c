@@ -955,6 +955,20 @@ static void scanner_agrees_with_cjson(void)
 	test_lua_close(L);
 }
 
+
+/* Each page: cjson refuses it, and map (declaration decl) reports it as not JSON. */
+static void refused_by_both(const char *decl, const char *const *pages, size_t count)
+{
+	lua_State *L = open_with(decl);
+	if (!L)
+		return;
+	for (size_t i = 0; i < count; i++) {
+		CHECK(!cjson_accepts(L, pages[i], strlen(pages[i])), "%s: cjson accepts it", pages[i]);
+		check_not_json(L, 1, pages[i], pages[i], strlen(pages[i]), NULL);
+	}
+	test_lua_close(L);
+}
+
 /* A \u escape of a lone surrogate is no character: cjson refuses the page (so a script reading
  * response.body has it asked for again), and so must map(), rather than copy it into a record. */
 static void lone_surrogate_escapes_are_not_json(void)
@@ -971,14 +985,7 @@ static void lone_surrogate_escapes_are_not_json(void)
 		/* a next_url cjson cannot decode must not read as "no next page" (the rest would be lost) */
 		"{\"results\":[{\"c\":1}],\"next_url\":\"https://h/p?c=\\ud800\"}",
 	};
-	lua_State *L = open_with(ONE);
-	if (!L)
-		return;
-	for (size_t i = 0; i < COUNT_OF(pages); i++) {
-		CHECK(!cjson_accepts(L, pages[i], strlen(pages[i])), "%s: cjson accepts it", pages[i]);
-		check_not_json(L, 1, pages[i], pages[i], strlen(pages[i]), NULL);
-	}
-	test_lua_close(L);
+	refused_by_both(ONE, pages, COUNT_OF(pages));
 }
 
 /* A page that is not JSON is asked for again, whatever its first bytes hold: a page cut short
@@ -995,14 +1002,7 @@ static void not_json_wins_over_a_shape_error(void)
 		"{\"results\":[{\"t\":\"x\"},{\"t\":16",
 		"{\"results\":7} trailing",
 	};
-	lua_State *L = open_with(FULL);
-	if (!L)
-		return;
-	for (size_t i = 0; i < COUNT_OF(pages); i++) {
-		CHECK(!cjson_accepts(L, pages[i], strlen(pages[i])), "%s: cjson accepts it", pages[i]);
-		check_not_json(L, 1, pages[i], pages[i], strlen(pages[i]), NULL);
-	}
-	test_lua_close(L);
+	refused_by_both(FULL, pages, COUNT_OF(pages));
 }
 
 /* ---- valid JSON of the wrong shape ---- */
