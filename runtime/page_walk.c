@@ -203,6 +203,9 @@ static const unsigned char *scan_number(struct walk *w, const unsigned char *p, 
 	else
 		return syntax(w, p, "invalid number");
 	v->is_integer = p - digits <= 18;
+	/* Past a double's range the Lua loop gets an infinity (written null): so do long spellings. */
+	if (p - digits > 300)
+		v->plain = 0;
 	if (*p == '.') {
 		v->is_integer = 0;
 		if (!is_digit(*++p))
@@ -390,32 +393,54 @@ static size_t put_utf8(unsigned char *out, unsigned cp)
 	return 4;
 }
 
-/* Rare: a member name with escapes (already validated), compared as it is unescaped. Declared
- * names are valid UTF-8, so a lone surrogate (taken as U+FFFD here) never matches one. */
-static int escaped_name_is(const unsigned char *p, const unsigned char *q, const char *name, size_t len)
+/* The next character of a validated string's body as UTF-8 bytes, its escape undone; advances p.
+ * A lone surrogate cannot occur: the scanner refuses it. */
+static size_t next_char(const unsigned char **p, unsigned char bytes[4])
 {
 	static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+	const unsigned char *s = *p;
+	if (*s != '\\') {
+		bytes[0] = *s;
+		*p = s + 1;
+		return 1;
+	}
+	if (s[1] != 'u') {
+		bytes[0] = (unsigned char)to[strchr(from, s[1]) - from];
+		*p = s + 2;
+		return 1;
+	}
+	unsigned cp = hex_value(s + 2);
+	s += 6;
+	if (cp >= 0xd800 && cp < 0xdc00) {
+		cp = 0x10000 + ((cp - 0xd800) << 10) + (hex_value(s + 2) - 0xdc00);
+		s += 6;
+	}
+	*p = s;
+	return put_utf8(bytes, cp);
+}
+
+/* The body [p, q) unescaped into out; its length, or cap + 1 when longer than cap. */
+static size_t unescape(const unsigned char *p, const unsigned char *q, unsigned char *out, size_t cap)
+{
 	size_t n = 0;
 	while (p < q) {
 		unsigned char bytes[4];
-		size_t count = 1;
-		if (*p != '\\') {
-			bytes[0] = *p++;
-		} else if (p[1] != 'u') {
-			bytes[0] = (unsigned char)to[strchr(from, p[1]) - from];
-			p += 2;
-		} else {
-			unsigned cp = hex_value(p + 2);
-			p += 6;
-			if (cp >= 0xd800 && cp < 0xdc00 && q - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-				unsigned low = hex_value(p + 2);
-				if (low >= 0xdc00 && low < 0xe000) {
-					cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
-					p += 6;
-				}
-			}
-			count = put_utf8(bytes, cp >= 0xd800 && cp < 0xe000 ? 0xfffd : cp);
-		}
+		size_t count = next_char(&p, bytes);
+		if (n + count > cap)
+			return cap + 1;
+		memcpy(out + n, bytes, count);
+		n += count;
+	}
+	return n;
+}
+
+/* Rare: a member name with escapes, compared as it is unescaped. */
+static int escaped_name_is(const unsigned char *p, const unsigned char *q, const char *name, size_t len)
+{
+	size_t n = 0;
+	while (p < q) {
+		unsigned char bytes[4];
+		size_t count = next_char(&p, bytes);
 		if (n + count > len || memcmp(name + n, bytes, count))
 			return 0;
 		n += count;
@@ -620,8 +645,14 @@ static int day_from_ms(struct walk *w, const struct walk_field *f, const struct 
 static int day_from_text(struct walk *w, const struct walk_field *f, const struct value *v, int64_t *out)
 {
 	char text[DATE_DAY_LEN];
+	size_t len = 0;
 	if (v->type == 's' && !v->escaped && v->len == 12) {
 		memcpy(text, v->at + 1, 10);
+		len = 10;
+	} else if (v->type == 's' && v->escaped) {
+		len = unescape(v->at + 1, v->at + v->len - 1, (unsigned char *)text, 10);
+	}
+	if (len == 10) {
 		text[10] = '\0';
 		if (date_parse_day(text, out) == 0)
 			return 0;

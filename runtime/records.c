@@ -298,9 +298,10 @@ static int mapper_gc(lua_State *L)
 	return 0;
 }
 
-static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_idx)
+/* The batch keeps the mapper, the page's text and the response as its uservalues. */
+static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_idx, int response_idx)
 {
-	struct record_batch *b = lua_newuserdatauv(L, sizeof *b, 2);
+	struct record_batch *b = lua_newuserdatauv(L, sizeof *b, 3);
 	memset(b, 0, sizeof *b);
 	b->m = lua_touserdata(L, mapper_idx);
 	b->out.mem = b->m->spare;
@@ -311,6 +312,8 @@ static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_id
 	lua_setiuservalue(L, -2, 1);
 	lua_pushvalue(L, text_idx);
 	lua_setiuservalue(L, -2, 2);
+	lua_pushvalue(L, response_idx);
+	lua_setiuservalue(L, -2, 3);
 	b->text = lua_tolstring(L, text_idx, &b->text_len);
 	b->memory_cap = host_memory_limit(L);
 	b->job.run = walk_job;
@@ -365,7 +368,7 @@ static void frame_records(lua_State *L, struct record_batch *b, int ctx)
 /* Raises the error that tells the engine to ask for the page again; marks the response. */
 static int fail_not_json(lua_State *L, int response, const char *why)
 {
-	if (response) {
+	if (lua_istable(L, response)) {
 		lua_pushlightuserdata(L, (void *)&NOT_JSON_KEY);
 		lua_pushstring(L, why);
 		lua_rawset(L, response);
@@ -383,8 +386,12 @@ static const struct record_batch *settled_batch(lua_State *L)
 {
 	const struct record_batch *b = luaL_checkudata(L, 1, BATCH_MT);
 	batch_wait(b);
-	if (b->out.outcome == WALK_NOT_JSON)
-		fail_not_json(L, 0, b->out.message);
+	if (b->out.outcome == WALK_NOT_JSON) {
+		/* Marked on the response too, so that a parse that looked into its batch and failed
+		 * has the page asked for again, as the engine does when it finds out itself. */
+		lua_getiuservalue(L, 1, 3);
+		fail_not_json(L, lua_gettop(L), b->out.message);
+	}
 	else if (b->out.outcome != WALK_OK)
 		luaL_error(L, "%srecords: %s", b->where, b->out.message);
 	return b;
@@ -448,7 +455,7 @@ static int mapper_map(lua_State *L)
 	lua_getfield(L, 3, "text");
 	if (lua_type(L, 4) != LUA_TSTRING)
 		return luaL_error(L, "mapper:map(ctx, response): response.text is a %s, not a string", luaL_typename(L, 4));
-	struct record_batch *b = push_batch(L, 1, 4);
+	struct record_batch *b = push_batch(L, 1, 4, 3);
 	render_constants(L, b, 1, 2);
 	frame_records(L, b, 2);
 	luaL_where(L, 1);

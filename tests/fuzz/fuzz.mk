@@ -1,4 +1,5 @@
-# fuzz.mk: libFuzzer targets for the runtime's parsers (state, catalog, config, dates, JSON).
+# fuzz.mk: libFuzzer targets for the runtime's parsers (state, catalog, config, dates, JSON,
+# declared records).
 # Works alone (make -f tests/fuzz/fuzz.mk fuzz-smoke) and included from the top-level Makefile;
 # every name here starts with FUZZ_ or fuzz- so that nothing clashes with it. The runtime is
 # compiled again with clang and the fuzzer's instrumentation into build/fuzz/.
@@ -26,7 +27,7 @@ FUZZ_LDFLAGS   := -fsanitize=fuzzer $(FUZZ_SANITIZE)
 FUZZ_CJSON_A   := $(firstword $(wildcard /usr/lib/*/liblua5.4-cjson.a) /usr/lib/x86_64-linux-gnu/liblua5.4-cjson.a)
 FUZZ_LDLIBS    := $(FUZZ_CJSON_A) $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null) -lm
 
-FUZZ_NAMES     := state catalog config date json
+FUZZ_NAMES     := state catalog config date json records
 FUZZ_BINS      := $(foreach n,$(FUZZ_NAMES),$(FUZZ_BUILD)/fuzz_$(n))
 FUZZ_RT_SRCS   := $(filter-out %/main.c,$(wildcard $(FUZZ_ROOT)/runtime/*.c))
 FUZZ_RT_OBJS   := $(patsubst $(FUZZ_ROOT)/runtime/%.c,$(FUZZ_BUILD)/obj/%.o,$(FUZZ_RT_SRCS))
@@ -68,6 +69,8 @@ $(FUZZ_BUILD)/obj $(FUZZ_BUILD)/harness:
 define FUZZ_TARGET_RULES
 FUZZ_CORPUS_$(1) := $(FUZZ_SRCDIR)/corpus/fuzz_$(1)
 FUZZ_REGRESS_$(1) := $$(wildcard $(FUZZ_SRCDIR)/regressions/fuzz_$(1))
+# An optional libFuzzer dictionary, tests/fuzz/fuzz_<name>.dict.
+FUZZ_DICT_$(1) := $$(patsubst %,-dict=%,$$(wildcard $(FUZZ_SRCDIR)/fuzz_$(1).dict))
 
 fuzz-replay-$(1): $(FUZZ_BUILD)/fuzz_$(1)
 	@mkdir -p $(FUZZ_BUILD)/artifacts/$(1)
@@ -79,12 +82,12 @@ fuzz-smoke-$(1): fuzz-replay-$(1)
 	rm -rf $(FUZZ_BUILD)/smoke/$(1)
 	mkdir -p $(FUZZ_BUILD)/smoke/$(1) $(FUZZ_BUILD)/artifacts/$(1)
 	cp -R $$(FUZZ_CORPUS_$(1))/. $(FUZZ_BUILD)/smoke/$(1)/
-	$(FUZZ_BUILD)/fuzz_$(1) -max_total_time=$(FUZZ_SMOKE_TIME) $(FUZZ_OPTS) \
+	$(FUZZ_BUILD)/fuzz_$(1) -max_total_time=$(FUZZ_SMOKE_TIME) $(FUZZ_OPTS) $$(FUZZ_DICT_$(1)) \
 		-artifact_prefix=$(FUZZ_BUILD)/artifacts/$(1)/ $(FUZZ_BUILD)/smoke/$(1) $$(FUZZ_REGRESS_$(1))
 
 fuzz-run-$(1): $(FUZZ_BUILD)/fuzz_$(1)
 	mkdir -p $(FUZZ_BUILD)/corpus/$(1) $(FUZZ_BUILD)/artifacts/$(1)
-	$(FUZZ_BUILD)/fuzz_$(1) -max_total_time=$(FUZZ_TIME) $(FUZZ_OPTS) \
+	$(FUZZ_BUILD)/fuzz_$(1) -max_total_time=$(FUZZ_TIME) $(FUZZ_OPTS) $$(FUZZ_DICT_$(1)) \
 		-artifact_prefix=$(FUZZ_BUILD)/artifacts/$(1)/ $(FUZZ_BUILD)/corpus/$(1) $$(FUZZ_CORPUS_$(1)) $$(FUZZ_REGRESS_$(1))
 endef
 $(foreach n,$(FUZZ_NAMES),$(eval $(call FUZZ_TARGET_RULES,$(n))))

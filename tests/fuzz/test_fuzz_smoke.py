@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FUZZ_MK = os.path.join("tests", "fuzz", "fuzz.mk")
-NAMES = ["state", "catalog", "config", "date", "json"]
+NAMES = ["state", "catalog", "config", "date", "json", "records"]
 SANITIZER_MARKERS = ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error"]
 
 
