@@ -98,6 +98,11 @@ int pool_running(void)
 	return nthreads > 0;
 }
 
+int pool_threads(void)
+{
+	return nthreads;
+}
+
 void pool_submit(struct pool_job *job)
 {
 	job->next = NULL;

@@ -15,6 +15,8 @@ void pool_start(int threads);
 /* Runs what is queued, then stops the workers. */
 void pool_stop(void);
 int pool_running(void);
+/* How many workers run (0 when none). */
+int pool_threads(void);
 
 /* Runs job->run(job) on a worker, or at once when no worker runs. */
 void pool_submit(struct pool_job *job);

@@ -423,6 +423,7 @@ struct slot {
 	int64_t from, to;    /* the window being read */
 	int busy;            /* a transfer is running */
 	int mapping;         /* parse gave a batch whose page a worker is still walking */
+	int parked;          /* its answer came while enough pages were being walked: parse waits */
 	int64_t not_before_ms;
 	int pages;
 	struct http_retry retry;
@@ -922,6 +923,47 @@ static int on_transfer_done(struct engine *e, size_t i)
 	return retry_later(e, i, why);
 }
 
+/* Pages handed to the workers and not yet finished, at most: each holds its text and its records
+ * (~1 MB for a decade of bars), so holding one per slot would make memory grow with concurrency
+ * by that much; a page that arrives beyond this waits in its transfer buffer, which exists anyway. */
+static int max_pages_mapping(void)
+{
+	return pool_threads() + 1;
+}
+
+static int pages_mapping(const struct engine *e)
+{
+	int n = 0;
+	for (size_t i = 0; i < e->slots->count; i++)
+		n += e->slots->slot[i].mapping;
+	return n;
+}
+
+/* A finished transfer: handled now, or parked until fewer pages are being walked. */
+static int transfer_finished(struct engine *e, size_t i)
+{
+	struct slot *slot = &e->slots->slot[i];
+	if (pool_running() && pages_mapping(e) >= max_pages_mapping()) {
+		slot->busy = 0;
+		slot->parked = 1;
+		return 0;
+	}
+	return on_transfer_done(e, i);
+}
+
+static int unpark(struct engine *e)
+{
+	for (size_t i = 0; i < e->slots->count && pages_mapping(e) < max_pages_mapping(); i++) {
+		struct slot *slot = &e->slots->slot[i];
+		if (slot->parked) {
+			slot->parked = 0;
+			if (on_transfer_done(e, i))
+				return -1;
+		}
+	}
+	return 0;
+}
+
 /* Emits the pages whose walk has finished since the last look, in any slot. */
 static int finish_mapped(struct engine *e)
 {
@@ -975,7 +1017,7 @@ static int start_ready(struct engine *e, int *busy, int *mapping, int64_t *wake_
 		if (!slot->p)
 			continue;
 		active++;
-		if (!slot->busy && !slot->mapping) {
+		if (!slot->busy && !slot->mapping && !slot->parked) {
 			int64_t now = date_now_ms();
 			int64_t ready = slot->not_before_ms;
 			int64_t budget = now + http_budget_delay_ms();
@@ -1001,7 +1043,7 @@ static int pump(struct engine *e)
 			return run_fail(e->s, PROTO_SYSTEM_ERROR, "stdout was closed: nobody reads the sync any more");
 		/* Emptied before looking, so that a walk finishing after the look wakes the wait below. */
 		pool_drain_done_fd();
-		if (finish_mapped(e))
+		if (finish_mapped(e) || unpark(e))
 			return -1;
 		int busy, mapping;
 		int64_t wake_at;
@@ -1021,7 +1063,7 @@ static int pump(struct engine *e)
 		struct http_transfer *done = http_transfers_wait(timeout, wake_fd);
 		while (done) {
 			size_t i = (size_t)((struct slot *)(void *)done - e->slots->slot);
-			if (on_transfer_done(e, i))
+			if (transfer_finished(e, i))
 				return -1;
 			done = http_transfers_wait(0, -1);
 		}
