@@ -97,6 +97,31 @@ static inline const char *fuzz_temp_write(const uint8_t *data, size_t size)
 	return fuzz_temp_path_buf;
 }
 
+/* Whether tables a and b (absolute indices) have the same keys, and for each key values that
+ * same(L, value_a, value_b, depth + 1) finds equal: the walk the targets' deep comparisons share. */
+static inline int fuzz_same_members(lua_State *L, int a, int b, int depth, int (*same)(lua_State *, int, int, int))
+{
+	lua_Integer count_a = 0, count_b = 0;
+	lua_pushnil(L);
+	while (lua_next(L, b)) {
+		count_b++;
+		lua_pop(L, 1);
+	}
+	lua_pushnil(L);
+	while (lua_next(L, a)) {
+		count_a++;
+		lua_pushvalue(L, -2);
+		lua_rawget(L, b);
+		int equal = same(L, -2, -1, depth + 1);
+		lua_pop(L, 2);
+		if (!equal) {
+			lua_pop(L, 1);
+			return 0;
+		}
+	}
+	return count_a == count_b;
+}
+
 /* Runs fn(ud) in a protected call. Any Lua error is an accepted outcome for a fuzzed input: the
  * runtime reports it as a TRACE error. Returns the status; the stack is left as it was. */
 static inline int fuzz_pcall(lua_State *L, lua_CFunction fn, void *ud)

@@ -172,26 +172,7 @@ static int same_value(lua_State *L, int a, int b, int depth)
 	if (lua_type(L, a) != LUA_TTABLE)
 		return lua_rawequal(L, a, b);
 	FUZZ_CHECK(depth < 200 && lua_checkstack(L, 4), "%s", "decoded value nested too deeply");
-	lua_Integer count_a = 0;
-	lua_Integer count_b = 0;
-	lua_pushnil(L);
-	while (lua_next(L, b)) {
-		count_b++;
-		lua_pop(L, 1);
-	}
-	lua_pushnil(L);
-	while (lua_next(L, a)) {
-		count_a++;
-		lua_pushvalue(L, -2);
-		lua_rawget(L, b);
-		int same = same_value(L, -2, -1, depth + 1);
-		lua_pop(L, 2);
-		if (!same) {
-			lua_pop(L, 1);
-			return 0;
-		}
-	}
-	return count_a == count_b;
+	return fuzz_same_members(L, a, b, depth, same_value);
 }
 
 /* The raw lua-cjson decoder that json_decode_push wraps, from the registry. */
