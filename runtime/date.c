@@ -202,6 +202,13 @@ int date_parse_day(const char *s, int64_t *days)
 	return parse_day_prefix(s, days);
 }
 
+void date_month_span(int64_t days, int64_t *first, int64_t *last)
+{
+	struct civil c = civil_from_days(days);
+	*first = days - (c.day - 1);
+	*last = (c.month == 12 ? days_from_civil(c.year + 1, 1, 1) : days_from_civil(c.year, c.month + 1, 1)) - 1;
+}
+
 void date_format_day(int64_t days, char out[DATE_DAY_LEN])
 {
 	struct civil c = civil_from_days(days);

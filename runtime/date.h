@@ -12,6 +12,8 @@ enum date_zone { DATE_UTC, DATE_NEW_YORK };
 /* Parses exactly YYYY-MM-DD (a real calendar day, years 1000..9999) into days since 1970-01-01. */
 int date_parse_day(const char *s, int64_t *days);
 void date_format_day(int64_t days, char out[DATE_DAY_LEN]);
+/* The first and last day of the month that days falls in. */
+void date_month_span(int64_t days, int64_t *first, int64_t *last);
 
 /* Parses YYYY-MM-DD or an RFC 3339 time (YYYY-MM-DDTHH:MM[:SS[.frac]][Z|+HH:MM]); a time without an
  * offset, or a bare day, is read in zone. Returns 0 and epoch seconds, or -1. */

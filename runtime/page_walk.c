@@ -688,21 +688,12 @@ static inline char *put_key(char *out, const struct walk_field *f, int *first)
 	return put(out, f->key, f->key_len);
 }
 
-static int month_length(int year, int month)
-{
-	static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-	return days[month - 1] + (month == 2 && leap);
-}
-
 /* Consecutive items mostly fall in the same month: its text is kept and only the day changes. */
 static char *put_day(struct walk *w, char *out, int64_t day)
 {
 	if (day < w->month_first || day > w->month_last) {
 		date_format_day(day, w->day_text);
-		int year = atoi(w->day_text), month = atoi(w->day_text + 5), dom = atoi(w->day_text + 8);
-		w->month_first = day - (dom - 1);
-		w->month_last = w->month_first + month_length(year, month) - 1;
+		date_month_span(day, &w->month_first, &w->month_last);
 	}
 	int dom = (int)(day - w->month_first) + 1;
 	w->day_text[8] = (char)('0' + dom / 10);

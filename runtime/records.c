@@ -391,9 +391,9 @@ static const struct record_batch *settled_batch(lua_State *L)
 		 * has the page asked for again, as the engine does when it finds out itself. */
 		lua_getiuservalue(L, 1, 3);
 		fail_not_json(L, lua_gettop(L), b->out.message);
-	}
-	else if (b->out.outcome != WALK_OK)
+	} else if (b->out.outcome != WALK_OK) {
 		luaL_error(L, "%srecords: %s", b->where, b->out.message);
+	}
 	return b;
 }
 

@@ -594,10 +594,12 @@ static int emit_batch(struct stream_run *s, struct partition *p, const struct re
 				"with as = \"day\" or as = \"day_from_ms\"",
 				s->name, s->cursor_field);
 	/* Framed for this stream already (the usual case): runs of admitted records, adjacent in the
-	 * batch, are written as they are. */
+	 * batch, are written as they are. A script that mapped with another ctx.stream gets its data
+	 * framed here, record by record. */
 	int framed = records_batch_framed_for(b, s->name);
-	struct proto_record_frame frame;
-	proto_record_frame_init(&frame, s->name, date_now_ms());
+	struct proto_record_frame frame = {{0}, {0}};
+	if (!framed)
+		proto_record_frame_init(&frame, s->name, date_now_ms());
 	const char *run = NULL;
 	size_t run_len = 0;
 	int rc = 0;
