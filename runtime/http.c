@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "curl_lazy.h"
@@ -76,6 +77,10 @@ static size_t collect_body(char *data, size_t size, size_t count, void *userdata
 	size_t n = size * count;
 	if (resp->body.len + n > http_settings.max_body_bytes)
 		return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+	/* The page's buffer is handed on with the page, so each answer starts with none: sized once
+	 * from Content-Length, it is not grown (and copied) a dozen times from 256 bytes. */
+	if (resp->body.len == 0 && resp->expected_body_bytes > resp->body.cap)
+		buf_reserve(&resp->body, resp->expected_body_bytes);
 	buf_append(&resp->body, data, n);
 	return n;
 }
@@ -85,9 +90,16 @@ static size_t collect_header(char *data, size_t size, size_t count, void *userda
 	struct http_response *resp = userdata;
 	size_t n = size * count;
 	/* A new status line starts a new response (after a redirect or a 100 Continue). */
-	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
 		buf_clear(&resp->headers);
+		resp->expected_body_bytes = 0;
+	}
 	buf_append(&resp->headers, data, n);
+	if (n > 15 && !strncasecmp(data, "content-length:", 15)) {
+		unsigned long long length = strtoull(data + 15, NULL, 10);
+		/* A hint only (a compressed body grows): never more than a body may take. */
+		resp->expected_body_bytes = length < http_settings.max_body_bytes ? (size_t)length : 0;
+	}
 	return n;
 }
 
@@ -167,6 +179,7 @@ void http_response_reset(struct http_response *resp)
 	resp->status = 0;
 	resp->code = CURLE_OK;
 	resp->error[0] = '\0';
+	resp->expected_body_bytes = 0;
 	buf_clear(&resp->body);
 	buf_clear(&resp->headers);
 }

@@ -23,6 +23,7 @@ struct http_response {
 	long status;             /* 0 when no HTTP answer came back */
 	struct buf body;
 	struct buf headers;      /* raw header lines of the last response */
+	size_t expected_body_bytes; /* its Content-Length, when it gave one */
 	CURLcode code;
 	char error[CURL_ERROR_SIZE];
 };

@@ -25,6 +25,12 @@
 
 #define MAX_FIELDS WALK_MAX_FIELDS
 #define MAX_DEPTH 128
+/* Items of more members, or with a name over 12 bytes, are read member by member. */
+#define SHAPE_MAX 16
+#define SHAPE_NAME_MAX 12
+#define PIECE_PAD 16
+/* Bytes a record may write past its end before the next one overwrites them. */
+#define RECORD_SLACK 64
 /* 1000-01-01 and 9999-12-31, the days date_format_day can spell. */
 #define FIRST_DAY (-354285)
 #define LAST_DAY 2932896
@@ -44,7 +50,6 @@ struct walk {
 	const struct walk_frame *frame;
 	struct walk_output *out;
 	size_t memory_cap;
-	size_t constants_len;
 	const unsigned char *start, *end;
 	int failed;
 	int item;
@@ -58,7 +63,28 @@ struct walk {
 		int source;
 	} guess[WALK_MAX_FIELDS];
 	int64_t month_first, month_last; /* the month whose text day_text holds */
-	char day_text[DATE_DAY_LEN];
+	char day_text[16];               /* "YYYY-MM-DD" with its quotes, padded for one 16-byte move */
+	/* What every record writes around its values, each piece followed by PIECE_PAD readable bytes
+	 * so that it is copied in 16-byte moves (memcpy's call costs more than these few bytes): the
+	 * frame's head and tail, and per field ',"name":' (with its text for a context or value). */
+	char *pieces;
+	size_t pieces_len;
+	struct piece {
+		const char *at;
+		size_t len;
+	} head, tail, field[WALK_MAX_FIELDS];
+	/* The members of the last item read in full, when it spelt them without space or escape:
+	 * an item spelling the same members is read by matching each '{"name":' or ',"name":' as
+	 * one 16-byte comparison, instead of scanning names, spaces and separators byte by byte. */
+	struct shape {
+		int count; /* 0: none learnt */
+		struct shape_member {
+			uint64_t lo, hi, lo_mask, hi_mask; /* the separator's bytes and which of them count */
+			unsigned char len;
+			signed char source;
+		} members[SHAPE_MAX];
+	} shape;
+	struct value unused; /* where the values of members no field reads go */
 };
 
 static const unsigned char *syntax(struct walk *w, const unsigned char *p, const char *what)
@@ -190,7 +216,7 @@ static inline const unsigned char *skip_digits(const unsigned char *p, const uns
 	return p;
 }
 
-static const unsigned char *scan_number(struct walk *w, const unsigned char *p, struct value *v)
+static inline const unsigned char *scan_number(struct walk *w, const unsigned char *p, struct value *v)
 {
 	const unsigned char *end = w->end;
 	p += *p == '-';
@@ -678,72 +704,102 @@ static inline char *put_short(char *out, const void *data, size_t len, size_t re
 	return put(out, data, len);
 }
 
-static inline char *put_key(char *out, const struct walk_field *f, int *first)
+static inline char *put_piece(char *out, const struct piece *piece)
 {
-	if (!*first)
-		*out++ = ',';
-	*first = 0;
-	if (f->key_len <= sizeof f->key16)
-		return put_short(out, f->key16, f->key_len, sizeof f->key16);
-	return put(out, f->key, f->key_len);
+	for (size_t i = 0; i < piece->len; i += 16)
+		memcpy(out + i, piece->at + i, 16);
+	return out + piece->len;
+}
+
+/* A value as the page spells it. */
+static inline char *put_value(struct walk *w, char *out, const struct value *v)
+{
+	return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
 }
 
 /* Consecutive items mostly fall in the same month: its text is kept and only the day changes. */
 static char *put_day(struct walk *w, char *out, int64_t day)
 {
 	if (day < w->month_first || day > w->month_last) {
-		date_format_day(day, w->day_text);
+		date_format_day(day, w->day_text + 1);
+		w->day_text[0] = w->day_text[11] = '"';
 		date_month_span(day, &w->month_first, &w->month_last);
 	}
 	int dom = (int)(day - w->month_first) + 1;
-	w->day_text[8] = (char)('0' + dom / 10);
-	w->day_text[9] = (char)('0' + dom % 10);
-	*out++ = '"';
-	out = put(out, w->day_text, 10);
-	*out++ = '"';
-	return out;
+	w->day_text[9] = (char)('0' + dom / 10);
+	w->day_text[10] = (char)('0' + dom % 10);
+	memcpy(out, w->day_text, 16);
+	return out + 12;
 }
 
-static char *put_field(struct walk *w, char *out, int i, int64_t *days, int *first)
+/* Writes field i as ',"name":value' (nothing when it has no value); NULL when the item cannot
+ * give it a value it must have. */
+static char *put_field(struct walk *w, char *out, int i, int64_t *days)
 {
 	const struct walk_field *f = &w->m->fields[i];
-	if (f->kind == FROM_CONTEXT || f->kind == FROM_VALUE) {
-		if (w->constants[i].len)
-			out = put(put_key(out, f, first), w->constants[i].text, w->constants[i].len);
-		return out;
-	}
+	const struct piece *piece = &w->field[i];
+	if (f->kind == FROM_CONTEXT || f->kind == FROM_VALUE)
+		return w->constants[i].len ? put_piece(out, piece) : out;
 	const struct value *v = &w->values[f->source];
 	if (!v->at)
 		return out;
-	char number[JSON_NUMBER_MAX];
 	long long integer;
 	switch (f->kind) {
 	case FROM_COPY:
-		out = put_key(out, f, first);
+		out = put_piece(out, piece);
 		if (v->type == 'n' && !v->plain)
-			return put(out, number, number_text(v, number));
-		return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
+			return out + number_text(v, out);
+		return put_value(w, out, v);
 	case FROM_INTEGER:
-		if (v->type != 'n' || number_to_integer(v, &integer))
+		if (v->type != 'n')
 			return out;
-		out = put_key(out, f, first);
-		/* Spelt as an integer already (but for "-0"): the text is the integer's text. */
-		if (v->is_integer && (integer != 0 || v->len == 1))
-			return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
-		return put(out, number, json_int_text(integer, number));
+		/* Spelt as an integer already: the text is the integer's text, but for "-0". */
+		if (v->is_integer && !(v->len == 2 && v->at[1] == '0'))
+			return put_value(w, put_piece(out, piece), v);
+		if (number_to_integer(v, &integer))
+			return out;
+		out = put_piece(out, piece);
+		return out + json_int_text(integer, out);
 	case FROM_DAY_MS:
 		if (v->type == 'l')
 			return out;
 		if (day_from_ms(w, f, v, &days[f->day_column]))
 			return NULL;
-		return put_day(w, put_key(out, f, first), days[f->day_column]);
+		return put_day(w, put_piece(out, piece), days[f->day_column]);
 	default: /* FROM_DAY */
 		if (v->type == 'l')
 			return out;
 		if (day_from_text(w, f, v, &days[f->day_column]))
 			return NULL;
-		return put(put_key(out, f, first), v->at, v->len);
+		return put(put_piece(out, piece), v->at, v->len);
 	}
+}
+
+/* Lays out the pieces; -1 when there is no memory for them. */
+static int build_pieces(struct walk *w)
+{
+	const struct walk_mapping *m = w->m;
+	size_t size = w->frame->head_len + w->frame->tail_len + 2 * PIECE_PAD;
+	for (int i = 0; i < m->nfields; i++)
+		size += 1 + m->fields[i].key_len + w->constants[i].len + PIECE_PAD;
+	char *at = w->pieces = calloc(1, size);
+	w->pieces_len = size;
+	if (!at)
+		return -1;
+	w->head = (struct piece){at, w->frame->head_len};
+	at = put(at, w->frame->head, w->frame->head_len) + PIECE_PAD;
+	w->tail = (struct piece){at, w->frame->tail_len};
+	at = put(at, w->frame->tail, w->frame->tail_len) + PIECE_PAD;
+	for (int i = 0; i < m->nfields; i++) {
+		char *piece = at;
+		*at++ = ',';
+		at = put(at, m->fields[i].key, m->fields[i].key_len);
+		if (m->fields[i].kind == FROM_CONTEXT || m->fields[i].kind == FROM_VALUE)
+			at = put(at, w->constants[i].text, w->constants[i].len);
+		w->field[i] = (struct piece){piece, (size_t)(at - piece)};
+		at += PIECE_PAD;
+	}
+	return 0;
 }
 
 /* Grows a buffer to hold need bytes, within the memory cap; NULL (the old block kept) when it
@@ -795,10 +851,9 @@ static int write_record(struct walk *w, size_t item_len)
 	struct walk_output *o = w->out;
 	const struct walk_mapping *m = w->m;
 	/* Copied values lie inside the item (one may be copied by several fields); everything else is
-	 * bounded by the declaration. */
-	const struct walk_frame *frame = w->frame;
-	if (reserve(w, frame->head_len + item_len * (size_t)m->max_copies + m->fixed_bound + w->constants_len + 2 +
-			       frame->tail_len)) {
+	 * bounded by the declaration and the pieces. */
+	if (reserve(w, w->head.len + item_len * (size_t)m->max_copies + m->fixed_bound + w->pieces_len + 2 +
+			       w->tail.len + RECORD_SLACK)) {
 		wrong_shape(w, "the records of one page need more than the memory limit (%zu MB)", w->memory_cap >> 20);
 		return -1;
 	}
@@ -806,19 +861,21 @@ static int write_record(struct walk *w, size_t item_len)
 	for (int d = 0; d < m->ndays; d++)
 		days[d] = WALK_NO_DAY;
 	char *line = o->mem.data + o->len;
-	char *start = put(line, frame->head, frame->head_len);
+	char *start = put_piece(line, &w->head);
+	/* Every field starts with its comma: the first one's becomes the object's brace. */
 	char *out = start;
-	int first = 1;
-	*out++ = '{';
 	for (int i = 0; i < m->nfields && out; i++)
-		out = put_field(w, out, i, days, &first);
+		out = put_field(w, out, i, days);
 	if (!out)
 		return -1;
+	if (out == start)
+		*out++ = '{';
+	*start = '{';
 	*out++ = '}';
 	struct walk_entry *e = &o->mem.entries[o->count];
 	e->data_offset = (size_t)(start - line);
 	e->data_len = (size_t)(out - start);
-	out = put(out, frame->tail, frame->tail_len);
+	out = put_piece(out, &w->tail);
 	e->offset = o->len;
 	e->len = (size_t)(out - line);
 	o->len += e->len;
@@ -826,12 +883,60 @@ static int write_record(struct walk *w, size_t item_len)
 	return 0;
 }
 
+/* A member as read_item found it, for learning the item's shape. */
+struct member_seen {
+	const unsigned char *name;
+	size_t name_len, value_len;
+	int source;
+	char escaped;
+};
+
+/* Learns the shape of the item at [item, item_end) from its members, when they were spelt
+ * without escapes and the item without any space: its length is then the sum of its parts. */
+static void learn_shape(struct walk *w, const unsigned char *item, const unsigned char *item_end,
+			const struct member_seen *seen, int count)
+{
+	struct shape *s = &w->shape;
+	s->count = 0;
+	if (count == 0 || count > SHAPE_MAX)
+		return;
+	size_t tight = 1;
+	for (int k = 0; k < count; k++) {
+		if (seen[k].escaped || seen[k].name_len > SHAPE_NAME_MAX)
+			return;
+		tight += seen[k].name_len + 4 + seen[k].value_len;
+	}
+	if (tight != (size_t)(item_end - item))
+		return;
+	for (int k = 0; k < count; k++) {
+		struct shape_member *m = &s->members[k];
+		unsigned char bytes[16] = {0}, mask[16] = {0};
+		size_t len = seen[k].name_len + 4;
+		bytes[0] = k ? ',' : '{';
+		bytes[1] = '"';
+		memcpy(bytes + 2, seen[k].name, seen[k].name_len);
+		bytes[len - 2] = '"';
+		bytes[len - 1] = ':';
+		memset(mask, 0xff, len);
+		memcpy(&m->lo, bytes, 8);
+		memcpy(&m->hi, bytes + 8, 8);
+		memcpy(&m->lo_mask, mask, 8);
+		memcpy(&m->hi_mask, mask + 8, 8);
+		m->len = (unsigned char)len;
+		m->source = (signed char)seen[k].source;
+	}
+	s->count = count;
+}
+
 /* p is at the item's '{'; reads its members into w->values. */
 static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 {
 	const unsigned char *end = w->end;
+	const unsigned char *item = p;
+	struct member_seen seen[SHAPE_MAX];
 	for (int i = 0; i < w->m->nsources; i++)
 		w->values[i].at = NULL;
+	w->shape.count = 0;
 	p = ws(p + 1, end);
 	if (p < end && *p == '}')
 		return p + 1;
@@ -852,16 +957,62 @@ static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 				return NULL;
 			source = find_source(w, k, name, p, escaped);
 		}
+		size_t name_len = (size_t)(p - name);
 		p = ws(p + 1, end);
 		if (p >= end || *p != ':')
 			return syntax(w, p, "expected ':'");
-		struct value *v = source >= 0 ? &w->values[source] : NULL;
+		struct value *v = source >= 0 ? &w->values[source] : &w->unused;
 		if (!(p = scan_value(w, ws(p + 1, end), 3, v)))
 			return NULL;
+		if (k < SHAPE_MAX)
+			seen[k] = (struct member_seen){name, name_len, v->len, source, escaped};
 		int more = after_item(w, &p, '}');
-		if (more <= 0)
-			return more ? NULL : p;
+		if (more < 0)
+			return NULL;
+		if (!more) {
+			learn_shape(w, item, p, seen, k + 1);
+			return p;
+		}
 	}
+}
+
+/* The 16 bytes at p start with the member's separator. */
+static inline int separator_matches(const unsigned char *p, const struct shape_member *m)
+{
+	uint64_t lo, hi;
+	memcpy(&lo, p, 8);
+	memcpy(&hi, p + 8, 8);
+	return (((lo ^ m->lo) & m->lo_mask) | ((hi ^ m->hi) & m->hi_mask)) == 0;
+}
+
+/* p is at the item's '{': reads it when it spells the members of the learnt shape, in order and
+ * without space. NULL when it does not (w->failed unset: read_item reads it from its start) or
+ * when a value is not JSON (w->failed set, as read_item would find). */
+static const unsigned char *read_item_of_shape(struct walk *w, const unsigned char *p)
+{
+	const struct shape *s = &w->shape;
+	for (int k = 0; k < s->count; k++) {
+		const struct shape_member *m = &s->members[k];
+		if (w->end - p < 16 || !separator_matches(p, m))
+			return NULL;
+		p += m->len;
+		struct value *v = m->source >= 0 ? &w->values[m->source] : &w->unused;
+		const unsigned char *q;
+		if (is_digit(*p) || *p == '-') {
+			v->at = p;
+			v->type = 'n';
+			v->escaped = 0;
+			q = scan_number(w, p, v);
+			if (q)
+				v->len = (size_t)(q - p);
+		} else {
+			q = scan_value(w, p, 3, v);
+		}
+		if (!q)
+			return NULL;
+		p = q;
+	}
+	return *p == '}' ? p + 1 : NULL;
 }
 
 /* p is at the list's '['. */
@@ -875,8 +1026,12 @@ static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 		w->item++;
 		const unsigned char *item = p;
 		if (p < end && *p == '{') {
-			if (!(p = read_item(w, p)) || write_record(w, (size_t)(p - item)))
+			const unsigned char *q = w->shape.count ? read_item_of_shape(w, p) : NULL;
+			if (!q && !w->failed)
+				q = read_item(w, p);
+			if (!q || write_record(w, (size_t)(q - item)))
 				return NULL;
+			p = q;
 		} else {
 			struct value v;
 			if (!(p = scan_value(w, p, 2, &v)))
@@ -995,18 +1150,28 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 	w.end = w.start + len;
 	w.month_first = 1;
 	w.month_last = 0;
-	for (int i = 0; i < m->nfields; i++)
-		w.constants_len += constants[i].len;
 	out->len = 0;
 	out->count = 0;
 	out->outcome = WALK_OK;
 	out->message[0] = '\0';
+	/* Records take about three times their items' text (a bar's message is ~2.5 times its
+	 * item): asked for at once, the buffer is not grown and copied page by page. */
+	if (out->mem.cap < len * 3 && len * 3 <= memory_cap) {
+		free(out->mem.data); /* a previous page's records: nothing to keep */
+		out->mem.data = malloc(len * 3);
+		out->mem.cap = out->mem.data ? len * 3 : 0;
+	}
+	if (build_pieces(&w)) {
+		wrong_shape(&w, "no memory to write the page's records");
+		return;
+	}
 	walk_page(&w);
 	if (out->outcome == WALK_WRONG_SHAPE)
 		check_rest_is_json(&w);
 	out->next = w.next.at ? (const char *)w.next.at : NULL;
 	out->next_len = w.next.at ? w.next.len : 0;
 	out->next_escaped = w.next.escaped;
+	free(w.pieces);
 }
 
 void walk_buffers_free(struct walk_buffers *mem)

@@ -2,7 +2,9 @@
  * records: how a page of an API answer becomes records, as the script sees it.
  *
  * parse(ctx, response) gets a response object: status, url, text, and body, the text decoded by
- * lua-cjson on first use. A script may build records from body in Lua, or declare them once
+ * lua-cjson on first use. The text stays in the buffer libcurl's transfer filled (a page userdata)
+ * and becomes a Lua string only when the script reads response.text: a mapper walks the buffer
+ * itself, so a page is never copied. A script may build records from body in Lua, or declare them once
  * (records.declare) and return mapper:map(ctx, response): a batch, whose records page_walk.c
  * writes straight from the text without a Lua table per item. During a sync the walk runs on a
  * worker thread (pool.c) while the engine goes on with other transfers; the batch is settled
@@ -32,12 +34,21 @@
 static const char MAPPER_MT[] = "source_lua.records.mapper";
 static const char BATCH_MT[] = "source_lua.records.batch";
 static const char RESPONSE_MT[] = "source_lua.records.response";
+static const char PAGE_MT[] = "source_lua.records.page";
+/* The key under which a response keeps its page; scripts cannot spell it. */
+static const char PAGE_KEY = 0;
 /* The key under which a response remembers that its text is not JSON; scripts cannot spell it. */
 static const char NOT_JSON_KEY = 0;
 
+#define SPARE_BUFFERS 6
+
 struct mapper {
 	struct walk_mapping map;
-	struct walk_buffers spare; /* the last collected batch's buffers, for the next page */
+	/* Collected batches' buffers, for the next pages: as many as pages are walked at once, so
+	 * that after the first pages no page writes its records into memory never touched before
+	 * (each 4 KB of it a page fault). */
+	struct walk_buffers spares[SPARE_BUFFERS];
+	int nspares;
 	int collected;
 	const char *context[WALK_MAX_FIELDS]; /* FROM_CONTEXT: the ctx field */
 	int value_pin[WALK_MAX_FIELDS];       /* FROM_VALUE: where the constant is kept in the pins */
@@ -47,7 +58,7 @@ struct mapper {
 struct record_batch {
 	struct pool_job job; /* first: the job is the batch */
 	struct mapper *m;
-	const char *text; /* the page: a Lua string kept alive as the batch's second uservalue */
+	const char *text; /* the page (a Lua string or page) kept alive as the batch's second uservalue */
 	size_t text_len;
 	size_t memory_cap;
 	struct buf constants;
@@ -279,8 +290,8 @@ static int batch_gc(lua_State *L)
 	batch_wait(b);
 	/* The mapper outlives its batches (it is their uservalue), but at lua_close its finalizer
 	 * may run first: then it takes nothing back. */
-	if (!b->m->collected && !b->m->spare.data && !b->m->spare.entries)
-		b->m->spare = b->out.mem;
+	if (!b->m->collected && b->m->nspares < SPARE_BUFFERS && (b->out.mem.data || b->out.mem.entries))
+		b->m->spares[b->m->nspares++] = b->out.mem;
 	else
 		walk_buffers_free(&b->out.mem);
 	buf_free(&b->constants);
@@ -293,19 +304,21 @@ static int batch_gc(lua_State *L)
 static int mapper_gc(lua_State *L)
 {
 	struct mapper *m = lua_touserdata(L, 1);
-	walk_buffers_free(&m->spare);
+	while (m->nspares > 0)
+		walk_buffers_free(&m->spares[--m->nspares]);
 	m->collected = 1;
 	return 0;
 }
 
 /* The batch keeps the mapper, the page's text and the response as its uservalues. */
-static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_idx, int response_idx)
+static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_idx, int response_idx, const char *text,
+				       size_t text_len)
 {
 	struct record_batch *b = lua_newuserdatauv(L, sizeof *b, 3);
 	memset(b, 0, sizeof *b);
 	b->m = lua_touserdata(L, mapper_idx);
-	b->out.mem = b->m->spare;
-	memset(&b->m->spare, 0, sizeof b->m->spare);
+	if (b->m->nspares > 0)
+		b->out.mem = b->m->spares[--b->m->nspares];
 	b->live = 1;
 	luaL_setmetatable(L, BATCH_MT);
 	lua_pushvalue(L, mapper_idx);
@@ -314,7 +327,8 @@ static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_id
 	lua_setiuservalue(L, -2, 2);
 	lua_pushvalue(L, response_idx);
 	lua_setiuservalue(L, -2, 3);
-	b->text = lua_tolstring(L, text_idx, &b->text_len);
+	b->text = text;
+	b->text_len = text_len;
 	b->memory_cap = host_memory_limit(L);
 	b->job.run = walk_job;
 	return b;
@@ -445,6 +459,39 @@ static int batch_index(lua_State *L)
  * mapper:map(ctx, response) and the response object
  * ------------------------------------------------------------------------------------------ */
 
+/* An answer's text, NUL-terminated, in memory of its own. */
+struct page {
+	char *data;
+	size_t len;
+};
+
+static int page_gc(lua_State *L)
+{
+	struct page *p = lua_touserdata(L, 1);
+	free(p->data);
+	p->data = NULL;
+	return 0;
+}
+
+/* The response's text: response.text when the script set or read it, else its page. Pushes what
+ * keeps the text alive; NULL (nothing pushed) when there is neither. */
+static const char *push_response_text(lua_State *L, int response, size_t *len)
+{
+	lua_pushliteral(L, "text");
+	if (lua_rawget(L, response) == LUA_TSTRING)
+		return lua_tolstring(L, -1, len);
+	lua_pop(L, 1);
+	lua_pushlightuserdata(L, (void *)&PAGE_KEY);
+	lua_rawget(L, response);
+	struct page *page = luaL_testudata(L, -1, PAGE_MT);
+	if (page && page->data) {
+		*len = page->len;
+		return page->data;
+	}
+	lua_pop(L, 1);
+	return NULL;
+}
+
 /* mapper:map(ctx, response) -> batch */
 static int mapper_map(lua_State *L)
 {
@@ -452,10 +499,16 @@ static int mapper_map(lua_State *L)
 	luaL_checktype(L, 2, LUA_TTABLE);
 	luaL_checktype(L, 3, LUA_TTABLE);
 	lua_settop(L, 3);
-	lua_getfield(L, 3, "text");
-	if (lua_type(L, 4) != LUA_TSTRING)
-		return luaL_error(L, "mapper:map(ctx, response): response.text is a %s, not a string", luaL_typename(L, 4));
-	struct record_batch *b = push_batch(L, 1, 4, 3);
+	size_t len;
+	const char *text = push_response_text(L, 3, &len);
+	if (!text) {
+		lua_getfield(L, 3, "text");
+		if (lua_type(L, 4) != LUA_TSTRING)
+			return luaL_error(L, "mapper:map(ctx, response): response.text is a %s, not a string",
+					  luaL_typename(L, 4));
+		text = lua_tolstring(L, 4, &len);
+	}
+	struct record_batch *b = push_batch(L, 1, 4, 3, text, len);
 	render_constants(L, b, 1, 2);
 	frame_records(L, b, 2);
 	luaL_where(L, 1);
@@ -465,27 +518,36 @@ static int mapper_map(lua_State *L)
 	return 1;
 }
 
-/* response.body: the text decoded on first use, then kept. */
+/* response.text, made a Lua string on first use; response.body, the text decoded on first use.
+ * Both are kept. */
 static int response_index(lua_State *L)
 {
-	if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "body"))
+	if (lua_type(L, 2) != LUA_TSTRING)
 		return 0;
-	lua_getfield(L, 1, "text");
+	const char *key = lua_tostring(L, 2);
+	int is_text = !strcmp(key, "text");
+	if (!is_text && strcmp(key, "body"))
+		return 0;
 	size_t len;
-	const char *text = lua_tolstring(L, -1, &len);
+	const char *text = push_response_text(L, 1, &len);
 	if (!text)
 		return 0;
-	json_decode_push(L, text, len);
-	if (lua_isnil(L, -2) && !lua_isnil(L, -1))
-		return fail_not_json(L, 1, lua_tostring(L, -1));
-	lua_pop(L, 1);
-	lua_pushliteral(L, "body");
+	if (is_text) {
+		lua_pushlstring(L, text, len);
+	} else {
+		json_decode_push(L, text, len);
+		if (lua_isnil(L, -2) && !lua_isnil(L, -1))
+			return fail_not_json(L, 1, lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+	lua_pushvalue(L, 2);
 	lua_pushvalue(L, -2);
 	lua_rawset(L, 1);
 	return 1;
 }
 
-void records_push_response(lua_State *L, long status, int url_idx, const char *text, size_t len)
+/* Pushes the response table with an empty page; returns the page, for the caller to fill. */
+static struct page *push_response_of(lua_State *L, long status, int url_idx)
 {
 	url_idx = lua_absindex(L, url_idx);
 	lua_createtable(L, 0, 4);
@@ -493,9 +555,38 @@ void records_push_response(lua_State *L, long status, int url_idx, const char *t
 	lua_setfield(L, -2, "status");
 	lua_pushvalue(L, url_idx);
 	lua_setfield(L, -2, "url");
-	lua_pushlstring(L, text ? text : "", len);
-	lua_setfield(L, -2, "text");
 	luaL_setmetatable(L, RESPONSE_MT);
+	lua_pushlightuserdata(L, (void *)&PAGE_KEY);
+	struct page *page = lua_newuserdatauv(L, sizeof *page, 0);
+	page->data = NULL;
+	page->len = 0;
+	luaL_setmetatable(L, PAGE_MT);
+	lua_rawset(L, -3);
+	return page;
+}
+
+void records_push_response(lua_State *L, long status, int url_idx, const char *text, size_t len)
+{
+	struct page *page = push_response_of(L, status, url_idx);
+	if (!text)
+		len = 0;
+	char *copy = malloc(len + 1);
+	if (!copy)
+		luaL_error(L, "not enough memory for a page of %zu bytes", len);
+	if (len)
+		memcpy(copy, text, len);
+	copy[len] = '\0';
+	page->data = copy;
+	page->len = len;
+}
+
+void records_push_response_taking(lua_State *L, long status, int url_idx, struct buf *body)
+{
+	struct page *page = push_response_of(L, status, url_idx);
+	buf_cstr(body);
+	page->data = body->data;
+	page->len = body->len;
+	memset(body, 0, sizeof *body);
 }
 
 int records_response_not_json(lua_State *L, int response_idx, char *why, size_t whylen)
@@ -594,6 +685,7 @@ int records_open(lua_State *L)
 	static const luaL_Reg batch_fields[] = {
 		{"__gc", batch_gc}, {"__len", batch_len}, {"__index", batch_index}, {NULL, NULL}};
 	static const luaL_Reg response_fields[] = {{"__index", response_index}, {NULL, NULL}};
+	static const luaL_Reg page_fields[] = {{"__gc", page_gc}, {NULL, NULL}};
 	new_metatable(L, MAPPER_MT, mapper_fields);
 	luaL_getmetatable(L, MAPPER_MT);
 	luaL_newlib(L, mapper_methods);
@@ -601,6 +693,7 @@ int records_open(lua_State *L)
 	lua_pop(L, 1);
 	new_metatable(L, BATCH_MT, batch_fields);
 	new_metatable(L, RESPONSE_MT, response_fields);
+	new_metatable(L, PAGE_MT, page_fields);
 	lua_createtable(L, 0, 1);
 	lua_pushcfunction(L, records_declare);
 	lua_setfield(L, -2, "declare");

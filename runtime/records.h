@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
+
 #define RECORDS_NO_DAY INT64_MIN
 
 struct record_batch;
@@ -14,9 +16,12 @@ struct record_batch;
 /* Opens the `records` module (records.declare). [-0, +1, m] */
 int records_open(lua_State *L);
 
-/* Pushes the response object of an answer: {status, url, text}, whose body field is the text
- * decoded as JSON on first use. url_idx holds the URL. [-0, +1, m] */
+/* Pushes the response object of an answer: {status, url, text, body}, text made a Lua string and
+ * body decoded as JSON on first use. url_idx holds the URL; text is copied. [-0, +1, m] */
 void records_push_response(lua_State *L, long status, int url_idx, const char *text, size_t len);
+
+/* The same, taking body's memory instead of copying it: body is left empty. [-0, +1, m] */
+void records_push_response_taking(lua_State *L, long status, int url_idx, struct buf *body);
 
 /* After parse() failed: 1, with the reason, when it failed because the page at response_idx is
  * not JSON (a truncated or garbled answer, worth asking again); else 0. */

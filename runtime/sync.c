@@ -686,7 +686,7 @@ static int handle_page(struct engine *e, size_t i, char *why, size_t whylen)
 	if (!push_hook(s, "parse"))
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s' has no parse(ctx, response) function", s->name);
 	push_anchor(e, i, "url");
-	records_push_response(L, resp->status, -1, resp->body.data, resp->body.len);
+	records_push_response_taking(L, resp->status, -1, &slot->transfer.resp.body);
 	lua_remove(L, -2);
 	int response = top + 2;
 	lua_pushvalue(L, top + 1);
