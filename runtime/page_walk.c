@@ -72,7 +72,16 @@ struct walk {
 	struct piece {
 		const char *at;
 		size_t len;
-	} head, tail, field[WALK_MAX_FIELDS];
+	} head, tail;
+	/* The fields as put_field writes them, resolved once per page; a context or value field
+	 * without a value is left out. */
+	struct field_op {
+		enum walk_kind kind;
+		const struct walk_field *f;
+		const struct value *v;
+		struct piece piece;
+	} ops[WALK_MAX_FIELDS];
+	int nops;
 	/* The members of the last item read in full, when it spelt them without space or escape:
 	 * an item spelling the same members is read by matching each '{"name":' or ',"name":' as
 	 * one 16-byte comparison, instead of scanning names, spaces and separators byte by byte. */
@@ -80,8 +89,8 @@ struct walk {
 		int count; /* 0: none learnt */
 		struct shape_member {
 			uint64_t lo, hi, lo_mask, hi_mask; /* the separator's bytes and which of them count */
-			unsigned char len;
-			signed char source;
+			size_t len;
+			struct value *value; /* where its value goes */
 		} members[SHAPE_MAX];
 	} shape;
 	struct value unused; /* where the values of members no field reads go */
@@ -706,7 +715,8 @@ static inline char *put_short(char *out, const void *data, size_t len, size_t re
 
 static inline char *put_piece(char *out, const struct piece *piece)
 {
-	for (size_t i = 0; i < piece->len; i += 16)
+	memcpy(out, piece->at, 16);
+	for (size_t i = 16; i < piece->len; i += 16)
 		memcpy(out + i, piece->at + i, 16);
 	return out + piece->len;
 }
@@ -732,21 +742,19 @@ static char *put_day(struct walk *w, char *out, int64_t day)
 	return out + 12;
 }
 
-/* Writes field i as ',"name":value' (nothing when it has no value); NULL when the item cannot
+/* Writes a field as ',"name":value' (nothing when it has no value); NULL when the item cannot
  * give it a value it must have. */
-static char *put_field(struct walk *w, char *out, int i, int64_t *days)
+static inline char *put_field(struct walk *w, char *out, const struct field_op *op, int64_t *days)
 {
-	const struct walk_field *f = &w->m->fields[i];
-	const struct piece *piece = &w->field[i];
-	if (f->kind == FROM_CONTEXT || f->kind == FROM_VALUE)
-		return w->constants[i].len ? put_piece(out, piece) : out;
-	const struct value *v = &w->values[f->source];
+	const struct value *v = op->v;
+	if (op->kind == FROM_CONTEXT)
+		return put_piece(out, &op->piece);
 	if (!v->at)
 		return out;
 	long long integer;
-	switch (f->kind) {
+	switch (op->kind) {
 	case FROM_COPY:
-		out = put_piece(out, piece);
+		out = put_piece(out, &op->piece);
 		if (v->type == 'n' && !v->plain)
 			return out + number_text(v, out);
 		return put_value(w, out, v);
@@ -755,23 +763,23 @@ static char *put_field(struct walk *w, char *out, int i, int64_t *days)
 			return out;
 		/* Spelt as an integer already: the text is the integer's text, but for "-0". */
 		if (v->is_integer && !(v->len == 2 && v->at[1] == '0'))
-			return put_value(w, put_piece(out, piece), v);
+			return put_value(w, put_piece(out, &op->piece), v);
 		if (number_to_integer(v, &integer))
 			return out;
-		out = put_piece(out, piece);
+		out = put_piece(out, &op->piece);
 		return out + json_int_text(integer, out);
 	case FROM_DAY_MS:
 		if (v->type == 'l')
 			return out;
-		if (day_from_ms(w, f, v, &days[f->day_column]))
+		if (day_from_ms(w, op->f, v, &days[op->f->day_column]))
 			return NULL;
-		return put_day(w, put_piece(out, piece), days[f->day_column]);
+		return put_day(w, put_piece(out, &op->piece), days[op->f->day_column]);
 	default: /* FROM_DAY */
 		if (v->type == 'l')
 			return out;
-		if (day_from_text(w, f, v, &days[f->day_column]))
+		if (day_from_text(w, op->f, v, &days[op->f->day_column]))
 			return NULL;
-		return put(put_piece(out, piece), v->at, v->len);
+		return put(put_piece(out, &op->piece), v->at, v->len);
 	}
 }
 
@@ -790,13 +798,20 @@ static int build_pieces(struct walk *w)
 	at = put(at, w->frame->head, w->frame->head_len) + PIECE_PAD;
 	w->tail = (struct piece){at, w->frame->tail_len};
 	at = put(at, w->frame->tail, w->frame->tail_len) + PIECE_PAD;
+	w->nops = 0;
 	for (int i = 0; i < m->nfields; i++) {
+		const struct walk_field *f = &m->fields[i];
+		int constant = f->kind == FROM_CONTEXT || f->kind == FROM_VALUE;
+		if (constant && !w->constants[i].len)
+			continue;
 		char *piece = at;
 		*at++ = ',';
-		at = put(at, m->fields[i].key, m->fields[i].key_len);
-		if (m->fields[i].kind == FROM_CONTEXT || m->fields[i].kind == FROM_VALUE)
+		at = put(at, f->key, f->key_len);
+		if (constant)
 			at = put(at, w->constants[i].text, w->constants[i].len);
-		w->field[i] = (struct piece){piece, (size_t)(at - piece)};
+		w->ops[w->nops++] = (struct field_op){
+			constant ? FROM_CONTEXT : f->kind, f, constant ? NULL : &w->values[f->source],
+			{piece, (size_t)(at - piece)}};
 		at += PIECE_PAD;
 	}
 	return 0;
@@ -864,10 +879,9 @@ static int write_record(struct walk *w, size_t item_len)
 	char *start = put_piece(line, &w->head);
 	/* Every field starts with its comma: the first one's becomes the object's brace. */
 	char *out = start;
-	for (int i = 0; i < m->nfields && out; i++)
-		out = put_field(w, out, i, days);
-	if (!out)
-		return -1;
+	for (int i = 0; i < w->nops; i++)
+		if (!(out = put_field(w, out, &w->ops[i], days)))
+			return -1;
 	if (out == start)
 		*out++ = '{';
 	*start = '{';
@@ -922,8 +936,8 @@ static void learn_shape(struct walk *w, const unsigned char *item, const unsigne
 		memcpy(&m->hi, bytes + 8, 8);
 		memcpy(&m->lo_mask, mask, 8);
 		memcpy(&m->hi_mask, mask + 8, 8);
-		m->len = (unsigned char)len;
-		m->source = (signed char)seen[k].source;
+		m->len = len;
+		m->value = seen[k].source >= 0 ? &w->values[seen[k].source] : &w->unused;
 	}
 	s->count = count;
 }
@@ -976,6 +990,58 @@ static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 	}
 }
 
+/* Bit 7 of each byte that is not an ASCII digit (see skip_digits). */
+static inline uint64_t non_digits(const unsigned char *p)
+{
+	uint64_t x;
+	memcpy(&x, p, 8);
+	return ((x + 0x4646464646464646ULL) | (x - 0x3030303030303030ULL)) & 0x8080808080808080ULL;
+}
+
+/* How many digits start p, when fewer than 16; 16 for as many or more. Reads 16 bytes. */
+static inline size_t count_digits(const unsigned char *p)
+{
+	uint64_t flags = non_digits(p);
+	if (flags)
+		return (size_t)__builtin_ctzll(flags) >> 3;
+	flags = non_digits(p + 8);
+	return flags ? 8 + ((size_t)__builtin_ctzll(flags) >> 3) : 16;
+}
+
+/* scan_number for a number of the common kinds (at most 15 digits before and after its point,
+ * a short exponent), without a loop; anything else, or not a number, goes to scan_number.
+ * At least 64 bytes from p are readable. */
+static inline const unsigned char *scan_number_short(struct walk *w, const unsigned char *p, struct value *v)
+{
+	const unsigned char *start = p;
+	p += *p == '-';
+	size_t n = count_digits(p);
+	if (n == 0 || n == 16 || (*p == '0' && n > 1))
+		return scan_number(w, start, v);
+	p += n;
+	v->is_integer = 1;
+	v->plain = 1;
+	if (*p == '.') {
+		n = count_digits(p + 1);
+		if (n == 0 || n == 16)
+			return scan_number(w, start, v);
+		p += 1 + n;
+		v->is_integer = 0;
+		v->plain = p[-1] != '0';
+	}
+	if ((*p | 0x20) == 'e') {
+		const unsigned char *e = p + 1;
+		e += *e == '+' || *e == '-';
+		n = count_digits(e);
+		if (n == 0 || n == 16)
+			return scan_number(w, start, v);
+		p = e + n;
+		v->is_integer = 0;
+		v->plain = 0;
+	}
+	return p;
+}
+
 /* The 16 bytes at p start with the member's separator. */
 static inline int separator_matches(const unsigned char *p, const struct shape_member *m)
 {
@@ -993,16 +1059,18 @@ static const unsigned char *read_item_of_shape(struct walk *w, const unsigned ch
 	const struct shape *s = &w->shape;
 	for (int k = 0; k < s->count; k++) {
 		const struct shape_member *m = &s->members[k];
-		if (w->end - p < 16 || !separator_matches(p, m))
+		if (w->end - p < 80 || !separator_matches(p, m))
 			return NULL;
 		p += m->len;
-		struct value *v = m->source >= 0 ? &w->values[m->source] : &w->unused;
+		struct value *v = m->value;
 		const unsigned char *q;
+		if (*p <= ' ')
+			return NULL; /* space before the value: read_item skips it */
 		if (is_digit(*p) || *p == '-') {
 			v->at = p;
 			v->type = 'n';
 			v->escaped = 0;
-			q = scan_number(w, p, v);
+			q = scan_number_short(w, p, v);
 			if (q)
 				v->len = (size_t)(q - p);
 		} else {
@@ -1154,13 +1222,6 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 	out->count = 0;
 	out->outcome = WALK_OK;
 	out->message[0] = '\0';
-	/* Records take about three times their items' text (a bar's message is ~2.5 times its
-	 * item): asked for at once, the buffer is not grown and copied page by page. */
-	if (out->mem.cap < len * 3 && len * 3 <= memory_cap) {
-		free(out->mem.data); /* a previous page's records: nothing to keep */
-		out->mem.data = malloc(len * 3);
-		out->mem.cap = out->mem.data ? len * 3 : 0;
-	}
 	if (build_pieces(&w)) {
 		wrong_shape(&w, "no memory to write the page's records");
 		return;
