@@ -330,6 +330,15 @@ static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_id
 	b->text = text;
 	b->text_len = text_len;
 	b->memory_cap = host_memory_limit(L);
+	/* Records take about three times their items' text (a bar's message is ~2.5 times its item):
+	 * asked for at once, here on the main thread, whose heap was faulted in ahead (heap.c), the
+	 * buffer is neither grown and copied during the walk nor new memory to the worker. */
+	struct walk_buffers *mem = &b->out.mem;
+	if (mem->cap < text_len * 3 && text_len * 3 <= b->memory_cap) {
+		free(mem->data); /* a previous page's records: nothing to keep */
+		mem->data = malloc(text_len * 3);
+		mem->cap = mem->data ? text_len * 3 : 0;
+	}
 	b->job.run = walk_job;
 	return b;
 }
