@@ -106,11 +106,19 @@ static int load_library(void)
 
 static pthread_t preloader;
 static int preloading;
+/* What the preloader's curl_global_init(CURL_GLOBAL_DEFAULT) returned, when it made that call:
+ * the TLS library's start (reading its configuration) then also happens off the main thread.
+ * libcurl 7.84 and later (Debian 12 has 7.88) allow it on any thread. */
+static int preloaded_init;
+static CURLcode preloaded_init_code;
 
 static void *preload_main(void *unused)
 {
 	(void)unused;
-	load_library();
+	if (load_library() == 0) {
+		preloaded_init_code = fn.global_init(CURL_GLOBAL_DEFAULT);
+		preloaded_init = 1;
+	}
 	return NULL;
 }
 
@@ -148,7 +156,21 @@ const char *curl_lazy_error(void)
 
 CURLcode curl_global_init(long flags)
 {
-	return load() ? CURLE_FAILED_INIT : fn.global_init(flags);
+	if (load())
+		return CURLE_FAILED_INIT;
+	if (preloaded_init && flags == CURL_GLOBAL_DEFAULT) {
+		preloaded_init = 0; /* that call stands for this one: one init, one cleanup */
+		return preloaded_init_code;
+	}
+	return fn.global_init(flags);
+}
+
+void curl_lazy_cleanup(void)
+{
+	curl_lazy_wait();
+	if (preloaded_init && preloaded_init_code == CURLE_OK)
+		fn.global_cleanup();
+	preloaded_init = 0;
 }
 
 void curl_global_cleanup(void)

@@ -463,6 +463,7 @@ int main(int argc, char **argv)
 	curl_lazy_wait();
 	http_module_cleanup();
 	http_global_cleanup();
+	curl_lazy_cleanup();
 	if (proto_flush() || proto_stdout_failed())
 		rc = rc ? rc : 1;
 	proto_shutdown();
