@@ -56,6 +56,9 @@ def render_pages(now):
 def serve(pages):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Nagle's algorithm holds the last part of an answer until the client's delayed ACK
+        # (40 ms): a stall that is the server's, not the client's.
+        disable_nagle_algorithm = True
 
         def do_GET(self):
             match = PAGE_PATH.match(self.path)
