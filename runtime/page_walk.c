@@ -861,6 +861,19 @@ static int reserve(struct walk *w, size_t data_bytes)
 	return 0;
 }
 
+static void note_day(struct walk_day_span *span, int64_t day, size_t record)
+{
+	if (day == WALK_NO_DAY) {
+		span->every_record = 0;
+		return;
+	}
+	if (record == 0)
+		span->first = day;
+	else if (day < span->last)
+		span->ascending = 0;
+	span->last = day;
+}
+
 static int write_record(struct walk *w, size_t item_len)
 {
 	struct walk_output *o = w->out;
@@ -886,6 +899,8 @@ static int write_record(struct walk *w, size_t item_len)
 		*out++ = '{';
 	*start = '{';
 	*out++ = '}';
+	for (int d = 0; d < m->ndays; d++)
+		note_day(&o->day_span[d], days[d], o->count);
 	struct walk_entry *e = &o->mem.entries[o->count];
 	e->data_offset = (size_t)(start - line);
 	e->data_len = (size_t)(out - start);
@@ -1220,6 +1235,8 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 	w.month_last = 0;
 	out->len = 0;
 	out->count = 0;
+	for (int d = 0; d < m->ndays; d++)
+		out->day_span[d] = (struct walk_day_span){WALK_NO_DAY, WALK_NO_DAY, 1, 1};
 	out->outcome = WALK_OK;
 	out->message[0] = '\0';
 	if (build_pieces(&w)) {

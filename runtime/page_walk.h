@@ -70,9 +70,17 @@ struct walk_buffers {
 
 enum walk_outcome { WALK_OK, WALK_NOT_JSON, WALK_WRONG_SHAPE };
 
+/* A day column over all the records of a page: the engine emits the page in one piece when every
+ * record has its day and the days ascend. */
+struct walk_day_span {
+	int64_t first, last;
+	int every_record, ascending;
+};
+
 struct walk_output {
 	struct walk_buffers mem;
 	size_t len, count;
+	struct walk_day_span day_span[WALK_MAX_FIELDS];
 	enum walk_outcome outcome;
 	char message[256]; /* why, when not WALK_OK */
 	/* The next page's URL as the page spells it, quotes included; NULL when there is none. */

@@ -674,6 +674,22 @@ int records_batch_framed_for(const struct record_batch *b, const char *stream)
 	return b->stream && !strcmp(b->stream, stream);
 }
 
+int records_batch_day_span(const struct record_batch *b, int column, int64_t *first, int64_t *last)
+{
+	if (column < 0 || column >= b->m->map.ndays || b->out.count == 0)
+		return 0;
+	const struct walk_day_span *span = &b->out.day_span[column];
+	*first = span->first;
+	*last = span->last;
+	return span->every_record && span->ascending;
+}
+
+void records_batch_lines(const struct record_batch *b, const char **lines, size_t *len)
+{
+	*lines = b->out.mem.data;
+	*len = b->out.len;
+}
+
 void records_batch_line(const struct record_batch *b, size_t i, const char **line, size_t *len)
 {
 	*line = b->out.mem.data + b->out.mem.entries[i].offset;

@@ -46,6 +46,11 @@ int records_batch_day_column(const struct record_batch *b, const char *name);
 int records_batch_framed_for(const struct record_batch *b, const char *stream);
 /* Record i as a whole RECORD message line, newline included; consecutive records are adjacent. */
 void records_batch_line(const struct record_batch *b, size_t i, const char **line, size_t *len);
+/* 1 when every record has a day in column and the days ascend: then first and last are the first
+ * and the last record's, and all the records are one run of lines (records_batch_lines). */
+int records_batch_day_span(const struct record_batch *b, int column, int64_t *first, int64_t *last);
+/* All the records as RECORD message lines, one after another. */
+void records_batch_lines(const struct record_batch *b, const char **lines, size_t *len);
 /* Record i: its data object as JSON text, and its day in column (RECORDS_NO_DAY when absent). */
 void records_batch_get(const struct record_batch *b, size_t i, int column, const char **data, size_t *len,
 		       int64_t *day);

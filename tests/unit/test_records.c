@@ -1387,6 +1387,63 @@ static void batch_accessors(void)
 	test_lua_close(L);
 }
 
+/* The day span of a page: the engine writes a page in one piece only when it says every record
+ * has the day and the days ascend, so it must never say so of a page where that is not true. */
+static void day_spans(void)
+{
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	static const struct {
+		const char *page;
+		int spans; /* date column */
+		const char *first, *last;
+	} cases[] = {
+		{"{\"results\":[{\"t\":1646629200000},{\"t\":1646715600000},{\"t\":1646802000000}]}", 1, "2022-03-07",
+		 "2022-03-09"},
+		{"{\"results\":[{\"t\":1646629200000},{\"t\":1646629200000}]}", 1, "2022-03-07", "2022-03-07"},
+		{"{\"results\":[{\"t\":1646629200000}]}", 1, "2022-03-07", "2022-03-07"},
+		{"{\"results\":[{\"t\":1646715600000},{\"t\":1646629200000},{\"t\":1646802000000}]}", 0, NULL, NULL},
+		{"{\"results\":[{\"t\":1646629200000},{\"c\":1},{\"t\":1646802000000}]}", 0, NULL, NULL},
+		{"{\"results\":[{\"t\":1646629200000},{\"t\":null}]}", 0, NULL, NULL},
+		{"{\"results\":[{\"c\":1},{\"t\":1646629200000}]}", 0, NULL, NULL},
+		{"{\"results\":[]}", 0, NULL, NULL},
+		{"{\"status\":\"OK\"}", 0, NULL, NULL},
+	};
+	for (size_t k = 0; k < COUNT_OF(cases); k++) {
+		struct mapped m;
+		int top = lua_gettop(L);
+		if (map_page(L, 1, cases[k].page, strlen(cases[k].page), &m) != LUA_OK || !m.batch) {
+			CHECK(0, "case %zu: map failed: %s", k, m.error);
+			lua_settop(L, top);
+			continue;
+		}
+		int date = records_batch_day_column(m.batch, "date");
+		int64_t first = 0, last = 0, want;
+		int spans = records_batch_day_span(m.batch, date, &first, &last);
+		CHECK(spans == cases[k].spans, "case %zu: span %d, want %d", k, spans, cases[k].spans);
+		if (spans && cases[k].spans) {
+			date_parse_day(cases[k].first, &want);
+			CHECK(first == want, "case %zu: first day %lld, want %s", k, (long long)first, cases[k].first);
+			date_parse_day(cases[k].last, &want);
+			CHECK(last == want, "case %zu: last day %lld, want %s", k, (long long)last, cases[k].last);
+			/* The lines are the records' lines, one after another. */
+			const char *lines, *line;
+			size_t len, line_len, at = 0;
+			records_batch_lines(m.batch, &lines, &len);
+			for (size_t i = 0; i < records_batch_count(m.batch); i++) {
+				records_batch_line(m.batch, i, &line, &line_len);
+				CHECK(line == lines + at, "case %zu: line %zu is not where the run says", k, i);
+				at += line_len;
+			}
+			CHECK(at == len, "case %zu: the run is %zu bytes, its lines %zu", k, len, at);
+		}
+		CHECK(!records_batch_day_span(m.batch, -1, &first, &last), "case %zu: column -1 spans", k);
+		lua_settop(L, top);
+	}
+	test_lua_close(L);
+}
+
 /* Buffers grow past their first sizes (64 KB of text, 1024 entries), are handed back when a batch
  * is collected, and serve the next page; a record copying one big member twice fits. */
 static void big_pages_and_reused_buffers(void)
@@ -1830,6 +1887,7 @@ static const struct test tests[] = {
 	 generated_numbers_agree_with_the_runtime_writer},
 	{"map: 5000 generated instants' days as date_day_in_zone", generated_days_agree_with_the_date_functions},
 	{"batch: count, day columns, records, Lua access", batch_accessors},
+	{"batch: a day span only when every record has the day and the days ascend", day_spans},
 	{"batch: big pages, buffers handed back and reused", big_pages_and_reused_buffers},
 	{"map: records beyond the memory limit are an error", records_beyond_the_memory_limit},
 	{"map checks its arguments", map_checks_its_arguments},
