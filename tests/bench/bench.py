@@ -6,7 +6,8 @@
    pre-rendered pages from memory (so that the server is not the bottleneck): wall time,
    records/s, MB/s of protocol output, peak RSS.
 3. The transfer floor: the same pages fetched by curl with the same concurrency into /dev/null,
-   and the ratio of the sync to it.
+   and the ratio of the sync to it. Syncs and floor alternate, round by round; best and median
+   of the rounds are printed, the verdict is on the best of each.
 4. The emission rate in isolation: a page already in memory decoded, mapped by the script and
    written as RECORD messages, on one core.
 Targets (issue 7): spec < 5 ms; sync <= 1.5x the floor; emission >= 1,000,000 records/s;
@@ -123,35 +124,38 @@ def bench_spec(binary, runs):
     return median_ms([binary, "spec"], runs), median_ms(["/bin/true"], runs)
 
 
-def bench_sync(binary, port, first, work, to_pipe, runs=5):
-    """Best of runs: (wall, peak RSS, records, bytes of messages)."""
+def sync_argv(binary, port, first, work):
     config = os.path.join(work, "config.json")
     with open(config, "w") as f:
         json.dump({"api_key": KEY, "stock_ticker": ",".join(TICKERS), "start_date": first,
                    "base_url": f"http://127.0.0.1:{port}", "concurrency": CONCURRENCY}, f)
     catalog = os.path.join(ROOT, "catalogs", "fullrefresh_configured_catalog.json")
-    best = None
-    output = b""
-    for _ in range(runs):
-        wall, rss, out = run_measured([binary, "read", "--config", config, "--catalog", catalog], to_pipe)
-        output = out or output
-        if best is None or wall < best[0]:
-            best = (wall, rss)
-    return best[0], best[1], output.count(b'{"type":"RECORD"'), len(output)
+    return [binary, "read", "--config", config, "--catalog", catalog]
 
 
-def bench_floor(port, first):
+def floor_argv(port, first):
     urls = [f"http://127.0.0.1:{port}/v2/aggs/ticker/{t}/range/1/day/{first}/x?adjusted=true&sort=asc&limit=50000"
             for t in TICKERS]
     argv = ["curl", "-s", "--fail", "--parallel", "--parallel-max", str(CONCURRENCY),
             "-H", f"Authorization: Bearer {KEY}"]
     for url in urls:
         argv += ["-o", "/dev/null", url]
-    best = None
-    for _ in range(5):
-        wall, _, _ = run_measured(argv, False)
-        best = wall if best is None else min(best, wall)
-    return best
+    return argv
+
+
+def bench_transfers(binary, port, first, work, rounds):
+    """The sync through a pipe, the sync to /dev/null and the floor, one after another in each
+    round, so that all three see the machine alike (a shared VM drifts by 2x within minutes).
+    Returns {name: [(wall, rss), ...]} and the piped sync's output of the last round."""
+    sync = sync_argv(binary, port, first, work)
+    runs = {"pipe": [], "null": [], "floor": []}
+    output = b""
+    for _ in range(rounds):
+        wall, rss, output = run_measured(sync, True)
+        runs["pipe"].append((wall, rss))
+        runs["null"].append(run_measured(sync, False)[:2])
+        runs["floor"].append(run_measured(floor_argv(port, first), False)[:2])
+    return runs, output
 
 
 def bench_emit(emit_bench, script, page, seconds):
@@ -171,6 +175,7 @@ def main():
     parser.add_argument("--emit-bench", default=os.path.join(ROOT, "build", "emit-bench"))
     parser.add_argument("--spec-runs", type=int, default=200)
     parser.add_argument("--emit-seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of (piped sync, sync, floor)")
     args = parser.parse_args()
     binary = os.path.abspath(args.binary)
 
@@ -180,9 +185,7 @@ def main():
     port = server.server_address[1]
     with tempfile.TemporaryDirectory() as work:
         spec_ms, spawn_ms = bench_spec(binary, args.spec_runs)
-        wall, rss, records, size = bench_sync(binary, port, first, work, to_pipe=True)
-        null_wall, null_rss, _, _ = bench_sync(binary, port, first, work, to_pipe=False)
-        floor = bench_floor(port, first)
+        runs, output = bench_transfers(binary, port, first, work, args.rounds)
         page = os.path.join(work, "page.json")
         with open(page, "wb") as f:
             f.write(pages[TICKERS[0]])
@@ -194,13 +197,23 @@ def main():
     page_mb = sum(len(p) for p in pages.values()) / 1e6
     print(f"spec: median {spec_ms:.2f} ms over {args.spec_runs} runs, of which {spawn_ms:.2f} ms is starting any "
           f"process from Python here (/bin/true)  [{verdict(spec_ms < 5)}: < 5 ms]")
+    records, size = output.count(b'{"type":"RECORD"'), len(output)
+    best = {name: min(w for w, _ in r) for name, r in runs.items()}
+    median = {name: statistics.median(w for w, _ in r) for name, r in runs.items()}
+    rss = max(m for _, m in runs["pipe"])
+    null_rss = max(m for _, m in runs["null"])
+    wall = best["pipe"]
     print(f"sync: {len(TICKERS)} tickers x {YEARS} years, concurrency {CONCURRENCY}, through a pipe: {records} "
-          f"records in {wall:.3f} s = {records / wall:,.0f} records/s, {size / 1e6 / wall:.1f} MB/s of messages "
-          f"({page_mb:.1f} MB of pages), peak RSS {rss:.1f} MB  [{verdict(rss <= 24)}: <= 24 MB]")
-    print(f"sync, the same to /dev/null: {null_wall:.3f} s, peak RSS {null_rss:.1f} MB")
-    print(f"transfer floor: curl, same {len(TICKERS)} pages, --parallel-max {CONCURRENCY}, to /dev/null: {floor:.3f} s; "
-          f"sync/floor = {null_wall / floor:.2f}x to /dev/null, {wall / floor:.2f}x through a pipe  "
-          f"[{verdict(null_wall / floor <= 1.5)}: <= 1.5x]")
+          f"records in {wall:.3f} s (best of {args.rounds}; median {median['pipe']:.3f} s) = {records / wall:,.0f} "
+          f"records/s, {size / 1e6 / wall:.1f} MB/s of messages ({page_mb:.1f} MB of pages), peak RSS "
+          f"{rss:.1f} MB  [{verdict(rss <= 24)}: <= 24 MB]")
+    print(f"sync, the same to /dev/null: {best['null']:.3f} s (median {median['null']:.3f} s), peak RSS "
+          f"{null_rss:.1f} MB")
+    ratio = best["null"] / best["floor"]
+    print(f"transfer floor: curl, same {len(TICKERS)} pages, --parallel-max {CONCURRENCY}, to /dev/null: "
+          f"{best['floor']:.3f} s (median {median['floor']:.3f} s); sync/floor = {ratio:.2f}x to /dev/null "
+          f"(medians: {median['null'] / median['floor']:.2f}x), {wall / best['floor']:.2f}x through a pipe  "
+          f"[{verdict(ratio <= 1.5)}: <= 1.5x]")
     print(f"emission: {emit:,.0f} records/s on one core (the script's parse(): declared records mapped from the "
           f"page's text, written as RECORD messages)  [{verdict(emit >= 1e6)}: >= 1,000,000]")
     print(f"emission, same mapping as a Lua loop over response.body (cjson tables): {loop:,.0f} records/s "
