@@ -69,6 +69,7 @@ struct walk {
 	 * frame's head and tail, and per field ',"name":' (with its text for a context or value). */
 	char *pieces;
 	size_t pieces_len;
+	size_t record_bound; /* the most a record writes beyond what it copies from its item */
 	struct piece {
 		const char *at;
 		size_t len;
@@ -747,19 +748,19 @@ static char *put_day(struct walk *w, char *out, int64_t day)
 static inline char *put_field(struct walk *w, char *out, const struct field_op *op, int64_t *days)
 {
 	const struct value *v = op->v;
-	if (op->kind == FROM_CONTEXT)
-		return put_piece(out, &op->piece);
-	if (!v->at)
-		return out;
 	long long integer;
 	switch (op->kind) {
+	case FROM_CONTEXT:
+		return put_piece(out, &op->piece);
 	case FROM_COPY:
+		if (!v->at)
+			return out;
 		out = put_piece(out, &op->piece);
 		if (v->type == 'n' && !v->plain)
 			return out + number_text(v, out);
 		return put_value(w, out, v);
 	case FROM_INTEGER:
-		if (v->type != 'n')
+		if (!v->at || v->type != 'n')
 			return out;
 		/* Spelt as an integer already: the text is the integer's text, but for "-0". */
 		if (v->is_integer && !(v->len == 2 && v->at[1] == '0'))
@@ -769,13 +770,13 @@ static inline char *put_field(struct walk *w, char *out, const struct field_op *
 		out = put_piece(out, &op->piece);
 		return out + json_int_text(integer, out);
 	case FROM_DAY_MS:
-		if (v->type == 'l')
+		if (!v->at || v->type == 'l')
 			return out;
 		if (day_from_ms(w, op->f, v, &days[op->f->day_column]))
 			return NULL;
 		return put_day(w, put_piece(out, &op->piece), days[op->f->day_column]);
 	default: /* FROM_DAY */
-		if (v->type == 'l')
+		if (!v->at || v->type == 'l')
 			return out;
 		if (day_from_text(w, op->f, v, &days[op->f->day_column]))
 			return NULL;
@@ -798,6 +799,7 @@ static int build_pieces(struct walk *w)
 	at = put(at, w->frame->head, w->frame->head_len) + PIECE_PAD;
 	w->tail = (struct piece){at, w->frame->tail_len};
 	at = put(at, w->frame->tail, w->frame->tail_len) + PIECE_PAD;
+	w->record_bound = w->head.len + m->fixed_bound + w->pieces_len + 2 + w->tail.len + RECORD_SLACK;
 	w->nops = 0;
 	for (int i = 0; i < m->nfields; i++) {
 		const struct walk_field *f = &m->fields[i];
@@ -880,8 +882,7 @@ static int write_record(struct walk *w, size_t item_len)
 	const struct walk_mapping *m = w->m;
 	/* Copied values lie inside the item (one may be copied by several fields); everything else is
 	 * bounded by the declaration and the pieces. */
-	if (reserve(w, w->head.len + item_len * (size_t)m->max_copies + m->fixed_bound + w->pieces_len + 2 +
-			       w->tail.len + RECORD_SLACK)) {
+	if (reserve(w, w->record_bound + item_len * (size_t)m->max_copies)) {
 		wrong_shape(w, "the records of one page need more than the memory limit (%zu MB)", w->memory_cap >> 20);
 		return -1;
 	}

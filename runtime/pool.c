@@ -5,6 +5,11 @@
  * it alive until pool_job_done says it finished, and waits for it (pool_wait) before freeing it.
  * Completion is signalled on an eventfd so that the main thread can sleep in curl_multi_poll or
  * poll and wake for either a network event or a finished job.
+ *
+ * Workers run at a lower priority than the main thread: the main thread drives the transfers,
+ * and a worker woken for a page must not take its core while an answer waits to be read (a sync
+ * on two cores was ~1-2 ms faster in 30 alternating runs). They still get every core the main
+ * thread leaves, which is most of the time: it mostly waits for the network.
  */
 #define _GNU_SOURCE
 #include "pool.h"
@@ -13,6 +18,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define MAX_THREADS 16
@@ -26,9 +32,13 @@ static int nthreads;
 static int stopping;
 static int done_fd = -1;
 
+/* A nice value is per thread on Linux; failing to lower one's own priority only costs speed. */
+#define WORKER_NICE 10
+
 static void *worker(void *unused)
 {
 	(void)unused;
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), WORKER_NICE);
 	pthread_mutex_lock(&lock);
 	for (;;) {
 		while (!head && !stopping)
