@@ -250,23 +250,41 @@ int proto_message(lua_State *L, const char *type, const char *key, int idx, char
 	return 0;
 }
 
-int proto_stream_state(lua_State *L, const char *stream, int state_idx, int legacy_idx, int64_t record_count,
-		       char *err, size_t errlen)
+int proto_stream_state_json(lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
+			    int64_t record_count, char *err, size_t errlen)
 {
-	size_t mark = out.len;
+	/* data: the legacy blob with this stream's entry as state. The blob's own entry for it is
+	 * set aside while the rest is encoded (it may be older than state), then put back. */
+	legacy_idx = lua_absindex(L, legacy_idx);
+	lua_getfield(L, legacy_idx, stream);
+	lua_pushnil(L);
+	lua_setfield(L, legacy_idx, stream);
+	struct buf others = {0};
+	int rc = json_encode(L, legacy_idx, &others, err, errlen);
+	lua_setfield(L, legacy_idx, stream);
+	if (rc) {
+		buf_free(&others);
+		return -1;
+	}
 	buf_puts(&out, "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":");
 	json_write_string(&out, stream, strlen(stream));
 	buf_puts(&out, "},\"stream_state\":");
-	if (json_encode(L, state_idx, &out, err, errlen))
-		goto fail;
-	buf_puts(&out, "},\"data\":");
-	if (json_encode(L, legacy_idx, &out, err, errlen))
-		goto fail;
+	buf_append(&out, state, state_len);
+	buf_puts(&out, "},\"data\":{");
+	json_write_string(&out, stream, strlen(stream));
+	buf_putc(&out, ':');
+	buf_append(&out, state, state_len);
+	/* others is an object: "{}" or "{...}" */
+	if (others.len > 2) {
+		buf_putc(&out, ',');
+		buf_append(&out, others.data + 1, others.len - 1);
+	} else {
+		buf_putc(&out, '}');
+	}
+	buf_free(&others);
 	/* The protocol asks for a decimal point: recordCount is a double on the platform's side. */
 	buf_printf(&out, ",\"sourceStats\":{\"recordCount\":%lld.0}}}", (long long)record_count);
 	end_message(1);
 	return 0;
-fail:
-	out.len = mark;
-	return -1;
 }
+

@@ -46,8 +46,10 @@ void proto_record_framed(const struct proto_record_frame *f, const char *data, s
 /* Writes {"type": type, key: <table at idx>}. Returns -1 with err when the table is not JSON. */
 int proto_message(lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen);
 
-/* STATE of one stream: stream_state at state_idx, the legacy blob at legacy_idx. */
-int proto_stream_state(lua_State *L, const char *stream, int state_idx, int legacy_idx, int64_t record_count,
-		       char *err, size_t errlen);
+/* STATE of one stream: its stream_state as JSON text (an object), and as data the legacy blob at
+ * legacy_idx with that state in place of the blob's own entry for the stream (in the message
+ * only: the blob is left as it was). */
+int proto_stream_state_json(lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
+			    int64_t record_count, char *err, size_t errlen);
 
 #endif
