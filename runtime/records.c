@@ -35,8 +35,10 @@ static const char MAPPER_MT[] = "source_lua.records.mapper";
 static const char BATCH_MT[] = "source_lua.records.batch";
 static const char RESPONSE_MT[] = "source_lua.records.response";
 static const char PAGE_MT[] = "source_lua.records.page";
-/* The key under which a response keeps its page; scripts cannot spell it. */
-static const char PAGE_KEY = 0;
+/* The registry key of the table from each response to its page. Weak-keyed (an ephemeron): a
+ * page lives as long as its response, and the response itself shows nothing of it to pairs or
+ * json.encode. */
+static const char PAGES_KEY = 0;
 /* The key under which a response remembers that its text is not JSON; scripts cannot spell it. */
 static const char NOT_JSON_KEY = 0;
 
@@ -482,16 +484,37 @@ static int page_gc(lua_State *L)
 	return 0;
 }
 
+static void push_pages(lua_State *L)
+{
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &PAGES_KEY) != LUA_TNIL)
+		return;
+	lua_pop(L, 1);
+	lua_newtable(L);
+	lua_createtable(L, 0, 1);
+	lua_pushliteral(L, "k");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &PAGES_KEY);
+}
+
 /* The response's text: response.text when the script set or read it, else its page. Pushes what
- * keeps the text alive; NULL (nothing pushed) when there is neither. */
+ * keeps the text alive; NULL (nothing pushed) when there is neither, or when response.text is
+ * something other than a string. */
 static const char *push_response_text(lua_State *L, int response, size_t *len)
 {
+	response = lua_absindex(L, response);
 	lua_pushliteral(L, "text");
-	if (lua_rawget(L, response) == LUA_TSTRING)
+	int type = lua_rawget(L, response);
+	if (type == LUA_TSTRING)
 		return lua_tolstring(L, -1, len);
 	lua_pop(L, 1);
-	lua_pushlightuserdata(L, (void *)&PAGE_KEY);
-	lua_rawget(L, response);
+	if (type != LUA_TNIL)
+		return NULL;
+	push_pages(L);
+	lua_pushvalue(L, response);
+	lua_rawget(L, -2);
+	lua_remove(L, -2);
 	struct page *page = luaL_testudata(L, -1, PAGE_MT);
 	if (page && page->data) {
 		*len = page->len;
@@ -565,12 +588,14 @@ static struct page *push_response_of(lua_State *L, long status, int url_idx)
 	lua_pushvalue(L, url_idx);
 	lua_setfield(L, -2, "url");
 	luaL_setmetatable(L, RESPONSE_MT);
-	lua_pushlightuserdata(L, (void *)&PAGE_KEY);
+	push_pages(L);
+	lua_pushvalue(L, -2);
 	struct page *page = lua_newuserdatauv(L, sizeof *page, 0);
 	page->data = NULL;
 	page->len = 0;
 	luaL_setmetatable(L, PAGE_MT);
 	lua_rawset(L, -3);
+	lua_pop(L, 1);
 	return page;
 }
 

@@ -1614,6 +1614,34 @@ static void map_refuses_a_number_as_the_text(void)
 	lua_pushvalue(L, 1);
 	if (CHECK(lua_pcall(L, 1, 1, 0) == LUA_OK, "%s", lua_tostring(L, -1)))
 		CHECK_CONTAINS(lua_tostring(L, -1), "response.text is a number, not a string", "text = 5");
+	/* The same on a response of the engine's, whose text is still in its page. */
+	test_push_lua(L, "return function(m, r) r.text = 5 local ok, err = pcall(m.map, m, {}, r) return tostring(err) end");
+	lua_pushvalue(L, 1);
+	lua_pushliteral(L, "u");
+	records_push_response(L, 200, -1, BYTES("{\"results\":[]}"));
+	lua_remove(L, -2);
+	if (CHECK(lua_pcall(L, 2, 1, 0) == LUA_OK, "%s", lua_tostring(L, -1)))
+		CHECK_CONTAINS(lua_tostring(L, -1), "response.text is a number, not a string", "engine's response, text = 5");
+	test_lua_close(L);
+}
+
+/* The page a response keeps is not one of its keys (json.encode would refuse a key that is not a
+ * string): pairs sees status and url, then text and body once read. */
+static void response_keys_are_its_fields(void)
+{
+	lua_State *L = open_with(ONE);
+	if (!L)
+		return;
+	test_push_lua(L, "return function(r) local function keys() local names = {} for k in pairs(r) do"
+			 " names[#names + 1] = tostring(k) end table.sort(names) return table.concat(names, ',') end"
+			 " local before = keys() local _ = r.text, r.body return before, keys() end");
+	lua_pushliteral(L, "u");
+	records_push_response(L, 200, -1, BYTES("{\"results\":[]}"));
+	lua_remove(L, -2);
+	if (CHECK(lua_pcall(L, 1, 2, 0) == LUA_OK, "%s", lua_tostring(L, -1))) {
+		CHECK_STR(lua_tostring(L, -2), "status,url", "keys before text and body are read");
+		CHECK_STR(lua_tostring(L, -1), "body,status,text,url", "keys after");
+	}
 	test_lua_close(L);
 }
 
@@ -1892,6 +1920,7 @@ static const struct test tests[] = {
 	{"map: records beyond the memory limit are an error", records_beyond_the_memory_limit},
 	{"map checks its arguments", map_checks_its_arguments},
 	{"map refuses a number as response.text", map_refuses_a_number_as_the_text},
+	{"a response's keys are its fields: its page is kept apart", response_keys_are_its_fields},
 	{"response.body is decoded on first use, kept, retryable when not JSON",
 	 response_body_is_decoded_on_first_use},
 	{"reading a body or a batch that is not JSON marks the response", the_not_json_mark},
