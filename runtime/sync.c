@@ -203,6 +203,10 @@ static int add_partition_key(struct stream_run *s, int value_idx, lua_Integer po
 	if (lua_type(L, value_idx) != LUA_TSTRING || lua_rawlen(L, value_idx) == 0)
 		return run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': partition %d is not a non-empty string", s->name,
 				(int)position);
+	/* Keys are C strings from here on (the state's member names, ctx.partition). */
+	if (strlen(lua_tostring(L, value_idx)) != lua_rawlen(L, value_idx))
+		return run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': partition %d contains a NUL character", s->name,
+				(int)position);
 	lua_pushvalue(L, value_idx);
 	if (lua_rawget(L, s->keys) != LUA_TNIL) {
 		lua_pop(L, 1);
@@ -236,6 +240,11 @@ static int load_partitions(struct stream_run *s)
 		s->nparts = 1;
 		return 0;
 	}
+	/* The state holds both side by side: {partition_state_key = {...}, cursor_field = day}. */
+	if (!strcmp(s->partition_key, s->cursor_field))
+		return run_fail(s, PROTO_SYSTEM_ERROR,
+				"stream '%s': partition_state_key '%s' is also the cursor field; the state needs both",
+				s->name, s->partition_key);
 	lua_pushvalue(L, s->config);
 	if (host_call(L, 1, 1) != LUA_OK)
 		return run_fail_script(s, "partitions(config) failed");

@@ -386,3 +386,25 @@ def test_print_and_log_keep_text_after_a_nul_byte(connector, tmp_path):
     texts = [m["log"]["message"] for m in result.of("LOG")]
     assert "before\0after print" in texts, [t for t in texts if t.startswith("before")]
     assert "before\0after log" in texts, [t for t in texts if t.startswith("before")]
+
+
+# --------------------------------------------------------------------------------------------
+# partitions and the state they are kept in
+# --------------------------------------------------------------------------------------------
+
+def test_partition_state_key_equal_to_the_cursor_field_is_refused(connector, tmp_path):
+    """The state holds {partition_state_key = {...}, cursor_field = day}: one name for both would
+    write one member over the other."""
+    script = script_copy(tmp_path, ('partition_state_key = "tickers",', 'partition_state_key = "date",'))
+    result = read(connector, script)
+    assert_read_failed(result, "partition_state_key 'date' is also the cursor field")
+    assert result.records == []
+
+
+def test_a_partition_with_a_nul_character_is_a_config_error(connector):
+    """Partition keys name members of the state: a NUL would cut one short (and two keys could
+    become one)."""
+    result = connector.read(connector.config(stock_ticker="TS\u0000LA,AAPL"), now=AFTER_CLOSE)
+    error = the_error(result)
+    assert error["failure_type"] == "config_error", result.describe()
+    assert result.records == []
