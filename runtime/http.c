@@ -71,6 +71,10 @@ void http_global_cleanup(void)
 	/* libcurl stays mapped: unmapping it and its thirty libraries at exit cost ~2 ms of a sync. */
 }
 
+/* A body announced as larger than this grows as it arrives: a Content-Length is a promise the
+ * server may not keep. */
+#define MAX_PRESIZED_BODY (32u << 20)
+
 static size_t collect_body(char *data, size_t size, size_t count, void *userdata)
 {
 	struct http_response *resp = userdata;
@@ -96,9 +100,18 @@ static size_t collect_header(char *data, size_t size, size_t count, void *userda
 	}
 	buf_append(&resp->headers, data, n);
 	if (n > 15 && !strncasecmp(data, "content-length:", 15)) {
-		unsigned long long length = strtoull(data + 15, NULL, 10);
+		/* The line is not NUL-terminated: its digits are copied out first. */
+		char digits[24];
+		size_t at = 15, len = 0;
+		while (at < n && (data[at] == ' ' || data[at] == '\t'))
+			at++;
+		while (at < n && len < sizeof digits - 1 && data[at] >= '0' && data[at] <= '9')
+			digits[len++] = data[at++];
+		digits[len] = '\0';
+		unsigned long long length = len ? strtoull(digits, NULL, 10) : 0;
 		/* A hint only (a compressed body grows): never more than a body may take. */
-		resp->expected_body_bytes = length < http_settings.max_body_bytes ? (size_t)length : 0;
+		int plausible = length < http_settings.max_body_bytes && length <= MAX_PRESIZED_BODY;
+		resp->expected_body_bytes = plausible ? (size_t)length : 0;
 	}
 	return n;
 }

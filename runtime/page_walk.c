@@ -763,7 +763,7 @@ static inline char *put_field(struct walk *w, char *out, const struct field_op *
 		if (!v->at || v->type != 'n')
 			return out;
 		/* Spelt as an integer already: the text is the integer's text, but for "-0". */
-		if (v->is_integer && !(v->len == 2 && v->at[1] == '0'))
+		if (v->is_integer && !(v->len == 2 && v->at[0] == '-' && v->at[1] == '0'))
 			return put_value(w, put_piece(out, &op->piece), v);
 		if (number_to_integer(v, &integer))
 			return out;
