@@ -18,7 +18,6 @@ struct walk_field {
 	const char *name;
 	const char *key; /* "name": */
 	size_t key_len;
-	char key16[16]; /* the same, zero-padded, when it fits: copied in one 16-byte move */
 	int source;     /* the item member it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*) */
 	int day_column; /* FROM_DAY_MS, FROM_DAY */
 	enum date_zone zone;

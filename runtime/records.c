@@ -190,8 +190,6 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 	lua_pushfstring(L, "\"%s\":", name);
 	f->key_len = lua_rawlen(L, -1);
 	f->key = pin_string(L, pins, -1);
-	if (f->key_len <= sizeof f->key16)
-		memcpy(f->key16, f->key, f->key_len);
 	lua_pop(L, 2);
 	f->kind = field_kind_of(L, spec, f->name);
 	f->zone = DATE_UTC;
@@ -333,8 +331,7 @@ static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_id
 	b->text_len = text_len;
 	b->memory_cap = host_memory_limit(L);
 	/* Records take about three times their items' text (a bar's message is ~2.5 times its item):
-	 * asked for at once, here on the main thread, whose heap was faulted in ahead (heap.c), the
-	 * buffer is neither grown and copied during the walk nor new memory to the worker. */
+	 * asked for at once, here, the buffer is not grown and copied during the walk. */
 	struct walk_buffers *mem = &b->out.mem;
 	if (mem->cap < text_len * 3 && text_len * 3 <= b->memory_cap) {
 		free(mem->data); /* a previous page's records: nothing to keep */

@@ -335,41 +335,10 @@ static void push_day(lua_State *L, int64_t day)
 	lua_pushstring(L, text);
 }
 
-/* {cursor: min over partitions, partition_key: {key: {cursor: day}}}, or {cursor: day}. [-0, +1, m] */
-static void push_stream_state(struct stream_run *s)
-{
-	lua_State *L = s->L;
-	lua_newtable(L);
-	int64_t least = NO_CURSOR;
-	int all_have_cursors = 1;
-	if (s->partitioned) {
-		lua_newtable(L);
-		for (size_t i = 0; i < s->nparts; i++) {
-			if (s->parts[i].cursor == NO_CURSOR) {
-				all_have_cursors = 0;
-				continue;
-			}
-			if (least == NO_CURSOR || s->parts[i].cursor < least)
-				least = s->parts[i].cursor;
-			lua_newtable(L);
-			push_day(L, s->parts[i].cursor);
-			lua_setfield(L, -2, s->cursor_field);
-			lua_setfield(L, -2, s->parts[i].key);
-		}
-		lua_setfield(L, -2, s->partition_key);
-	} else {
-		least = s->parts[0].cursor;
-	}
-	/* The top-level cursor means "every partition is complete up to here", as the legacy state did. */
-	if (least != NO_CURSOR && all_have_cursors) {
-		push_day(L, least);
-		lua_setfield(L, -2, s->cursor_field);
-	}
-}
-
-/* The stream's state as push_stream_state builds it, written as JSON from C: a STATE per page
- * would otherwise build and encode a Lua table of every partition's cursor (~30 us a page at 40
- * tickers, and it grows with them). */
+/* The stream's state, {cursor: min over partitions, partition_key: {key: {cursor: day}}} or
+ * {cursor: day}, written as JSON from C: a STATE per page would otherwise build and encode a Lua
+ * table of every partition's cursor (~30 us a page at 40 tickers, and it grows with them). The
+ * top-level cursor means "every partition is complete up to here", as the legacy state did. */
 static void write_stream_state(const struct stream_run *s, struct buf *out)
 {
 	char day[DATE_DAY_LEN];
@@ -427,12 +396,14 @@ static int checkpoint(struct stream_run *s)
 	return 0;
 }
 
-/* The legacy blob, which the STATEs of later streams carry, gets this stream's last state. */
+/* The legacy blob, which the STATEs of later streams carry, gets this stream's last state: the
+ * last STATE's own text, decoded. */
 static void catch_up_legacy(struct stream_run *s)
 {
 	if (!s->legacy_behind)
 		return;
-	push_stream_state(s);
+	json_decode_push(s->L, s->state_json.data, s->state_json.len);
+	lua_pop(s->L, 1);
 	lua_setfield(s->L, s->legacy, s->name);
 	s->legacy_behind = 0;
 }
@@ -663,7 +634,8 @@ static int emit_batch(struct stream_run *s, struct partition *p, const struct re
 	 * framed here, record by record. */
 	int framed = records_batch_framed_for(b, s->name);
 	int64_t first, last;
-	if (framed && records_batch_day_span(b, column, &first, &last) && first >= from && last <= to &&
+	/* admit_record for the first record fails the sync when it goes backwards: checked first. */
+	if (framed && records_batch_day_span(b, column, &first, &last) && last <= to &&
 	    (p->last_emitted == NO_CURSOR || first >= p->last_emitted) && admit_record(s, p, first, from, to) == 1) {
 		/* Every record admitted, in order: what the loop below would do, record by record. */
 		const char *lines;
