@@ -139,6 +139,35 @@ int date_zone_offset(enum date_zone zone, int64_t epoch)
 	return (epoch >= start && epoch < end) ? -4 * 3600 : -5 * 3600;
 }
 
+int date_zone_offset_span(enum date_zone zone, int64_t epoch, int64_t *from, int64_t *until)
+{
+	if (zone == DATE_UTC) {
+		*from = INT64_MIN;
+		*until = INT64_MAX;
+		return 0;
+	}
+	int offset = date_zone_offset(zone, epoch);
+	/* date_zone_offset decides by the year of epoch - 5 h, from 05:00 UTC on 1 January to the
+	 * next, and by the daylight bounds within it: the span is the piece of that year. */
+	int64_t day = floor_div(epoch - 5 * 3600, SECONDS_PER_DAY);
+	int year = year_of_day(day);
+	int64_t year_start = days_from_civil(year, 1, 1) * SECONDS_PER_DAY + 5 * 3600;
+	int64_t year_end = days_from_civil(year + 1, 1, 1) * SECONDS_PER_DAY + 5 * 3600;
+	int64_t start, end;
+	new_york_dst_bounds(year, &start, &end);
+	if (epoch < start) {
+		*from = year_start;
+		*until = start;
+	} else if (epoch < end) {
+		*from = start;
+		*until = end;
+	} else {
+		*from = end;
+		*until = year_end;
+	}
+	return offset;
+}
+
 int64_t date_day_in_zone(int64_t epoch, enum date_zone zone)
 {
 	return floor_div(epoch + date_zone_offset(zone, epoch), SECONDS_PER_DAY);

@@ -22,6 +22,10 @@ int date_parse(const char *s, enum date_zone zone, int64_t *epoch);
 /* Offset of zone from UTC, in seconds, at the UTC instant epoch (-14400 or -18000 for New York). */
 int date_zone_offset(enum date_zone zone, int64_t epoch);
 
+/* date_zone_offset, and the instants [*from, *until) around epoch that have the same offset
+ * (not always the whole span: callers cache it to skip the search for the next instants). */
+int date_zone_offset_span(enum date_zone zone, int64_t epoch, int64_t *from, int64_t *until);
+
 /* Day (since 1970-01-01) that the instant falls on in zone. */
 int64_t date_day_in_zone(int64_t epoch, enum date_zone zone);
 

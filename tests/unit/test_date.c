@@ -187,6 +187,32 @@ static void zone_offset_matches_tzdata(void)
 	set_tz(test_param());
 }
 
+/* The span given with an offset holds the instant, has that offset at both ends, and stops at a
+ * change of offset (or at the year's end, where date.c starts its search again). */
+static void zone_offset_span_is_exact(void)
+{
+	int failures = 0;
+	for (int64_t t = -2208988800; t < 4102444800 && failures < 3; t += 7 * 86400 + 3917) {
+		int64_t from, until;
+		int offset = date_zone_offset_span(DATE_NEW_YORK, t, &from, &until);
+		int ok = offset == date_zone_offset(DATE_NEW_YORK, t) && from <= t && t < until &&
+			 date_zone_offset(DATE_NEW_YORK, from) == offset && date_zone_offset(DATE_NEW_YORK, until - 1) == offset &&
+			 until - from <= 366 * 86400 &&
+			 (date_zone_offset(DATE_NEW_YORK, until) != offset || (until - 5 * 3600) % 86400 == 0);
+		if (!CHECK(ok, "epoch %lld: offset %d over [%lld, %lld)", (long long)t, offset, (long long)from,
+			   (long long)until))
+			failures++;
+		/* A change of offset inside the span would be missed by the walk's cache. */
+		for (int64_t probe = from; probe < until && failures < 3; probe += 86400 / 4)
+			if (!CHECK(date_zone_offset(DATE_NEW_YORK, probe) == offset, "epoch %lld: offset changes at %lld",
+				   (long long)t, (long long)probe))
+				failures++;
+	}
+	int64_t from, until;
+	CHECK(date_zone_offset_span(DATE_UTC, 1646708400, &from, &until) == 0 && from == INT64_MIN && until == INT64_MAX,
+	      "UTC: offset 0 for all time");
+}
+
 struct day_in_zone_case {
 	const char *label;
 	int64_t epoch;
@@ -380,6 +406,7 @@ static const struct test tests[] = {
 	{"date_format_day inverts date_parse_day, 1900..2100", format_day_inverts_parse},
 	{"date_zone_offset around DST changes (2006, 2007, 2022 rules)", zone_offset_dst},
 	{"date_zone_offset matches tzdata hourly, 1987..2039", zone_offset_matches_tzdata},
+	{"date_zone_offset_span: the offset holds over the whole span, 1900..2100", zone_offset_span_is_exact},
 	{"date_day_in_zone and date_seconds_into_day", day_in_zone},
 	{"date.from_ms of Polygon bar timestamps", lua_from_ms},
 	{"date_parse RFC 3339 with offsets", parse_rfc3339_offsets},
