@@ -29,6 +29,8 @@
 #define SHAPE_MAX 16
 #define SHAPE_NAME_MAX 12
 #define PIECE_PAD 16
+/* The plan's pieces are copied 32 bytes at a time. */
+#define PLAN_PAD 32
 /* Bytes a record may write past its end before the next one overwrites them. */
 #define RECORD_SLACK 64
 /* 1000-01-01 and 9999-12-31, the days date_format_day can spell. */
@@ -81,6 +83,10 @@ struct walk {
 		const struct walk_field *f;
 		const struct value *v;
 		struct piece piece;
+		/* FROM_DAY_MS: the instants [zone_from, zone_until) have zone_offset (consecutive items
+		 * mostly fall in one span, and finding the offset is most of a day's cost). */
+		int64_t zone_from, zone_until;
+		int zone_offset;
 	} ops[WALK_MAX_FIELDS];
 	int nops;
 	/* The members of the last item read in full, when it spelt them without space or escape:
@@ -95,6 +101,20 @@ struct walk {
 		} members[SHAPE_MAX];
 	} shape;
 	struct value unused; /* where the values of members no field reads go */
+	/* The record of an item of the learnt shape, whose members are known: the text between two
+	 * values (the frame, keys, context fields) laid out as one piece, each followed by a value
+	 * written per its field; the last piece closes the data and the frame. */
+	struct plan {
+		int count; /* steps; 0: none */
+		struct plan_step {
+			struct piece piece;
+			enum walk_kind kind;  /* of the value after the piece; FROM_CONTEXT: none (the last) */
+			const struct value *v;
+			struct field_op *op;
+		} steps[WALK_MAX_FIELDS + 1];
+		char *text;
+		size_t text_cap;
+	} plan;
 };
 
 static const unsigned char *syntax(struct walk *w, const unsigned char *p, const char *what)
@@ -538,15 +558,32 @@ static inline long long eight_digits(const unsigned char *p)
 	return (long long)((x & 0x0000ffff0000ffffULL) * 42949672960001ULL >> 32);
 }
 
-/* math.tointeger's rule: an integral number that fits, else nothing. */
-static int number_to_integer(const struct value *v, long long *out)
+/* The value of the 9 to 16 digits at p, when 16 bytes from p are readable: the first eight read
+ * at once, then the eight bytes after them with the bytes past the digits shifted out (a zero
+ * byte reads as a leading 0). */
+static inline long long nine_to_sixteen_digits(const unsigned char *p, size_t digits)
+{
+	static const long long powers[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+	uint64_t rest;
+	memcpy(&rest, p + 8, 8);
+	rest <<= 8 * (16 - digits);
+	return eight_digits(p) * powers[digits - 8] + eight_digits((const unsigned char *)&rest);
+}
+
+/* math.tointeger's rule: an integral number that fits, else nothing. readable: bytes from the
+ * value's start that may be read. */
+static int number_to_integer(const struct value *v, size_t readable, long long *out)
 {
 	if (v->is_integer) {
 		const unsigned char *p = v->at, *end = v->at + v->len;
 		int negative = *p == '-';
 		long long n = 0;
 		p += negative;
-		if (end - p >= 8) {
+		if (end - p > 8 && end - p <= 16 && readable >= 17) {
+			/* Millisecond stamps have 13 digits. */
+			n = nine_to_sixteen_digits(p, (size_t)(end - p));
+			p = end;
+		} else if (end - p >= 8) {
 			/* Millisecond stamps have 13 digits: the last eight are read in one go. */
 			for (; end - p > 8; p++)
 				n = n * 10 + (*p - '0');
@@ -576,70 +613,68 @@ static size_t quick_number_text(const struct value *v, char *out)
 	const unsigned char *end = p + v->len;
 	int negative = *p == '-';
 	p += negative;
-	unsigned long long d = 0;
-	int significant = 0, exponent = 0, seen_point = 0;
-	for (; p < end && (is_digit(*p) || *p == '.'); p++) {
-		if (*p == '.') {
-			seen_point = 1;
-			continue;
-		}
-		if (d == 0 && *p == '0') {
-			exponent -= seen_point;
-			continue;
-		}
-		if (++significant > 15)
+	/* The digits of the mantissa, its point left out: the text only moves that point. */
+	char digits[32];
+	const unsigned char *run_end = skip_digits(p, end);
+	size_t whole = (size_t)(run_end - p), fraction = 0;
+	if (whole > sizeof digits)
+		return 0;
+	memcpy(digits, p, whole);
+	p = run_end;
+	if (*p == '.') {
+		run_end = skip_digits(p + 1, end);
+		fraction = (size_t)(run_end - p - 1);
+		if (whole + fraction > sizeof digits)
 			return 0;
-		d = d * 10 + (unsigned long long)(*p - '0');
-		exponent -= seen_point;
+		memcpy(digits + whole, p + 1, fraction);
+		p = run_end;
 	}
-	if (d == 0)
-		return 0; /* zero and its sign: the slow path */
+	int exponent = 0;
 	if (p < end) {
 		int negative_exponent = *++p == '-';
 		p += *p == '-' || *p == '+';
-		int e = 0;
-		for (; p < end; p++) {
-			e = e * 10 + (*p - '0');
-			if (e > 400)
-				return 0;
-		}
-		exponent += negative_exponent ? -e : e;
+		if (end - p > 3)
+			return 0;
+		for (; p < end; p++)
+			exponent = exponent * 10 + (*p - '0');
+		exponent = negative_exponent ? -exponent : exponent;
 	}
-	while (d % 10 == 0) {
-		d /= 10;
-		significant--;
-		exponent++;
-	}
+	size_t first = 0, last = whole + fraction;
+	while (first < last && digits[first] == '0')
+		first++;
+	while (last > first && digits[last - 1] == '0')
+		last--;
+	int significant = (int)(last - first);
+	if (significant == 0 || significant > 15)
+		return 0; /* zero and its sign, or more digits than a double tells apart: the slow path */
+	/* The value is digits[first, last) times 10^scale. */
+	int scale = exponent - (int)fraction + (int)(whole + fraction - last);
 	size_t len = 0;
 	if (negative)
 		out[len++] = '-';
-	if (exponent >= 0) {
-		for (; exponent > 0; exponent--) {
-			if (d >= (1ULL << 53) / 10)
-				return 0;
-			d *= 10;
-		}
-		if (d >= (1ULL << 53))
-			return 0;
-		return len + json_int_text((long long)d, out + len);
+	if (scale >= 0) {
+		if (significant + scale > 15)
+			return 0; /* 2^53 and beyond: the slow path */
+		memcpy(out + len, digits + first, (size_t)significant);
+		len += (size_t)significant;
+		memset(out + len, '0', (size_t)scale);
+		return len + (size_t)scale;
 	}
-	int decimals = -exponent;
-	if (decimals > 6 || significant - decimals > 9)
+	int decimals = -scale, units = significant - decimals;
+	if (decimals > 6 || units > 9)
 		return 0;
-	char digits[JSON_NUMBER_MAX];
-	int n = (int)json_int_text((long long)d, digits);
-	if (n <= decimals) {
+	if (units <= 0) {
 		out[len++] = '0';
 		out[len++] = '.';
-		for (int z = n; z < decimals; z++)
-			out[len++] = '0';
-		memcpy(out + len, digits, (size_t)n);
-		return len + (size_t)n;
+		memset(out + len, '0', (size_t)-units);
+		len += (size_t)-units;
+		memcpy(out + len, digits + first, (size_t)significant);
+		return len + (size_t)significant;
 	}
-	memcpy(out + len, digits, (size_t)(n - decimals));
-	len += (size_t)(n - decimals);
+	memcpy(out + len, digits + first, (size_t)units);
+	len += (size_t)units;
 	out[len++] = '.';
-	memcpy(out + len, digits + n - decimals, (size_t)decimals);
+	memcpy(out + len, digits + first + units, (size_t)decimals);
 	return len + (size_t)decimals;
 }
 
@@ -649,8 +684,32 @@ static size_t number_text(const struct value *v, char *out)
 	return len ? len : json_double_text(number_value(v), out);
 }
 
-static int day_from_ms(struct walk *w, const struct walk_field *f, const struct value *v, int64_t *out)
+static int64_t day_in_zone(struct field_op *op, int64_t seconds)
 {
+	if (seconds < op->zone_from || seconds >= op->zone_until)
+		op->zone_offset = date_zone_offset_span(op->f->zone, seconds, &op->zone_from, &op->zone_until);
+	int64_t local = seconds + op->zone_offset;
+	return local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
+}
+
+/* day_from_ms for the usual value, a positive stamp of 9 to 16 digits giving a day in range;
+ * 0 for any other, which day_from_ms then reads (or refuses, with its message). */
+static inline int quick_day_from_ms(const struct walk *w, struct field_op *op, int64_t *out)
+{
+	const struct value *v = op->v;
+	if (v->type != 'n' || !v->is_integer || v->at[0] == '-' || v->len < 9 || v->len > 16 || w->end - v->at < 17)
+		return 0;
+	int64_t day = day_in_zone(op, nine_to_sixteen_digits(v->at, v->len) / 1000);
+	if (day < FIRST_DAY || day > LAST_DAY)
+		return 0;
+	*out = day;
+	return 1;
+}
+
+static int day_from_ms(struct walk *w, struct field_op *op, int64_t *out)
+{
+	const struct walk_field *f = op->f;
+	const struct value *v = op->v;
 	const char *source = w->m->sources[f->source].name;
 	if (v->type != 'n') {
 		wrong_shape(w, "item %d of '%s': '%s' is %s, not a number of milliseconds", w->item, w->m->list, source,
@@ -659,7 +718,7 @@ static int day_from_ms(struct walk *w, const struct walk_field *f, const struct 
 	}
 	long long ms;
 	int64_t seconds;
-	if (number_to_integer(v, &ms) == 0 && ms > -(1LL << 53) && ms < (1LL << 53)) {
+	if (number_to_integer(v, (size_t)(w->end - v->at), &ms) == 0 && ms > -(1LL << 53) && ms < (1LL << 53)) {
 		seconds = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
 	} else {
 		double d = number_value(v);
@@ -668,7 +727,7 @@ static int day_from_ms(struct walk *w, const struct walk_field *f, const struct 
 		else
 			seconds = (int64_t)floor(d / 1000.0);
 	}
-	int64_t day = seconds == INT64_MAX ? INT64_MAX : date_day_in_zone(seconds, f->zone);
+	int64_t day = seconds == INT64_MAX ? INT64_MAX : day_in_zone(op, seconds);
 	if (day < FIRST_DAY || day > LAST_DAY) {
 		wrong_shape(w, "item %d of '%s': '%s' = %.*s ms is not a time in the years 1000 to 9999", w->item,
 			    w->m->list, source, (int)(v->len > 40 ? 40 : v->len), (const char *)v->at);
@@ -728,14 +787,18 @@ static inline char *put_value(struct walk *w, char *out, const struct value *v)
 	return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
 }
 
-/* Consecutive items mostly fall in the same month: its text is kept and only the day changes. */
-static char *put_day(struct walk *w, char *out, int64_t day)
+static void set_month(struct walk *w, int64_t day)
 {
-	if (day < w->month_first || day > w->month_last) {
-		date_format_day(day, w->day_text + 1);
-		w->day_text[0] = w->day_text[11] = '"';
-		date_month_span(day, &w->month_first, &w->month_last);
-	}
+	date_format_day(day, w->day_text + 1);
+	w->day_text[0] = w->day_text[11] = '"';
+	date_month_span(day, &w->month_first, &w->month_last);
+}
+
+/* Consecutive items mostly fall in the same month: its text is kept and only the day changes. */
+static inline char *put_day(struct walk *w, char *out, int64_t day)
+{
+	if (day < w->month_first || day > w->month_last)
+		set_month(w, day);
 	int dom = (int)(day - w->month_first) + 1;
 	w->day_text[9] = (char)('0' + dom / 10);
 	w->day_text[10] = (char)('0' + dom % 10);
@@ -745,7 +808,7 @@ static char *put_day(struct walk *w, char *out, int64_t day)
 
 /* Writes a field as ',"name":value' (nothing when it has no value); NULL when the item cannot
  * give it a value it must have. */
-static inline char *put_field(struct walk *w, char *out, const struct field_op *op, int64_t *days)
+static inline char *put_field(struct walk *w, char *out, struct field_op *op, int64_t *days)
 {
 	const struct value *v = op->v;
 	long long integer;
@@ -765,14 +828,14 @@ static inline char *put_field(struct walk *w, char *out, const struct field_op *
 		/* Spelt as an integer already: the text is the integer's text, but for "-0". */
 		if (v->is_integer && !(v->len == 2 && v->at[0] == '-' && v->at[1] == '0'))
 			return put_value(w, put_piece(out, &op->piece), v);
-		if (number_to_integer(v, &integer))
+		if (number_to_integer(v, (size_t)(w->end - v->at), &integer))
 			return out;
 		out = put_piece(out, &op->piece);
 		return out + json_int_text(integer, out);
 	case FROM_DAY_MS:
 		if (!v->at || v->type == 'l')
 			return out;
-		if (day_from_ms(w, op->f, v, &days[op->f->day_column]))
+		if (day_from_ms(w, op, &days[op->f->day_column]))
 			return NULL;
 		return put_day(w, put_piece(out, &op->piece), days[op->f->day_column]);
 	default: /* FROM_DAY */
@@ -795,6 +858,9 @@ static int build_pieces(struct walk *w)
 	w->pieces_len = size;
 	if (!at)
 		return -1;
+	/* The plan holds the same text, '{' and '}', and a pad after each of its pieces. */
+	w->plan.text_cap = size + 2 + (size_t)(m->nfields + 2) * PLAN_PAD;
+	w->plan.text = calloc(1, w->plan.text_cap); /* none: every item goes through write_record */
 	w->head = (struct piece){at, w->frame->head_len};
 	at = put(at, w->frame->head, w->frame->head_len) + PIECE_PAD;
 	w->tail = (struct piece){at, w->frame->tail_len};
@@ -814,7 +880,7 @@ static int build_pieces(struct walk *w)
 			at = put(at, w->constants[i].text, w->constants[i].len);
 		w->ops[w->nops++] = (struct field_op){
 			constant ? FROM_CONTEXT : f->kind, f, constant ? NULL : &w->values[f->source],
-			{piece, (size_t)(at - piece)}};
+			{piece, (size_t)(at - piece)}, 0, 0, 0};
 		at += PIECE_PAD;
 	}
 	return 0;
@@ -835,7 +901,18 @@ static void *grow(struct walk *w, void *ptr, size_t *cap, size_t need, size_t fi
 	return grown;
 }
 
-static int reserve(struct walk *w, size_t data_bytes)
+static int grow_buffers(struct walk *w, size_t data_bytes);
+
+/* Room for data_bytes more of records and one more entry: almost always there already. */
+static inline int reserve(struct walk *w, size_t data_bytes)
+{
+	const struct walk_output *o = w->out;
+	if (o->len + data_bytes <= o->mem.cap && o->count < o->mem.entries_cap)
+		return 0;
+	return grow_buffers(w, data_bytes);
+}
+
+static int grow_buffers(struct walk *w, size_t data_bytes)
 {
 	struct walk_output *o = w->out;
 	struct walk_buffers *mem = &o->mem;
@@ -914,6 +991,117 @@ static int write_record(struct walk *w, size_t item_len)
 	return 0;
 }
 
+/* write_record for an item read by read_item_of_shape, from the plan: 0 when written, -1 on
+ * error (as write_record fails), 1 when a value calls for what only write_record does (an
+ * integer field whose value is not spelt as one, a null day): nothing is kept then. */
+static int write_planned_record(struct walk *w, size_t item_len)
+{
+	struct walk_output *o = w->out;
+	const struct walk_mapping *m = w->m;
+	if (reserve(w, w->record_bound + item_len * (size_t)m->max_copies)) {
+		wrong_shape(w, "the records of one page need more than the memory limit (%zu MB)", w->memory_cap >> 20);
+		return -1;
+	}
+	int64_t *days = o->mem.days + o->count * (size_t)m->ndays;
+	for (int d = 0; d < m->ndays; d++)
+		days[d] = WALK_NO_DAY;
+	char *line = o->mem.data + o->len;
+	char *out = line;
+	const struct plan_step *step = w->plan.steps;
+	for (;; step++) {
+		/* Most pieces are at most 32 bytes: two moves, no loop. */
+		memcpy(out, step->piece.at, 16);
+		memcpy(out + 16, step->piece.at + 16, 16);
+		if (step->piece.len > 32)
+			put_piece(out, &step->piece);
+		out += step->piece.len;
+		const struct value *v = step->v;
+		if (step->kind == FROM_COPY) {
+			/* read_item_of_shape leaves 64 readable bytes after a value's start, and marks plain
+			 * every value but numbers to rewrite. */
+			if (v->plain && v->len <= 16) {
+				memcpy(out, v->at, 16);
+				out += v->len;
+			} else if (v->type == 'n' && !v->plain) {
+				out += number_text(v, out);
+			} else {
+				out = put(out, v->at, v->len);
+			}
+			continue;
+		}
+		if (step->kind == FROM_CONTEXT)
+			break;
+		struct field_op *op = step->op;
+		switch (step->kind) {
+		case FROM_INTEGER:
+			if (v->type != 'n' || !v->is_integer || (v->len == 2 && v->at[0] == '-'))
+				return 1;
+			out = put_value(w, out, v);
+			break;
+		case FROM_DAY_MS: {
+			int64_t *day = &days[op->f->day_column];
+			if (!quick_day_from_ms(w, op, day)) {
+				if (v->type == 'l')
+					return 1;
+				if (day_from_ms(w, op, day))
+					return -1;
+			}
+			out = put_day(w, out, *day);
+			break;
+		}
+		default: /* FROM_DAY */
+			if (v->type == 'l')
+				return 1;
+			if (day_from_text(w, op->f, v, &days[op->f->day_column]))
+				return -1;
+			out = put(out, v->at, v->len);
+		}
+	}
+	for (int d = 0; d < m->ndays; d++)
+		note_day(&o->day_span[d], days[d], o->count);
+	struct walk_entry *e = &o->mem.entries[o->count];
+	e->data_offset = w->frame->head_len;
+	e->len = (size_t)(out - line);
+	e->data_len = e->len - w->frame->head_len - w->frame->tail_len;
+	e->offset = o->len;
+	o->len += e->len;
+	o->count++;
+	return 0;
+}
+
+/* Lays out the plan for items whose members feed the sources marked in present: the fields
+ * without a value in such items are left out, and what lies between two values is one piece. */
+static void build_plan(struct walk *w, const char present[WALK_MAX_FIELDS])
+{
+	struct plan *plan = &w->plan;
+	char *at = plan->text;
+	char *piece = at;
+	int count = 0, first = 1;
+	at = put(at, w->frame->head, w->frame->head_len);
+	for (int i = 0; i < w->nops; i++) {
+		struct field_op *op = &w->ops[i];
+		int constant = op->kind == FROM_CONTEXT;
+		if (!constant && !present[op->f->source])
+			continue;
+		char *field = at;
+		at = put(at, op->piece.at, op->piece.len);
+		if (first)
+			*field = '{';
+		first = 0;
+		if (constant)
+			continue;
+		plan->steps[count++] = (struct plan_step){{piece, (size_t)(at - piece)}, op->kind, op->v, op};
+		at += PLAN_PAD;
+		piece = at;
+	}
+	if (first)
+		*at++ = '{';
+	*at++ = '}';
+	at = put(at, w->frame->tail, w->frame->tail_len);
+	plan->steps[count++] = (struct plan_step){{piece, (size_t)(at - piece)}, FROM_CONTEXT, NULL, NULL};
+	plan->count = count;
+}
+
 /* A member as read_item found it, for learning the item's shape. */
 struct member_seen {
 	const unsigned char *name;
@@ -929,7 +1117,8 @@ static void learn_shape(struct walk *w, const unsigned char *item, const unsigne
 {
 	struct shape *s = &w->shape;
 	s->count = 0;
-	if (count == 0 || count > SHAPE_MAX)
+	w->plan.count = 0;
+	if (count == 0 || count > SHAPE_MAX || !w->plan.text)
 		return;
 	size_t tight = 1;
 	for (int k = 0; k < count; k++) {
@@ -957,6 +1146,11 @@ static void learn_shape(struct walk *w, const unsigned char *item, const unsigne
 		m->value = seen[k].source >= 0 ? &w->values[seen[k].source] : &w->unused;
 	}
 	s->count = count;
+	char present[WALK_MAX_FIELDS] = {0};
+	for (int k = 0; k < count; k++)
+		if (seen[k].source >= 0)
+			present[seen[k].source] = 1;
+	build_plan(w, present);
 }
 
 /* p is at the item's '{'; reads its members into w->values. */
@@ -1081,8 +1275,6 @@ static const unsigned char *read_item_of_shape(struct walk *w, const unsigned ch
 		p += m->len;
 		struct value *v = m->value;
 		const unsigned char *q;
-		if (*p <= ' ')
-			return NULL; /* space before the value: read_item skips it */
 		if (is_digit(*p) || *p == '-') {
 			v->at = p;
 			v->type = 'n';
@@ -1091,6 +1283,8 @@ static const unsigned char *read_item_of_shape(struct walk *w, const unsigned ch
 			if (q)
 				v->len = (size_t)(q - p);
 		} else {
+			if (*p <= ' ')
+				return NULL; /* space before the value: read_item skips it */
 			q = scan_value(w, p, 3, v);
 		}
 		if (!q)
@@ -1112,9 +1306,12 @@ static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 		const unsigned char *item = p;
 		if (p < end && *p == '{') {
 			const unsigned char *q = w->shape.count ? read_item_of_shape(w, p) : NULL;
-			if (!q && !w->failed)
+			int written = 1;
+			if (q)
+				written = write_planned_record(w, (size_t)(q - item));
+			else if (!w->failed)
 				q = read_item(w, p);
-			if (!q || write_record(w, (size_t)(q - item)))
+			if (!q || written < 0 || (written > 0 && write_record(w, (size_t)(q - item))))
 				return NULL;
 			p = q;
 		} else {
@@ -1252,6 +1449,7 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 	out->next_len = w.next.at ? w.next.len : 0;
 	out->next_escaped = w.next.escaped;
 	free(w.pieces);
+	free(w.plan.text);
 }
 
 void walk_buffers_free(struct walk_buffers *mem)
