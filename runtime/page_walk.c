@@ -1012,8 +1012,8 @@ static int write_planned_record(struct walk *w, size_t item_len)
 		/* Most pieces are at most 32 bytes: two moves, no loop. */
 		memcpy(out, step->piece.at, 16);
 		memcpy(out + 16, step->piece.at + 16, 16);
-		if (step->piece.len > 32)
-			put_piece(out, &step->piece);
+		for (size_t i = 32; i < step->piece.len; i += 16)
+			memcpy(out + i, step->piece.at + i, 16);
 		out += step->piece.len;
 		const struct value *v = step->v;
 		if (step->kind == FROM_COPY) {
@@ -1227,7 +1227,8 @@ static inline const unsigned char *scan_number_short(struct walk *w, const unsig
 	const unsigned char *start = p;
 	p += *p == '-';
 	size_t n = count_digits(p);
-	if (n == 0 || n == 16 || (*p == '0' && n > 1))
+	/* n - 1 >= 15: no digit, or 16 and more. */
+	if (n - 1 >= 15 || (*p == '0' && n > 1))
 		return scan_number(w, start, v);
 	p += n;
 	v->is_integer = 1;
@@ -1253,6 +1254,11 @@ static inline const unsigned char *scan_number_short(struct walk *w, const unsig
 	return p;
 }
 
+/* The bytes a JSON number starts with. */
+static const unsigned char starts_number[256] = {
+	['-'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+};
+
 /* The 16 bytes at p start with the member's separator. */
 static inline int separator_matches(const unsigned char *p, const struct shape_member *m)
 {
@@ -1268,14 +1274,17 @@ static inline int separator_matches(const unsigned char *p, const struct shape_m
 static const unsigned char *read_item_of_shape(struct walk *w, const unsigned char *p)
 {
 	const struct shape *s = &w->shape;
-	for (int k = 0; k < s->count; k++) {
-		const struct shape_member *m = &s->members[k];
-		if (w->end - p < 80 || !separator_matches(p, m))
+	/* Locals: the values written below are inside *w, so the compiler would read these again
+	 * after every store. */
+	const struct shape_member *m = s->members, *last = m + s->count;
+	const unsigned char *end = w->end;
+	for (; m < last; m++) {
+		if (end - p < 80 || !separator_matches(p, m))
 			return NULL;
 		p += m->len;
 		struct value *v = m->value;
 		const unsigned char *q;
-		if (is_digit(*p) || *p == '-') {
+		if (starts_number[*p]) {
 			v->at = p;
 			v->type = 'n';
 			v->escaped = 0;

@@ -54,6 +54,10 @@ def render_pages(now):
     return first, pages
 
 
+# (start, end) of every answer since the last clear, from perf_counter: --timeline reads it.
+SERVED = []
+
+
 def serve(pages):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -62,6 +66,11 @@ def serve(pages):
         disable_nagle_algorithm = True
 
         def do_GET(self):
+            start = time.perf_counter()
+            self.answer()
+            SERVED.append((start, time.perf_counter()))
+
+        def answer(self):
             match = PAGE_PATH.match(self.path)
             body = pages.get(match.group(1)) if match else None
             if body is None:
@@ -165,6 +174,24 @@ def bench_emit(emit_bench, script, page, seconds):
     return float(re.search(r"records_per_second (\d+)", err).group(1))
 
 
+def print_timeline(sync, floor, rounds):
+    """For the fastest of rounds runs of each: when each request reached the server and how long
+    its answer took to write, in ms from the process's start. Shows whether the server or the
+    client sets the pace (an answer written in 0.2 ms went whole into the socket's buffer)."""
+    for name, argv in (("sync", sync), ("floor", floor)):
+        best = None
+        for _ in range(rounds):
+            SERVED.clear()
+            start = time.perf_counter()
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            wall = time.perf_counter() - start
+            if best is None or wall < best[0]:
+                best = (wall, sorted((s - start, e - s) for s, e in SERVED))
+        wall, served = best
+        print(f"{name}: {wall * 1000:.1f} ms; requests at (ms): " + " ".join(f"{s * 1000:.0f}" for s, _ in served))
+        print(f"{name}: answers written in (ms): " + " ".join(f"{d * 1000:.1f}" for _, d in served))
+
+
 def verdict(ok):
     return "meets target" if ok else "MISSES target"
 
@@ -176,6 +203,8 @@ def main():
     parser.add_argument("--spec-runs", type=int, default=200)
     parser.add_argument("--emit-seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=9, help="rounds of (piped sync, sync, floor)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="only print when each request of the fastest sync and floor reached the server")
     args = parser.parse_args()
     binary = os.path.abspath(args.binary)
 
@@ -183,6 +212,11 @@ def main():
     first, pages = render_pages(now)
     server = serve(pages)
     port = server.server_address[1]
+    if args.timeline:
+        with tempfile.TemporaryDirectory() as work:
+            print_timeline(sync_argv(binary, port, first, work), floor_argv(port, first), args.rounds)
+        server.shutdown()
+        return
     with tempfile.TemporaryDirectory() as work:
         spec_ms, spawn_ms = bench_spec(binary, args.spec_runs)
         runs, output = bench_transfers(binary, port, first, work, args.rounds)
