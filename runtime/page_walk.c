@@ -901,7 +901,8 @@ static void *grow(struct walk *w, void *ptr, size_t *cap, size_t need, size_t fi
 	return grown;
 }
 
-static int grow_buffers(struct walk *w, size_t data_bytes);
+/* Out of line: rare, and it would make every record's start too big to inline. */
+static int grow_buffers(struct walk *w, size_t data_bytes) __attribute__((noinline));
 
 /* Room for data_bytes more of records and one more entry: almost always there already. */
 static inline int reserve(struct walk *w, size_t data_bytes)
@@ -954,20 +955,52 @@ static void note_day(struct walk_day_span *span, int64_t day, size_t record)
 	span->last = day;
 }
 
-static int write_record(struct walk *w, size_t item_len)
+static int beyond_memory_cap(struct walk *w) __attribute__((noinline, cold));
+
+static int beyond_memory_cap(struct walk *w)
+{
+	wrong_shape(w, "the records of one page need more than the memory limit (%zu MB)", w->memory_cap >> 20);
+	return -1;
+}
+
+/* Room for one more record, and its day columns, cleared; -1 (the walk failed) past the memory
+ * cap. */
+static inline int begin_record(struct walk *w, size_t item_len, int64_t **days_out)
 {
 	struct walk_output *o = w->out;
 	const struct walk_mapping *m = w->m;
 	/* Copied values lie inside the item (one may be copied by several fields); everything else is
 	 * bounded by the declaration and the pieces. */
-	if (reserve(w, w->record_bound + item_len * (size_t)m->max_copies)) {
-		wrong_shape(w, "the records of one page need more than the memory limit (%zu MB)", w->memory_cap >> 20);
-		return -1;
-	}
-	int64_t *days = o->mem.days + o->count * (size_t)m->ndays;
+	if (reserve(w, w->record_bound + item_len * (size_t)m->max_copies))
+		return beyond_memory_cap(w);
+	int64_t *days = *days_out = o->mem.days + o->count * (size_t)m->ndays;
 	for (int d = 0; d < m->ndays; d++)
 		days[d] = WALK_NO_DAY;
-	char *line = o->mem.data + o->len;
+	return 0;
+}
+
+/* Keeps the record written at the end of the records, [line, end), its data at data_offset. */
+static inline void end_record(struct walk *w, const int64_t *days, const char *line, const char *end, size_t data_offset,
+		       size_t data_len)
+{
+	struct walk_output *o = w->out;
+	for (int d = 0; d < w->m->ndays; d++)
+		note_day(&o->day_span[d], days[d], o->count);
+	struct walk_entry *e = &o->mem.entries[o->count];
+	e->data_offset = data_offset;
+	e->data_len = data_len;
+	e->offset = o->len;
+	e->len = (size_t)(end - line);
+	o->len += e->len;
+	o->count++;
+}
+
+static int write_record(struct walk *w, size_t item_len)
+{
+	int64_t *days = NULL;
+	if (begin_record(w, item_len, &days))
+		return -1;
+	char *line = w->out->mem.data + w->out->len;
 	char *start = put_piece(line, &w->head);
 	/* Every field starts with its comma: the first one's becomes the object's brace. */
 	char *out = start;
@@ -978,16 +1011,9 @@ static int write_record(struct walk *w, size_t item_len)
 		*out++ = '{';
 	*start = '{';
 	*out++ = '}';
-	for (int d = 0; d < m->ndays; d++)
-		note_day(&o->day_span[d], days[d], o->count);
-	struct walk_entry *e = &o->mem.entries[o->count];
-	e->data_offset = (size_t)(start - line);
-	e->data_len = (size_t)(out - start);
+	size_t data_len = (size_t)(out - start);
 	out = put_piece(out, &w->tail);
-	e->offset = o->len;
-	e->len = (size_t)(out - line);
-	o->len += e->len;
-	o->count++;
+	end_record(w, days, line, out, (size_t)(start - line), data_len);
 	return 0;
 }
 
@@ -996,16 +1022,10 @@ static int write_record(struct walk *w, size_t item_len)
  * integer field whose value is not spelt as one, a null day): nothing is kept then. */
 static int write_planned_record(struct walk *w, size_t item_len)
 {
-	struct walk_output *o = w->out;
-	const struct walk_mapping *m = w->m;
-	if (reserve(w, w->record_bound + item_len * (size_t)m->max_copies)) {
-		wrong_shape(w, "the records of one page need more than the memory limit (%zu MB)", w->memory_cap >> 20);
+	int64_t *days = NULL;
+	if (begin_record(w, item_len, &days))
 		return -1;
-	}
-	int64_t *days = o->mem.days + o->count * (size_t)m->ndays;
-	for (int d = 0; d < m->ndays; d++)
-		days[d] = WALK_NO_DAY;
-	char *line = o->mem.data + o->len;
+	char *line = w->out->mem.data + w->out->len;
 	char *out = line;
 	const struct plan_step *step = w->plan.steps;
 	for (;; step++) {
@@ -1057,15 +1077,8 @@ static int write_planned_record(struct walk *w, size_t item_len)
 			out = put(out, v->at, v->len);
 		}
 	}
-	for (int d = 0; d < m->ndays; d++)
-		note_day(&o->day_span[d], days[d], o->count);
-	struct walk_entry *e = &o->mem.entries[o->count];
-	e->data_offset = w->frame->head_len;
-	e->len = (size_t)(out - line);
-	e->data_len = e->len - w->frame->head_len - w->frame->tail_len;
-	e->offset = o->len;
-	o->len += e->len;
-	o->count++;
+	size_t head = w->frame->head_len;
+	end_record(w, days, line, out, head, (size_t)(out - line) - head - w->frame->tail_len);
 	return 0;
 }
 
