@@ -584,7 +584,7 @@ static int number_to_integer(const struct value *v, size_t readable, long long *
 			n = nine_to_sixteen_digits(p, (size_t)(end - p));
 			p = end;
 		} else if (end - p >= 8) {
-			/* Millisecond stamps have 13 digits: the last eight are read in one go. */
+			/* 17 or 18 digits: the last eight are read in one go. */
 			for (; end - p > 8; p++)
 				n = n * 10 + (*p - '0');
 			n = n * 100000000 + eight_digits(p);
@@ -605,7 +605,7 @@ static int number_to_integer(const struct value *v, size_t readable, long long *
 /* The digits of a number spelt with an exponent or trailing zeros, as json_double_text would
  * write the double it reads as, when that can be told from the digits alone: at most 15
  * significant digits (so no shorter decimal reads as the same double, and the decimal is the
- * shortest text), and either an integer below 2^53 or at most 6 decimals below 1e9 (the two forms
+ * shortest text), and either an integer of at most 15 digits or at most 6 decimals below 1e9 (forms
  * json_double_text uses there). Returns 0 when strtod and json_double_text must decide. */
 static size_t quick_number_text(const struct value *v, char *out)
 {
@@ -654,7 +654,7 @@ static size_t quick_number_text(const struct value *v, char *out)
 		out[len++] = '-';
 	if (scale >= 0) {
 		if (significant + scale > 15)
-			return 0; /* 2^53 and beyond: the slow path */
+			return 0; /* 16 digits and more (some past 2^53): the slow path */
 		memcpy(out + len, digits + first, (size_t)significant);
 		len += (size_t)significant;
 		memset(out + len, '0', (size_t)scale);
@@ -973,7 +973,8 @@ static inline int begin_record(struct walk *w, size_t item_len, int64_t **days_o
 	 * bounded by the declaration and the pieces. */
 	if (reserve(w, w->record_bound + item_len * (size_t)m->max_copies))
 		return beyond_memory_cap(w);
-	int64_t *days = *days_out = o->mem.days + o->count * (size_t)m->ndays;
+	/* No day columns: no days buffer either (NULL + 0 is not a pointer to compute). */
+	int64_t *days = *days_out = m->ndays ? o->mem.days + o->count * (size_t)m->ndays : NULL;
 	for (int d = 0; d < m->ndays; d++)
 		days[d] = WALK_NO_DAY;
 	return 0;
@@ -1054,8 +1055,8 @@ static int write_planned_record(struct walk *w, size_t item_len)
 		struct field_op *op = step->op;
 		switch (step->kind) {
 		case FROM_INTEGER:
-			if (v->type != 'n' || !v->is_integer || (v->len == 2 && v->at[0] == '-'))
-				return 1;
+			if (v->type != 'n' || !v->is_integer || (v->len == 2 && v->at[0] == '-' && v->at[1] == '0'))
+				return 1; /* -0 is written 0 */
 			out = put_value(w, out, v);
 			break;
 		case FROM_DAY_MS: {

@@ -67,8 +67,10 @@ def serve(pages):
 
         def do_GET(self):
             start = time.perf_counter()
-            self.answer()
-            SERVED.append((start, time.perf_counter()))
+            try:
+                self.answer()
+            finally:
+                SERVED.append((start, time.perf_counter()))
 
         def answer(self):
             match = PAGE_PATH.match(self.path)
