@@ -105,15 +105,11 @@ struct walk {
 	 * values (the frame, keys, context fields) laid out as one piece, each followed by a value
 	 * written per its field; the last piece closes the data and the frame. */
 	struct plan {
-		int count; /* steps; 0: none */
 		struct plan_step {
 			struct piece piece;
-			enum walk_kind kind;  /* of the value after the piece; FROM_CONTEXT: none (the last) */
-			const struct value *v;
-			struct field_op *op;
+			struct field_op *op; /* the field whose value follows the piece; NULL after the last */
 		} steps[WALK_MAX_FIELDS + 1];
 		char *text;
-		size_t text_cap;
 	} plan;
 };
 
@@ -806,45 +802,58 @@ static inline char *put_day(struct walk *w, char *out, int64_t day)
 	return out + 12;
 }
 
+/* Writes the value of a field after its key (inlined in both writers: it is the walk's inner
+ * loop). NULL when the item cannot give the field a value it must have; out unchanged and *omit
+ * set when the field has none in this item (it is left out). */
+static inline __attribute__((always_inline)) char *put_field_value(struct walk *w, char *out, struct field_op *op, int64_t *days, int *omit)
+{
+	const struct value *v = op->v;
+	long long integer;
+	if (op->kind == FROM_COPY) {
+		if (v->type == 'n' && !v->plain)
+			return out + number_text(v, out);
+		return put_value(w, out, v);
+	}
+	switch (op->kind) {
+	case FROM_INTEGER:
+		/* Spelt as an integer already: the text is the integer's text, but for "-0". */
+		if (v->type == 'n' && v->is_integer && !(v->len == 2 && v->at[0] == '-' && v->at[1] == '0'))
+			return put_value(w, out, v);
+		if (v->type != 'n' || number_to_integer(v, (size_t)(w->end - v->at), &integer)) {
+			*omit = 1;
+			return out;
+		}
+		return out + json_int_text(integer, out);
+	case FROM_DAY_MS:
+		if (v->type == 'l') {
+			*omit = 1;
+			return out;
+		}
+		if (!quick_day_from_ms(w, op, &days[op->f->day_column]) && day_from_ms(w, op, &days[op->f->day_column]))
+			return NULL;
+		return put_day(w, out, days[op->f->day_column]);
+	default: /* FROM_DAY */
+		if (v->type == 'l') {
+			*omit = 1;
+			return out;
+		}
+		if (day_from_text(w, op->f, v, &days[op->f->day_column]))
+			return NULL;
+		return put(out, v->at, v->len);
+	}
+}
+
 /* Writes a field as ',"name":value' (nothing when it has no value); NULL when the item cannot
  * give it a value it must have. */
 static inline char *put_field(struct walk *w, char *out, struct field_op *op, int64_t *days)
 {
-	const struct value *v = op->v;
-	long long integer;
-	switch (op->kind) {
-	case FROM_CONTEXT:
+	if (op->kind == FROM_CONTEXT)
 		return put_piece(out, &op->piece);
-	case FROM_COPY:
-		if (!v->at)
-			return out;
-		out = put_piece(out, &op->piece);
-		if (v->type == 'n' && !v->plain)
-			return out + number_text(v, out);
-		return put_value(w, out, v);
-	case FROM_INTEGER:
-		if (!v->at || v->type != 'n')
-			return out;
-		/* Spelt as an integer already: the text is the integer's text, but for "-0". */
-		if (v->is_integer && !(v->len == 2 && v->at[0] == '-' && v->at[1] == '0'))
-			return put_value(w, put_piece(out, &op->piece), v);
-		if (number_to_integer(v, (size_t)(w->end - v->at), &integer))
-			return out;
-		out = put_piece(out, &op->piece);
-		return out + json_int_text(integer, out);
-	case FROM_DAY_MS:
-		if (!v->at || v->type == 'l')
-			return out;
-		if (day_from_ms(w, op, &days[op->f->day_column]))
-			return NULL;
-		return put_day(w, put_piece(out, &op->piece), days[op->f->day_column]);
-	default: /* FROM_DAY */
-		if (!v->at || v->type == 'l')
-			return out;
-		if (day_from_text(w, op->f, v, &days[op->f->day_column]))
-			return NULL;
-		return put(put_piece(out, &op->piece), v->at, v->len);
-	}
+	if (!op->v->at)
+		return out;
+	int omit = 0;
+	char *end = put_field_value(w, put_piece(out, &op->piece), op, days, &omit);
+	return omit ? out : end;
 }
 
 /* Lays out the pieces; -1 when there is no memory for them. */
@@ -859,8 +868,7 @@ static int build_pieces(struct walk *w)
 	if (!at)
 		return -1;
 	/* The plan holds the same text, '{' and '}', and a pad after each of its pieces. */
-	w->plan.text_cap = size + 2 + (size_t)(m->nfields + 2) * PLAN_PAD;
-	w->plan.text = calloc(1, w->plan.text_cap); /* none: every item goes through write_record */
+	w->plan.text = calloc(1, size + 2 + (size_t)(m->nfields + 2) * PLAN_PAD); /* none: no plan, write_record */
 	w->head = (struct piece){at, w->frame->head_len};
 	at = put(at, w->frame->head, w->frame->head_len) + PIECE_PAD;
 	w->tail = (struct piece){at, w->frame->tail_len};
@@ -1019,8 +1027,8 @@ static int write_record(struct walk *w, size_t item_len)
 }
 
 /* write_record for an item read by read_item_of_shape, from the plan: 0 when written, -1 on
- * error (as write_record fails), 1 when a value calls for what only write_record does (an
- * integer field whose value is not spelt as one, a null day): nothing is kept then. */
+ * error (as write_record fails), 1 when a field has no value in this item (an integer field
+ * whose value is no integer, a null day), which the plan cannot leave out: nothing is kept then. */
 static int write_planned_record(struct walk *w, size_t item_len)
 {
 	int64_t *days = NULL;
@@ -1036,47 +1044,13 @@ static int write_planned_record(struct walk *w, size_t item_len)
 		for (size_t i = 32; i < step->piece.len; i += 16)
 			memcpy(out + i, step->piece.at + i, 16);
 		out += step->piece.len;
-		const struct value *v = step->v;
-		if (step->kind == FROM_COPY) {
-			/* read_item_of_shape leaves 64 readable bytes after a value's start, and marks plain
-			 * every value but numbers to rewrite. */
-			if (v->plain && v->len <= 16) {
-				memcpy(out, v->at, 16);
-				out += v->len;
-			} else if (v->type == 'n' && !v->plain) {
-				out += number_text(v, out);
-			} else {
-				out = put(out, v->at, v->len);
-			}
-			continue;
-		}
-		if (step->kind == FROM_CONTEXT)
+		if (!step->op)
 			break;
-		struct field_op *op = step->op;
-		switch (step->kind) {
-		case FROM_INTEGER:
-			if (v->type != 'n' || !v->is_integer || (v->len == 2 && v->at[0] == '-' && v->at[1] == '0'))
-				return 1; /* -0 is written 0 */
-			out = put_value(w, out, v);
-			break;
-		case FROM_DAY_MS: {
-			int64_t *day = &days[op->f->day_column];
-			if (!quick_day_from_ms(w, op, day)) {
-				if (v->type == 'l')
-					return 1;
-				if (day_from_ms(w, op, day))
-					return -1;
-			}
-			out = put_day(w, out, *day);
-			break;
-		}
-		default: /* FROM_DAY */
-			if (v->type == 'l')
-				return 1;
-			if (day_from_text(w, op->f, v, &days[op->f->day_column]))
-				return -1;
-			out = put(out, v->at, v->len);
-		}
+		int omit = 0;
+		if (!(out = put_field_value(w, out, step->op, days, &omit)))
+			return -1;
+		if (omit)
+			return 1;
 	}
 	size_t head = w->frame->head_len;
 	end_record(w, days, line, out, head, (size_t)(out - line) - head - w->frame->tail_len);
@@ -1104,7 +1078,7 @@ static void build_plan(struct walk *w, const char present[WALK_MAX_FIELDS])
 		first = 0;
 		if (constant)
 			continue;
-		plan->steps[count++] = (struct plan_step){{piece, (size_t)(at - piece)}, op->kind, op->v, op};
+		plan->steps[count++] = (struct plan_step){{piece, (size_t)(at - piece)}, op};
 		at += PLAN_PAD;
 		piece = at;
 	}
@@ -1112,8 +1086,7 @@ static void build_plan(struct walk *w, const char present[WALK_MAX_FIELDS])
 		*at++ = '{';
 	*at++ = '}';
 	at = put(at, w->frame->tail, w->frame->tail_len);
-	plan->steps[count++] = (struct plan_step){{piece, (size_t)(at - piece)}, FROM_CONTEXT, NULL, NULL};
-	plan->count = count;
+	plan->steps[count++] = (struct plan_step){{piece, (size_t)(at - piece)}, NULL};
 }
 
 /* A member as read_item found it, for learning the item's shape. */
@@ -1131,7 +1104,6 @@ static void learn_shape(struct walk *w, const unsigned char *item, const unsigne
 {
 	struct shape *s = &w->shape;
 	s->count = 0;
-	w->plan.count = 0;
 	if (count == 0 || count > SHAPE_MAX || !w->plan.text)
 		return;
 	size_t tight = 1;
