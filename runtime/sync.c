@@ -339,9 +339,18 @@ static void push_day(lua_State *L, int64_t day)
  * {cursor: day}, written as JSON from C: a STATE per page would otherwise build and encode a Lua
  * table of every partition's cursor (~30 us a page at 40 tickers, and it grows with them). The
  * top-level cursor means "every partition is complete up to here", as the legacy state did. */
+/* "name":"YYYY-MM-DD" */
+static void write_day_member(struct buf *out, const char *name, int64_t day)
+{
+	char text[DATE_DAY_LEN];
+	json_write_string(out, name, strlen(name));
+	buf_putc(out, ':');
+	date_format_day(day, text);
+	json_write_string(out, text, strlen(text));
+}
+
 static void write_stream_state(const struct stream_run *s, struct buf *out)
 {
-	char day[DATE_DAY_LEN];
 	int64_t least = NO_CURSOR;
 	int all_have_cursors = 1, members = 0;
 	buf_putc(out, '{');
@@ -360,10 +369,7 @@ static void write_stream_state(const struct stream_run *s, struct buf *out)
 				buf_putc(out, ',');
 			json_write_string(out, p->key, strlen(p->key));
 			buf_puts(out, ":{");
-			json_write_string(out, s->cursor_field, strlen(s->cursor_field));
-			buf_putc(out, ':');
-			date_format_day(p->cursor, day);
-			json_write_string(out, day, strlen(day));
+			write_day_member(out, s->cursor_field, p->cursor);
 			buf_putc(out, '}');
 		}
 		buf_putc(out, '}');
@@ -373,10 +379,7 @@ static void write_stream_state(const struct stream_run *s, struct buf *out)
 	if (least != NO_CURSOR && all_have_cursors) {
 		if (s->partitioned)
 			buf_putc(out, ',');
-		json_write_string(out, s->cursor_field, strlen(s->cursor_field));
-		buf_putc(out, ':');
-		date_format_day(least, day);
-		json_write_string(out, day, strlen(day));
+		write_day_member(out, s->cursor_field, least);
 	}
 	buf_putc(out, '}');
 }
