@@ -2,9 +2,9 @@
 """Runs every test suite of source-lua and ends with one line: `N passed, N failed`.
 
 Suites: the C unit tests (a binary that prints its own `N passed, N failed`), then pytest over
-the local server's tests, the end-to-end tests and the acceptance suite. The binary under test
-reaches the Python suites through $SOURCE_LUA_BINARY, so the same suites run against the normal,
-the sanitizer and the valgrind builds.
+the local server's tests, the bench's page server, the end-to-end tests and the acceptance suite.
+The binary under test reaches the Python suites through $SOURCE_LUA_BINARY, so the same suites run
+against the normal, the sanitizer and the valgrind builds.
 """
 import argparse
 import os
@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = "/usr/bin/python3"
-SUITES = ["tests/server", "tests/e2e", "tests/acceptance"]
+SUITES = ["tests/server", "tests/bench", "tests/e2e", "tests/acceptance"]
 
 
 def run_unit(binary):

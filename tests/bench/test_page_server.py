@@ -1,0 +1,125 @@
+"""The bench's page server answers like an HTTP/1.1 server: the floor and the sync both depend on it."""
+import http.client
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from page_server import PageServer
+
+PAGES = {"AAA": b'{"ticker":"AAA","results":[]}', "BBB": b'{"ticker":"BBB","queryCount":0}' * 5000}
+
+
+def ticker_of(path):
+    parts = path.split("/")
+    return parts[4] if len(parts) > 4 and path.startswith("/v2/aggs/ticker/") else None
+
+
+@pytest.fixture
+def server():
+    s = PageServer(PAGES, ticker_of)
+    yield s
+    s.shutdown()
+
+
+def path(ticker):
+    return f"/v2/aggs/ticker/{ticker}/range/1/day/2020-01-01/2020-12-31?limit=50000"
+
+
+def read_answer(sock_file):
+    status = sock_file.readline()
+    headers = {}
+    while True:
+        line = sock_file.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, value = line.decode().split(":", 1)
+        headers[name.strip().lower()] = value.strip()
+    body = sock_file.read(int(headers["content-length"]))
+    return status, headers, body
+
+
+def test_answers_on_one_keep_alive_connection(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    for ticker in ("AAA", "BBB", "AAA"):
+        conn.request("GET", path(ticker), headers={"Authorization": "Bearer k"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("Content-Type") == "application/json"
+        assert resp.read() == PAGES[ticker]
+    conn.close()
+    assert len(server.served) == 3
+    assert all(end >= start for start, end in server.served)
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path(t).encode() for t in ("BBB", "AAA")))
+        f = sock.makefile("rb")
+        assert read_answer(f)[2] == PAGES["BBB"]
+        assert read_answer(f)[2] == PAGES["AAA"]
+
+
+def test_unknown_path_is_404_and_the_connection_stays_usable(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", path("ZZZ"))
+    resp = conn.getresponse()
+    assert resp.status == 404
+    resp.read()
+    conn.request("GET", "/elsewhere")
+    resp = conn.getresponse()
+    assert resp.status == 404
+    resp.read()
+    conn.request("GET", path("AAA"))
+    assert conn.getresponse().read() == PAGES["AAA"]
+    conn.close()
+
+
+def test_connection_close_is_honoured(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path("AAA").encode())
+        f = sock.makefile("rb")
+        assert read_answer(f)[2] == PAGES["AAA"]
+        assert f.read() == b""
+
+
+@pytest.mark.parametrize("request_head", [b"POST / HTTP/1.1\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/1.1 extra\r\n\r\n"])
+def test_what_it_does_not_speak_is_400_then_closed(server, request_head):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request_head)
+        f = sock.makefile("rb")
+        status, _, _ = read_answer(f)
+        assert status.startswith(b"HTTP/1.1 400 ")
+        assert f.read() == b""
+
+
+def test_a_head_that_never_ends_is_400_then_closed(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nX: " + b"a" * 70000)
+        f = sock.makefile("rb")
+        assert read_answer(f)[0].startswith(b"HTTP/1.1 400 ")
+        assert f.read() == b""
+
+
+def test_a_client_that_leaves_mid_head_costs_nothing(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", path("AAA"))
+    assert conn.getresponse().read() == PAGES["AAA"]
+    conn.close()
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_curl_in_parallel_gets_every_page_whole(server, tmp_path):
+    """What the floor does: curl --parallel over keep-alive connections."""
+    argv = ["curl", "-s", "--fail", "--parallel", "--parallel-max", "4"]
+    for i in range(12):
+        ticker = "AAA" if i % 3 == 0 else "BBB"
+        argv += ["-o", str(tmp_path / f"{i}.{ticker}"), f"http://127.0.0.1:{server.port}{path(ticker)}"]
+    subprocess.run(argv, check=True, timeout=30)
+    for i in range(12):
+        (out,) = tmp_path.glob(f"{i}.*")
+        assert out.read_bytes() == PAGES[out.suffix[1:]]
+    assert len(server.served) == 12
