@@ -310,16 +310,17 @@ static int mapper_gc(lua_State *L)
 	return 0;
 }
 
-/* A power of two: pages of one API differ by a few bytes, and a buffer sized for exactly one of
- * them would be too small for the next, slightly larger one; freed and allocated again, it comes
- * from fresh heap, a page fault per 4 KB touched. The part a page does not write is never touched
- * and costs no memory. */
+/* A power of two, or the cap when that is smaller (the caller has checked that want fits in it):
+ * pages of one API differ by a few bytes, and a buffer sized for exactly one of them would be too
+ * small for the next, slightly larger one; freed and allocated again, it comes from fresh heap, a
+ * page fault per 4 KB touched. The part a page does not write is never touched and costs no
+ * memory. */
 static size_t records_buffer_size(size_t want, size_t cap)
 {
 	size_t size = 64 * 1024;
 	while (size < want && size <= SIZE_MAX / 2)
 		size *= 2;
-	return size >= want && size <= cap ? size : want;
+	return size >= want && size <= cap ? size : cap;
 }
 
 /* The batch keeps the mapper, the page's text and the response as its uservalues. */
@@ -345,12 +346,12 @@ static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_id
 	/* Records take about three times their items' text (a bar's message is ~2.5 times its item):
 	 * asked for at once, here, the buffer is not grown and copied during the walk. */
 	struct walk_buffers *mem = &b->out.mem;
-	size_t want = text_len * 3;
+	size_t want = text_len <= SIZE_MAX / 3 ? text_len * 3 : SIZE_MAX;
 	if (mem->cap < want && want <= b->memory_cap) {
 		free(mem->data); /* a previous page's records: nothing to keep */
-		mem->cap = records_buffer_size(want, b->memory_cap);
-		mem->data = malloc(mem->cap);
-		mem->cap = mem->data ? mem->cap : 0;
+		size_t size = records_buffer_size(want, b->memory_cap);
+		mem->data = malloc(size);
+		mem->cap = mem->data ? size : 0;
 	}
 	b->job.run = walk_job;
 	return b;

@@ -3,6 +3,7 @@ import http.client
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -49,6 +50,7 @@ def test_answers_on_one_keep_alive_connection(server):
         assert resp.getheader("Content-Type") == "application/json"
         assert resp.read() == PAGES[ticker]
     conn.close()
+    assert server.wait_served(3)
     assert len(server.served) == 3
     assert all(end >= start for start, end in server.served)
 
@@ -84,7 +86,8 @@ def test_connection_close_is_honoured(server):
         assert f.read() == b""
 
 
-@pytest.mark.parametrize("request_head", [b"POST / HTTP/1.1\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/1.1 extra\r\n\r\n"])
+@pytest.mark.parametrize("request_head", [b"POST / HTTP/1.1\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/1.1 extra\r\n\r\n",
+                                          b"GET / FOO\r\n\r\n", b"GET / HTTP/2.0\r\n\r\n"])
 def test_what_it_does_not_speak_is_400_then_closed(server, request_head):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(request_head)
@@ -102,13 +105,61 @@ def test_a_head_that_never_ends_is_400_then_closed(server):
         assert f.read() == b""
 
 
-def test_a_client_that_leaves_mid_head_costs_nothing(server):
+def wait_for_connections(server, count, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while server.connections != count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server.connections == count
+
+
+def test_a_client_that_leaves_mid_head_ends_its_connection(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        assert wait_for_connections(server, 1)
+    assert wait_for_connections(server, 0)
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     conn.request("GET", path("AAA"))
     assert conn.getresponse().read() == PAGES["AAA"]
     conn.close()
+
+
+def test_a_head_in_pieces_is_answered_once_whole(server):
+    head = b"GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n" % path("BBB").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        for i in range(0, len(head), 7):
+            sock.sendall(head[i:i + 7])
+            time.sleep(0.002)
+        f = sock.makefile("rb")
+        assert read_answer(f)[2] == PAGES["BBB"]
+    assert server.wait_served(1)
+    assert len(server.served) == 1
+
+
+def test_empty_lines_before_a_request_are_ignored(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"\r\n\r\nGET %s HTTP/1.1\r\n\r\n" % path("AAA").encode())
+        assert read_answer(sock.makefile("rb"))[2] == PAGES["AAA"]
+
+
+@pytest.mark.parametrize("version, connection, stays_open", [
+    (b"HTTP/1.1", b"", True),
+    (b"HTTP/1.1", b"Connection: close\r\n", False),
+    (b"HTTP/1.1", b"connection:  Keep-Alive, Close\r\n", False),
+    (b"HTTP/1.1", b"Connection: keep-alive\r\n", True),
+    (b"HTTP/1.0", b"", False),
+    (b"HTTP/1.0", b"Connection: keep-alive\r\n", True),
+])
+def test_the_connection_header_and_version_decide_keep_alive(server, version, connection, stays_open):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        request = b"GET %s %s\r\nHost: x\r\n%s\r\n" % (path("AAA").encode(), version, connection)
+        sock.sendall(request)
+        f = sock.makefile("rb")
+        assert read_answer(f)[2] == PAGES["AAA"]
+        if stays_open:
+            sock.sendall(request)
+            assert read_answer(f)[2] == PAGES["AAA"]
+        else:
+            assert f.read() == b""
 
 
 @pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
@@ -122,4 +173,5 @@ def test_curl_in_parallel_gets_every_page_whole(server, tmp_path):
     for i in range(12):
         (out,) = tmp_path.glob(f"{i}.*")
         assert out.read_bytes() == PAGES[out.suffix[1:]]
+    assert server.wait_served(12)
     assert len(server.served) == 12
