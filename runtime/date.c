@@ -18,13 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-#define SECONDS_PER_DAY 86400
-
-static int64_t floor_div(int64_t a, int64_t b)
-{
-	int64_t q = a / b;
-	return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
 
 struct civil {
 	int year, month, day;
@@ -34,7 +27,7 @@ struct civil {
 static struct civil civil_from_days(int64_t days)
 {
 	int64_t z = days + 719468;
-	int64_t era = floor_div(z, 146097);
+	int64_t era = date_floor_div(z, 146097);
 	int64_t doe = z - era * 146097;
 	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
 	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
@@ -50,7 +43,7 @@ static struct civil civil_from_days(int64_t days)
 static int64_t days_from_civil(int year, int month, int day)
 {
 	int64_t y = (int64_t)year - (month <= 2);
-	int64_t era = floor_div(y, 400);
+	int64_t era = date_floor_div(y, 400);
 	int64_t yoe = y - era * 400;
 	int64_t doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
 	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
@@ -112,8 +105,8 @@ static void new_york_dst_bounds(int year, int64_t *start, int64_t *end)
 		end_day = nth_weekday(year, 10, 0, -1);
 	}
 	/* 02:00 EST is 07:00 UTC; 02:00 EDT is 06:00 UTC. */
-	*start = start_day * SECONDS_PER_DAY + 7 * 3600;
-	*end = end_day * SECONDS_PER_DAY + 6 * 3600;
+	*start = start_day * DATE_SECONDS_PER_DAY + 7 * 3600;
+	*end = end_day * DATE_SECONDS_PER_DAY + 6 * 3600;
 	cached_year = year;
 	cached_start = *start;
 	cached_end = *end;
@@ -127,7 +120,7 @@ int date_zone_offset(enum date_zone zone, int64_t epoch)
 	 * the year of a day is most of the cost here. */
 	static _Thread_local int64_t year_first = 1, year_last = 0;
 	static _Thread_local int year;
-	int64_t day = floor_div(epoch - 5 * 3600, SECONDS_PER_DAY);
+	int64_t day = date_floor_div(epoch - 5 * 3600, DATE_SECONDS_PER_DAY);
 	if (day < year_first || day > year_last) {
 		year = year_of_day(day);
 		year_first = days_from_civil(year, 1, 1);
@@ -149,10 +142,10 @@ int date_zone_offset_span(enum date_zone zone, int64_t epoch, int64_t *from, int
 	int offset = date_zone_offset(zone, epoch);
 	/* date_zone_offset decides by the year of epoch - 5 h, from 05:00 UTC on 1 January to the
 	 * next, and by the daylight bounds within it: the span is the piece of that year. */
-	int64_t day = floor_div(epoch - 5 * 3600, SECONDS_PER_DAY);
+	int64_t day = date_floor_div(epoch - 5 * 3600, DATE_SECONDS_PER_DAY);
 	int year = year_of_day(day);
-	int64_t year_start = days_from_civil(year, 1, 1) * SECONDS_PER_DAY + 5 * 3600;
-	int64_t year_end = days_from_civil(year + 1, 1, 1) * SECONDS_PER_DAY + 5 * 3600;
+	int64_t year_start = days_from_civil(year, 1, 1) * DATE_SECONDS_PER_DAY + 5 * 3600;
+	int64_t year_end = days_from_civil(year + 1, 1, 1) * DATE_SECONDS_PER_DAY + 5 * 3600;
 	int64_t start, end;
 	new_york_dst_bounds(year, &start, &end);
 	if (epoch < start) {
@@ -170,13 +163,13 @@ int date_zone_offset_span(enum date_zone zone, int64_t epoch, int64_t *from, int
 
 int64_t date_day_in_zone(int64_t epoch, enum date_zone zone)
 {
-	return floor_div(epoch + date_zone_offset(zone, epoch), SECONDS_PER_DAY);
+	return date_floor_div(epoch + date_zone_offset(zone, epoch), DATE_SECONDS_PER_DAY);
 }
 
 int date_seconds_into_day(int64_t epoch, enum date_zone zone)
 {
 	int64_t local = epoch + date_zone_offset(zone, epoch);
-	return (int)(local - floor_div(local, SECONDS_PER_DAY) * SECONDS_PER_DAY);
+	return (int)(local - date_floor_div(local, DATE_SECONDS_PER_DAY) * DATE_SECONDS_PER_DAY);
 }
 
 int date_zone_from_name(const char *name, enum date_zone *zone)
@@ -316,7 +309,7 @@ int date_parse(const char *s, enum date_zone zone, int64_t *epoch)
 	if (strlen(s) < 10 || parse_day_prefix(s, &days))
 		return -1;
 	if (s[10] == '\0') {
-		*epoch = local_to_epoch(days * SECONDS_PER_DAY, zone);
+		*epoch = local_to_epoch(days * DATE_SECONDS_PER_DAY, zone);
 		return 0;
 	}
 	if (s[10] != 'T' && s[10] != 't' && s[10] != ' ')
@@ -325,7 +318,7 @@ int date_parse(const char *s, enum date_zone zone, int64_t *epoch)
 	const char *rest;
 	if (parse_clock(s + 11, &seconds, &rest))
 		return -1;
-	int64_t local = days * SECONDS_PER_DAY + seconds;
+	int64_t local = days * DATE_SECONDS_PER_DAY + seconds;
 	if (*rest == '\0') {
 		*epoch = local_to_epoch(local, zone);
 		return 0;

@@ -8,6 +8,14 @@
 enum date_zone { DATE_UTC, DATE_NEW_YORK };
 
 #define DATE_DAY_LEN 11 /* "YYYY-MM-DD" and its NUL */
+#define DATE_SECONDS_PER_DAY 86400
+
+/* a / b rounded towards minus infinity (C rounds towards zero), for b > 0: the day of a negative
+ * instant. */
+static inline int64_t date_floor_div(int64_t a, int64_t b)
+{
+	return a / b - (a % b < 0);
+}
 
 /* Parses exactly YYYY-MM-DD (a real calendar day, years 1000..9999) into days since 1970-01-01. */
 int date_parse_day(const char *s, int64_t *days);

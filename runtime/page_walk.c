@@ -684,8 +684,7 @@ static int64_t day_in_zone(struct field_op *op, int64_t seconds)
 {
 	if (seconds < op->zone_from || seconds >= op->zone_until)
 		op->zone_offset = date_zone_offset_span(op->f->zone, seconds, &op->zone_from, &op->zone_until);
-	int64_t local = seconds + op->zone_offset;
-	return local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
+	return date_floor_div(seconds + op->zone_offset, DATE_SECONDS_PER_DAY);
 }
 
 /* day_from_ms for the usual value, a positive stamp of 9 to 16 digits giving a day in range;
@@ -715,7 +714,7 @@ static int day_from_ms(struct walk *w, struct field_op *op, int64_t *out)
 	long long ms;
 	int64_t seconds;
 	if (number_to_integer(v, (size_t)(w->end - v->at), &ms) == 0 && ms > -(1LL << 53) && ms < (1LL << 53)) {
-		seconds = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+		seconds = date_floor_div(ms, 1000);
 	} else {
 		double d = number_value(v);
 		if (!(fabs(d) < 1e15))

@@ -335,10 +335,6 @@ static void push_day(lua_State *L, int64_t day)
 	lua_pushstring(L, text);
 }
 
-/* The stream's state, {cursor: min over partitions, partition_key: {key: {cursor: day}}} or
- * {cursor: day}, written as JSON from C: a STATE per page would otherwise build and encode a Lua
- * table of every partition's cursor (~30 us a page at 40 tickers, and it grows with them). The
- * top-level cursor means "every partition is complete up to here", as the legacy state did. */
 /* "name":"YYYY-MM-DD" */
 static void write_day_member(struct buf *out, const char *name, int64_t day)
 {
@@ -349,6 +345,10 @@ static void write_day_member(struct buf *out, const char *name, int64_t day)
 	json_write_string(out, text, strlen(text));
 }
 
+/* The stream's state, {cursor: min over partitions, partition_key: {key: {cursor: day}}} or
+ * {cursor: day}, written as JSON from C: a STATE per page would otherwise build and encode a Lua
+ * table of every partition's cursor (~30 us a page at 40 tickers, and it grows with them). The
+ * top-level cursor means "every partition is complete up to here", as the legacy state did. */
 static void write_stream_state(const struct stream_run *s, struct buf *out)
 {
 	int64_t least = NO_CURSOR;
