@@ -41,7 +41,9 @@ struct value {
 	const unsigned char *at; /* NULL when the item lacks the member */
 	size_t len;
 	char type; /* s(tring) n(umber) l (null) b(oolean) o(bject) a(rray) */
-	char plain; /* a number already in the runtime's form: no exponent, no trailing zero */
+	/* A number already in the runtime's form (no exponent, no trailing zero); an object or array
+	 * holding no number that may be past a double's range: either is copied as spelt. */
+	char plain;
 	char escaped;
 	char is_integer; /* a number spelt as at most 18 digits, no point or exponent */
 };
@@ -55,6 +57,8 @@ struct walk {
 	const unsigned char *start, *end;
 	int failed;
 	int item;
+	/* Numbers scanned so far that may be past a double's range (see scan_number). */
+	unsigned long maybe_huge;
 	struct value values[WALK_MAX_FIELDS];
 	struct value next;
 	/* Items of a page spell their members in the same order: member k of the last item, and the
@@ -258,6 +262,9 @@ static inline const unsigned char *scan_number(struct walk *w, const unsigned ch
 	/* Past a double's range the Lua loop gets an infinity (written null): so do long spellings. */
 	if (p - digits > 300)
 		v->plain = 0;
+	/* Below 10^200 and with an exponent of at most two digits, a number is below 10^299: nothing
+	 * larger can be past the range. An object or array holding such a number is rewritten. */
+	int maybe_huge = p - digits > 200;
 	if (*p == '.') {
 		v->is_integer = 0;
 		if (!is_digit(*++p))
@@ -273,8 +280,11 @@ static inline const unsigned char *scan_number(struct walk *w, const unsigned ch
 			p++;
 		if (!is_digit(*p))
 			return syntax(w, p, "a number needs digits in its exponent");
+		const unsigned char *exponent = p;
 		p = skip_digits(p, end);
+		maybe_huge |= p - exponent > 2;
 	}
+	w->maybe_huge += (unsigned long)maybe_huge;
 	return p;
 }
 
@@ -357,6 +367,7 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 	v->escaped = 0;
 	v->is_integer = 0;
 	const unsigned char *q;
+	unsigned long maybe_huge = w->maybe_huge;
 	if (p >= w->end)
 		return syntax(w, p, "the text ends where a value should be");
 	switch (*p) {
@@ -368,10 +379,12 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 	case '{':
 		v->type = 'o';
 		q = skip_members(w, p, depth + 1);
+		v->plain = w->maybe_huge == maybe_huge;
 		break;
 	case '[':
 		v->type = 'a';
 		q = skip_elements(w, p, depth + 1);
+		v->plain = w->maybe_huge == maybe_huge;
 		break;
 	case 't':
 		v->type = 'b';
@@ -782,6 +795,33 @@ static inline char *put_value(struct walk *w, char *out, const struct value *v)
 	return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
 }
 
+/* An object or array holding a number that may be past a double's range, written as the Lua loop
+ * would: every such number that reads as an infinity becomes null (never longer than the number),
+ * the rest as spelt. The value is valid JSON, so a number ends where strtod stops. */
+static size_t infinities_as_null(const struct value *v, char *out)
+{
+	const unsigned char *p = v->at, *end = v->at + v->len;
+	char *start = out;
+	while (p < end) {
+		if (*p == '"') {
+			const unsigned char *q = p + 1;
+			while (*q != '"')
+				q += *q == '\\' ? 2 : 1;
+			out = put(out, p, (size_t)(q + 1 - p));
+			p = q + 1;
+		} else if (*p == '-' || is_digit(*p)) {
+			char *number_end;
+			double d = strtod((const char *)p, &number_end);
+			const unsigned char *q = (const unsigned char *)number_end;
+			out = isinf(d) ? put(out, "null", 4) : put(out, p, (size_t)(q - p));
+			p = q;
+		} else {
+			*out++ = (char)*p++;
+		}
+	}
+	return (size_t)(out - start);
+}
+
 static void set_month(struct walk *w, int64_t day)
 {
 	date_format_day(day, w->day_text + 1);
@@ -809,8 +849,8 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 	const struct value *v = op->v;
 	long long integer;
 	if (op->kind == FROM_COPY) {
-		if (v->type == 'n' && !v->plain)
-			return out + number_text(v, out);
+		if (!v->plain)
+			return out + (v->type == 'n' ? number_text(v, out) : infinities_as_null(v, out));
 		return put_value(w, out, v);
 	}
 	switch (op->kind) {

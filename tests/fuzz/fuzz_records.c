@@ -718,9 +718,37 @@ static size_t integer_digits(const struct span *v)
 	return n;
 }
 
+/* An object or array as a record copies it: as spelt, but for the numbers that read as an
+ * infinity, null (as the Lua loop writes them). Token by token over valid JSON: a string to its
+ * unescaped quote, a number to where strtod stops. */
+static void copy_with_infinities_null(const struct span *v, struct buf *out)
+{
+	size_t i = 0;
+	while (i < v->len) {
+		const char *at = (const char *)v->at + i;
+		size_t n = 1;
+		if (*at == '"') {
+			while (at[n] != '"')
+				n += at[n] == '\\' ? 2 : 1;
+			n++;
+		} else if (*at == '-' || (*at >= '0' && *at <= '9')) {
+			char *stop;
+			if (isinf(strtod(at, &stop))) {
+				buf_puts(out, "null");
+				i += (size_t)(stop - at);
+				continue;
+			}
+			n = (size_t)(stop - at);
+		}
+		buf_append(out, at, n);
+		i += n;
+	}
+}
+
 /* What a record must spell for field i, whose reference value is at idx: a copied value as the page
  * spells it, but for numbers with an exponent or a fractional trailing zero, which are written
- * as json_double_text writes the double they read as; an integer from its exact digits when the
+ * as json_double_text writes the double they read as, and infinities inside an object or array,
+ * written null; an integer from its exact digits when the
  * page spells one of at most 18, else the reference's; days quoted; constants as json_encode
  * writes them. */
 static void expected_value(lua_State *L, int i, int idx, const struct span *v, struct buf *out)
@@ -736,6 +764,8 @@ static void expected_value(lua_State *L, int i, int idx, const struct span *v, s
 						    integer_digits(v) > 300);
 		if (rewrite) /* strtod stops at the ',' or '}' after the value */
 			buf_append(out, number, json_double_text(strtod((const char *)v->at, NULL), number));
+		else if (*v->at == '{' || *v->at == '[')
+			copy_with_infinities_null(v, out);
 		else
 			buf_append(out, v->at, v->len);
 		return;
