@@ -222,7 +222,15 @@ def test_runaway_work_inside_one_library_call_is_stopped(connector, tmp_path):
     hook never fires): it must be stopped like an endless loop (here within 5 s)."""
     script = broken(tmp_path, "parse", "string.find(string.rep('a', 200), string.rep('a*', 5) .. 'b')")
     result = read(connector, script, env={**LIMITS, "SOURCE_LUA_CPU_SECONDS": "2"}, timeout=5)
-    assert_read_failed(result)
+    assert_read_failed(result, "more than 2 s of CPU in one call")
+    # Written by the signal handler from a message laid out before the call: the stream's status
+    # and the error, each stamped with the time the stuck call began (the clock is faked).
+    status, error = result.messages[-2:]
+    assert status["trace"]["stream_status"] == {"stream_descriptor": {"name": "stock_prices"},
+                                                "status": "INCOMPLETE"}, result.describe()
+    started = AFTER_CLOSE.timestamp() * 1000
+    for message in (status, error):
+        assert started <= message["trace"]["emitted_at"] <= started + result.elapsed * 1000 + 1000, message
 
 
 @timing
