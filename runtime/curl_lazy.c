@@ -131,6 +131,8 @@ void curl_lazy_preload(void)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &saved);
 	preloading = pthread_create(&preloader, NULL, preload_main, NULL) == 0;
+	if (preloading)
+		pthread_setname_np(preloader, "source-lua-load");
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);
 }
 

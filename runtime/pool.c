@@ -79,6 +79,8 @@ void pool_start(int count)
 	for (int i = 0; i < count && i < MAX_THREADS; i++) {
 		if (pthread_create(&threads[i], NULL, worker, NULL))
 			break;
+		/* So that top -H, perf --comm and gdb tell the walk from the main thread. */
+		pthread_setname_np(threads[i], POOL_THREAD_NAME);
 		nthreads++;
 	}
 	pthread_sigmask(SIG_SETMASK, &saved, NULL);

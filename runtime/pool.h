@@ -10,6 +10,9 @@ struct pool_job {
 	int done;   /* read and written under the pool's lock */
 };
 
+/* The workers' thread name (at most 15 bytes, Linux's limit). */
+#define POOL_THREAD_NAME "source-lua-walk"
+
 /* Starts up to threads workers (0 or failure: none; jobs then run in pool_submit). */
 void pool_start(int threads);
 /* Runs what is queued, then stops the workers. */

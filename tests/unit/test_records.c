@@ -11,6 +11,7 @@
  * Where the scanner and lua-cjson (what response.body uses) judge the same page, they must agree,
  * except where cjson is laxer than RFC 8259 (those pages are listed, and refused by the scanner).
  */
+#include <dirent.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <stdint.h>
@@ -1874,6 +1875,31 @@ static void worker_page(struct buf *page, int k)
 	buf_printf(page, "],\"next_url\":\"https://h/p?page=%d\"}", k + 1);
 }
 
+/* How many of this process's threads are named name (Linux: /proc/self/task/TID/comm). */
+static int threads_named(const char *name)
+{
+	DIR *tasks = opendir("/proc/self/task");
+	if (!tasks)
+		return -1;
+	int count = 0;
+	struct dirent *task;
+	while ((task = readdir(tasks))) {
+		if (task->d_name[0] == '.')
+			continue;
+		char path[300], comm[32] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", task->d_name);
+		FILE *f = fopen(path, "r");
+		if (f) {
+			if (fgets(comm, sizeof comm, f))
+				comm[strcspn(comm, "\n")] = 0;
+			fclose(f);
+		}
+		count += strcmp(comm, name) == 0;
+	}
+	closedir(tasks);
+	return count;
+}
+
 /* During a sync pages are walked on worker threads: batches mapped at once and settled in any
  * order give what a walk on the main thread gives; a batch collected while its walk is queued or
  * running waits for it; lua_close with walks in flight is clean (ASan, valgrind). */
@@ -1884,6 +1910,8 @@ static void batches_walked_on_workers(void)
 		pool_stop();
 		return;
 	}
+	CHECK(threads_named(POOL_THREAD_NAME) == pool_threads(), "%d of %d workers named %s", threads_named(POOL_THREAD_NAME),
+	      pool_threads(), POOL_THREAD_NAME);
 	lua_State *L = open_with(FULL);
 	if (!L) {
 		pool_stop();
