@@ -466,6 +466,46 @@ static void numbers_and_the_integer_rule(void)
 	test_lua_close(L);
 }
 
+/* Numbers with an exponent, followed by enough of the page for the walk's 16-byte moves (the
+ * cases above end their pages at once, which takes the general path): each is written as the
+ * runtime's shortest form of the double it reads as, by both writers (the first item is read
+ * member by member, the second from the learnt shape's plan). Mantissas of 1 to 9 digits with 0
+ * to 9 decimals, trailing zeros or not, exponents -20 to 20 spelt e, E, e+ and E-. */
+static void numbers_with_an_exponent_in_a_long_page(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = { { 'v', from = 'v' } } }");
+	if (!L)
+		return;
+	uint64_t seed = 0x9e3779b97f4a7c15ULL;
+	for (int i = 0; i < 4000; i++) {
+		seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+		char number[64];
+		int at = 0;
+		int whole = 1 + (int)(seed % 9), fraction = (int)((seed >> 8) % 10), exponent = (int)((seed >> 16) % 41) - 20;
+		for (int k = 0; k < whole; k++)
+			number[at++] = (char)((k == 0 ? '1' : '0') + (int)((seed >> (20 + 3 * k)) % (k == 0 ? 9 : 10)));
+		if (fraction) {
+			number[at++] = '.';
+			for (int k = 0; k < fraction; k++)
+				number[at++] = (char)('0' + (int)((seed >> (24 + 4 * k)) % 10));
+		}
+		const char *spellings[] = {"e", "E", "e+", "E+"};
+		at += snprintf(number + at, sizeof number - (size_t)at, "%s%d",
+			       exponent < 0 ? ((seed >> 60) & 1 ? "e" : "E") : spellings[(seed >> 61) & 3], exponent);
+		char want_text[JSON_NUMBER_MAX + 1];
+		want_text[json_double_text(strtod(number, NULL), want_text)] = 0;
+		char page[512], want[128];
+		snprintf(page, sizeof page,
+			 "{\"results\":[{\"v\":%s,\"pad\":\"0123456789012345678901234567890123456789\"},"
+			 "{\"v\":%s,\"pad\":\"0123456789012345678901234567890123456789\"}],\"status\":\"OK\"}",
+			 number, number);
+		snprintf(want, sizeof want, "{\"v\":%s}", want_text);
+		const char *const wants[] = {want, want};
+		check_records(L, 1, number, page, strlen(page), wants, 2, NULL);
+	}
+	test_lua_close(L);
+}
+
 /* An item read after one of the same members (the learnt shape, and its planned record) gives
  * the record, day column and error it gives read member by member (after an item of another
  * shape, so that both are item 2 of their page). */
@@ -2003,6 +2043,7 @@ static const struct test tests[] = {
 	{"map writes the description's records in declared order", records_of_the_description},
 	{"map: numbers rewritten only with an exponent or trailing zero; the integer rule",
 	 numbers_and_the_integer_rule},
+	{"numbers with an exponent in a long page: the shortest form, by both writers", numbers_with_an_exponent_in_a_long_page},
 	{"items read after one of their shape are written as when alone", items_of_a_learnt_shape_as_alone},
 	{"map copies strings verbatim, escapes and UTF-8 intact", strings_are_copied_verbatim},
 	{"map leaves absent members out; null per kind", absent_null_and_declared_order},
