@@ -271,7 +271,7 @@ static size_t watchdog_text_len;
 static size_t watchdog_stamp_at[2]; /* where the call's start time goes */
 static int watchdog_stamps;
 /* What watchdog_text was laid out for: it is laid out again only when that changes. Formatting
- * it (and installing the handler) on every call cost ~3 us a call, a fifth of a sync's typical
+ * it (and installing the handler) on every call cost 2-3 us a call, a fifth of a sync's typical
  * script call. */
 static char watchdog_stream[200];
 static int watchdog_has_stream;
