@@ -101,6 +101,10 @@ struct walk {
 	 * one 16-byte comparison, instead of scanning names, spaces and separators byte by byte. */
 	struct shape {
 		int count; /* 0: none learnt */
+		/* Items of this shape that read_item_of_shape_indexed gave back to read_item_of_shape
+		 * (values that are not numbers, or items longer than it reads): past a few, the page's
+		 * items are not for it, and it is no longer tried. */
+		int index_misses;
 		struct shape_member {
 			unsigned char bytes[16] __attribute__((aligned(16))); /* the separator, zero-padded */
 			unsigned care;  /* which of the 16 bytes count: the separator's (bit k: byte k) */
@@ -1207,6 +1211,7 @@ static void learn_shape(struct walk *w, const unsigned char *item, const unsigne
 {
 	struct shape *s = &w->shape;
 	s->count = 0;
+	s->index_misses = 0;
 	if (count == 0 || count > SHAPE_MAX || !w->plan.text)
 		return;
 	size_t tight = 1;
@@ -1392,6 +1397,101 @@ static const unsigned char *read_item_of_shape(struct walk *w, const unsigned ch
 	return *p == '}' ? p + 1 : NULL;
 }
 
+#ifdef __SSE2__
+/* What read_item_of_shape_indexed needs readable from an item's start: 128 bytes for its
+ * index, and the 64 that scan_number_short needs after a number that starts inside them. */
+#define INDEXED_READABLE 192
+#define INDEXED_SPAN 128
+#define INDEX_MISSES_MAX 8
+
+/* Bit i: byte i of the 16 at p is ',' or '}', the bytes that end a value inside an item. */
+static inline uint64_t value_ends16(const unsigned char *p)
+{
+	__m128i c = _mm_loadu_si128((const __m128i *)p);
+	__m128i ends = _mm_or_si128(_mm_cmpeq_epi8(c, _mm_set1_epi8(',')), _mm_cmpeq_epi8(c, _mm_set1_epi8('}')));
+	return (uint64_t)(unsigned)_mm_movemask_epi8(ends);
+}
+
+static inline uint64_t value_ends64(const unsigned char *p)
+{
+	return value_ends16(p) | value_ends16(p + 16) << 16 | value_ends16(p + 32) << 32 | value_ends16(p + 48) << 48;
+}
+
+/* Bit i: byte i of the 16 at p is a digit (*digits; signed compares: bytes from 0x80 up are
+ * negative), a point (*points). */
+static inline void digit_and_point_bits16(const unsigned char *p, unsigned *digits, unsigned *points)
+{
+	__m128i c = _mm_loadu_si128((const __m128i *)p);
+	__m128i digit = _mm_and_si128(_mm_cmpgt_epi8(c, _mm_set1_epi8('0' - 1)), _mm_cmplt_epi8(c, _mm_set1_epi8('9' + 1)));
+	*digits = (unsigned)_mm_movemask_epi8(digit);
+	*points = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(c, _mm_set1_epi8('.')));
+}
+
+/* read_item_of_shape for an item of at most 128 bytes whose values are numbers, the way a
+ * structural index does it: one pass finds every ',' and '}' of the item 16 bytes at a time, and
+ * the members are then read from those positions, each independent of the one before (in
+ * read_item_of_shape, a member waits for the end of the previous number, found eight bytes at a
+ * time). The item is taken only when it is exactly the shape's separators and valid numbers in
+ * turn, closed by '}': each separator at the end of the previous value, each value up to the next
+ * ',' or '}', and the last one closing the item. A number of 16 bytes or fewer that is digits, or
+ * digits with one point inside, is checked from one digit mask; any other (an exponent, more
+ * digits) is scanned by scan_number_short and must end where its ',' or '}' is. The values are
+ * those read_item_of_shape gives. NULL for anything else (w->failed set when a number is not
+ * JSON), which read_item_of_shape then reads. INDEXED_READABLE bytes from p are readable. */
+static const unsigned char *read_item_of_shape_indexed(struct walk *w, const unsigned char *p)
+{
+	const struct shape *s = &w->shape;
+	int count = s->count;
+	/* The ',' and '}' of the 64 bytes from chunk, taken lowest first. */
+	size_t chunk = 0;
+	uint64_t ends = value_ends64(p);
+	size_t separator = 0;
+	for (int k = 0; k < count; k++) {
+		const struct shape_member *m = &s->members[k];
+		while (!ends) {
+			chunk += 64;
+			if (chunk == INDEXED_SPAN)
+				return NULL; /* longer than INDEXED_SPAN */
+			ends = value_ends64(p + chunk);
+		}
+		size_t start = separator + m->len, end = chunk + (size_t)__builtin_ctzll(ends);
+		ends &= ends - 1;
+		if (!separator_matches(p + separator, m) || end <= start)
+			return NULL;
+		const unsigned char *at = p + start;
+		size_t len = end - start;
+		struct value *v = m->value;
+		unsigned others = 1, points = 0;
+		if (len < 16) {
+			unsigned span = (1u << len) - 1;
+			digit_and_point_bits16(at, &others, &points);
+			others = ~others & span;
+			points &= span;
+		}
+		if (others == 0) {
+			if (*at == '0' && len > 1)
+				return NULL; /* a leading zero: read_item_of_shape says so */
+			v->is_integer = 1;
+			v->plain = 1;
+		} else if (others == points && !(others & (others - 1)) && !(others & 1) && !(others >> (len - 1)) &&
+			   !(*at == '0' && others != 2)) {
+			/* One point, neither first nor last; a leading zero only alone before it. */
+			v->is_integer = 0;
+			v->plain = at[len - 1] != '0';
+		} else {
+			if (!starts_number[*at] || scan_number_short(w, at, v) != p + end)
+				return NULL;
+		}
+		v->at = at;
+		v->len = len;
+		v->type = 'n';
+		v->escaped = 0;
+		separator = end;
+	}
+	return p[separator] == '}' ? p + separator + 1 : NULL;
+}
+#endif
+
 /* p is at the list's '['. */
 static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 {
@@ -1403,7 +1503,17 @@ static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 		w->item++;
 		const unsigned char *item = p;
 		if (p < end && *p == '{') {
-			const unsigned char *q = w->shape.count ? read_item_of_shape(w, p) : NULL;
+			const unsigned char *q = NULL;
+			if (w->shape.count) {
+#ifdef __SSE2__
+				if (end - p >= INDEXED_READABLE && w->shape.index_misses < INDEX_MISSES_MAX) {
+					q = read_item_of_shape_indexed(w, p);
+					w->shape.index_misses += !q;
+				}
+				if (!q && !w->failed)
+#endif
+					q = read_item_of_shape(w, p);
+			}
 			int written = 1;
 			if (q)
 				written = write_planned_record(w, (size_t)(q - item));

@@ -506,6 +506,48 @@ static void numbers_with_an_exponent_in_a_long_page(void)
 	test_lua_close(L);
 }
 
+/* Item 2 of a page gives the same record, day column and outcome read member by member (after
+ * an item of another shape) as after first, an item of its shape (read from the learnt shape:
+ * by the structural index where 192 bytes of the page follow the item, else eight bytes at a
+ * time). A member after the list gives every item those bytes. */
+static void check_alone_and_after(lua_State *L, const char *first, const char *item)
+{
+	/* An item of another shape as long as first, so that errors name the same byte. */
+	char other[300];
+	size_t pad = strlen(first) > 12 && strlen(first) < sizeof other ? strlen(first) - 12 : 0;
+	snprintf(other, sizeof other, "{\"other\":\"%0*d\"}", (int)pad, 0);
+	if (!pad)
+		strcpy(other, "{\"other\":1}");
+	char alone_text[1200], after_text[1200];
+	snprintf(alone_text, sizeof alone_text, "{\"results\":[%s,%s],\"request_id\":\"%0250d\"}", other, item, 0);
+	snprintf(after_text, sizeof after_text, "{\"results\":[%s,%s],\"request_id\":\"%0250d\"}", first, item, 0);
+	struct mapped alone, after;
+	int top = lua_gettop(L);
+	if (map_page(L, 1, alone_text, strlen(alone_text), &alone) != LUA_OK ||
+	    map_page(L, 1, after_text, strlen(after_text), &after) != LUA_OK) {
+		CHECK(0, "%s: map raised %s%s", item, alone.error, after.error);
+		lua_settop(L, top);
+		return;
+	}
+	if (!CHECK(alone.outcome == after.outcome && !strcmp(alone.why, after.why),
+		   "%s: outcome %d (%s) alone, %d (%s) after an item of its shape", item, (int)alone.outcome,
+		   alone.why, (int)after.outcome, after.why) ||
+	    alone.outcome != RECORDS_OK ||
+	    !CHECK(records_batch_count(after.batch) == 2, "%s: %zu records", item, records_batch_count(after.batch))) {
+		lua_settop(L, top);
+		return;
+	}
+	const char *a, *b;
+	size_t alen, blen;
+	int64_t day_alone, day_after;
+	records_batch_get(alone.batch, 1, 0, &a, &alen, &day_alone);
+	records_batch_get(after.batch, 1, 0, &b, &blen, &day_after);
+	test_check_bytes(b, blen, a, alen, __FILE__, __LINE__, item);
+	CHECK(day_alone == day_after, "%s: day column %lld alone, %lld after", item, (long long)day_alone,
+	      (long long)day_after);
+	lua_settop(L, top);
+}
+
 /* An item read after one of the same members (the learnt shape, and its planned record) gives
  * the record, day column and error it gives read member by member (after an item of another
  * shape, so that both are item 2 of their page). */
@@ -543,39 +585,79 @@ static void items_of_a_learnt_shape_as_alone(void)
 	lua_State *L = open_with(FULL);
 	if (!L)
 		return;
-	for (size_t i = 0; i < COUNT_OF(cases); i++) {
-		const char *item = cases[i].item;
-		/* The learnt shape is read only where 80 bytes follow each member: a member after the
-		 * list gives them. */
-		char alone_text[800], after_text[800];
-		snprintf(alone_text, sizeof alone_text, "{\"results\":[{\"other\":1},%s],\"request_id\":\"%0120d\"}", item, 0);
-		snprintf(after_text, sizeof after_text, "{\"results\":[%s,%s],\"request_id\":\"%0120d\"}", cases[i].first,
-			 item, 0);
-		struct mapped alone, after;
-		int top = lua_gettop(L);
-		if (map_page(L, 1, alone_text, strlen(alone_text), &alone) != LUA_OK ||
-		    map_page(L, 1, after_text, strlen(after_text), &after) != LUA_OK) {
-			CHECK(0, "%s: map raised %s%s", item, alone.error, after.error);
-			lua_settop(L, top);
-			continue;
-		}
-		if (!CHECK(alone.outcome == after.outcome && !strcmp(alone.why, after.why),
-			   "%s: outcome %d (%s) alone, %d (%s) after an item of its shape", item, (int)alone.outcome,
-			   alone.why, (int)after.outcome, after.why) ||
-		    alone.outcome != RECORDS_OK ||
-		    !CHECK(records_batch_count(after.batch) == 2, "%s: %zu records", item, records_batch_count(after.batch))) {
-			lua_settop(L, top);
-			continue;
-		}
-		const char *a, *b;
-		size_t alen, blen;
-		int64_t day_alone, day_after;
-		records_batch_get(alone.batch, 1, 0, &a, &alen, &day_alone);
-		records_batch_get(after.batch, 1, 0, &b, &blen, &day_after);
-		test_check_bytes(b, blen, a, alen, __FILE__, __LINE__, item);
-		CHECK(day_alone == day_after, "%s: day column %lld alone, %lld after", item, (long long)day_alone,
-		      (long long)day_after);
-		lua_settop(L, top);
+	for (size_t i = 0; i < COUNT_OF(cases); i++)
+		check_alone_and_after(L, cases[i].first, cases[i].item);
+	test_lua_close(L);
+}
+
+/* One spelling of a JSON value, valid or not, from seed: numbers of every form (signs, leading
+ * zeros, long runs, points without digits, exponents with and without sign, digits, up to three),
+ * with now and then a space, a string, a literal or a stray byte. */
+static void random_value(uint64_t *seed, char *out, size_t cap)
+{
+	uint64_t r = *seed ^= *seed << 13, x;
+	r = *seed ^= *seed >> 7;
+	r = *seed ^= *seed << 17;
+	x = r;
+	size_t at = 0;
+#define PUT(c) (at + 1 < cap ? (void)(out[at++] = (char)(c)) : (void)0)
+	switch (x % 16) {
+	case 0:
+		snprintf(out, cap, "\"%u,}\"", (unsigned)(x >> 8) % 1000);
+		return;
+	case 1:
+		snprintf(out, cap, "%s", (x >> 8) & 1 ? "null" : "true");
+		return;
+	default:
+		break;
+	}
+	x >>= 4;
+	if (x % 8 == 0)
+		PUT('-');
+	x >>= 3;
+	int whole = (int)(x % 19);
+	x >>= 5;
+	for (int k = 0; k < whole; k++, x = x * 6364136223846793005ULL + 1442695040888963407ULL)
+		PUT(k == 0 && (x >> 60) % 5 ? '1' + (int)((x >> 33) % 9) : '0' + (int)((x >> 33) % 10));
+	if (r % 3) {
+		PUT('.');
+		int fraction = (int)((r >> 20) % 18);
+		for (int k = 0; k < fraction; k++, x = x * 6364136223846793005ULL + 1442695040888963407ULL)
+			PUT('0' + (int)((x >> 33) % 10));
+	}
+	if ((r >> 30) % 4 == 0) {
+		PUT((r >> 32) & 1 ? 'e' : 'E');
+		if ((r >> 33) % 3)
+			PUT((r >> 35) & 1 ? '+' : '-');
+		int digits = (int)((r >> 36) % 4);
+		for (int k = 0; k < digits; k++)
+			PUT('0' + (int)((r >> (40 + 4 * k)) % 10));
+	}
+	if ((r >> 56) % 29 == 0)
+		PUT(' ');
+	if ((r >> 56) % 31 == 1)
+		PUT('x');
+#undef PUT
+	out[at] = 0;
+}
+
+/* Items of four numbers of every spelling, valid or not (random_value), each read member by
+ * member and from the learnt shape (mostly by the structural index): the same records, day
+ * columns and errors. */
+static void generated_items_alone_and_after(void)
+{
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	uint64_t seed = 0x2545f4914f6cdd1dULL;
+	for (int i = 0; i < 3000; i++) {
+		char c[64], n[64], v[64], vw[64], item[400];
+		random_value(&seed, c, sizeof c);
+		random_value(&seed, n, sizeof n);
+		random_value(&seed, v, sizeof v);
+		random_value(&seed, vw, sizeof vw);
+		snprintf(item, sizeof item, "{\"t\":1646629200000,\"c\":%s,\"n\":%s,\"v\":%s,\"vw\":%s}", c, n, v, vw);
+		check_alone_and_after(L, "{\"t\":1646629200000,\"c\":1,\"n\":2,\"v\":3,\"vw\":4}", item);
 	}
 	test_lua_close(L);
 }
@@ -2044,6 +2126,8 @@ static const struct test tests[] = {
 	{"map: numbers rewritten only with an exponent or trailing zero; the integer rule",
 	 numbers_and_the_integer_rule},
 	{"numbers with an exponent in a long page: the shortest form, by both writers", numbers_with_an_exponent_in_a_long_page},
+	{"generated items read member by member and from the learnt shape: the same records and errors",
+	 generated_items_alone_and_after},
 	{"items read after one of their shape are written as when alone", items_of_a_learnt_shape_as_alone},
 	{"map copies strings verbatim, escapes and UTF-8 intact", strings_are_copied_verbatim},
 	{"map leaves absent members out; null per kind", absent_null_and_declared_order},
