@@ -1141,8 +1141,8 @@ static int write_planned_record(struct walk *w, size_t item_len)
 			memcpy(out + i, step->piece.at + i, 16);
 		out += step->piece.len;
 		/* Most values are copied as spelt: no dispatch on the field's kind, and no check of what
-		 * is readable (read_item_of_shape left at least 64 bytes of the page after each value's
-		 * start). */
+		 * is readable (read_item_of_shape and read_item_of_shape_indexed leave at least 64 bytes
+		 * of the page after each value's start). */
 		const struct value *copy = step->copy;
 		if (copy && copy->plain) {
 			memcpy(out, copy->at, 16);
