@@ -286,12 +286,15 @@ static volatile long long watchdog_armed_ms;
 static void watchdog_fire(int sig)
 {
 	(void)sig;
-	unsigned long long ms = (unsigned long long)watchdog_armed_ms;
+	long long stamp = watchdog_armed_ms;
+	unsigned long long ms = stamp < 0 ? 0 - (unsigned long long)stamp : (unsigned long long)stamp;
 	char digits[24];
 	size_t first = sizeof digits;
 	do
 		digits[--first] = (char)('0' + ms % 10);
 	while ((ms /= 10) > 0);
+	if (stamp < 0)
+		digits[--first] = '-';
 	static char out[sizeof watchdog_text + 2 * sizeof digits];
 	size_t len = 0, from = 0;
 	for (int i = 0; i <= watchdog_stamps; i++) {
@@ -304,6 +307,15 @@ static void watchdog_fire(int sig)
 	ssize_t ignored = write(STDOUT_FILENO, out, len);
 	(void)ignored;
 	_exit(1);
+}
+
+/* Whether text needs no escape inside a JSON string: no quote, backslash or control byte. */
+static int spelt_as_is_in_json(const char *text)
+{
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+		if (*p < 0x20 || *p == '"' || *p == '\\')
+			return 0;
+	return 1;
 }
 
 /* Appends text to the message; stamp: the call's start time goes after it. */
@@ -348,7 +360,7 @@ static void watchdog_arm(const struct host_state *h)
 							       : h->limits.instructions_per_call / 5000000 + 2;
 	/* A name that would need escaping is left out: the handler cannot escape. */
 	const char *stream = http_settings.stream;
-	if (stream && (strlen(stream) >= sizeof watchdog_stream || strpbrk(stream, "\"\\")))
+	if (stream && (strlen(stream) >= sizeof watchdog_stream || !spelt_as_is_in_json(stream)))
 		stream = NULL;
 	if (seconds != watchdog_seconds || (stream != NULL) != watchdog_has_stream ||
 	    (stream && strcmp(stream, watchdog_stream)))

@@ -704,7 +704,8 @@ static inline size_t count_digits(const unsigned char *p);
  * exponent is at least the fraction's length: Polygon's volume 9.833403e+06 is 9833403) or as at
  * most 9 units and 6 decimals (1.25281897e+07 is 12528189.7). The digits are moved in 16-byte
  * copies; the text is what quick_number_text writes. 0 for any other number. v is valid JSON;
- * 32 bytes from v->at are readable, and out has 32 bytes of room. */
+ * 33 bytes from v->at are readable (after 15 digits and 16 decimals it looks at one more), and
+ * out has 32 bytes of room. */
 static inline size_t mantissa_and_exponent_text(const struct value *v, char *out)
 {
 	const unsigned char *p = v->at, *end = v->at + v->len;
@@ -907,7 +908,7 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 			return put_value(w, out, v);
 		if (v->type != 'n')
 			return out + infinities_as_null(v, out);
-		size_t len = w->end - v->at >= 32 ? mantissa_and_exponent_text(v, out) : 0;
+		size_t len = w->end - v->at > 32 ? mantissa_and_exponent_text(v, out) : 0;
 		return out + (len ? len : number_text(v, out));
 	}
 	switch (op->kind) {
