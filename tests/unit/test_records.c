@@ -405,6 +405,22 @@ static void records_of_the_description(void)
 	test_lua_close(L);
 }
 
+/* The generated cases' random numbers (xorshift: the same cases on every run). */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static unsigned pick(unsigned n)
+{
+	return (unsigned)(rng() % n);
+}
+
 static void numbers_and_the_integer_rule(void)
 {
 	static const struct {
@@ -476,22 +492,22 @@ static void numbers_with_an_exponent_in_a_long_page(void)
 	lua_State *L = open_with("return records.declare { list = 'results', fields = { { 'v', from = 'v' } } }");
 	if (!L)
 		return;
-	uint64_t seed = 0x9e3779b97f4a7c15ULL;
 	for (int i = 0; i < 4000; i++) {
-		seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
 		char number[64];
 		int at = 0;
-		int whole = 1 + (int)(seed % 9), fraction = (int)((seed >> 8) % 10), exponent = (int)((seed >> 16) % 41) - 20;
-		for (int k = 0; k < whole; k++)
-			number[at++] = (char)((k == 0 ? '1' : '0') + (int)((seed >> (20 + 3 * k)) % (k == 0 ? 9 : 10)));
+		unsigned whole = 1 + pick(9), fraction = pick(10);
+		int exponent = (int)pick(41) - 20;
+		number[at++] = (char)('1' + pick(9));
+		for (unsigned k = 1; k < whole; k++)
+			number[at++] = (char)('0' + pick(10));
 		if (fraction) {
 			number[at++] = '.';
-			for (int k = 0; k < fraction; k++)
-				number[at++] = (char)('0' + (int)((seed >> (24 + 4 * k)) % 10));
+			for (unsigned k = 0; k < fraction; k++)
+				number[at++] = (char)('0' + pick(10));
 		}
-		const char *spellings[] = {"e", "E", "e+", "E+"};
+		static const char *const spellings[] = {"e", "E", "e+", "E+"};
 		at += snprintf(number + at, sizeof number - (size_t)at, "%s%d",
-			       exponent < 0 ? ((seed >> 60) & 1 ? "e" : "E") : spellings[(seed >> 61) & 3], exponent);
+			       exponent < 0 ? (pick(2) ? "e" : "E") : spellings[pick(4)], exponent);
 		char want_text[JSON_NUMBER_MAX + 1];
 		want_text[json_double_text(strtod(number, NULL), want_text)] = 0;
 		char page[512], want[128];
@@ -590,52 +606,45 @@ static void items_of_a_learnt_shape_as_alone(void)
 	test_lua_close(L);
 }
 
-/* One spelling of a JSON value, valid or not, from seed: numbers of every form (signs, leading
- * zeros, long runs, points without digits, exponents with and without sign, digits, up to three),
- * with now and then a space, a string, a literal or a stray byte. */
-static void random_value(uint64_t *seed, char *out, size_t cap)
+/* One spelling of a JSON value, valid or not: numbers of every form (signs, leading zeros, long
+ * runs, points without digits, exponents with and without sign and digits, up to three), with now
+ * and then a space, a string, a literal or a stray byte. */
+static void random_value(char *out, size_t cap)
 {
-	uint64_t r = *seed ^= *seed << 13, x;
-	r = *seed ^= *seed >> 7;
-	r = *seed ^= *seed << 17;
-	x = r;
-	size_t at = 0;
-#define PUT(c) (at + 1 < cap ? (void)(out[at++] = (char)(c)) : (void)0)
-	switch (x % 16) {
+	switch (pick(16)) {
 	case 0:
-		snprintf(out, cap, "\"%u,}\"", (unsigned)(x >> 8) % 1000);
+		snprintf(out, cap, "\"%u,}\"", pick(1000));
 		return;
 	case 1:
-		snprintf(out, cap, "%s", (x >> 8) & 1 ? "null" : "true");
+		snprintf(out, cap, "%s", pick(2) ? "null" : "true");
 		return;
 	default:
 		break;
 	}
-	x >>= 4;
-	if (x % 8 == 0)
+	size_t at = 0;
+#define PUT(c) (at + 1 < cap ? (void)(out[at++] = (char)(c)) : (void)0)
+	if (pick(8) == 0)
 		PUT('-');
-	x >>= 3;
-	int whole = (int)(x % 19);
-	x >>= 5;
-	for (int k = 0; k < whole; k++, x = x * 6364136223846793005ULL + 1442695040888963407ULL)
-		PUT(k == 0 && (x >> 60) % 5 ? '1' + (int)((x >> 33) % 9) : '0' + (int)((x >> 33) % 10));
-	if (r % 3) {
+	unsigned whole = pick(19);
+	for (unsigned k = 0; k < whole; k++)
+		PUT(k == 0 && pick(5) ? '1' + pick(9) : '0' + pick(10));
+	if (pick(3)) {
 		PUT('.');
-		int fraction = (int)((r >> 20) % 18);
-		for (int k = 0; k < fraction; k++, x = x * 6364136223846793005ULL + 1442695040888963407ULL)
-			PUT('0' + (int)((x >> 33) % 10));
+		unsigned fraction = pick(18);
+		for (unsigned k = 0; k < fraction; k++)
+			PUT('0' + pick(10));
 	}
-	if ((r >> 30) % 4 == 0) {
-		PUT((r >> 32) & 1 ? 'e' : 'E');
-		if ((r >> 33) % 3)
-			PUT((r >> 35) & 1 ? '+' : '-');
-		int digits = (int)((r >> 36) % 4);
-		for (int k = 0; k < digits; k++)
-			PUT('0' + (int)((r >> (40 + 4 * k)) % 10));
+	if (pick(4) == 0) {
+		PUT(pick(2) ? 'e' : 'E');
+		if (pick(3))
+			PUT(pick(2) ? '+' : '-');
+		unsigned digits = pick(4);
+		for (unsigned k = 0; k < digits; k++)
+			PUT('0' + pick(10));
 	}
-	if ((r >> 56) % 29 == 0)
+	if (pick(29) == 0)
 		PUT(' ');
-	if ((r >> 56) % 31 == 1)
+	else if (pick(31) == 0)
 		PUT('x');
 #undef PUT
 	out[at] = 0;
@@ -649,13 +658,12 @@ static void generated_items_alone_and_after(void)
 	lua_State *L = open_with(FULL);
 	if (!L)
 		return;
-	uint64_t seed = 0x2545f4914f6cdd1dULL;
 	for (int i = 0; i < 3000; i++) {
 		char c[64], n[64], v[64], vw[64], item[400];
-		random_value(&seed, c, sizeof c);
-		random_value(&seed, n, sizeof n);
-		random_value(&seed, v, sizeof v);
-		random_value(&seed, vw, sizeof vw);
+		random_value(c, sizeof c);
+		random_value(n, sizeof n);
+		random_value(v, sizeof v);
+		random_value(vw, sizeof vw);
 		snprintf(item, sizeof item, "{\"t\":1646629200000,\"c\":%s,\"n\":%s,\"v\":%s,\"vw\":%s}", c, n, v, vw);
 		check_alone_and_after(L, "{\"t\":1646629200000,\"c\":1,\"n\":2,\"v\":3,\"vw\":4}", item);
 	}
@@ -1284,21 +1292,6 @@ static void out_of_range_ms_names_the_item(void)
 }
 
 /* ---- generated cases, checked against the runtime's own functions ---- */
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
-static unsigned pick(unsigned n)
-{
-	return (unsigned)(rng() % n);
-}
 
 /* A random JSON number: sign, 1 to 20 integer digits, maybe a fraction (often ending in 0), maybe
  * an exponent. */
