@@ -18,7 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-
 struct civil {
 	int year, month, day;
 };

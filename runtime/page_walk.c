@@ -696,8 +696,22 @@ static size_t quick_number_text(const struct value *v, char *out)
 	return len + (size_t)decimals;
 }
 
+static inline uint64_t non_digits(const unsigned char *p)
+{
+	uint64_t x;
+	memcpy(&x, p, 8);
+	return ((x + 0x4646464646464646ULL) | (x - 0x3030303030303030ULL)) & 0x8080808080808080ULL;
+}
+
 /* How many digits start p, when fewer than 16; 16 for as many or more. Reads 16 bytes. */
-static inline size_t count_digits(const unsigned char *p);
+static inline size_t count_digits(const unsigned char *p)
+{
+	uint64_t flags = non_digits(p);
+	if (flags)
+		return (size_t)__builtin_ctzll(flags) >> 3;
+	flags = non_digits(p + 8);
+	return flags ? 8 + ((size_t)__builtin_ctzll(flags) >> 3) : 16;
+}
 
 /* quick_number_text's commonest cases, in fewer instructions: a positive mantissa without leading
  * zero and an exponent of one or two digits, written as an integer of at most 15 digits (when the
@@ -742,9 +756,13 @@ static inline size_t mantissa_and_exponent_text(const struct value *v, char *out
 	return units + 1 + decimals;
 }
 
-static size_t number_text(const struct value *v, char *out)
+/* A number not plain, as the runtime writes the double it reads as: the quickest of the ways that
+ * can tell (readable: the bytes from v->at that may be read). */
+static size_t number_text(const struct value *v, char *out, size_t readable)
 {
-	size_t len = quick_number_text(v, out);
+	size_t len = readable > 32 ? mantissa_and_exponent_text(v, out) : 0;
+	if (!len)
+		len = quick_number_text(v, out);
 	return len ? len : json_double_text(number_value(v), out);
 }
 
@@ -908,8 +926,7 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 			return put_value(w, out, v);
 		if (v->type != 'n')
 			return out + infinities_as_null(v, out);
-		size_t len = w->end - v->at > 32 ? mantissa_and_exponent_text(v, out) : 0;
-		return out + (len ? len : number_text(v, out));
+		return out + number_text(v, out, (size_t)(w->end - v->at));
 	}
 	switch (op->kind) {
 	case FROM_INTEGER:
@@ -1146,10 +1163,7 @@ static int write_planned_record(struct walk *w, size_t item_len)
 		 * of the page after each value's start). */
 		const struct value *copy = step->copy;
 		if (copy && copy->plain) {
-			memcpy(out, copy->at, 16);
-			if (copy->len > 16)
-				memcpy(out, copy->at, copy->len);
-			out += copy->len;
+			out = put_short(out, copy->at, copy->len, 16);
 			continue;
 		}
 		if (!step->op)
@@ -1294,23 +1308,6 @@ static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 }
 
 /* Bit 7 of each byte that is not an ASCII digit (see skip_digits). */
-static inline uint64_t non_digits(const unsigned char *p)
-{
-	uint64_t x;
-	memcpy(&x, p, 8);
-	return ((x + 0x4646464646464646ULL) | (x - 0x3030303030303030ULL)) & 0x8080808080808080ULL;
-}
-
-/* How many digits start p, when fewer than 16; 16 for as many or more. Reads 16 bytes. */
-static inline size_t count_digits(const unsigned char *p)
-{
-	uint64_t flags = non_digits(p);
-	if (flags)
-		return (size_t)__builtin_ctzll(flags) >> 3;
-	flags = non_digits(p + 8);
-	return flags ? 8 + ((size_t)__builtin_ctzll(flags) >> 3) : 16;
-}
-
 /* scan_number for a number of the common kinds (at most 15 digits before and after its point,
  * a short exponent), without a loop; anything else, or not a number, goes to scan_number.
  * At least 64 bytes from p are readable. */
@@ -1434,8 +1431,8 @@ static inline void digit_and_point_bits16(const unsigned char *p, unsigned *digi
  * read_item_of_shape, a member waits for the end of the previous number, found eight bytes at a
  * time). The item is taken only when it is exactly the shape's separators and valid numbers in
  * turn, closed by '}': each separator at the end of the previous value, each value up to the next
- * ',' or '}', and the last one closing the item. A number of 16 bytes or fewer that is digits, or
- * digits with one point inside, is checked from one digit mask; any other (an exponent, more
+ * ',' or '}', and the last one closing the item. A number of fewer than 16 bytes that is digits,
+ * or digits with one point inside, is checked from one digit and point mask; any other (an exponent, more
  * digits) is scanned by scan_number_short and must end where its ',' or '}' is. The values are
  * those read_item_of_shape gives. NULL for anything else (w->failed set when a number is not
  * JSON), which read_item_of_shape then reads. INDEXED_READABLE bytes from p are readable. */
@@ -1493,6 +1490,21 @@ static const unsigned char *read_item_of_shape_indexed(struct walk *w, const uns
 }
 #endif
 
+/* An item when the page has a learnt shape: from the structural index where it can be read so,
+ * else by read_item_of_shape (NULL as it returns). */
+static const unsigned char *read_item_of_learnt_shape(struct walk *w, const unsigned char *p)
+{
+#ifdef __SSE2__
+	if (w->end - p >= INDEXED_READABLE && w->shape.index_misses < INDEX_MISSES_MAX) {
+		const unsigned char *q = read_item_of_shape_indexed(w, p);
+		if (q || w->failed)
+			return q;
+		w->shape.index_misses++;
+	}
+#endif
+	return read_item_of_shape(w, p);
+}
+
 /* p is at the list's '['. */
 static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 {
@@ -1504,17 +1516,7 @@ static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 		w->item++;
 		const unsigned char *item = p;
 		if (p < end && *p == '{') {
-			const unsigned char *q = NULL;
-			if (w->shape.count) {
-#ifdef __SSE2__
-				if (end - p >= INDEXED_READABLE && w->shape.index_misses < INDEX_MISSES_MAX) {
-					q = read_item_of_shape_indexed(w, p);
-					w->shape.index_misses += !q;
-				}
-				if (!q && !w->failed)
-#endif
-					q = read_item_of_shape(w, p);
-			}
+			const unsigned char *q = w->shape.count ? read_item_of_learnt_shape(w, p) : NULL;
 			int written = 1;
 			if (q)
 				written = write_planned_record(w, (size_t)(q - item));

@@ -185,6 +185,15 @@ def print_timeline(server, sync, floor, rounds):
         print(f"{name}: answers written in (ms): " + " ".join(f"{d * 1000:.1f}" for _, d in served))
 
 
+def paired_ratio(runs, floors):
+    """The median and the quartiles of each round's wall over the same round's floor, a second
+    apart: the VM's speed drifts by 30% within minutes, and a best of each can pair a lucky sync
+    with an unlucky floor (or the reverse)."""
+    ratios = [r.wall / f.wall for r, f in zip(runs, floors)]
+    quartiles = statistics.quantiles(ratios, n=4)
+    return statistics.median(ratios), (quartiles[0], quartiles[2])
+
+
 def verdict(ok):
     return "meets target" if ok else "MISSES target"
 
@@ -237,16 +246,12 @@ def main():
           f"{rss:.1f} MB  [{verdict(rss <= 24)}: <= 24 MB]")
     print(f"sync, the same to /dev/null: {best['null']:.3f} s (median {median['null']:.3f} s), peak RSS "
           f"{null_rss:.1f} MB")
-    # The verdict is on each round's sync over the same round's floor, a second apart: the VM's
-    # speed drifts by 30% within minutes, and a best of each can pair a lucky sync with an
-    # unlucky floor (or the reverse).
-    paired = sorted(s.wall / f.wall for s, f in zip(runs["null"], runs["floor"]))
-    ratio = statistics.median(paired)
-    quartiles = statistics.quantiles(paired, n=4)
+    ratio, quartiles = paired_ratio(runs["null"], runs["floor"])
+    piped, _ = paired_ratio(runs["pipe"], runs["floor"])
     print(f"transfer floor: curl, same {len(TICKERS)} pages, --parallel-max {CONCURRENCY}, to /dev/null: "
           f"{best['floor']:.3f} s (median {median['floor']:.3f} s); sync/floor = {ratio:.2f}x to /dev/null "
-          f"(median of the {len(paired)} rounds' ratios, quartiles {quartiles[0]:.2f}-{quartiles[2]:.2f}x; "
-          f"bests: {best['null'] / best['floor']:.2f}x), {wall / best['floor']:.2f}x through a pipe (bests)  "
+          f"(median of the {args.rounds} rounds' ratios, quartiles {quartiles[0]:.2f}-{quartiles[1]:.2f}x; "
+          f"bests: {best['null'] / best['floor']:.2f}x), {piped:.2f}x through a pipe  "
           f"[{verdict(ratio <= 1.5)}: <= 1.5x]")
     # Why the ratio is what it is: the CPU each run needs against the cores it may use.
     cores = len(os.sched_getaffinity(0))
