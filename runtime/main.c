@@ -8,7 +8,6 @@
 #include <lauxlib.h>
 #include <libgen.h>
 #include <limits.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "curl_lazy.h"
 #include "date.h"
+#include "heap.h"
 #include "host.h"
 #include "http.h"
 #include "input.h"
@@ -400,17 +400,6 @@ static void install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-/* Every page brings buffers of a few hundred KB (the answer, its Lua string, its records), which
- * glibc would mmap and munmap each time, paying a page fault per 4 KB on every page; kept in
- * the heap, they are reused instead. The peak stays what the largest page needs. */
-static void keep_freed_memory(void)
-{
-#ifdef M_MMAP_THRESHOLD
-	mallopt(M_MMAP_THRESHOLD, 64 << 20);
-	mallopt(M_TRIM_THRESHOLD, 128 << 20);
-#endif
-}
-
 static long long env_number(const char *name, long long fallback)
 {
 	const char *v = getenv(name);
@@ -451,9 +440,11 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc < 0 ? 0 : rc;
 	install_signals();
-	keep_freed_memory();
-	if (!strcmp(opts.command, "read"))
+	heap_keep_freed_memory();
+	if (!strcmp(opts.command, "read")) {
+		heap_prepare_for_sync(); /* before the loader's thread, which shares the heap */
 		curl_lazy_preload();
+	}
 	srand48((long)date_now_ms() ^ (long)getpid());
 	proto_init();
 	char script_buffer[PATH_MAX + 64];

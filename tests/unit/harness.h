@@ -42,6 +42,7 @@ extern const struct suite input_suite;
 extern const struct suite validate_suite;
 extern const struct suite secrets_suite;
 extern const struct suite records_suite;
+extern const struct suite heap_suite;
 
 /* Records a failure unless ok; returns ok. */
 int test_check(int ok, const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -59,6 +60,9 @@ int test_check_contains(const char *haystack, const char *needle, const char *fi
 
 /* The running suite's param (NULL when it has none). */
 const char *test_param(void);
+/* Marks the running test as one that can check nothing here, and why (printed TAP-style,
+ * "# SKIP why"; it still counts as passed). */
+void test_skip(const char *why);
 
 /* Escapes bytes for a one-line detail ("\x00" style) into out; always NUL-terminates. */
 void test_escape(const char *s, size_t len, char *out, size_t outlen);
