@@ -3,11 +3,12 @@
  *
  * A sync moves ~10 MB of answers and ~25 MB of records through buffers of a few hundred KB
  * each: per page, the answer, its records, curl's reads. Reused, they stay a few MB, but every
- * 4 KB of them the first time costs a page fault (~2,000 in a 40-ticker sync, a third of them
- * the heap's) and again in the kernel at exit. Backed by 2 MB pages, the same heap is a handful
- * of faults. glibc does this itself with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, but a tunable
- * is read from the environment at start-up only, and the image's users should not have to set
- * it: this is its effect, done from main.
+ * 4 KB of them the first time costs a page fault (~1,100 of a 40-ticker sync's ~2,000; the
+ * rest is the loader mapping libcurl's libraries) and work again in the kernel at exit. Backed
+ * by 2 MB pages, the same heap is a handful of faults. glibc does this itself with
+ * GLIBC_TUNABLES=glibc.malloc.hugetlb=1, but a tunable is read from the environment at start-up
+ * only, and the image's users should not have to set it: this is its effect, done from main()
+ * before any thread starts.
  *
  * Not owned here: what is allocated, and when.
  */
