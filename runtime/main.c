@@ -440,10 +440,11 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc < 0 ? 0 : rc;
 	install_signals();
-	heap_keep_freed_memory();
 	if (!strcmp(opts.command, "read")) {
 		heap_prepare_for_sync(); /* before the loader's thread, which shares the heap */
 		curl_lazy_preload();
+	} else {
+		heap_keep_freed_memory();
 	}
 	srand48((long)date_now_ms() ^ (long)getpid());
 	proto_init();

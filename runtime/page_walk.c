@@ -696,6 +696,7 @@ static size_t quick_number_text(const struct value *v, char *out)
 	return len + (size_t)decimals;
 }
 
+/* Bit 7 of each of the 8 bytes at p that is not an ASCII digit (see skip_digits). */
 static inline uint64_t non_digits(const unsigned char *p)
 {
 	uint64_t x;
@@ -1307,7 +1308,6 @@ static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 	}
 }
 
-/* Bit 7 of each byte that is not an ASCII digit (see skip_digits). */
 /* scan_number for a number of the common kinds (at most 15 digits before and after its point,
  * a short exponent), without a loop; anything else, or not a number, goes to scan_number.
  * At least 64 bytes from p are readable. */
@@ -1431,9 +1431,10 @@ static inline void digit_and_point_bits16(const unsigned char *p, unsigned *digi
  * read_item_of_shape, a member waits for the end of the previous number, found eight bytes at a
  * time). The item is taken only when it is exactly the shape's separators and valid numbers in
  * turn, closed by '}': each separator at the end of the previous value, each value up to the next
- * ',' or '}', and the last one closing the item. A number of fewer than 16 bytes that is digits,
- * or digits with one point inside, is checked from one digit and point mask; any other (an exponent, more
- * digits) is scanned by scan_number_short and must end where its ',' or '}' is. The values are
+ * ',' or '}', and the last one closing the item. A number of fewer than 16 bytes that is
+ * digits, or digits with one point inside, is checked from one digit and point mask; any other
+ * (an exponent, more digits) is scanned by scan_number_short and must end where its ',' or '}'
+ * is. The values are
  * those read_item_of_shape gives. NULL for anything else (w->failed set when a number is not
  * JSON), which read_item_of_shape then reads. INDEXED_READABLE bytes from p are readable. */
 static const unsigned char *read_item_of_shape_indexed(struct walk *w, const unsigned char *p)

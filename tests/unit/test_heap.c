@@ -28,15 +28,19 @@ static int huge_pages_on_advice(void)
 	return strstr(line, "[always]") || strstr(line, "[madvise]");
 }
 
-/* ASan and valgrind bring their own malloc, which glibc's settings do not reach. */
-static int malloc_is_glibc(void)
+/* Whether malloc is glibc's; where it is not (ASan and valgrind bring their own, which glibc's
+ * settings do not reach), the test is marked skipped. */
+static int glibc_malloc_or_skip(void)
 {
 #ifdef __SANITIZE_ADDRESS__
-	return 0;
+	int glibc = 0;
 #else
 	const char *preload = getenv("LD_PRELOAD");
-	return !(preload && strstr(preload, "vgpreload"));
+	int glibc = !(preload && strstr(preload, "vgpreload"));
 #endif
+	if (!glibc)
+		test_skip("malloc is not glibc's here (ASan, valgrind)");
+	return glibc;
 }
 
 /* Copies the name (what follows its inode, "" for none) and the VmFlags of the mapping that
@@ -98,10 +102,8 @@ static int buffer_in_huge_pages(void)
 
 static void sync_heap_in_huge_pages(void)
 {
-	if (!malloc_is_glibc()) {
-		test_skip("malloc is not glibc's here (ASan, valgrind)");
+	if (!glibc_malloc_or_skip())
 		return;
-	}
 	if (!huge_pages_on_advice()) {
 		test_skip("transparent huge pages are off on this kernel");
 		return;
@@ -126,10 +128,8 @@ static int buffer_in_heap(void)
 
 static void freed_buffers_stay_in_heap(void)
 {
-	if (!malloc_is_glibc()) {
-		test_skip("malloc is not glibc's here (ASan, valgrind)");
+	if (!glibc_malloc_or_skip())
 		return;
-	}
 	int status = in_child(buffer_in_heap);
 	CHECK(status == 0, "a 600 KB buffer is not in the heap after heap_keep_freed_memory (child: %d)", status);
 }
