@@ -40,7 +40,12 @@ TICKERS = ["T%02d" % i for i in range(40)]
 YEARS = 10
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
 KEY = "sl-bench-key"
-PAGE_PATH = re.compile(r"^/v2/aggs/ticker/([^/]+)/range/")
+PAGE_PATH = re.compile(r"^/v2/aggs/ticker/([^/]+)/range/1/day/([^/]+)/([^/?]+)")
+# The script's window_days: a sync reads a ticker's range in windows of this many days, one
+# request each. The bench's ten years are this many days through today, so that each ticker is
+# one request at any hour: from 16:00 in New York the sync's range ends today, before then
+# yesterday, and one day more would take every ticker a second request for today's bar alone.
+WINDOW_DAYS = 3650
 # One run of a measured command: wall and CPU seconds, peak RSS in MB, and when piped, the bytes
 # and RECORD messages it wrote.
 Run = collections.namedtuple("Run", "wall rss cpu size records")
@@ -68,25 +73,30 @@ def drain(fd, count_records):
             carry = (carry + bytes(view[:n]))[-keep:] if n < keep else bytes(view[n - keep:n])
 
 
-def render_pages(now):
-    """One page per ticker holding its whole 10 years: Polygon's limit of 50000 fits 2520 bars."""
-    first = (now - datetime.timedelta(days=365 * YEARS)).date().isoformat()
-    last = now.date().isoformat()
-    pages = {}
-    for ticker in TICKERS:
-        path = f"/v2/aggs/ticker/{ticker}/range/1/day/{first}/{last}"
-        status, body = polygon_server.answer_aggregates(path, {"limit": "50000"}, now)
+def first_day(now):
+    """The first day of the bench's ten years (see WINDOW_DAYS)."""
+    return (now.date() - datetime.timedelta(days=WINDOW_DAYS - 1)).isoformat()
+
+
+def serve(now):
+    """The page server on a free port. It answers an aggregates request as the test server
+    (and Polygon) would, for the ticker and the days the request asks (Polygon's limit of 50000
+    fits ten years, ~2510 bars, in one page), rendering each page at its first request and
+    sending it from memory after."""
+    def page_key(target):
+        match = PAGE_PATH.match(target)
+        return match.groups() if match else None
+
+    def render(key):
+        ticker, first, last = key
+        try:
+            _, body = polygon_server.answer_aggregates(f"/v2/aggs/ticker/{ticker}/range/1/day/{first}/{last}",
+                                                       {"limit": "50000"}, now)
+        except polygon_server.ApiError:
+            return None
         body["request_id"] = "bench"
-        pages[ticker] = polygon_server.to_json(body).encode()
-    return first, pages
-
-
-def serve(pages):
-    """The page server on a free port: the answer to a ticker's path is its page."""
-    def ticker_of(path):
-        match = PAGE_PATH.match(path)
-        return match.group(1) if match else None
-    return PageServer(pages, ticker_of)
+        return polygon_server.to_json(body).encode()
+    return PageServer({}, page_key, render)
 
 
 def run_measured(argv, to_pipe, count_records=False):
@@ -136,9 +146,9 @@ def sync_argv(binary, port, first, work):
     return [binary, "read", "--config", config, "--catalog", catalog]
 
 
-def floor_argv(port, first):
-    urls = [f"http://127.0.0.1:{port}/v2/aggs/ticker/{t}/range/1/day/{first}/x?adjusted=true&sort=asc&limit=50000"
-            for t in TICKERS]
+def floor_argv(port, targets):
+    """curl fetching targets, the requests the sync made (so the very pages it read)."""
+    urls = [f"http://127.0.0.1:{port}{target}" for target in targets]
     argv = ["curl", "-s", "--fail", "--parallel", "--parallel-max", str(CONCURRENCY),
             "-H", f"Authorization: Bearer {KEY}"]
     for url in urls:
@@ -146,17 +156,27 @@ def floor_argv(port, first):
     return argv
 
 
-def bench_transfers(binary, port, first, work, rounds):
+def first_sync(server, sync):
+    """An untimed piped sync whose RECORD messages are counted; the server renders its pages
+    meanwhile, and the floor then asks for what it asked."""
+    counted = run_measured(sync, True, count_records=True)
+    if len(server.targets) != len(TICKERS):
+        raise SystemExit(f"the sync made {len(server.targets)} requests for {len(TICKERS)} tickers: "
+                         f"{server.targets[:3]}...")
+    return counted
+
+
+def bench_transfers(server, sync, rounds):
     """The sync through a pipe, the sync to /dev/null and the floor, one after another in each
     round, so that all three see the machine alike (a shared VM drifts by 2x within minutes).
-    Returns {name: [Run, ...]} and an untimed piped run whose RECORD messages were counted."""
-    sync = sync_argv(binary, port, first, work)
+    Returns {name: [Run, ...]}."""
+    floor = floor_argv(server.port, server.targets)
     runs = {"pipe": [], "null": [], "floor": []}
     for _ in range(rounds):
         runs["pipe"].append(run_measured(sync, True))
         runs["null"].append(run_measured(sync, False))
-        runs["floor"].append(run_measured(floor_argv(port, first), False))
-    return runs, run_measured(sync, True, count_records=True)
+        runs["floor"].append(run_measured(floor, False))
+    return runs
 
 
 def bench_emit(emit_bench, script, page, seconds):
@@ -211,26 +231,26 @@ def main():
     binary = os.path.abspath(args.binary)
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    first, pages = render_pages(now)
-    server = serve(pages)
-    port = server.port
-    if args.timeline:
-        with tempfile.TemporaryDirectory() as work:
-            print_timeline(server, sync_argv(binary, port, first, work), floor_argv(port, first), args.rounds)
-        server.shutdown()
-        return
+    server = serve(now)
     with tempfile.TemporaryDirectory() as work:
+        sync = sync_argv(binary, server.port, first_day(now), work)
+        counted = first_sync(server, sync)
+        pages = [server.body(target) for target in server.targets]
+        if args.timeline:
+            print_timeline(server, sync, floor_argv(server.port, server.targets), args.rounds)
+            server.shutdown()
+            return
         spec_ms, spawn_ms = bench_spec(binary, args.spec_runs)
-        runs, counted = bench_transfers(binary, port, first, work, args.rounds)
+        runs = bench_transfers(server, sync, args.rounds)
         page = os.path.join(work, "page.json")
         with open(page, "wb") as f:
-            f.write(pages[TICKERS[0]])
+            f.write(pages[0])
         emit_bench = os.path.abspath(args.emit_bench)
         emit = bench_emit(emit_bench, os.path.join(ROOT, "scripts", "stock_prices.lua"), page, args.emit_seconds)
         loop = bench_emit(emit_bench, str(lua_loop_script(Path(work) / "lua_loop.lua")), page, args.emit_seconds)
     server.shutdown()
 
-    page_mb = sum(len(p) for p in pages.values()) / 1e6
+    page_mb = sum(len(p) for p in pages) / 1e6
     print(f"spec: median {spec_ms:.2f} ms over {args.spec_runs} runs, of which {spawn_ms:.2f} ms is starting any "
           f"process from Python here (/bin/true)  [{verdict(spec_ms < 5)}: < 5 ms]")
     records, size = counted.records, counted.size

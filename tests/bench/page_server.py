@@ -3,8 +3,9 @@
 The issue asks for a server that is not the bottleneck. `http.server` spent ~0.3 ms of CPU on
 each answer (its header parsing goes through the `email` package): curl's answers took up to
 4.5 ms each to write, and that, not the network, set curl's floor. This server reads a request
-head, looks its path up and sends one prepared bytes object; `bench.py --timeline` shows each
-answer written in 0.1-0.6 ms, most of it the kernel's loopback send.
+head, looks its path up and sends one prepared bytes object (a page is rendered at its first
+request, untimed, and kept); `bench.py --timeline` shows each answer written in 0.1-0.6 ms, most
+of it the kernel's loopback send.
 
 It speaks only what the bench needs: GET without a body, HTTP/1.1 (keep-alive unless the client
 says `Connection: close`) or HTTP/1.0 (closed after the answer unless it says keep-alive). An
@@ -43,13 +44,21 @@ def _keeps_alive(head, version):
 
 class PageServer:
     """Serves, on 127.0.0.1, bodies_by_key[path_key(path)] for each GET (a 404 when path_key
-    gives None or a key it does not have). `served` collects a (start, end) perf_counter pair
-    per answer, appended once the answer is sent, for the bench's --timeline."""
+    gives None or a key it does not have). A key it does not have is given to render, when there
+    is one: the body it returns (None: a 404) is kept and served from then on, so that a page is
+    rendered once, at its first request, and sent from memory after. `served` collects a
+    (start, end) perf_counter pair per answer, appended once the answer is sent, for the bench's
+    --timeline; `targets` the request targets (path and query) answered 200, each once, in the
+    order first asked: what the bench's floor asks for in its turn."""
 
-    def __init__(self, bodies_by_key, path_key):
+    def __init__(self, bodies_by_key, path_key, render=None):
         # Whole answers (head and body) built once: an answer is one sendall.
         self._answers = {key: _answer(200, b"OK", body) for key, body in bodies_by_key.items()}
         self._path_key = path_key
+        self._render = render
+        self._rendering = threading.Lock()
+        self.targets = []
+        self._targets_seen = set()
         self.served = []
         self._served_changed = threading.Condition()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -131,6 +140,29 @@ class PageServer:
         if len(request_line) != 3 or request_line[0] != b"GET" or request_line[2] not in VERSIONS:
             conn.sendall(BAD_REQUEST)
             return False
-        key = self._path_key(request_line[1].decode("latin-1"))
-        conn.sendall(self._answers.get(key, NOT_FOUND) if key is not None else NOT_FOUND)
+        target = request_line[1].decode("latin-1")
+        answer = self._answer_for(target)
+        conn.sendall(answer)
+        if answer is not NOT_FOUND and target not in self._targets_seen:
+            self._targets_seen.add(target)
+            self.targets.append(target)
         return _keeps_alive(head, request_line[2])
+
+    def body(self, target):
+        """The body answered to target, or None when it is a 404."""
+        answer = self._answer_for(target)
+        return None if answer is NOT_FOUND else answer[answer.index(HEAD_END) + len(HEAD_END):]
+
+    def _answer_for(self, target):
+        key = self._path_key(target)
+        if key is None:
+            return NOT_FOUND
+        answer = self._answers.get(key)
+        if answer is None and self._render is not None:
+            # One thread renders a page; the others asking for it meanwhile wait for it.
+            with self._rendering:
+                answer = self._answers.get(key)
+                if answer is None:
+                    body = self._render(key)
+                    answer = self._answers[key] = NOT_FOUND if body is None else _answer(200, b"OK", body)
+        return answer if answer is not None else NOT_FOUND

@@ -175,3 +175,37 @@ def test_curl_in_parallel_gets_every_page_whole(server, tmp_path):
         assert out.read_bytes() == PAGES[out.suffix[1:]]
     assert server.wait_served(12)
     assert len(server.served) == 12
+
+
+def test_a_page_it_lacks_is_rendered_once_then_sent_from_memory():
+    rendered = []
+
+    def render(ticker):
+        rendered.append(ticker)
+        return None if ticker == "NONE" else b'{"ticker":"%s"}' % ticker.encode()
+
+    s = PageServer(PAGES, ticker_of, render)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        answers = []
+        for ticker in ("CCC", "AAA", "CCC", "NONE", "NONE"):
+            conn.request("GET", path(ticker))
+            resp = conn.getresponse()
+            answers.append((resp.status, resp.read()))
+        conn.close()
+        assert answers == [(200, b'{"ticker":"CCC"}'), (200, PAGES["AAA"]), (200, b'{"ticker":"CCC"}'),
+                           (404, b'{"status":"NOT_FOUND"}'), (404, b'{"status":"NOT_FOUND"}')]
+        assert rendered == ["CCC", "NONE"]  # what it had was not rendered, nothing twice
+        assert s.body(path("CCC")) == b'{"ticker":"CCC"}' and s.body(path("NONE")) is None
+    finally:
+        s.shutdown()
+
+
+def test_targets_are_the_pages_answered_each_once_in_the_order_first_asked(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    for target in (path("BBB"), path("ZZZ"), path("AAA"), path("BBB"), path("AAA") + "&x=1"):
+        conn.request("GET", target)
+        conn.getresponse().read()
+    conn.close()
+    assert server.wait_served(5)
+    assert server.targets == [path("BBB"), path("AAA"), path("AAA") + "&x=1"]
