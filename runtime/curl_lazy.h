@@ -3,8 +3,8 @@
 #define SOURCE_LUA_CURL_LAZY_H
 
 /* Starts loading libcurl on another thread, for a command that will need it for certain: the
- * ~5 ms of mapping it (and its curl_global_init) overlap with reading the script, the config
- * and the catalog. */
+ * ~8 ms of mapping it and its ~30 libraries (and its curl_global_init, whose TLS start runs on
+ * a thread of its own meanwhile) overlap with reading the script, the config and the catalog. */
 void curl_lazy_preload(void);
 /* Waits for a preload to end (before exit, when nothing used libcurl after all). */
 void curl_lazy_wait(void);
