@@ -287,11 +287,31 @@ void http_retry_start(struct http_retry *r)
 	r->started_ms = date_now_ms();
 }
 
+/* A certificate that is not trusted or does not fit, or TLS files that cannot be read: asking
+ * again gets the same answer, and a user behind a proxy that re-signs TLS would wait out the
+ * whole retry budget (minutes) for the message. */
+static int is_certificate_problem(CURLcode code)
+{
+	switch (code) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 int http_is_retryable(const struct http_response *resp)
 {
 	if (resp->code != CURLE_OK)
 		return resp->code != CURLE_UNSUPPORTED_PROTOCOL && resp->code != CURLE_URL_MALFORMAT &&
-		       resp->code != CURLE_ABORTED_BY_CALLBACK && resp->code != CURLE_TOO_MANY_REDIRECTS;
+		       resp->code != CURLE_ABORTED_BY_CALLBACK && resp->code != CURLE_TOO_MANY_REDIRECTS &&
+		       !is_certificate_problem(resp->code);
 	return resp->status == 408 || resp->status == 429 || resp->status >= 500;
 }
 

@@ -54,7 +54,8 @@ struct http_retry {
 	int64_t started_ms;
 };
 void http_retry_start(struct http_retry *r);
-/* Whether this answer should be tried again (408, 429, 5xx, transport errors, truncated bodies). */
+/* Whether this answer should be tried again (408, 429, 5xx, transport errors, truncated bodies;
+ * not a certificate problem, a URL libcurl cannot fetch, too many redirects). */
 int http_is_retryable(const struct http_response *resp);
 /* Sleeps before the next attempt (honouring Retry-After, backoff with jitter); returns -1 when the
  * retry budget is spent or the sync was cancelled. why is logged, masked. */

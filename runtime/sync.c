@@ -555,6 +555,21 @@ static int fail_http_status(struct engine *e, size_t i)
 	return -1;
 }
 
+/* A request libcurl could not make and asking again would not mend (an untrusted certificate,
+ * a URL it cannot fetch, a redirect loop): what the user's config or network must change. */
+static int fail_transfer(struct engine *e, size_t i)
+{
+	struct stream_run *s = e->s;
+	lua_State *L = s->L;
+	const struct http_response *resp = &e->slots->slot[i].transfer.resp;
+	char why[CURL_ERROR_SIZE + 64];
+	http_describe_failure(resp, why, sizeof why);
+	push_anchor(e, i, "url");
+	run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': cannot fetch %s: %s", s->name, lua_tostring(L, -1), why);
+	lua_pop(L, 1);
+	return -1;
+}
+
 static int record_day(struct stream_run *s, int record, int64_t *day)
 {
 	lua_State *L = s->L;
@@ -969,6 +984,8 @@ static int on_transfer_done(struct engine *e, size_t i)
 			return page_done(e, i);
 		if (rc == 2)
 			return 0;
+	} else if (!retryable && resp->code != CURLE_OK) {
+		return fail_transfer(e, i);
 	} else if (!retryable) {
 		return fail_http_status(e, i);
 	} else {
