@@ -767,11 +767,16 @@ static size_t number_text(const struct value *v, char *out, size_t readable)
 	return len ? len : json_double_text(number_value(v), out);
 }
 
-static int64_t day_in_zone(struct field_op *op, int64_t seconds)
+static inline int zone_offset_at(struct field_op *op, int64_t seconds)
 {
 	if (seconds < op->zone_from || seconds >= op->zone_until)
 		op->zone_offset = date_zone_offset_span(op->f->zone, seconds, &op->zone_from, &op->zone_until);
-	return date_floor_div(seconds + op->zone_offset, DATE_SECONDS_PER_DAY);
+	return op->zone_offset;
+}
+
+static int64_t day_in_zone(struct field_op *op, int64_t seconds)
+{
+	return date_floor_div(seconds + zone_offset_at(op, seconds), DATE_SECONDS_PER_DAY);
 }
 
 /* day_from_ms for the usual value, a positive stamp of 9 to 16 digits giving a day in range;
@@ -781,7 +786,9 @@ static inline int quick_day_from_ms(const struct walk *w, struct field_op *op, i
 	const struct value *v = op->v;
 	if (v->type != 'n' || !v->is_integer || v->at[0] == '-' || v->len < 9 || v->len > 16 || w->end - v->at < 17)
 		return 0;
-	int64_t day = day_in_zone(op, nine_to_sixteen_digits(v->at, v->len) / 1000);
+	int64_t seconds = date_ms_to_seconds((uint64_t)nine_to_sixteen_digits(v->at, v->len));
+	/* At least 10^8 ms: local time is past 1970-01-02, so the day is a quotient of positives. */
+	int64_t day = date_seconds_to_day((uint64_t)(seconds + zone_offset_at(op, seconds)));
 	if (day < FIRST_DAY || day > LAST_DAY)
 		return 0;
 	*out = day;

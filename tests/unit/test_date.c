@@ -398,8 +398,33 @@ static void zone_from_name(void)
 	}
 }
 
+/* Each operand against the division it stands for: every edge of a quotient (k * d - 1, k * d)
+ * for small k and around the largest operand, and a spread of others over the whole range. */
+static void check_quotients(const char *name, int64_t (*quotient)(uint64_t), uint64_t divisor, uint64_t limit)
+{
+	uint64_t x = 0x9E3779B97F4A7C15u;
+	for (uint64_t k = 0; k < 100000; k++) {
+		uint64_t edges[] = {k * divisor, k * divisor + divisor - 1, limit - 1 - k, (limit / divisor - k) * divisor,
+				    (limit / divisor - k) * divisor - 1};
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		uint64_t spread = x % limit;
+		for (size_t i = 0; i < COUNT_OF(edges); i++)
+			CHECK((uint64_t)quotient(edges[i]) == edges[i] / divisor, "%s(%llu) = %lld", name,
+			      (unsigned long long)edges[i], (long long)quotient(edges[i]));
+		CHECK((uint64_t)quotient(spread) == spread / divisor, "%s(%llu) = %lld", name, (unsigned long long)spread,
+		      (long long)quotient(spread));
+	}
+}
+
+static void quotients_by_multiply(void)
+{
+	check_quotients("date_ms_to_seconds", date_ms_to_seconds, 1000, (uint64_t)1 << 54);
+	check_quotients("date_seconds_to_day", date_seconds_to_day, DATE_SECONDS_PER_DAY, (uint64_t)1 << 45);
+}
+
 static const struct test tests[] = {
 	{"the host TZ is in effect", host_zone_in_effect},
+	{"date_ms_to_seconds and date_seconds_to_day are the divisions, edges and spread", quotients_by_multiply},
 	{"date_parse_day accepts real days", parse_day_accepts},
 	{"date_parse_day rejects anything else", parse_day_rejects},
 	{"date_format_day of known days", format_day_known},
