@@ -79,8 +79,10 @@ static size_t collect_body(char *data, size_t size, size_t count, void *userdata
 {
 	struct http_response *resp = userdata;
 	size_t n = size * count;
-	if (resp->body.len + n > http_settings.max_body_bytes)
+	if (resp->body.len + n > http_settings.max_body_bytes) {
+		resp->body_too_large = 1;
 		return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+	}
 	/* The page's buffer is handed on with the page, so each answer starts with none: sized once
 	 * from Content-Length, it is not grown (and copied) a dozen times from 256 bytes. */
 	if (resp->body.len == 0 && resp->expected_body_bytes > resp->body.cap)
@@ -200,6 +202,7 @@ void http_response_reset(struct http_response *resp)
 	resp->code = CURLE_OK;
 	resp->error[0] = '\0';
 	resp->expected_body_bytes = 0;
+	resp->body_too_large = 0;
 	buf_clear(&resp->body);
 	buf_clear(&resp->headers);
 }
@@ -208,6 +211,17 @@ void http_response_free(struct http_response *resp)
 {
 	buf_free(&resp->body);
 	buf_free(&resp->headers);
+}
+
+/* The error of a transfer that ended with code: libcurl's words, but for a body it stopped at
+ * the cap, where they would be "Failure writing output to destination". */
+static void describe_transfer_error(struct http_response *resp)
+{
+	if (resp->body_too_large)
+		snprintf(resp->error, sizeof resp->error, "the answer is larger than %zu MB, the most one may be",
+			 http_settings.max_body_bytes >> 20);
+	else if (resp->code != CURLE_OK && !resp->error[0])
+		snprintf(resp->error, sizeof resp->error, "%s", curl_easy_strerror(resp->code));
 }
 
 int http_perform(const char *url, const struct curl_slist *headers, struct http_response *resp)
@@ -225,8 +239,7 @@ int http_perform(const char *url, const struct curl_slist *headers, struct http_
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
 	buf_cstr(&resp->body);
 	if (resp->code != CURLE_OK) {
-		if (!resp->error[0])
-			snprintf(resp->error, sizeof resp->error, "%s", curl_easy_strerror(resp->code));
+		describe_transfer_error(resp);
 		return -1;
 	}
 	return 0;
@@ -311,7 +324,7 @@ int http_is_retryable(const struct http_response *resp)
 	if (resp->code != CURLE_OK)
 		return resp->code != CURLE_UNSUPPORTED_PROTOCOL && resp->code != CURLE_URL_MALFORMAT &&
 		       resp->code != CURLE_ABORTED_BY_CALLBACK && resp->code != CURLE_TOO_MANY_REDIRECTS &&
-		       !is_certificate_problem(resp->code);
+		       !is_certificate_problem(resp->code) && !resp->body_too_large;
 	return resp->status == 408 || resp->status == 429 || resp->status >= 500;
 }
 
@@ -399,8 +412,8 @@ static struct http_transfer *next_finished(void)
 		t->resp.code = msg->data.result;
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->resp.status);
 		buf_cstr(&t->resp.body);
-		if (t->resp.code != CURLE_OK && !t->resp.error[0])
-			snprintf(t->resp.error, sizeof t->resp.error, "%s", curl_easy_strerror(t->resp.code));
+		if (t->resp.code != CURLE_OK)
+			describe_transfer_error(&t->resp);
 		curl_multi_remove_handle(multi, t->easy);
 		return t;
 	}

@@ -24,6 +24,7 @@ struct http_response {
 	struct buf body;
 	struct buf headers;      /* raw header lines of the last response */
 	size_t expected_body_bytes; /* its Content-Length, when it gave one */
+	int body_too_large;         /* the body passed max_body_bytes: the transfer was stopped */
 	CURLcode code;
 	char error[CURL_ERROR_SIZE];
 };
@@ -55,7 +56,8 @@ struct http_retry {
 };
 void http_retry_start(struct http_retry *r);
 /* Whether this answer should be tried again (408, 429, 5xx, transport errors, truncated bodies;
- * not a certificate problem, a URL libcurl cannot fetch, too many redirects). */
+ * not a certificate problem, a URL libcurl cannot fetch, too many redirects, a body past
+ * max_body_bytes). */
 int http_is_retryable(const struct http_response *resp);
 /* Sleeps before the next attempt (honouring Retry-After, backoff with jitter); returns -1 when the
  * retry budget is spent or the sync was cancelled. why is logged, masked. */

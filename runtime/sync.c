@@ -555,8 +555,9 @@ static int fail_http_status(struct engine *e, size_t i)
 	return -1;
 }
 
-/* A request libcurl could not make and asking again would not mend (an untrusted certificate,
- * a URL it cannot fetch, a redirect loop): what the user's config or network must change. */
+/* A request libcurl could not make and asking again would not mend: an untrusted certificate, a
+ * URL it cannot fetch, a redirect loop (what the user's config or network must change), or an
+ * answer past the size cap (the API's fault). */
 static int fail_transfer(struct engine *e, size_t i)
 {
 	struct stream_run *s = e->s;
@@ -565,7 +566,8 @@ static int fail_transfer(struct engine *e, size_t i)
 	char why[CURL_ERROR_SIZE + 64];
 	http_describe_failure(resp, why, sizeof why);
 	push_anchor(e, i, "url");
-	run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': cannot fetch %s: %s", s->name, lua_tostring(L, -1), why);
+	run_fail(s, resp->body_too_large ? PROTO_SYSTEM_ERROR : PROTO_CONFIG_ERROR, "stream '%s': cannot fetch %s: %s",
+		 s->name, lua_tostring(L, -1), why);
 	lua_pop(L, 1);
 	return -1;
 }
@@ -976,6 +978,8 @@ static int on_transfer_done(struct engine *e, size_t i)
 	if (host_cancelled)
 		return run_fail(s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
 	int retryable = http_is_retryable(resp);
+	if (!retryable && resp->code != CURLE_OK)
+		return fail_transfer(e, i); /* before the status: a 200 whose body was cut off is no page */
 	if (!retryable && resp->status >= 200 && resp->status < 300) {
 		int rc = handle_page(e, i, why, sizeof why);
 		if (rc < 0)
@@ -984,8 +988,6 @@ static int on_transfer_done(struct engine *e, size_t i)
 			return page_done(e, i);
 		if (rc == 2)
 			return 0;
-	} else if (!retryable && resp->code != CURLE_OK) {
-		return fail_transfer(e, i);
 	} else if (!retryable) {
 		return fail_http_status(e, i);
 	} else {
