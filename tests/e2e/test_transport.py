@@ -56,16 +56,22 @@ def untrusted_https():
     server.server_close()
 
 
-def test_read_fails_at_once_on_an_untrusted_certificate(connector, untrusted_https):
-    base_url, connections = untrusted_https
+def read_fails_at_once(connector, base_url, failure_type, reason):
+    """A full refresh against base_url ends with one error of failure_type naming the URL and
+    reason, no record and no retry."""
     result = connector.read(connector.config(base_url=base_url), "full_refresh")
     assert result.returncode != 0, result.describe()
     (error,) = result.errors
-    assert error["failure_type"] == "config_error", error
-    assert "certificate" in error["message"] and base_url in error["message"], error
+    assert error["failure_type"] == failure_type, error
+    assert reason in error["message"] and base_url in error["message"], error
     assert not [m for m in result.of("LOG") if " retry " in m["log"]["message"]], result.describe()
     assert result.statuses[-1] == "INCOMPLETE"
     assert result.records == []
+
+
+def test_read_fails_at_once_on_an_untrusted_certificate(connector, untrusted_https):
+    base_url, connections = untrusted_https
+    read_fails_at_once(connector, base_url, "config_error", "certificate")
     assert len(connections) == 1  # asked once, not again after a backoff
 
 
@@ -114,12 +120,7 @@ def endless_http():
 @pytest.mark.skipif(WRAPPED, reason="256 MB through valgrind takes minutes")
 def test_an_answer_past_the_cap_fails_the_sync_at_once(connector, endless_http):
     base_url = f"http://127.0.0.1:{endless_http.server_address[1]}"
-    result = connector.read(connector.config(base_url=base_url), "full_refresh")
-    assert result.returncode != 0, result.describe()
-    (error,) = result.errors
-    assert error["failure_type"] == "system_error", error
-    assert "larger than 256 MB" in error["message"] and base_url in error["message"], error
-    assert not [m for m in result.of("LOG") if " retry " in m["log"]["message"]], result.describe()
+    read_fails_at_once(connector, base_url, "system_error", "larger than 256 MB")
     assert endless_http.requests == 1
 
 
