@@ -213,14 +213,14 @@ void http_response_free(struct http_response *resp)
 	buf_free(&resp->headers);
 }
 
-/* The error of a transfer that ended with code: libcurl's words, but for a body it stopped at
- * the cap, where they would be "Failure writing output to destination". */
+/* The error of a transfer that failed: libcurl's words, but for a body it stopped at the cap,
+ * where they would be "Failure writing output to destination". */
 static void describe_transfer_error(struct http_response *resp)
 {
 	if (resp->body_too_large)
 		snprintf(resp->error, sizeof resp->error, "the answer is larger than %zu MB, the most one may be",
 			 http_settings.max_body_bytes >> 20);
-	else if (resp->code != CURLE_OK && !resp->error[0])
+	else if (!resp->error[0])
 		snprintf(resp->error, sizeof resp->error, "%s", curl_easy_strerror(resp->code));
 }
 
