@@ -132,8 +132,9 @@ static int http_lua_get(lua_State *L)
 		if (http_retry_wait(&r, resp, why))
 			break;
 	}
-	/* A status with a body cut short (the connection dropped, the size cap) is no answer either. */
-	if (resp->status == 0 || resp->code != CURLE_OK) {
+	/* No answer, or one cut short (the connection dropped, the size cap): a status with part of
+	 * a body would be taken for the whole. */
+	if (resp->code != CURLE_OK) {
 		http_describe_failure(resp, why, sizeof why);
 		buf_clear(&lua_scratch);
 		secrets_mask_into(&lua_scratch, why, strlen(why));

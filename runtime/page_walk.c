@@ -1441,9 +1441,9 @@ static inline void digit_and_point_bits16(const unsigned char *p, unsigned *digi
  * ',' or '}', and the last one closing the item. A number of fewer than 16 bytes that is
  * digits, or digits with one point inside, is checked from one digit and point mask; any other
  * (an exponent, more digits) is scanned by scan_number_short and must end where its ',' or '}'
- * is. The values are
- * those read_item_of_shape gives. NULL for anything else (w->failed set when a number is not
- * JSON), which read_item_of_shape then reads. INDEXED_READABLE bytes from p are readable. */
+ * is. The values are those read_item_of_shape gives. NULL for anything else (w->failed set when
+ * a number is not JSON), which read_item_of_shape then reads. INDEXED_READABLE bytes from p are
+ * readable. */
 static const unsigned char *read_item_of_shape_indexed(struct walk *w, const unsigned char *p)
 {
 	const struct shape *s = &w->shape;

@@ -143,9 +143,11 @@ class PageServer:
         target = request_line[1].decode("latin-1")
         answer = self._answer_for(target)
         conn.sendall(answer)
-        if answer is not NOT_FOUND and target not in self._targets_seen:
-            self._targets_seen.add(target)
-            self.targets.append(target)
+        if answer is not NOT_FOUND:
+            with self._served_changed:  # connections are served on threads of their own
+                if target not in self._targets_seen:
+                    self._targets_seen.add(target)
+                    self.targets.append(target)
         return _keeps_alive(head, request_line[2])
 
     def body(self, target):
