@@ -300,12 +300,17 @@ void http_retry_start(struct http_retry *r)
 	r->started_ms = date_now_ms();
 }
 
-/* A certificate that is not trusted or does not fit, or TLS files that cannot be read: asking
- * again gets the same answer, and a user behind a proxy that re-signs TLS would wait out the
- * whole retry budget (minutes) for the message. */
-static int is_certificate_problem(CURLcode code)
+/* Failures that asking again gets the same: a URL libcurl cannot fetch, a transfer the runtime
+ * stopped (SIGTERM), a redirect loop, and a certificate that is not trusted or does not fit, or
+ * TLS files that cannot be read (a user behind a proxy that re-signs TLS would otherwise wait
+ * out the whole retry budget, minutes, for the message). */
+static int is_permanent_failure(CURLcode code)
 {
 	switch (code) {
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+	case CURLE_ABORTED_BY_CALLBACK:
+	case CURLE_TOO_MANY_REDIRECTS:
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CERTPROBLEM:
 	case CURLE_SSL_CACERT_BADFILE:
@@ -322,9 +327,7 @@ static int is_certificate_problem(CURLcode code)
 int http_is_retryable(const struct http_response *resp)
 {
 	if (resp->code != CURLE_OK)
-		return resp->code != CURLE_UNSUPPORTED_PROTOCOL && resp->code != CURLE_URL_MALFORMAT &&
-		       resp->code != CURLE_ABORTED_BY_CALLBACK && resp->code != CURLE_TOO_MANY_REDIRECTS &&
-		       !is_certificate_problem(resp->code) && !resp->body_too_large;
+		return !is_permanent_failure(resp->code) && !resp->body_too_large;
 	return resp->status == 408 || resp->status == 429 || resp->status >= 500;
 }
 

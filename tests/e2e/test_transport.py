@@ -20,7 +20,6 @@ import pytest
 from .conftest import WRAPPED
 
 TLS = Path(__file__).parent / "tls"
-MAX_BODY = 256 << 20
 
 
 class _EmptyPage(http.server.BaseHTTPRequestHandler):
