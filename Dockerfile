@@ -15,10 +15,10 @@ RUN make
 
 FROM ${BASE_IMAGE}
 ARG VERSION=dev
-# Only the runtime libraries: lua-cjson is linked in statically.
+# Only the runtime libraries: Lua and lua-cjson are linked in statically.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      liblua5.4-0 libcurl4 ca-certificates \
+      libcurl4 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --home-dir /airbyte airbyte
 COPY --from=build /src/build/source-lua /airbyte/source-lua
