@@ -57,10 +57,19 @@ struct mapper {
 	int copies_of[WALK_MAX_FIELDS];       /* how many fields copy each member verbatim */
 };
 
+/* An answer's text, NUL-terminated, in memory of its own. */
+struct page {
+	char *data;
+	size_t len;
+	int released; /* given back once the page's records were emitted: freed with its last batch */
+	int batches;  /* live batches walking or holding the text */
+};
+
 struct record_batch {
 	struct pool_job job; /* first: the job is the batch */
 	struct mapper *m;
 	const char *text; /* the page (a Lua string or page) kept alive as the batch's second uservalue */
+	struct page *page; /* that page, when it is one: its text is not freed while the batch lives */
 	size_t text_len;
 	size_t memory_cap;
 	struct buf constants;
@@ -71,7 +80,8 @@ struct record_batch {
 	char *stream; /* ctx.stream, or NULL */
 	struct walk_output out;
 	char where[200]; /* the script line that called map, for errors reported later */
-	int live;        /* set once the buffers belong to the batch (cleared by __gc) */
+	int live;        /* set once the buffers belong to the batch (cleared by __gc or a release) */
+	int released;    /* records_batch_release gave its records and page back */
 };
 
 /* --------------------------------------------------------------------------------------------
@@ -282,11 +292,9 @@ static void batch_wait(const struct record_batch *b)
 		pool_wait((struct pool_job *)&b->job);
 }
 
-static int batch_gc(lua_State *L)
+/* What the batch owns goes, its record buffers back to the mapper for the next pages. */
+static void batch_free(struct record_batch *b)
 {
-	struct record_batch *b = lua_touserdata(L, 1);
-	if (!b->live)
-		return 0;
 	batch_wait(b);
 	/* The mapper outlives its batches (it is their uservalue), but at lua_close its finalizer
 	 * may run first: then it takes nothing back. */
@@ -298,6 +306,19 @@ static int batch_gc(lua_State *L)
 	proto_record_frame_free(&b->frame);
 	free(b->stream);
 	b->live = 0;
+	struct page *page = b->page;
+	b->page = NULL;
+	if (page && --page->batches == 0 && page->released) {
+		free(page->data);
+		page->data = NULL;
+	}
+}
+
+static int batch_gc(lua_State *L)
+{
+	struct record_batch *b = lua_touserdata(L, 1);
+	if (b->live)
+		batch_free(b);
 	return 0;
 }
 
@@ -342,6 +363,9 @@ static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_id
 	lua_setiuservalue(L, -2, 3);
 	b->text = text;
 	b->text_len = text_len;
+	b->page = luaL_testudata(L, text_idx, PAGE_MT);
+	if (b->page)
+		b->page->batches++;
 	b->memory_cap = host_memory_limit(L);
 	/* Records take about three times their items' text (a bar's message is ~2.5 times its item):
 	 * asked for at once, here, the buffer is not grown and copied during the walk. */
@@ -422,6 +446,9 @@ static int fail_not_json(lua_State *L, int response, const char *why)
 static const struct record_batch *settled_batch(lua_State *L)
 {
 	const struct record_batch *b = luaL_checkudata(L, 1, BATCH_MT);
+	if (b->released)
+		luaL_error(L, "records: this batch's records were emitted and released when parse returned; look into "
+			      "a batch during the parse that made it");
 	batch_wait(b);
 	if (b->out.outcome == WALK_NOT_JSON) {
 		/* Marked on the response too, so that a parse that looked into its batch and failed
@@ -482,11 +509,6 @@ static int batch_index(lua_State *L)
  * mapper:map(ctx, response) and the response object
  * ------------------------------------------------------------------------------------------ */
 
-/* An answer's text, NUL-terminated, in memory of its own. */
-struct page {
-	char *data;
-	size_t len;
-};
 
 static int page_gc(lua_State *L)
 {
@@ -528,6 +550,9 @@ static const char *push_response_text(lua_State *L, int response, size_t *len)
 	lua_rawget(L, -2);
 	lua_remove(L, -2);
 	struct page *page = luaL_testudata(L, -1, PAGE_MT);
+	if (page && page->released)
+		luaL_error(L, "response: this page was released once its records were emitted; read response.text "
+			      "or response.body during the parse that got it");
 	if (page && page->data) {
 		*len = page->len;
 		return page->data;
@@ -605,6 +630,8 @@ static struct page *push_response_of(lua_State *L, long status, int url_idx)
 	struct page *page = lua_newuserdatauv(L, sizeof *page, 0);
 	page->data = NULL;
 	page->len = 0;
+	page->released = 0;
+	page->batches = 0;
 	luaL_setmetatable(L, PAGE_MT);
 	lua_rawset(L, -3);
 	lua_pop(L, 1);
@@ -652,6 +679,46 @@ int records_response_not_json(lua_State *L, int response_idx, char *why, size_t 
 /* --------------------------------------------------------------------------------------------
  * For the engine
  * ------------------------------------------------------------------------------------------ */
+
+/* The page at idx, when it is one, freed, or marked to be freed with the last batch still walking
+ * it (a script may map one response twice). */
+static void release_page(lua_State *L, int idx)
+{
+	struct page *page = luaL_testudata(L, idx, PAGE_MT);
+	if (!page || page->released)
+		return;
+	page->released = 1;
+	if (page->batches == 0) {
+		free(page->data);
+		page->data = NULL;
+	}
+}
+
+void records_batch_release(lua_State *L, int idx)
+{
+	struct record_batch *b = luaL_testudata(L, idx, BATCH_MT);
+	if (!b || !b->live)
+		return;
+	lua_getiuservalue(L, idx, 2);
+	batch_free(b); /* waits for the walk, which reads the page */
+	b->released = 1;
+	b->text = NULL;
+	b->text_len = 0;
+	release_page(L, -1);
+	lua_pop(L, 1);
+}
+
+void records_response_release(lua_State *L, int response_idx)
+{
+	response_idx = lua_absindex(L, response_idx);
+	if (!lua_istable(L, response_idx))
+		return;
+	push_pages(L);
+	lua_pushvalue(L, response_idx);
+	lua_rawget(L, -2);
+	release_page(L, -1);
+	lua_pop(L, 2);
+}
 
 const struct record_batch *records_to_batch(lua_State *L, int idx)
 {

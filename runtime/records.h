@@ -27,6 +27,15 @@ void records_push_response_taking(lua_State *L, long status, int url_idx, struct
  * not JSON (a truncated or garbled answer, worth asking again); else 0. */
 int records_response_not_json(lua_State *L, int response_idx, char *why, size_t whylen);
 
+/* For the engine, once a page's records are emitted: the batch at idx (when it is one) gives its
+ * record buffers back for the next pages, and its page's text is freed, now instead of when the
+ * collector gets to them. The collector cannot tell that they matter: they are malloc'ed, ~1 MB a
+ * page behind userdata of a few KB, and were what a full collection after every page was for.
+ * A script that kept the batch or the response and looks into it later gets an error. [-0, +0, -] */
+void records_batch_release(lua_State *L, int idx);
+/* The same for the page of the response at response_idx, when parse returned tables. */
+void records_response_release(lua_State *L, int response_idx);
+
 /* The record batch at idx (what mapper:map returns), or NULL when the value is something else. */
 const struct record_batch *records_to_batch(lua_State *L, int idx);
 

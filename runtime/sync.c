@@ -739,6 +739,7 @@ static int finish_batch(struct engine *e, size_t i, int batch_idx, int next_idx,
 	if (emit_batch(s, slot->p, batch, slot->from, slot->to))
 		return -1;
 	push_next_url(s->L, next_idx, batch);
+	records_batch_release(s->L, batch_idx);
 	return 0;
 }
 
@@ -791,6 +792,8 @@ static int handle_page(struct engine *e, size_t i, char *why, size_t whylen)
 		rc = -1;
 	else
 		push_next_url(L, next, NULL);
+	if (rc == 0 && !batch)
+		records_response_release(L, response);
 	if (rc) {
 		if (rc > 0)
 			lua_settop(L, top);
@@ -959,11 +962,17 @@ static int retry_later(struct engine *e, size_t i, const char *why)
 	return 0;
 }
 
-/* A page's records are written: its garbage is collected now, which keeps memory at one page per
- * slot instead of letting the heap double between cycles; then on to the next page. */
+/* A page's records are written, and its text and record buffers were released with them. What
+ * is left of it in Lua is a few KB, unless the script built tables from response.body (a
+ * decade of bars is ~2 MB of them): then its garbage is collected now, which keeps memory at one
+ * page per slot instead of letting the heap double between cycles. A full collection after
+ * every page cost ~25 us a page (docs/PERFORMANCE.md, item 14); then on to the next page. */
+#define COLLECT_ABOVE_KB 1024
+
 static int page_done(struct engine *e, size_t i)
 {
-	lua_gc(e->s->L, LUA_GCCOLLECT);
+	if (lua_gc(e->s->L, LUA_GCCOUNT) > COLLECT_ABOVE_KB)
+		lua_gc(e->s->L, LUA_GCCOLLECT);
 	return after_page(e, i);
 }
 

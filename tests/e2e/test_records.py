@@ -568,3 +568,58 @@ def test_bad_declaration_stops_a_read_before_any_request(connector, tmp_path):
     error = assert_load_error(result)
     assert f"{script.name}:{line_of(script, 'local BARS = records.declare {')}:" in error["message"], error
     assert connector.server.log() == []
+
+
+# --------------------------------------------------------------------------------------------
+# a page's memory is given back once its records are written
+# --------------------------------------------------------------------------------------------
+
+def test_a_response_mapped_twice_keeps_its_page_for_both_walks(paged_connector, tmp_path):
+    """The batch returned is released when its records are written, but the other one still holds
+    the page: its next_url, read from the page's text on the next page, is still there (a use after
+    free shows under ASan)."""
+    server = paged_connector.server
+    script = script_copy(tmp_path, ("local BARS = records.declare {", "local previous\nlocal BARS = records.declare {"),
+                         (PARSE_CALL, "    local other = BARS:map(ctx, response)\n"
+                                      "    local batch = BARS:map(ctx, response)\n"
+                                      "    if previous then assert(previous[1]:next_url() == previous[2]) end\n"
+                                      "    previous = { other, batch:next_url() }\n    return batch\n"))
+    config = paged_connector.config(start_date="2021-06-01")
+    result = paged_connector.read(config, now=AFTER_CLOSE, flags=("--script", script))
+    result.assert_complete()
+    assert [documented(d) for d in result.data] == server.expected("TSLA", "2021-06-01", "2022-03-11")
+
+
+KEPT_PAST_PARSE = {
+    "batch": ("    if kept then local _ = #kept end\n    kept = BARS:map(ctx, response)\n    return kept\n",
+              "this batch's records were emitted and released"),
+    "response": ("    if kept then local _ = kept.text end\n    kept = response\n" + PARSE_CALL,
+                 "this page was released once its records were emitted"),
+}
+
+
+@pytest.mark.parametrize("what", list(KEPT_PAST_PARSE))
+def test_looking_into_a_page_after_its_records_were_written_is_an_error(paged_connector, tmp_path, what):
+    """Released memory is never read: a script that kept its batch or response for the next page
+    gets a system_error naming why, after the first page's records and their STATE."""
+    server = paged_connector.server
+    code, words = KEPT_PAST_PARSE[what]
+    script = script_copy(tmp_path, ("local BARS = records.declare {", "local kept\nlocal BARS = records.declare {"),
+                         (PARSE_CALL, code))
+    config = paged_connector.config(start_date="2021-06-01")
+    result = paged_connector.read(config, now=AFTER_CLOSE, flags=("--script", script))
+    error = assert_failed_once(result, "system_error")
+    assert words in error["message"], error
+    emitted = [documented(d) for d in result.data]
+    assert emitted == server.expected("TSLA", "2021-06-01", "2022-03-11")[:50]
+    assert result.last_stream_state["tickers"] == {"TSLA": {"date": emitted[-1]["date"]}}
+
+
+def test_a_response_kept_past_its_parse_keeps_what_was_read_during_it(paged_connector, tmp_path):
+    script = script_copy(tmp_path, ("local BARS = records.declare {", "local kept\nlocal BARS = records.declare {"),
+                         (PARSE_CALL, "    if kept then assert(#kept.text > 0 and kept.body.results) end\n"
+                                      "    local _ = response.text, response.body\n    kept = response\n" + PARSE_CALL))
+    config = paged_connector.config(start_date="2021-06-01")
+    result = paged_connector.read(config, now=AFTER_CLOSE, flags=("--script", script))
+    result.assert_complete()
+    assert len(result.data) == len(paged_connector.server.expected("TSLA", "2021-06-01", "2022-03-11"))
