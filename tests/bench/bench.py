@@ -13,6 +13,11 @@
    written as RECORD messages, on one core.
 Targets (issue 7): spec < 5 ms; sync <= 1.5x the floor; emission >= 1,000,000 records/s;
 peak RSS <= 24 MB.
+
+`--compare OTHER` prints none of that: it tells two builds apart, with the /dev/null syncs of
+--binary and OTHER run in turn, each pair in the opposite order to the last, against the same
+server. A difference of a millisecond needs a few hundred pairs on a shared VM
+(docs/PERFORMANCE.md, item 14).
 """
 import argparse
 import collections
@@ -186,6 +191,31 @@ def bench_emit(emit_bench, script, page, seconds):
     return float(re.search(r"records_per_second (\d+)", err).group(1))
 
 
+def mean_and_error(values):
+    """Mean and standard error of the mean."""
+    return statistics.mean(values), statistics.stdev(values) / len(values) ** 0.5
+
+
+def compare(sync_a, sync_b, pairs):
+    """Paired /dev/null syncs of two builds; returns (runs of a, runs of b)."""
+    runs = ([], [])
+    for i in range(pairs):
+        for which in ((0, 1) if i % 2 else (1, 0)):
+            runs[which].append(run_measured((sync_a, sync_b)[which], False))
+    return runs
+
+
+def print_comparison(names, runs):
+    for name, r in zip(names, runs):
+        print(f"{name}: CPU median {statistics.median(run.cpu for run in r) * 1000:.1f} ms, wall best "
+              f"{min(run.wall for run in r) * 1000:.1f} ms, median {statistics.median(run.wall for run in r) * 1000:.1f} ms")
+    for what in ("cpu", "wall"):
+        diffs = [(getattr(b, what) - getattr(a, what)) * 1000 for a, b in zip(*runs)]
+        mean, error = mean_and_error(diffs)
+        print(f"second - first, {what}: mean {mean:+.2f} +- {error:.2f} ms (standard error), median "
+              f"{statistics.median(diffs):+.2f} ms, over {len(diffs)} pairs")
+
+
 def print_timeline(server, sync, floor, rounds):
     """For the fastest of rounds runs of each: when each request reached the server and how long
     its answer took to write, in ms from the process's start. Shows whether the server or the
@@ -225,6 +255,8 @@ def main():
     parser.add_argument("--spec-runs", type=int, default=200)
     parser.add_argument("--emit-seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=15, help="rounds of (piped sync, sync, floor)")
+    parser.add_argument("--compare", metavar="OTHER", help="only compare the sync of --binary with OTHER's")
+    parser.add_argument("--pairs", type=int, default=300, help="pairs of syncs for --compare")
     parser.add_argument("--timeline", action="store_true",
                         help="only print when each request of the fastest sync and floor reached the server")
     args = parser.parse_args()
@@ -238,6 +270,11 @@ def main():
         pages = [server.body(target) for target in server.targets]
         if args.timeline:
             print_timeline(server, sync, floor_argv(server.port, server.targets), args.rounds)
+            server.shutdown()
+            return
+        if args.compare:
+            other = [os.path.abspath(args.compare), *sync[1:]]
+            print_comparison((binary, other[0]), compare(sync, other, args.pairs))
             server.shutdown()
             return
         spec_ms, spawn_ms = bench_spec(binary, args.spec_runs)
