@@ -509,7 +509,6 @@ static int batch_index(lua_State *L)
  * mapper:map(ctx, response) and the response object
  * ------------------------------------------------------------------------------------------ */
 
-
 static int page_gc(lua_State *L)
 {
 	struct page *p = lua_touserdata(L, 1);
@@ -699,12 +698,17 @@ void records_batch_release(lua_State *L, int idx)
 	struct record_batch *b = luaL_testudata(L, idx, BATCH_MT);
 	if (!b || !b->live)
 		return;
+	idx = lua_absindex(L, idx);
 	lua_getiuservalue(L, idx, 2);
 	batch_free(b); /* waits for the walk, which reads the page */
 	b->released = 1;
 	b->text = NULL;
 	b->text_len = 0;
 	release_page(L, -1);
+	lua_pop(L, 1);
+	/* The answer's own page too, when the script mapped a response.text of its own. */
+	lua_getiuservalue(L, idx, 3);
+	records_response_release(L, -1);
 	lua_pop(L, 1);
 }
 
