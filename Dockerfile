@@ -11,7 +11,8 @@ RUN apt-get update \
 WORKDIR /src
 COPY Makefile ./
 COPY runtime ./runtime
-RUN make
+# The runtime stage has no liblua: a binary linked to it would not start.
+RUN make && if ldd build/source-lua | grep -q liblua; then echo "Lua is not linked statically" >&2; exit 1; fi
 
 FROM ${BASE_IMAGE}
 ARG VERSION=dev

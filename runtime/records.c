@@ -44,6 +44,10 @@ static const char NOT_JSON_KEY = 0;
 
 #define SPARE_BUFFERS 6
 
+/* Pages whose text is not freed yet and batches not freed yet: what a sync holds outside Lua's
+ * count (records_held). Only the main thread makes and frees them. */
+static size_t held_pages, held_batches;
+
 struct mapper {
 	struct walk_mapping map;
 	/* Collected batches' buffers, for the next pages: as many as pages are walked at once, so
@@ -292,6 +296,14 @@ static void batch_wait(const struct record_batch *b)
 		pool_wait((struct pool_job *)&b->job);
 }
 
+static void free_page_text(struct page *page)
+{
+	if (page->data)
+		held_pages--;
+	free(page->data);
+	page->data = NULL;
+}
+
 /* What the batch owns goes, its record buffers back to the mapper for the next pages. */
 static void batch_free(struct record_batch *b)
 {
@@ -306,12 +318,17 @@ static void batch_free(struct record_batch *b)
 	proto_record_frame_free(&b->frame);
 	free(b->stream);
 	b->live = 0;
+	held_batches--;
+	/* Nothing of the records is left to read by mistake (the buffers may be another batch's
+	 * now). */
+	memset(&b->out.mem, 0, sizeof b->out.mem);
+	b->out.count = b->out.len = 0;
+	b->out.next = NULL;
+	b->out.next_len = 0;
 	struct page *page = b->page;
 	b->page = NULL;
-	if (page && --page->batches == 0 && page->released) {
-		free(page->data);
-		page->data = NULL;
-	}
+	if (page && --page->batches == 0 && page->released)
+		free_page_text(page);
 }
 
 static int batch_gc(lua_State *L)
@@ -354,6 +371,7 @@ static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_id
 	if (b->m->nspares > 0)
 		b->out.mem = b->m->spares[--b->m->nspares];
 	b->live = 1;
+	held_batches++;
 	luaL_setmetatable(L, BATCH_MT);
 	lua_pushvalue(L, mapper_idx);
 	lua_setiuservalue(L, -2, 1);
@@ -512,8 +530,11 @@ static int batch_index(lua_State *L)
 static int page_gc(lua_State *L)
 {
 	struct page *p = lua_touserdata(L, 1);
-	free(p->data);
-	p->data = NULL;
+	/* A batch holds its page, so it is collected first and the count is 0 here; were the order
+	 * ever the other, the last batch frees the text. */
+	p->released = 1;
+	if (p->batches == 0)
+		free_page_text(p);
 	return 0;
 }
 
@@ -650,6 +671,7 @@ void records_push_response(lua_State *L, long status, int url_idx, const char *t
 	copy[len] = '\0';
 	page->data = copy;
 	page->len = len;
+	held_pages++;
 }
 
 void records_push_response_taking(lua_State *L, long status, int url_idx, struct buf *body)
@@ -658,6 +680,8 @@ void records_push_response_taking(lua_State *L, long status, int url_idx, struct
 	buf_cstr(body);
 	page->data = body->data;
 	page->len = body->len;
+	if (page->data)
+		held_pages++;
 	memset(body, 0, sizeof *body);
 }
 
@@ -687,10 +711,8 @@ static void release_page(lua_State *L, int idx)
 	if (!page || page->released)
 		return;
 	page->released = 1;
-	if (page->batches == 0) {
-		free(page->data);
-		page->data = NULL;
-	}
+	if (page->batches == 0)
+		free_page_text(page);
 }
 
 void records_batch_release(lua_State *L, int idx)
@@ -722,6 +744,16 @@ void records_response_release(lua_State *L, int response_idx)
 	lua_rawget(L, -2);
 	release_page(L, -1);
 	lua_pop(L, 2);
+}
+
+int records_batch_released(const struct record_batch *b)
+{
+	return b->released;
+}
+
+size_t records_held(void)
+{
+	return held_pages + held_batches;
 }
 
 const struct record_batch *records_to_batch(lua_State *L, int idx)

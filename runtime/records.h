@@ -35,6 +35,11 @@ int records_response_not_json(lua_State *L, int response_idx, char *why, size_t 
 void records_batch_release(lua_State *L, int idx);
 /* The same for the page of the response at response_idx, when parse returned tables. */
 void records_response_release(lua_State *L, int response_idx);
+/* Whether records_batch_release gave the batch's records back (it has none left). */
+int records_batch_released(const struct record_batch *b);
+/* How many answers' texts and batches are not freed yet: beyond what the slots hold, garbage the
+ * collector should be asked for (a batch the script made and did not return, say). */
+size_t records_held(void);
 
 /* The record batch at idx (what mapper:map returns), or NULL when the value is something else. */
 const struct record_batch *records_to_batch(lua_State *L, int idx);

@@ -730,6 +730,7 @@ static int finish_batch(struct engine *e, size_t i, int batch_idx, int next_idx,
 	switch (records_batch_settle(batch, reason, sizeof reason)) {
 	case RECORDS_NOT_JSON:
 		snprintf(why, whylen, "HTTP %ld with a body that is not JSON (%s)", slot->transfer.resp.status, reason);
+		records_batch_release(s->L, batch_idx); /* the page is asked for again: this one is garbage */
 		return 1;
 	case RECORDS_WRONG_SHAPE:
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': parse(ctx, response) failed: %s", s->name, reason);
@@ -766,6 +767,7 @@ static int handle_page(struct engine *e, size_t i, char *why, size_t whylen)
 		char reason[256];
 		if (records_response_not_json(L, response, reason, sizeof reason)) {
 			snprintf(why, whylen, "HTTP %ld with a body that is not JSON (%s)", resp->status, reason);
+			records_response_release(L, response);
 			lua_settop(L, top);
 			return 1;
 		}
@@ -773,6 +775,11 @@ static int handle_page(struct engine *e, size_t i, char *why, size_t whylen)
 	}
 	int records = top + 3, next = top + 4;
 	const struct record_batch *batch = records_to_batch(L, records);
+	if (batch && records_batch_released(batch))
+		return run_fail(s, PROTO_SYSTEM_ERROR,
+				"stream '%s': parse returned a batch whose records were already written (one kept from an "
+				"earlier page); return the batch of this page's response",
+				s->name);
 	if (!batch && !lua_isnil(L, records) && !lua_istable(L, records))
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': parse must return a list of records, not a %s",
 				s->name, luaL_typename(L, records));
@@ -964,14 +971,18 @@ static int retry_later(struct engine *e, size_t i, const char *why)
 
 /* A page's records are written, and its text and record buffers were released with them. What
  * is left of it in Lua is a few KB, unless the script built tables from response.body (a
- * decade of bars is ~2 MB of them): then its garbage is collected now, which keeps memory at one
- * page per slot instead of letting the heap double between cycles. A full collection after
- * every page cost ~25 us a page (docs/PERFORMANCE.md, item 14); then on to the next page. */
+ * decade of bars is ~2 MB of them), or left answers or batches behind that the collector does
+ * not know hold ~1 MB each (a batch it made and did not return): then its garbage is collected
+ * now, which keeps memory at about one page per slot instead of letting the heap double
+ * between cycles. A full collection after every page cost ~25 us a page (docs/PERFORMANCE.md,
+ * item 14); then on to the next page. */
 #define COLLECT_ABOVE_KB 1024
 
 static int page_done(struct engine *e, size_t i)
 {
-	if (lua_gc(e->s->L, LUA_GCCOUNT) > COLLECT_ABOVE_KB)
+	/* A slot holds at most an answer and its batch. */
+	size_t held_by_slots = 2 * e->slots->count;
+	if (lua_gc(e->s->L, LUA_GCCOUNT) > COLLECT_ABOVE_KB || records_held() > held_by_slots + 2)
 		lua_gc(e->s->L, LUA_GCCOLLECT);
 	return after_page(e, i);
 }

@@ -595,6 +595,9 @@ KEPT_PAST_PARSE = {
               "this batch's records were emitted and released"),
     "response": ("    if kept then local _ = kept.text end\n    kept = response\n" + PARSE_CALL,
                  "this page was released once its records were emitted"),
+    # returned again: the engine refuses it rather than read buffers another page now uses
+    "batch-returned-again": ("    if kept then return kept end\n    kept = BARS:map(ctx, response)\n    return kept\n",
+                             "parse returned a batch whose records were already written"),
 }
 
 

@@ -2112,6 +2112,68 @@ static void batches_walked_on_workers(void)
 	CHECK(!pool_running(), "the workers did not stop");
 }
 
+/* What the engine does once a page's records are written: the batch's buffers and its page go
+ * at once; a page another batch still holds goes with that batch; records_held counts what is not
+ * freed, down to nothing after a collection; a released batch raises an error in Lua. */
+static void released_batches_and_pages(void)
+{
+	lua_State *L = open_with(FULL);
+	if (!L)
+		return;
+	size_t before = records_held();
+	const char page[] = "{\"results\":[{\"t\":1646629200000,\"c\":1}],\"next_url\":\"https://h/p?cursor=2\"}";
+	lua_pushliteral(L, "https://api.example.com/v2/aggs");
+	records_push_response(L, 200, -1, BYTES(page));
+	lua_remove(L, -2);
+	int response = lua_gettop(L);
+	test_push_lua(L, "return function(m, ctx, r) return m:map(ctx, r), m:map(ctx, r) end");
+	lua_pushvalue(L, 1);
+	push_ctx(L);
+	lua_pushvalue(L, response);
+	if (!CHECK(lua_pcall(L, 3, 2, 0) == LUA_OK, "two maps: %s", lua_tostring(L, -1))) {
+		test_lua_close(L);
+		return;
+	}
+	int first = lua_gettop(L) - 1, second = lua_gettop(L);
+	const struct record_batch *a = records_to_batch(L, first), *b = records_to_batch(L, second);
+	char why[256];
+	CHECK(a && b && records_batch_settle(a, why, sizeof why) == RECORDS_OK &&
+		      records_batch_settle(b, why, sizeof why) == RECORDS_OK,
+	      "both batches walked");
+	CHECK(records_held() == before + 3, "a page and two batches held: %zu", records_held() - before);
+	records_batch_release(L, second);
+	CHECK(records_batch_released(b) && !records_batch_released(a), "only the second batch is released");
+	CHECK(records_batch_count(b) == 0, "a released batch has no records left");
+	CHECK(records_held() == before + 2, "the page stays for the first batch: %zu", records_held() - before);
+	/* The first batch still reads its next URL from the page's text. */
+	records_batch_push_next_url(L, a);
+	CHECK_STR(lua_tostring(L, -1), "https://h/p?cursor=2", "the page's next_url after the other batch went");
+	lua_pop(L, 1);
+	records_batch_release(L, first);
+	CHECK(records_held() == before, "both batches and the page freed: %zu", records_held() - before);
+	records_batch_release(L, first); /* twice: nothing more */
+	test_push_lua(L, "return function(b, r) local ok, e = pcall(function() return #b end) "
+			 "local ok2, e2 = pcall(function() return r.text end) return ok, e, ok2, e2 end");
+	lua_pushvalue(L, first);
+	lua_pushvalue(L, response);
+	if (CHECK(lua_pcall(L, 2, 4, 0) == LUA_OK, "looking into them: %s", lua_tostring(L, -1))) {
+		CHECK(!lua_toboolean(L, -4), "#batch after its release raised nothing");
+		CHECK_CONTAINS(lua_tostring(L, -3), "records were emitted and released", "the batch's error");
+		CHECK(!lua_toboolean(L, -2), "response.text after its release raised nothing");
+		CHECK_CONTAINS(lua_tostring(L, -1), "this page was released", "the response's error");
+	}
+	lua_settop(L, 1);
+	/* Unreleased, a page and its batch are held until the collector frees them. */
+	struct mapped m;
+	if (map_page(L, 1, BYTES(page), &m) == LUA_OK)
+		CHECK(records_held() == before + 2, "a mapped page: %zu held", records_held() - before);
+	lua_settop(L, 1);
+	lua_gc(L, LUA_GCCOLLECT, 0);
+	CHECK(records_held() == before, "after a collection: %zu held", records_held() - before);
+	test_lua_close(L);
+	CHECK(records_held() == 0, "after lua_close: %zu held", records_held());
+}
+
 static const struct test tests[] = {
 	{"records.declare refuses what cannot work, saying why", declarations_are_checked},
 	{"records.declare takes 64 fields, name = and UTF-8 names, not 65", declarations_that_work},
@@ -2152,6 +2214,8 @@ static const struct test tests[] = {
 	 response_body_is_decoded_on_first_use},
 	{"reading a body or a batch that is not JSON marks the response", the_not_json_mark},
 	{"batches walked on worker threads: settled in any order, collected, closed", batches_walked_on_workers},
+	{"released batches and pages: freed at once or with the last batch, counted, errors in Lua",
+	 released_batches_and_pages},
 };
 
 const struct suite records_suite = {"records", tests, COUNT_OF(tests), NULL, NULL, NULL};
