@@ -85,7 +85,7 @@ struct record_batch {
 	struct walk_output out;
 	char where[200]; /* the script line that called map, for errors reported later */
 	int live;        /* set once the buffers belong to the batch (cleared by __gc or a release) */
-	int released;    /* records_batch_release gave its records and page back */
+	int released;    /* records_batch_release gave its records back */
 };
 
 /* --------------------------------------------------------------------------------------------
@@ -527,14 +527,20 @@ static int batch_index(lua_State *L)
  * mapper:map(ctx, response) and the response object
  * ------------------------------------------------------------------------------------------ */
 
+/* The page's text freed, or marked to be freed with the last batch still walking it (a script
+ * may map one response twice). */
+static void release_page(struct page *page)
+{
+	page->released = 1;
+	if (page->batches == 0)
+		free_page_text(page);
+}
+
 static int page_gc(lua_State *L)
 {
-	struct page *p = lua_touserdata(L, 1);
 	/* A batch holds its page, so it is collected first and the count is 0 here; were the order
 	 * ever the other, the last batch frees the text. */
-	p->released = 1;
-	if (p->batches == 0)
-		free_page_text(p);
+	release_page(lua_touserdata(L, 1));
 	return 0;
 }
 
@@ -703,35 +709,15 @@ int records_response_not_json(lua_State *L, int response_idx, char *why, size_t 
  * For the engine
  * ------------------------------------------------------------------------------------------ */
 
-/* The page at idx, when it is one, freed, or marked to be freed with the last batch still walking
- * it (a script may map one response twice). */
-static void release_page(lua_State *L, int idx)
-{
-	struct page *page = luaL_testudata(L, idx, PAGE_MT);
-	if (!page || page->released)
-		return;
-	page->released = 1;
-	if (page->batches == 0)
-		free_page_text(page);
-}
-
 void records_batch_release(lua_State *L, int idx)
 {
 	struct record_batch *b = luaL_testudata(L, idx, BATCH_MT);
 	if (!b || !b->live)
 		return;
-	idx = lua_absindex(L, idx);
-	lua_getiuservalue(L, idx, 2);
-	batch_free(b); /* waits for the walk, which reads the page */
+	batch_free(b); /* waits for the walk; the page goes with it when it was released */
 	b->released = 1;
 	b->text = NULL;
 	b->text_len = 0;
-	release_page(L, -1);
-	lua_pop(L, 1);
-	/* The answer's own page too, when the script mapped a response.text of its own. */
-	lua_getiuservalue(L, idx, 3);
-	records_response_release(L, -1);
-	lua_pop(L, 1);
 }
 
 void records_response_release(lua_State *L, int response_idx)
@@ -742,7 +728,9 @@ void records_response_release(lua_State *L, int response_idx)
 	push_pages(L);
 	lua_pushvalue(L, response_idx);
 	lua_rawget(L, -2);
-	release_page(L, -1);
+	struct page *page = luaL_testudata(L, -1, PAGE_MT);
+	if (page)
+		release_page(page);
 	lua_pop(L, 2);
 }
 

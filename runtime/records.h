@@ -27,14 +27,15 @@ void records_push_response_taking(lua_State *L, long status, int url_idx, struct
  * not JSON (a truncated or garbled answer, worth asking again); else 0. */
 int records_response_not_json(lua_State *L, int response_idx, char *why, size_t whylen);
 
-/* For the engine, once a page's records are emitted: the batch at idx (when it is one) gives its
- * record buffers back for the next pages, and its page's text is freed, now instead of when the
- * collector gets to them. The collector cannot tell that they matter: they are malloc'ed, ~1 MB a
- * page behind userdata of a few KB, and were what a full collection after every page was for.
- * A script that kept the batch or the response and looks into it later gets an error. [-0, +0, -] */
-void records_batch_release(lua_State *L, int idx);
-/* The same for the page of the response at response_idx, when parse returned tables. */
+/* For the engine, once parse has returned: the answer's text of the response at response_idx is
+ * freed, now or, when batches still hold it, with the last of them, instead of when the collector
+ * gets to it. The collector cannot tell that it matters: it is malloc'ed, ~250 KB behind userdata
+ * of a few bytes, and was what a full collection after every page was for. A script that kept the
+ * response and reads its text later gets an error. [-0, +0, -] */
 void records_response_release(lua_State *L, int response_idx);
+/* The same for the batch at idx (when it is one), once its records are emitted: its record
+ * buffers go back for the next pages. Looking into it later is an error. [-0, +0, -] */
+void records_batch_release(lua_State *L, int idx);
 /* Whether records_batch_release gave the batch's records back (it has none left). */
 int records_batch_released(const struct record_batch *b);
 /* How many answers' texts and batches are not freed yet: beyond what the slots hold, garbage the

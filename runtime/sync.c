@@ -763,11 +763,14 @@ static int handle_page(struct engine *e, size_t i, char *why, size_t whylen)
 	lua_pushvalue(L, top + 1);
 	push_anchor(e, i, "ctx");
 	lua_pushvalue(L, response);
-	if (host_call(L, 2, 2) != LUA_OK) {
+	int called = host_call(L, 2, 2);
+	/* Whatever parse made of the answer, its buffer is not the collector's to free: it goes now,
+	 * or with the last batch still walking it. */
+	records_response_release(L, response);
+	if (called != LUA_OK) {
 		char reason[256];
 		if (records_response_not_json(L, response, reason, sizeof reason)) {
 			snprintf(why, whylen, "HTTP %ld with a body that is not JSON (%s)", resp->status, reason);
-			records_response_release(L, response);
 			lua_settop(L, top);
 			return 1;
 		}
@@ -799,8 +802,6 @@ static int handle_page(struct engine *e, size_t i, char *why, size_t whylen)
 		rc = -1;
 	else
 		push_next_url(L, next, NULL);
-	if (rc == 0 && !batch)
-		records_response_release(L, response);
 	if (rc) {
 		if (rc > 0)
 			lua_settop(L, top);

@@ -2112,9 +2112,10 @@ static void batches_walked_on_workers(void)
 	CHECK(!pool_running(), "the workers did not stop");
 }
 
-/* What the engine does once a page's records are written: the batch's buffers and its page go
- * at once; a page another batch still holds goes with that batch; records_held counts what is not
- * freed, down to nothing after a collection; a released batch raises an error in Lua. */
+/* What the engine does once parse has returned and the records are written: the answer's page
+ * goes with the last batch that holds it; a batch's buffers go at once; records_held counts what
+ * is not freed, down to nothing after a collection; a released batch or page raises an error in
+ * Lua. */
 static void released_batches_and_pages(void)
 {
 	lua_State *L = open_with(FULL);
@@ -2141,6 +2142,8 @@ static void released_batches_and_pages(void)
 		      records_batch_settle(b, why, sizeof why) == RECORDS_OK,
 	      "both batches walked");
 	CHECK(records_held() == before + 3, "a page and two batches held: %zu", records_held() - before);
+	records_response_release(L, response);
+	CHECK(records_held() == before + 3, "the page stays for its two batches: %zu", records_held() - before);
 	records_batch_release(L, second);
 	CHECK(records_batch_released(b) && !records_batch_released(a), "only the second batch is released");
 	CHECK(records_batch_count(b) == 0, "a released batch has no records left");
