@@ -11,6 +11,10 @@
    round's floor.
 4. The emission rate in isolation: a page already in memory decoded, mapped by the script and
    written as RECORD messages, on one core.
+5. Side by side with the tutorial's Python source (tests/bench/tutorial/source.py), given the
+   same inputs against the same local server: spec, check, the tutorial's 7-day read of one
+   ticker, and the 40 tickers from a state ten years back, one process a ticker for the
+   tutorial. Wall, CPU and records of each.
 Targets (issue 7): spec < 5 ms; sync <= 1.5x the floor; emission >= 1,000,000 records/s;
 peak RSS <= 24 MB.
 
@@ -21,6 +25,7 @@ server. A difference of a millisecond needs a few hundred pairs on a shared VM
 """
 import argparse
 import collections
+import concurrent.futures
 import datetime
 import json
 import os
@@ -32,8 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = "/usr/bin/python3"
 sys.path.insert(0, os.path.join(ROOT, "tests", "server"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +52,7 @@ TICKERS = ["T%02d" % i for i in range(40)]
 YEARS = 10
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
 KEY = "sl-bench-key"
-PAGE_PATH = re.compile(r"^/v2/aggs/ticker/([^/]+)/range/1/day/([^/]+)/([^/?]+)")
+PAGE_PATH = re.compile(r"^/v2/aggs/ticker/[^/]+/range/1/day/[^/]+/[^/]+$")
 # The script's window_days: a sync reads a ticker's range in windows of this many days, one
 # request each. The bench's ten years are this many days through today, so that each ticker is
 # one request at any hour: from 16:00 in New York the sync's range ends today, before then
@@ -85,23 +92,29 @@ def first_day(now):
 
 def serve(now):
     """The page server on a free port. It answers an aggregates request as the test server
-    (and Polygon) would, for the ticker and the days the request asks (Polygon's limit of 50000
-    fits ten years, ~2510 bars, in one page), rendering each page at its first request and
-    sending it from memory after."""
+    (and Polygon) would, for the ticker, the days and the options (limit, sort, a next_url's
+    cursor) the request asks (Polygon's limit of 50000 fits ten years, ~2510 bars, in one page;
+    the tutorial's 120 gives a page and a next_url), rendering each page at its first request
+    and sending it from memory after. The key, in the header or in apiKey, is not checked."""
     def page_key(target):
-        match = PAGE_PATH.match(target)
-        return match.groups() if match else None
+        url = urllib.parse.urlsplit(target)
+        if not PAGE_PATH.match(url.path):
+            return None
+        options = tuple(sorted((name, value) for name, value in urllib.parse.parse_qsl(url.query)
+                               if name != "apiKey"))
+        return url.path, options
 
     def render(key):
-        ticker, first, last = key
+        path, options = key
         try:
-            _, body = polygon_server.answer_aggregates(f"/v2/aggs/ticker/{ticker}/range/1/day/{first}/{last}",
-                                                       {"limit": "50000"}, now)
+            _, body = polygon_server.answer_aggregates(path, dict(options), now,
+                                                       base_url=f"http://127.0.0.1:{server.port}")
         except polygon_server.ApiError:
             return None
         body["request_id"] = "bench"
         return polygon_server.to_json(body).encode()
-    return PageServer({}, page_key, render)
+    server = PageServer({}, page_key, render)
+    return server
 
 
 def run_measured(argv, to_pipe, count_records=False):
@@ -235,6 +248,161 @@ def print_timeline(server, sync, floor, rounds):
         print(f"{name}: answers written in (ms): " + " ".join(f"{d * 1000:.1f}" for _, d in served))
 
 
+# The tutorial's connector (tests/bench/tutorial/source.py), run as its users run it.
+TUTORIAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tutorial", "source.py")
+TUTORIAL_PAGE = 120  # the tutorial asks for limit=120 and never follows next_url
+Timed = collections.namedtuple("Timed", "wall cpu messages")
+
+
+def count_messages(output):
+    """The messages of a connector's stdout by type, whatever its JSON spacing; a CONNECTION_STATUS
+    is counted under its status too ("CONNECTION_STATUS SUCCEEDED")."""
+    counts = collections.Counter()
+    for line in output.splitlines():
+        if line.strip():
+            message = json.loads(line)
+            counts[message.get("type")] += 1
+            if message.get("type") == "CONNECTION_STATUS":
+                counts["CONNECTION_STATUS " + message["connectionStatus"]["status"]] += 1
+    return counts
+
+
+def run_to_file(argv, env, out, err):
+    """Runs argv with stdout into the file out: a sink that costs both sides the same, where a
+    pipe would make the bench's reader part of what is timed."""
+    proc = subprocess.run(argv, stdout=out, stderr=err, env=env)
+    if proc.returncode != 0:
+        err.seek(0)
+        raise SystemExit(f"{argv[:3]} failed ({proc.returncode}): {err.read().decode()[-2000:]}")
+
+
+def timed_batch(argvs, env, concurrency):
+    """Runs argvs, concurrency at a time; the wall and CPU (user + sys of all of them) of the whole
+    batch and the messages of all of them (counted once the clock has stopped)."""
+    files = [(tempfile.TemporaryFile(), tempfile.TemporaryFile()) for _ in argvs]
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        if len(argvs) == 1:  # no pool to start
+            run_to_file(argvs[0], env, *files[0])
+        else:
+            with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(lambda job: run_to_file(job[0], env, *job[1]), zip(argvs, files)))
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        messages = collections.Counter()
+        for out, _ in files:
+            out.seek(0)
+            messages += count_messages(out.read())
+        return Timed(wall, cpu, messages)
+    finally:
+        for pair in files:
+            for f in pair:
+                f.close()
+
+
+class SideBySide:
+    """The tutorial's source and source-lua given the same inputs against the same local server:
+    the Airbyte commands a user runs, and the 40 tickers of the bench from a state ten years
+    back. The tutorial reads one ticker per process (its config holds one), so the 40 run as 40
+    processes, as many at once as source-lua's concurrency."""
+
+    def __init__(self, binary, port, first, work):
+        self.binary = binary
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.env = dict(os.environ, TUTORIAL_API_URL=self.base_url, NO_PROXY="127.0.0.1")
+        self.work = work
+        self.first = first
+        self.files = 0
+        day_before = (datetime.date.fromisoformat(first) - datetime.timedelta(days=1)).isoformat()
+        # The tutorial's own state, which source-lua reads too.
+        self.state = self.write_json({"stock_prices": {"date": day_before}})
+        self.catalogs = {mode: os.path.join(ROOT, "catalogs", f"{mode}_configured_catalog.json")
+                         for mode in ("fullrefresh", "incremental")}
+
+    def write_json(self, value):
+        self.files += 1
+        path = os.path.join(self.work, f"side_by_side_{self.files}.json")
+        with open(path, "w") as f:
+            json.dump(value, f)
+        return path
+
+    def commands(self, command, tickers, incremental=False):
+        """{"source-lua": [argv], "tutorial": [argv, ...]} for one Airbyte command. Each config is
+        the tutorial's (api_key, stock_ticker), source-lua's with its local server and, for the
+        incremental read, the start date: source-lua starts at the later of start_date and the
+        day after the state's cursor (its default start_date is 7 days back, as the tutorial's
+        window); the tutorial ignores start_date."""
+        common = {"api_key": KEY, "start_date": self.first} if incremental else {"api_key": KEY}
+
+        def args(config):
+            if command == "spec":
+                return []
+            extra = ["--config", self.write_json(config)]
+            if command == "read":
+                mode = "incremental" if incremental else "fullrefresh"
+                extra += ["--catalog", self.catalogs[mode]] + (["--state", self.state] if incremental else [])
+            return extra
+        ours = dict(common, stock_ticker=",".join(tickers), base_url=self.base_url, concurrency=CONCURRENCY)
+        return {"source-lua": [[self.binary, command, *args(ours)]],
+                "tutorial": [[PYTHON, TUTORIAL, command, *args(dict(common, stock_ticker=t))] for t in tickers]}
+
+    def measure(self, commands, runs):
+        """Median wall and CPU of each side over runs, and the messages of its first run. The sides take
+        turns by blocks, not run by run: a Python process just before would leave the caches
+        cold for source-lua's few milliseconds, which is no platform's case, and the VM's drift
+        moves a ratio of 10x or more by little."""
+        timed = {}
+        for side, argvs in commands.items():
+            runs_of_side = [timed_batch(argvs, self.env, CONCURRENCY) for _ in range(runs)]
+            timed[side] = Timed(statistics.median(t.wall for t in runs_of_side),
+                                statistics.median(t.cpu for t in runs_of_side), runs_of_side[0].messages)
+        return timed
+
+
+def bench_side_by_side(binary, port, first, work, runs, tickers=TICKERS):
+    """[(what, {side: Timed}, whether records count)] for the commands of the tutorial's own use
+    and for the bench's sync (of tickers from first)."""
+    sides = SideBySide(binary, port, first, work)
+    one = tickers[:1]
+    cases = [("spec", sides.commands("spec", one), runs, False),
+             ("check (one request)", sides.commands("check", one), runs, False),
+             ("read, one ticker, the tutorial's default (the last 7 days, full refresh)",
+              sides.commands("read", one), runs, True),
+             (f"read, {len(tickers)} tickers from a state {YEARS} years back (incremental)",
+              sides.commands("read", tickers, incremental=True), max(1, runs // 3), True)]
+    # Untimed, so that the server renders every page the timed runs ask for; a check that did not
+    # succeed would time an error.
+    for what, commands, _, _ in cases:
+        for side, timed in sides.measure(commands, 1).items():
+            if what.startswith("check") and timed.messages["CONNECTION_STATUS SUCCEEDED"] != 1:
+                raise SystemExit(f"{side}'s check did not succeed: {dict(timed.messages)}")
+    return [(what, sides.measure(commands, n), reads) for what, commands, n, reads in cases]
+
+
+def side_by_side_line(what, timed, reads):
+    tutorial, ours = timed["tutorial"], timed["source-lua"]
+    line = (f"  {what}: tutorial {tutorial.wall * 1000:,.1f} ms, source-lua {ours.wall * 1000:,.1f} ms "
+            f"({tutorial.wall / ours.wall:,.0f}x faster); CPU: tutorial {tutorial.cpu * 1000:,.1f} ms, source-lua "
+            f"{ours.cpu * 1000:,.1f} ms")
+    if reads:
+        theirs, mine = tutorial.messages["RECORD"], ours.messages["RECORD"]
+        line += (f"; records: tutorial {theirs:,}, source-lua {mine:,}; records/s: tutorial "
+                 f"{theirs / tutorial.wall:,.0f}, source-lua {mine / ours.wall:,.0f}")
+    return line + "  [for comparison]"
+
+
+def print_side_by_side(results):
+    version = subprocess.run([PYTHON, "-c", "import requests; print(requests.__version__)"], capture_output=True,
+                             text=True).stdout.strip()
+    print(f"side by side with the tutorial's Python source ({os.path.relpath(TUTORIAL, ROOT)}, {PYTHON}, requests "
+          f"{version}), the same inputs against the same local server, medians (the tutorial reads at most "
+          f"{TUTORIAL_PAGE} bars a ticker: it does not follow next_url):")
+    for result in results:
+        print(side_by_side_line(*result))
+
+
 def paired_ratio(runs, floors):
     """The median and the quartiles of each round's wall over the same round's floor, a second
     apart: the VM's speed drifts by 30% within minutes, and a best of each can pair a lucky sync
@@ -257,6 +425,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=15, help="rounds of (piped sync, sync, floor)")
     parser.add_argument("--compare", metavar="OTHER", help="only compare the sync of --binary with OTHER's")
     parser.add_argument("--pairs", type=int, default=300, help="pairs of syncs for --compare")
+    parser.add_argument("--tutorial-runs", type=int, default=15,
+                        help="runs of each command side by side with the tutorial's source (0: none)")
     parser.add_argument("--timeline", action="store_true",
                         help="only print when each request of the fastest sync and floor reached the server")
     args = parser.parse_args()
@@ -285,7 +455,13 @@ def main():
         emit_bench = os.path.abspath(args.emit_bench)
         emit = bench_emit(emit_bench, os.path.join(ROOT, "scripts", "stock_prices.lua"), page, args.emit_seconds)
         loop = bench_emit(emit_bench, str(lua_loop_script(Path(work) / "lua_loop.lua")), page, args.emit_seconds)
-    server.shutdown()
+        server.shutdown()
+        side_by_side = None
+        if args.tutorial_runs:
+            # A server of its own: the floor's requests are the ones the first sync made.
+            server = serve(now)
+            side_by_side = bench_side_by_side(binary, server.port, first_day(now), work, args.tutorial_runs)
+            server.shutdown()
 
     page_mb = sum(len(p) for p in pages) / 1e6
     print(f"spec: median {spec_ms:.2f} ms over {args.spec_runs} runs, of which {spawn_ms:.2f} ms is starting any "
@@ -319,6 +495,8 @@ def main():
           f"page's text, written as RECORD messages)  [{verdict(emit >= 1e6)}: >= 1,000,000]")
     print(f"emission, same mapping as a Lua loop over response.body (cjson tables): {loop:,.0f} records/s "
           f"on one core  [for comparison]")
+    if side_by_side:
+        print_side_by_side(side_by_side)
 
 
 if __name__ == "__main__":
