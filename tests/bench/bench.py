@@ -12,8 +12,8 @@
 4. The emission rate in isolation: a page already in memory decoded, mapped by the script and
    written as RECORD messages, on one core.
 5. Side by side with the tutorial's Python source (tests/bench/tutorial/source.py), given the
-   same inputs against the same local server: spec, check, the tutorial's 7-day read of one
-   ticker, and the 40 tickers from a state ten years back, one process a ticker for the
+   same inputs against the same local server: spec, check, discover, the tutorial's 7-day read
+   of one ticker, and the 40 tickers from a state ten years back, one process a ticker for the
    tutorial. Wall, CPU and records of each.
 Targets (issue 7): spec < 5 ms; sync <= 1.5x the floor; emission >= 1,000,000 records/s;
 peak RSS <= 24 MB.
@@ -368,6 +368,7 @@ def bench_side_by_side(binary, port, first, work, runs, tickers=TICKERS):
     one = tickers[:1]
     cases = [("spec", sides.commands("spec", one), runs, False),
              ("check (one request)", sides.commands("check", one), runs, False),
+             ("discover", sides.commands("discover", one), runs, False),
              ("read, one ticker, the tutorial's default (the last 7 days, full refresh)",
               sides.commands("read", one), runs, True),
              (f"read, {len(tickers)} tickers from a state {YEARS} years back (incremental)",

@@ -85,12 +85,13 @@ def test_side_by_side_gives_both_sides_the_same_work(server, now, tmp_path):
     tickers = ["T02", "T03", "T04"]
     results = bench.bench_side_by_side(BINARY, server.port, bench.first_day(now), str(tmp_path), 1, tickers)
     by_case = {what: timed for what, timed, _ in results}
-    assert list(by_case)[:2] == ["spec", "check (one request)"]
+    assert list(by_case)[:3] == ["spec", "check (one request)", "discover"]
     for timed in by_case.values():
         assert all(t.wall > 0 and t.cpu > 0 for t in timed.values())
     assert by_case["spec"]["tutorial"].messages["SPEC"] == by_case["spec"]["source-lua"].messages["SPEC"] == 1
     for side in ("tutorial", "source-lua"):
         assert by_case["check (one request)"][side].messages["CONNECTION_STATUS SUCCEEDED"] == 1
+        assert by_case["discover"][side].messages["CATALOG"] == 1
     week = by_case["read, one ticker, the tutorial's default (the last 7 days, full refresh)"]
     # A week holds 3 to 5 trading days; the tutorial's week ends on the host's date, source-lua's
     # on New York's, which may be a day apart.
