@@ -251,6 +251,13 @@ def print_timeline(server, sync, floor, rounds):
 # The tutorial's connector (tests/bench/tutorial/source.py), run as its users run it.
 TUTORIAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tutorial", "source.py")
 TUTORIAL_PAGE = 120  # the tutorial asks for limit=120 and never follows next_url
+# Days back of the state for the read that both sides can do whole: fewer trading days than one
+# of the tutorial's pages holds (~110 of them).
+SAME_WORK_DAYS = 160
+SIDE_BY_SIDE_TIMEOUT = 120
+# Both sides talk to the local server directly: libcurl and requests would both take a proxy
+# from these.
+PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 Timed = collections.namedtuple("Timed", "wall cpu messages")
 
 
@@ -267,13 +274,21 @@ def count_messages(output):
     return counts
 
 
+class SideBySideFailed(Exception):
+    """A run of the side-by-side failed, hung or did not do the work the others did."""
+
+
 def run_to_file(argv, env, out, err):
     """Runs argv with stdout into the file out: a sink that costs both sides the same, where a
-    pipe would make the bench's reader part of what is timed."""
-    proc = subprocess.run(argv, stdout=out, stderr=err, env=env)
+    pipe would make the bench's reader part of what is timed. The tutorial's requests have no
+    timeout of their own."""
+    try:
+        proc = subprocess.run(argv, stdout=out, stderr=err, env=env, timeout=SIDE_BY_SIDE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SideBySideFailed(f"{argv[:3]} still ran after {SIDE_BY_SIDE_TIMEOUT} s") from None
     if proc.returncode != 0:
         err.seek(0)
-        raise SystemExit(f"{argv[:3]} failed ({proc.returncode}): {err.read().decode()[-2000:]}")
+        raise SideBySideFailed(f"{argv[:3]} failed ({proc.returncode}): {err.read().decode()[-2000:]}")
 
 
 def timed_batch(argvs, env, concurrency):
@@ -311,13 +326,11 @@ class SideBySide:
     def __init__(self, binary, port, first, work):
         self.binary = binary
         self.base_url = f"http://127.0.0.1:{port}"
-        self.env = dict(os.environ, TUTORIAL_API_URL=self.base_url, NO_PROXY="127.0.0.1")
+        self.env = {name: value for name, value in os.environ.items() if name.lower() not in PROXY_VARIABLES}
+        self.env["TUTORIAL_API_URL"] = self.base_url
         self.work = work
         self.first = first
         self.files = 0
-        day_before = (datetime.date.fromisoformat(first) - datetime.timedelta(days=1)).isoformat()
-        # The tutorial's own state, which source-lua reads too.
-        self.state = self.write_json({"stock_prices": {"date": day_before}})
         self.catalogs = {mode: os.path.join(ROOT, "catalogs", f"{mode}_configured_catalog.json")
                          for mode in ("fullrefresh", "incremental")}
 
@@ -328,80 +341,100 @@ class SideBySide:
             json.dump(value, f)
         return path
 
-    def commands(self, command, tickers, incremental=False):
-        """{"source-lua": [argv], "tutorial": [argv, ...]} for one Airbyte command. Each config is
-        the tutorial's (api_key, stock_ticker), source-lua's with its local server and, for the
-        incremental read, the start date: source-lua starts at the later of start_date and the
-        day after the state's cursor (its default start_date is 7 days back, as the tutorial's
-        window); the tutorial ignores start_date."""
-        common = {"api_key": KEY, "start_date": self.first} if incremental else {"api_key": KEY}
+    def commands(self, command, tickers, since=None):
+        """{"source-lua": [argv], "tutorial": [argv, ...]} for one Airbyte command; a read is
+        incremental from since (a day: the state's cursor is the day before, in the tutorial's
+        own form, which source-lua reads too), else a full refresh. Each config is the
+        tutorial's (api_key, stock_ticker), source-lua's with its local server and, for the
+        incremental read, since as start_date: source-lua starts at the later of start_date and
+        the day after the state's cursor (its default start_date is 7 days back, as the
+        tutorial's window); the tutorial ignores start_date."""
+        common = {"api_key": KEY} if since is None else {"api_key": KEY, "start_date": since}
+        state = None
+        if since is not None:
+            cursor = datetime.date.fromisoformat(since) - datetime.timedelta(days=1)
+            state = self.write_json({"stock_prices": {"date": cursor.isoformat()}})
 
         def args(config):
             if command == "spec":
                 return []
             extra = ["--config", self.write_json(config)]
             if command == "read":
-                mode = "incremental" if incremental else "fullrefresh"
-                extra += ["--catalog", self.catalogs[mode]] + (["--state", self.state] if incremental else [])
+                mode = "fullrefresh" if state is None else "incremental"
+                extra += ["--catalog", self.catalogs[mode]] + ([] if state is None else ["--state", state])
             return extra
         ours = dict(common, stock_ticker=",".join(tickers), base_url=self.base_url, concurrency=CONCURRENCY)
         return {"source-lua": [[self.binary, command, *args(ours)]],
                 "tutorial": [[PYTHON, TUTORIAL, command, *args(dict(common, stock_ticker=t))] for t in tickers]}
 
     def measure(self, commands, runs):
-        """Median wall and CPU of each side over runs, and the messages of its first run. The sides take
+        """Median wall and CPU of each side over runs, and its messages, which every run must
+        repeat (a run that read nothing or failed quietly would time no work). The sides take
         turns by blocks, not run by run: a Python process just before would leave the caches
         cold for source-lua's few milliseconds, which is no platform's case, and the VM's drift
         moves a ratio of 10x or more by little."""
         timed = {}
         for side, argvs in commands.items():
             runs_of_side = [timed_batch(argvs, self.env, CONCURRENCY) for _ in range(runs)]
+            for run in runs_of_side[1:]:
+                if run.messages != runs_of_side[0].messages:
+                    raise SideBySideFailed(f"{side}'s runs differ: {dict(runs_of_side[0].messages)} then "
+                                           f"{dict(run.messages)}")
             timed[side] = Timed(statistics.median(t.wall for t in runs_of_side),
                                 statistics.median(t.cpu for t in runs_of_side), runs_of_side[0].messages)
         return timed
 
 
 def bench_side_by_side(binary, port, first, work, runs, tickers=TICKERS):
-    """[(what, {side: Timed}, whether records count)] for the commands of the tutorial's own use
-    and for the bench's sync (of tickers from first)."""
+    """[(what, runs, {side: Timed})] for the commands of the tutorial's own use, a read both
+    sides do whole, and the bench's sync (of tickers from first), which the tutorial cannot."""
     sides = SideBySide(binary, port, first, work)
     one = tickers[:1]
-    cases = [("spec", sides.commands("spec", one), runs, False),
-             ("check (one request)", sides.commands("check", one), runs, False),
-             ("discover", sides.commands("discover", one), runs, False),
+    recent = (datetime.date.fromisoformat(first) + datetime.timedelta(days=WINDOW_DAYS - SAME_WORK_DAYS)).isoformat()
+    history = max(1, runs // 3)  # the tutorial's 40 processes take seconds a run
+    cases = [("spec", sides.commands("spec", one), runs),
+             ("check (one request)", sides.commands("check", one), runs),
+             ("discover", sides.commands("discover", one), runs),
              ("read, one ticker, the tutorial's default (the last 7 days, full refresh)",
-              sides.commands("read", one), runs, True),
+              sides.commands("read", one), runs),
+             (f"read, {len(tickers)} tickers from a state {SAME_WORK_DAYS} days back (incremental: every bar fits "
+              f"the tutorial's one page)", sides.commands("read", tickers, recent), history),
              (f"read, {len(tickers)} tickers from a state {YEARS} years back (incremental)",
-              sides.commands("read", tickers, incremental=True), max(1, runs // 3), True)]
+              sides.commands("read", tickers, first), history)]
     # Untimed, so that the server renders every page the timed runs ask for; a check that did not
     # succeed would time an error.
-    for what, commands, _, _ in cases:
+    for what, commands, _ in cases:
         for side, timed in sides.measure(commands, 1).items():
             if what.startswith("check") and timed.messages["CONNECTION_STATUS SUCCEEDED"] != 1:
-                raise SystemExit(f"{side}'s check did not succeed: {dict(timed.messages)}")
-    return [(what, sides.measure(commands, n), reads) for what, commands, n, reads in cases]
+                raise SideBySideFailed(f"{side}'s check did not succeed: {dict(timed.messages)}")
+    return [(what, n, sides.measure(commands, n)) for what, commands, n in cases]
 
 
-def side_by_side_line(what, timed, reads):
+def side_by_side_line(what, runs, timed):
+    """One case's figures. Walls are compared as a speed only where both sides did the same
+    work (the same RECORD messages); else records/s are."""
     tutorial, ours = timed["tutorial"], timed["source-lua"]
-    line = (f"  {what}: tutorial {tutorial.wall * 1000:,.1f} ms, source-lua {ours.wall * 1000:,.1f} ms "
-            f"({tutorial.wall / ours.wall:,.0f}x faster); CPU: tutorial {tutorial.cpu * 1000:,.1f} ms, source-lua "
-            f"{ours.cpu * 1000:,.1f} ms")
-    if reads:
-        theirs, mine = tutorial.messages["RECORD"], ours.messages["RECORD"]
-        line += (f"; records: tutorial {theirs:,}, source-lua {mine:,}; records/s: tutorial "
-                 f"{theirs / tutorial.wall:,.0f}, source-lua {mine / ours.wall:,.0f}")
-    return line + "  [for comparison]"
+    theirs, mine = tutorial.messages["RECORD"], ours.messages["RECORD"]
+    line = (f"  {what}: tutorial {tutorial.wall * 1000:,.1f} ms, source-lua {ours.wall * 1000:,.1f} ms; CPU: "
+            f"tutorial {tutorial.cpu * 1000:,.1f} ms, source-lua {ours.cpu * 1000:,.1f} ms")
+    if theirs or mine:
+        line += f"; records: tutorial {theirs:,}, source-lua {mine:,}"
+    if theirs == mine:
+        line += f"; {tutorial.wall / ours.wall:,.0f}x faster"
+    elif theirs:
+        line += (f"; records/s: tutorial {theirs / tutorial.wall:,.0f}, source-lua {mine / ours.wall:,.0f} "
+                 f"({mine / ours.wall / (theirs / tutorial.wall):,.0f}x)")
+    return line + f" (median of {runs})  [for comparison]"
 
 
 def print_side_by_side(results):
     version = subprocess.run([PYTHON, "-c", "import requests; print(requests.__version__)"], capture_output=True,
                              text=True).stdout.strip()
     print(f"side by side with the tutorial's Python source ({os.path.relpath(TUTORIAL, ROOT)}, {PYTHON}, requests "
-          f"{version}), the same inputs against the same local server, medians (the tutorial reads at most "
+          f"{version}), the same inputs against the same local server (the tutorial reads at most "
           f"{TUTORIAL_PAGE} bars a ticker: it does not follow next_url):")
-    for result in results:
-        print(side_by_side_line(*result))
+    for what, runs, timed in results:
+        print(side_by_side_line(what, runs, timed))
 
 
 def paired_ratio(runs, floors):
@@ -457,12 +490,6 @@ def main():
         emit = bench_emit(emit_bench, os.path.join(ROOT, "scripts", "stock_prices.lua"), page, args.emit_seconds)
         loop = bench_emit(emit_bench, str(lua_loop_script(Path(work) / "lua_loop.lua")), page, args.emit_seconds)
         server.shutdown()
-        side_by_side = None
-        if args.tutorial_runs:
-            # A server of its own: the floor's requests are the ones the first sync made.
-            server = serve(now)
-            side_by_side = bench_side_by_side(binary, server.port, first_day(now), work, args.tutorial_runs)
-            server.shutdown()
 
     page_mb = sum(len(p) for p in pages) / 1e6
     print(f"spec: median {spec_ms:.2f} ms over {args.spec_runs} runs, of which {spawn_ms:.2f} ms is starting any "
@@ -496,8 +523,22 @@ def main():
           f"page's text, written as RECORD messages)  [{verdict(emit >= 1e6)}: >= 1,000,000]")
     print(f"emission, same mapping as a Lua loop over response.body (cjson tables): {loop:,.0f} records/s "
           f"on one core  [for comparison]")
-    if side_by_side:
-        print_side_by_side(side_by_side)
+    sys.stdout.flush()
+    if args.tutorial_runs:
+        run_side_by_side(binary, now, args.tutorial_runs)
+
+
+def run_side_by_side(binary, now, runs):
+    """After the targets' figures, so that a failure here cannot take them away. A server of its
+    own: the floor's requests are the ones the first sync made."""
+    server = serve(now)
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            print_side_by_side(bench_side_by_side(binary, server.port, first_day(now), work, runs))
+    except SideBySideFailed as failure:
+        print(f"side by side with the tutorial's Python source: not measured: {failure}")
+    finally:
+        server.shutdown()
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def test_server_pages_like_polygon(server, now):
 
 
 def run_tutorial(server, work, *args):
-    env = dict(os.environ, TUTORIAL_API_URL=f"http://127.0.0.1:{server.port}", NO_PROXY="127.0.0.1")
+    env = {name: value for name, value in os.environ.items() if name.lower() not in bench.PROXY_VARIABLES}
+    env["TUTORIAL_API_URL"] = f"http://127.0.0.1:{server.port}"
     proc = subprocess.run([bench.PYTHON, bench.TUTORIAL, *args], capture_output=True, text=True, env=env, cwd=work,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -84,10 +85,7 @@ def test_tutorial_spec_and_check(server, tmp_path):
 def test_side_by_side_gives_both_sides_the_same_work(server, now, tmp_path):
     tickers = ["T02", "T03", "T04"]
     results = bench.bench_side_by_side(BINARY, server.port, bench.first_day(now), str(tmp_path), 1, tickers)
-    by_case = {what: timed for what, timed, _ in results}
-    assert list(by_case)[:3] == ["spec", "check (one request)", "discover"]
-    for timed in by_case.values():
-        assert all(t.wall > 0 and t.cpu > 0 for t in timed.values())
+    by_case = {what: timed for what, _, timed in results}
     assert by_case["spec"]["tutorial"].messages["SPEC"] == by_case["spec"]["source-lua"].messages["SPEC"] == 1
     for side in ("tutorial", "source-lua"):
         assert by_case["check (one request)"][side].messages["CONNECTION_STATUS SUCCEEDED"] == 1
@@ -96,9 +94,50 @@ def test_side_by_side_gives_both_sides_the_same_work(server, now, tmp_path):
     # A week holds 3 to 5 trading days; the tutorial's week ends on the host's date, source-lua's
     # on New York's, which may be a day apart.
     assert all(2 <= week[side].messages["RECORD"] <= 6 for side in week)
+    recent = by_case[f"read, 3 tickers from a state {bench.SAME_WORK_DAYS} days back (incremental: every bar fits "
+                     f"the tutorial's one page)"]
+    assert 3 * 90 < recent["tutorial"].messages["RECORD"] == recent["source-lua"].messages["RECORD"] < 3 * 120
     history = by_case[f"read, 3 tickers from a state {bench.YEARS} years back (incremental)"]
     assert history["tutorial"].messages["RECORD"] == 3 * bench.TUTORIAL_PAGE
     bars = sum(aggregates(server, now, t, "limit=50000")["resultsCount"] for t in tickers)
     assert history["source-lua"].messages["RECORD"] == bars
-    lines = [bench.side_by_side_line(*result) for result in results]
-    assert f"records: tutorial 360, source-lua {bars:,}" in lines[-1]
+
+
+def burner(seconds):
+    """A process that spends seconds of CPU and prints one RECORD message."""
+    return [bench.PYTHON, "-c", "import time\nend = time.process_time() + %r\nwhile time.process_time() < end: pass\n"
+            "print('{\"type\": \"RECORD\"}')" % seconds]
+
+
+def test_timed_batch_counts_the_batch_wall_and_every_process_cpu():
+    timed = bench.timed_batch([burner(0.15)] * 4, None, 2)
+    assert timed.messages["RECORD"] == 4
+    assert 0.55 < timed.cpu < 1.0
+    # Two at a time: the wall is that of two burns in turn (and two cores run them side by side).
+    assert 0.28 < timed.wall < 0.9 * timed.cpu
+
+
+def test_a_run_that_fails_or_does_other_work_stops_the_side_by_side(server, now, tmp_path):
+    sides = bench.SideBySide(BINARY, server.port, bench.first_day(now), str(tmp_path))
+    with pytest.raises(bench.SideBySideFailed, match="failed"):
+        sides.measure({"tutorial": [[bench.PYTHON, "-c", "raise SystemExit(3)"]]}, 1)
+    flip = tmp_path / "flip"
+    # Prints a RECORD on its first run only.
+    quietly_less = [bench.PYTHON, "-c", f"import os\nif not os.path.exists({str(flip)!r}):\n"
+                    f"    open({str(flip)!r}, 'w').close(); print('{{\"type\": \"RECORD\"}}')"]
+    with pytest.raises(bench.SideBySideFailed, match="runs differ"):
+        sides.measure({"tutorial": [quietly_less]}, 2)
+
+
+def timed(wall, records):
+    return bench.Timed(wall, wall, {"RECORD": records})
+
+
+def test_lines_compare_walls_only_for_the_same_work():
+    same = bench.side_by_side_line("read", 5, {"tutorial": timed(2.0, 100), "source-lua": timed(0.02, 100)})
+    assert "100x faster" in same and "records/s" not in same and "(median of 5)" in same
+    other = bench.side_by_side_line("read", 5, {"tutorial": timed(4.0, 4000), "source-lua": timed(0.05, 100000)})
+    assert "faster" not in other
+    assert "records/s: tutorial 1,000, source-lua 2,000,000 (2,000x)" in other
+    spec = bench.side_by_side_line("spec", 15, {"tutorial": timed(0.2, 0), "source-lua": timed(0.004, 0)})
+    assert "50x faster" in spec and "records" not in spec
