@@ -4,6 +4,7 @@ import datetime
 import json
 import os
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -127,6 +128,14 @@ def test_a_run_that_fails_or_does_other_work_stops_the_side_by_side(server, now,
                     f"    open({str(flip)!r}, 'w').close(); print('{{\"type\": \"RECORD\"}}')"]
     with pytest.raises(bench.SideBySideFailed, match="runs differ"):
         sides.measure({"tutorial": [quietly_less]}, 2)
+
+
+def test_a_run_that_hangs_is_killed(monkeypatch):
+    monkeypatch.setattr(bench, "SIDE_BY_SIDE_TIMEOUT", 0.3)
+    start = time.monotonic()
+    with pytest.raises(bench.SideBySideFailed, match="still ran after"):
+        bench.timed_batch([[bench.PYTHON, "-c", "import time; time.sleep(30)"]], None, 1)
+    assert time.monotonic() - start < 10
 
 
 def timed(wall, records):
