@@ -51,8 +51,7 @@ def test_server_pages_like_polygon(server, now):
 
 
 def run_tutorial(server, work, *args):
-    env = {name: value for name, value in os.environ.items() if name.lower() not in bench.PROXY_VARIABLES}
-    env["TUTORIAL_API_URL"] = f"http://127.0.0.1:{server.port}"
+    env = bench.side_by_side_env(f"http://127.0.0.1:{server.port}")
     proc = subprocess.run([bench.PYTHON, bench.TUTORIAL, *args], capture_output=True, text=True, env=env, cwd=work,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -128,6 +127,12 @@ def test_a_run_that_fails_or_does_other_work_stops_the_side_by_side(server, now,
                     f"    open({str(flip)!r}, 'w').close(); print('{{\"type\": \"RECORD\"}}')"]
     with pytest.raises(bench.SideBySideFailed, match="runs differ"):
         sides.measure({"tutorial": [quietly_less]}, 2)
+
+
+def test_a_side_that_prints_nothing_stops_the_side_by_side(server, now, tmp_path):
+    # /bin/true as the connector: it exits 0 and prints no SPEC.
+    with pytest.raises(bench.SideBySideFailed, match="spec: source-lua did not print SPEC"):
+        bench.bench_side_by_side("/bin/true", server.port, bench.first_day(now), str(tmp_path), 1, ["T05"])
 
 
 def test_a_run_that_hangs_is_killed(monkeypatch):
