@@ -25,6 +25,7 @@
 #include "http.h"
 #include "json.h"
 #include "records.h"
+#include "runtime.h"
 
 #define HOOK_EVERY 10000
 
@@ -34,6 +35,7 @@ volatile sig_atomic_t host_cancelled;
 #define HOST_ERROR_RESERVE (1u << 20)
 
 struct host_state {
+	struct runtime *rt;
 	struct host_limits limits;
 	lua_State *L;
 	size_t memory_used;
@@ -111,7 +113,7 @@ static int host_print(lua_State *L)
 	luaL_pushresult(&b);
 	size_t len;
 	const char *text = lua_tolstring(L, -1, &len);
-	proto_log_text("INFO", text, len);
+	proto_log_text(&runtime_of(L)->out, "INFO", text, len);
 	return 0;
 }
 
@@ -143,7 +145,7 @@ static void log_level(lua_State *L, const char *level)
 	luaL_pushresult(&b);
 	size_t len;
 	const char *text = lua_tolstring(L, -1, &len);
-	proto_log_text(level, text, len);
+	proto_log_text(&runtime_of(L)->out, level, text, len);
 }
 
 /* log.info(...) / log.warn(...) / log.error(...) / log.debug(...) -> nothing; one LOG message */
@@ -214,18 +216,20 @@ static int host_init(lua_State *L)
 	return 0;
 }
 
-lua_State *host_open(const struct host_limits *limits)
+lua_State *host_open(struct runtime *rt)
 {
 	struct host_state *h = calloc(1, sizeof *h);
 	if (!h)
 		return NULL;
-	h->limits = *limits;
-	h->instructions_left = limits->instructions_per_call;
+	h->rt = rt;
+	h->limits = rt->limits;
+	h->instructions_left = rt->limits.instructions_per_call;
 	lua_State *L = lua_newstate(host_alloc, h);
 	if (!L) {
 		free(h);
 		return NULL;
 	}
+	*(struct runtime **)lua_getextraspace(L) = rt;
 	lua_pushcfunction(L, host_init);
 	if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
 		host_close(L);
@@ -359,7 +363,7 @@ static void watchdog_arm(const struct host_state *h)
 	long long seconds = h->limits.cpu_seconds_per_call > 0 ? h->limits.cpu_seconds_per_call
 							       : h->limits.instructions_per_call / 5000000 + 2;
 	/* A name that would need escaping is left out: the handler cannot escape. */
-	const char *stream = http_settings.stream;
+	const char *stream = h->rt->stream;
 	if (stream && (strlen(stream) >= sizeof watchdog_stream || !spelt_as_is_in_json(stream)))
 		stream = NULL;
 	if (seconds != watchdog_seconds || (stream != NULL) != watchdog_has_stream ||

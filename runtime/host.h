@@ -18,8 +18,11 @@ struct host_limits {
 /* Set by the SIGTERM handler; the hook, the HTTP client and the sync loop all watch it. */
 extern volatile sig_atomic_t host_cancelled;
 
-/* Creates the state with the sandboxed standard library; NULL when out of memory. */
-lua_State *host_open(const struct host_limits *limits);
+struct runtime;
+
+/* Creates the state with the sandboxed standard library, under rt's limits, and ties it to rt
+ * (runtime_of). NULL when out of memory. */
+lua_State *host_open(struct runtime *rt);
 void host_close(lua_State *L);
 
 /* Loads the script as text and runs its main chunk: pushes the table it returns. Call inside a

@@ -26,7 +26,7 @@
 
 #define MAX_BACKOFF_MS (120 * 1000)
 
-struct http_settings http_settings = {
+const struct http_settings http_default_settings = {
 	.connect_timeout_ms = 10 * 1000,
 	.timeout_ms = 60 * 1000,
 	.max_body_bytes = 256u << 20,
@@ -34,40 +34,41 @@ struct http_settings http_settings = {
 	.rate_limit_wait_ms = 15 * 1000,
 	.requests_per_minute = 0,
 	.concurrency = 4,
-	.stream = NULL,
 };
 
-static CURL *easy;
-static CURLM *multi;
-static int64_t next_request_slot_ms;
+void http_client_init(struct http_client *c, const struct http_settings *settings, struct output *out)
+{
+	memset(c, 0, sizeof *c);
+	c->settings = settings;
+	c->out = out;
+}
 
 /* libcurl (and the TLS library under it) takes tens of milliseconds to initialise, so it starts
  * on the first request: spec and a failing config never pay for it. */
-static int ensure_started(void)
+static int ensure_started(struct http_client *c)
 {
-	static int failed;
-	if (easy || failed)
-		return failed ? -1 : 0;
+	if (c->easy || c->start_failed)
+		return c->start_failed ? -1 : 0;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		failed = 1;
+		c->start_failed = 1;
 		return -1;
 	}
-	easy = curl_easy_init();
-	multi = curl_multi_init();
-	failed = !easy || !multi;
-	return failed ? -1 : 0;
+	c->easy = curl_easy_init();
+	c->multi = curl_multi_init();
+	c->start_failed = !c->easy || !c->multi;
+	return c->start_failed ? -1 : 0;
 }
 
-void http_global_cleanup(void)
+void http_client_cleanup(struct http_client *c)
 {
-	if (easy)
-		curl_easy_cleanup(easy);
-	easy = NULL;
-	if (multi)
-		curl_multi_cleanup(multi);
-	if (multi || easy)
+	if (c->easy)
+		curl_easy_cleanup(c->easy);
+	if (c->multi)
+		curl_multi_cleanup(c->multi);
+	if (c->multi || c->easy)
 		curl_global_cleanup();
-	multi = NULL;
+	c->easy = NULL;
+	c->multi = NULL;
 	/* libcurl stays mapped: unmapping it and its thirty libraries at exit cost ~2 ms of a sync. */
 }
 
@@ -79,7 +80,7 @@ static size_t collect_body(char *data, size_t size, size_t count, void *userdata
 {
 	struct http_response *resp = userdata;
 	size_t n = size * count;
-	if (resp->body.len + n > http_settings.max_body_bytes) {
+	if (resp->body.len + n > resp->max_body_bytes) {
 		resp->body_too_large = 1;
 		return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
 	}
@@ -112,7 +113,7 @@ static size_t collect_header(char *data, size_t size, size_t count, void *userda
 		digits[len] = '\0';
 		unsigned long long length = len ? strtoull(digits, NULL, 10) : 0;
 		/* A hint only (a compressed body grows): never more than a body may take. */
-		int plausible = length < http_settings.max_body_bytes && length <= MAX_PRESIZED_BODY;
+		int plausible = length < resp->max_body_bytes && length <= MAX_PRESIZED_BODY;
 		resp->expected_body_bytes = plausible ? (size_t)length : 0;
 	}
 	return n;
@@ -142,39 +143,41 @@ void http_sleep_ms(int64_t ms)
 	}
 }
 
-int64_t http_budget_delay_ms(void)
+int64_t http_budget_delay_ms(const struct http_client *c)
 {
 	int64_t now = date_now_ms();
-	return next_request_slot_ms > now ? next_request_slot_ms - now : 0;
+	return c->next_request_slot_ms > now ? c->next_request_slot_ms - now : 0;
 }
 
 /* Spaces requests evenly so that a per-minute quota is never exceeded. */
-void http_budget_take(void)
+void http_budget_take(struct http_client *c)
 {
-	if (http_settings.requests_per_minute <= 0)
+	if (c->settings->requests_per_minute <= 0)
 		return;
-	int64_t interval = (int64_t)(60000.0 / http_settings.requests_per_minute);
+	int64_t interval = (int64_t)(60000.0 / c->settings->requests_per_minute);
 	int64_t now = date_now_ms();
-	next_request_slot_ms = (next_request_slot_ms > now ? next_request_slot_ms : now) + interval;
+	c->next_request_slot_ms = (c->next_request_slot_ms > now ? c->next_request_slot_ms : now) + interval;
 }
 
-static void wait_for_request_budget(void)
+static void wait_for_request_budget(struct http_client *c)
 {
-	http_sleep_ms(http_budget_delay_ms());
-	http_budget_take();
+	http_sleep_ms(http_budget_delay_ms(c));
+	http_budget_take(c);
 }
 
 /* Bytes libcurl reads from a connection at a time (it allocates this much per transfer). */
 #define HTTP_READ_BUFFER (128L * 1024)
 
-static void configure(CURL *easy, const char *url, const struct curl_slist *headers, struct http_response *resp)
+static void configure(const struct http_client *c, CURL *easy, const char *url, const struct curl_slist *headers,
+		      struct http_response *resp)
 {
 	curl_easy_reset(easy);
+	resp->max_body_bytes = c->settings->max_body_bytes;
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, http_settings.connect_timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, http_settings.timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, c->settings->connect_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, c->settings->timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 5L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -219,24 +222,24 @@ static void describe_transfer_error(struct http_response *resp)
 {
 	if (resp->body_too_large)
 		snprintf(resp->error, sizeof resp->error, "the answer is larger than %zu MB, the most one may be",
-			 http_settings.max_body_bytes >> 20);
+			 resp->max_body_bytes >> 20);
 	else if (!resp->error[0])
 		snprintf(resp->error, sizeof resp->error, "%s", curl_easy_strerror(resp->code));
 }
 
-int http_perform(const char *url, const struct curl_slist *headers, struct http_response *resp)
+int http_perform(struct http_client *c, const char *url, const struct curl_slist *headers, struct http_response *resp)
 {
 	http_response_reset(resp);
-	if (ensure_started()) {
+	if (ensure_started(c)) {
 		snprintf(resp->error, sizeof resp->error, "cannot initialise libcurl: %s",
 			 curl_lazy_error() ? curl_lazy_error() : "curl_global_init failed");
 		resp->code = CURLE_FAILED_INIT;
 		return -1;
 	}
-	wait_for_request_budget();
-	configure(easy, url, headers, resp);
-	resp->code = curl_easy_perform(easy);
-	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
+	wait_for_request_budget(c);
+	configure(c, c->easy, url, headers, resp);
+	resp->code = curl_easy_perform(c->easy);
+	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &resp->status);
 	buf_cstr(&resp->body);
 	if (resp->code != CURLE_OK) {
 		describe_transfer_error(resp);
@@ -351,9 +354,9 @@ static int64_t retry_after_ms(const struct http_response *resp)
 	return -1;
 }
 
-static int64_t backoff_ms(const struct http_retry *r, const struct http_response *resp)
+static int64_t backoff_ms(const struct http_client *c, const struct http_retry *r, const struct http_response *resp)
 {
-	int64_t base = resp->status == 429 ? http_settings.rate_limit_wait_ms : 1000;
+	int64_t base = resp->status == 429 ? c->settings->rate_limit_wait_ms : 1000;
 	int shift = r->attempt > 10 ? 10 : r->attempt;
 	int64_t cap = base << shift;
 	if (cap > MAX_BACKOFF_MS)
@@ -362,52 +365,58 @@ static int64_t backoff_ms(const struct http_retry *r, const struct http_response
 	return cap / 2 + (int64_t)(drand48() * (double)(cap / 2));
 }
 
-int64_t http_retry_delay(struct http_retry *r, const struct http_response *resp, const char *why)
+int64_t http_retry_delay(struct http_client *c, struct http_retry *r, const struct http_response *resp, const char *why,
+			 const char *stream)
 {
 	int64_t wait = retry_after_ms(resp);
 	if (wait < 0)
-		wait = backoff_ms(r, resp);
+		wait = backoff_ms(c, r, resp);
 	int64_t now = date_now_ms();
 	int64_t spent = now - r->started_ms;
-	if (host_cancelled || spent + wait > http_settings.retry_budget_ms)
+	if (host_cancelled || spent + wait > c->settings->retry_budget_ms)
 		return -1;
 	r->attempt++;
-	proto_logf("WARN", "%s; retry %d in %.1f s", why, r->attempt, (double)wait / 1000.0);
-	if (resp->status == 429 && http_settings.stream)
-		proto_stream_status(http_settings.stream, "RUNNING", now + wait);
-	proto_flush();
+	proto_logf(c->out, "WARN", "%s; retry %d in %.1f s", why, r->attempt, (double)wait / 1000.0);
+	if (resp->status == 429 && stream)
+		proto_stream_status(c->out, stream, "RUNNING", now + wait);
+	proto_flush(c->out);
 	return wait;
 }
 
-int http_retry_wait(struct http_retry *r, const struct http_response *resp, const char *why)
+int http_retry_wait(struct http_client *c, struct http_retry *r, const struct http_response *resp, const char *why,
+		    const char *stream)
 {
-	int64_t wait = http_retry_delay(r, resp, why);
+	int64_t wait = http_retry_delay(c, r, resp, why, stream);
 	if (wait < 0)
 		return -1;
 	http_sleep_ms(wait);
 	return host_cancelled ? -1 : 0;
 }
 
-int http_transfer_start(struct http_transfer *t, const char *url, const struct curl_slist *headers)
+int http_transfer_start(struct http_client *c, struct http_transfer *t, const char *url,
+			const struct curl_slist *headers)
 {
-	if (ensure_started())
+	if (ensure_started(c))
 		return -1;
 	if (!t->easy)
 		t->easy = curl_easy_init();
 	if (!t->easy)
 		return -1;
 	http_response_reset(&t->resp);
-	configure(t->easy, url, headers, &t->resp);
+	configure(c, t->easy, url, headers, &t->resp);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
-	http_budget_take();
-	return curl_multi_add_handle(multi, t->easy) == CURLM_OK ? 0 : -1;
+	http_budget_take(c);
+	if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK)
+		return -1;
+	t->client = c;
+	return 0;
 }
 
-static struct http_transfer *next_finished(void)
+static struct http_transfer *next_finished(struct http_client *c)
 {
 	int left;
 	CURLMsg *msg;
-	while ((msg = curl_multi_info_read(multi, &left))) {
+	while ((msg = curl_multi_info_read(c->multi, &left))) {
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		struct http_transfer *t = NULL;
@@ -417,45 +426,48 @@ static struct http_transfer *next_finished(void)
 		buf_cstr(&t->resp.body);
 		if (t->resp.code != CURLE_OK)
 			describe_transfer_error(&t->resp);
-		curl_multi_remove_handle(multi, t->easy);
+		curl_multi_remove_handle(c->multi, t->easy);
+		t->client = NULL;
 		return t;
 	}
 	return NULL;
 }
 
-struct http_transfer *http_transfers_wait(int timeout_ms, int wake_fd)
+struct http_transfer *http_transfers_wait(struct http_client *c, int timeout_ms, int wake_fd)
 {
 	int running;
-	curl_multi_perform(multi, &running);
-	struct http_transfer *done = next_finished();
+	curl_multi_perform(c->multi, &running);
+	struct http_transfer *done = next_finished(c);
 	if (done)
 		return done;
 	struct curl_waitfd wake = {wake_fd, CURL_WAIT_POLLIN, 0};
-	curl_multi_poll(multi, wake_fd >= 0 ? &wake : NULL, wake_fd >= 0 ? 1 : 0, timeout_ms, NULL);
-	curl_multi_perform(multi, &running);
-	return next_finished();
+	curl_multi_poll(c->multi, wake_fd >= 0 ? &wake : NULL, wake_fd >= 0 ? 1 : 0, timeout_ms, NULL);
+	curl_multi_perform(c->multi, &running);
+	return next_finished(c);
 }
 
 void http_transfer_free(struct http_transfer *t)
 {
 	if (t->easy) {
-		curl_multi_remove_handle(multi, t->easy);
+		if (t->client)
+			curl_multi_remove_handle(t->client->multi, t->easy);
+		t->client = NULL;
 		curl_easy_cleanup(t->easy);
 		t->easy = NULL;
 	}
 	http_response_free(&t->resp);
 }
 
-char *http_escape(const char *text, size_t len)
+char *http_escape(struct http_client *c, const char *text, size_t len)
 {
-	if (ensure_started())
+	if (ensure_started(c))
 		return NULL;
-	return curl_easy_escape(easy, text, (int)len);
+	return curl_easy_escape(c->easy, text, (int)len);
 }
 
-int http_origin(const char *url, char *out, size_t outlen)
+int http_origin(struct http_client *c, const char *url, char *out, size_t outlen)
 {
-	if (ensure_started())
+	if (ensure_started(c))
 		return -1;
 	CURLU *u = curl_url();
 	char *scheme = NULL;

@@ -8,6 +8,8 @@
 
 #include "buf.h"
 
+struct output;
+
 struct http_settings {
 	long connect_timeout_ms;
 	long timeout_ms;
@@ -16,26 +18,37 @@ struct http_settings {
 	int64_t rate_limit_wait_ms;  /* first wait after a 429 without Retry-After */
 	double requests_per_minute;  /* client-side budget; 0 = none */
 	int concurrency;             /* transfers at once during a read */
-	const char *stream;          /* the stream being read, for RATE_LIMITED statuses; may be NULL */
 };
+
+/* The defaults, which a config's runtime settings override (main.c). */
+extern const struct http_settings http_default_settings;
+
+/* The client of one run: libcurl's handles (started on first use) and the request budget. */
+struct http_client {
+	const struct http_settings *settings;
+	struct output *out; /* retries are logged here */
+	CURL *easy;
+	CURLM *multi;
+	int start_failed;
+	int64_t next_request_slot_ms;
+};
+
+void http_client_init(struct http_client *c, const struct http_settings *settings, struct output *out);
+void http_client_cleanup(struct http_client *c);
 
 struct http_response {
 	long status;             /* 0 when no HTTP answer came back */
 	struct buf body;
 	struct buf headers;      /* raw header lines of the last response */
 	size_t expected_body_bytes; /* its Content-Length, when it gave one */
+	size_t max_body_bytes;      /* the cap this transfer was started with */
 	int body_too_large;         /* the body passed max_body_bytes: the transfer was stopped */
 	CURLcode code;
 	char error[CURL_ERROR_SIZE];
 };
 
-/* The process-wide settings; main fills them from the config before anything is fetched. */
-extern struct http_settings http_settings;
-
-void http_global_cleanup(void);
-
 /* One attempt, no retry. Returns 0 when an HTTP answer arrived (any status), -1 otherwise. */
-int http_perform(const char *url, const struct curl_slist *headers, struct http_response *resp);
+int http_perform(struct http_client *c, const char *url, const struct curl_slist *headers, struct http_response *resp);
 void http_response_reset(struct http_response *resp);
 void http_response_free(struct http_response *resp);
 /* Iterates the header lines of the last response: start with *pos = 0; returns 0 at the end. */
@@ -61,37 +74,42 @@ void http_retry_start(struct http_retry *r);
 int http_is_retryable(const struct http_response *resp);
 /* Sleeps before the next attempt (honouring Retry-After, backoff with jitter); returns -1 when the
  * retry budget is spent or the sync was cancelled. why is logged, masked. */
-int http_retry_wait(struct http_retry *r, const struct http_response *resp, const char *why);
+int http_retry_wait(struct http_client *c, struct http_retry *r, const struct http_response *resp, const char *why,
+		    const char *stream);
 
-/* Computes the wait before the next attempt (Retry-After, else backoff with jitter), logs it and
- * reports RATE_LIMITED on a 429; -1 when the retry budget is spent or the sync was cancelled. */
-int64_t http_retry_delay(struct http_retry *r, const struct http_response *resp, const char *why);
+/* Computes the wait before the next attempt (Retry-After, else backoff with jitter), logs it and,
+ * on a 429 while a stream is read (stream not NULL), reports it RATE_LIMITED; -1 when the retry
+ * budget is spent or the sync was cancelled. */
+int64_t http_retry_delay(struct http_client *c, struct http_retry *r, const struct http_response *resp, const char *why,
+			 const char *stream);
 void http_sleep_ms(int64_t ms);
 /* Sleeps until fd is readable, at most timeout_ms (SIGTERM ends it early). */
 void http_wait_fd(int fd, int timeout_ms);
 
 /* The client-side request budget (requests_per_minute): how long until the next request may go,
  * and taking a slot. */
-int64_t http_budget_delay_ms(void);
-void http_budget_take(void);
+int64_t http_budget_delay_ms(const struct http_client *c);
+void http_budget_take(struct http_client *c);
 
 /* Concurrent transfers on one libcurl multi handle: connections are shared and reused. */
 struct http_transfer {
 	CURL *easy;
+	struct http_client *client; /* while it runs */
 	struct http_response resp;
 };
-int http_transfer_start(struct http_transfer *t, const char *url, const struct curl_slist *headers);
+int http_transfer_start(struct http_client *c, struct http_transfer *t, const char *url,
+			const struct curl_slist *headers);
 /* Drives every transfer; returns one that finished (its resp filled) or NULL after timeout_ms,
  * or sooner when wake_fd (unless -1) becomes readable. */
-struct http_transfer *http_transfers_wait(int timeout_ms, int wake_fd);
+struct http_transfer *http_transfers_wait(struct http_client *c, int timeout_ms, int wake_fd);
 /* Stops the transfer if it runs and frees what it holds. */
 void http_transfer_free(struct http_transfer *t);
 
 /* Percent-encodes text (free with curl_free); NULL when out of memory. */
-char *http_escape(const char *text, size_t len);
+char *http_escape(struct http_client *c, const char *text, size_t len);
 
 /* Scheme and authority of url ("https://api.polygon.io"), for same-host checks. */
-int http_origin(const char *url, char *out, size_t outlen);
+int http_origin(struct http_client *c, const char *url, char *out, size_t outlen);
 
 /* Turns opts.headers (a table of name = value) into a curl header list held by a userdata that
  * frees it when collected. Pushes the userdata, or an error message; returns the pcall status. */
@@ -100,6 +118,5 @@ const struct curl_slist *http_header_list(lua_State *L, int idx);
 
 /* Opens the `http` module (http_module.c). [-0, +1, m] */
 int http_open(lua_State *L);
-void http_module_cleanup(void);
 
 #endif

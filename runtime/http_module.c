@@ -1,26 +1,18 @@
 /*
  * http_module: the Lua `http` module. Synchronous calls on the runtime's client (http.c), so that
  * scripts share its timeouts, limits and retry policy. Responses are collected in C buffers owned
- * by this file, not by the Lua call, so a Lua error mid-call leaks nothing.
+ * by the runtime, not by the Lua call, so a Lua error mid-call leaks nothing.
  */
 #include <ctype.h>
 #include <lauxlib.h>
 #include <string.h>
 
 #include "http.h"
+#include "runtime.h"
 #include "secrets.h"
 
 /* Servers refuse far smaller headers; a bigger one is a config mistake, not a network fault. */
 #define HEADER_MAX_BYTES (16 * 1024)
-
-static struct http_response lua_response;
-static struct buf lua_scratch;
-
-void http_module_cleanup(void)
-{
-	http_response_free(&lua_response);
-	buf_free(&lua_scratch);
-}
 
 /* Builds the header list from opts.headers; the list is anchored in a userdata so an error frees it. */
 struct header_list {
@@ -120,26 +112,27 @@ static int http_lua_get(lua_State *L)
 	const char *url = luaL_checkstring(L, 1);
 	struct header_list *headers = push_header_list(L, 2);
 	int retry = opt_retries(L, 2);
-	struct http_response *resp = &lua_response;
+	struct runtime *rt = runtime_of(L);
+	struct http_response *resp = &rt->lua_response;
 	struct http_retry r;
 	http_retry_start(&r);
 	char why[CURL_ERROR_SIZE + 64];
 	for (;;) {
-		http_perform(url, headers->list, resp);
+		http_perform(&rt->http, url, headers->list, resp);
 		if (!retry || !http_is_retryable(resp))
 			break;
 		http_describe_failure(resp, why, sizeof why);
-		if (http_retry_wait(&r, resp, why))
+		if (http_retry_wait(&rt->http, &r, resp, why, rt->stream))
 			break;
 	}
 	/* No answer, or one cut short (the connection dropped, the size cap): a status with part of
 	 * a body would be taken for the whole. */
 	if (resp->code != CURLE_OK) {
 		http_describe_failure(resp, why, sizeof why);
-		buf_clear(&lua_scratch);
-		secrets_mask_into(&lua_scratch, why, strlen(why));
+		buf_clear(&rt->lua_scratch);
+		secrets_mask_into(&rt->secrets, &rt->lua_scratch, why, strlen(why));
 		lua_pushnil(L);
-		lua_pushlstring(L, lua_scratch.data, lua_scratch.len);
+		lua_pushlstring(L, rt->lua_scratch.data, rt->lua_scratch.len);
 		return 2;
 	}
 	lua_pushinteger(L, resp->status);
@@ -153,7 +146,7 @@ static int http_lua_escape(lua_State *L)
 {
 	size_t len;
 	const char *s = luaL_checklstring(L, 1, &len);
-	char *escaped = http_escape(s, len);
+	char *escaped = http_escape(&runtime_of(L)->http, s, len);
 	if (!escaped)
 		return luaL_error(L, "http.escape: out of memory");
 	lua_pushstring(L, escaped);

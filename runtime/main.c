@@ -23,6 +23,7 @@
 #include "input.h"
 #include "pool.h"
 #include "proto.h"
+#include "runtime.h"
 #include "secrets.h"
 #include "sync.h"
 #include "validate.h"
@@ -144,6 +145,7 @@ static const char *find_script(const struct options *o, char *buffer, size_t len
 }
 
 struct run {
+	struct runtime *rt;
 	const struct options *opts;
 	const char *script_path;
 	int exit_code;
@@ -160,9 +162,9 @@ static void push_spec(lua_State *L, int script)
 	lua_pop(L, 1);
 }
 
-static void register_secret(const char *value)
+static void register_secret(void *secrets, const char *value)
 {
-	secrets_add(value);
+	secrets_add(secrets, value);
 }
 
 /* Runtime knobs a user may set in the config (the script's spec may document them). A value the
@@ -199,34 +201,35 @@ static double number_field(lua_State *L, int table, const char *name, double fal
 	return value;
 }
 
-static void apply_runtime_settings(lua_State *L, int config)
+static void apply_runtime_settings(struct http_settings *http_settings, lua_State *L, int config)
 {
-	http_settings.requests_per_minute = number_field(L, config, "requests_per_minute", 0);
+	http_settings->requests_per_minute = number_field(L, config, "requests_per_minute", 0);
 	double concurrency = number_field(L, config, "concurrency", 0);
 	if (concurrency >= 1)
-		http_settings.concurrency = concurrency > 64 ? 64 : (int)concurrency;
+		http_settings->concurrency = concurrency > 64 ? 64 : (int)concurrency;
 	double timeout = number_field(L, config, "request_timeout_seconds", 0);
 	if (timeout > 0)
-		http_settings.timeout_ms = (long)(timeout * 1000);
+		http_settings->timeout_ms = (long)(timeout * 1000);
 	double budget = number_field(L, config, "retry_max_seconds", -1);
 	if (budget >= 0)
-		http_settings.retry_budget_ms = (int64_t)(budget * 1000);
+		http_settings->retry_budget_ms = (int64_t)(budget * 1000);
 	double wait = number_field(L, config, "rate_limit_wait_seconds", -1);
 	if (wait >= 0)
-		http_settings.rate_limit_wait_ms = (int64_t)(wait * 1000);
+		http_settings->rate_limit_wait_ms = (int64_t)(wait * 1000);
 }
 
 /* Reads the config, registers its secrets, validates it; pushes it. Returns 0, or -1 with the
  * validation message pushed instead (check reports it as FAILED, the others as a config_error). */
-static int load_config(lua_State *L, int script, const char *path)
+static int load_config(struct runtime *rt, int script, const char *path)
 {
+	lua_State *L = rt->L;
 	input_read_json(L, path, "config");
 	int config = lua_gettop(L);
 	if (!lua_istable(L, config) || lua_rawlen(L, config) > 0)
 		input_raise(L, PROTO_CONFIG_ERROR, "the config file '%s' must hold a JSON object", path);
 	push_spec(L, script);
 	lua_getfield(L, -1, "connectionSpecification");
-	validate_each_secret(L, -1, config, register_secret);
+	validate_each_secret(L, -1, config, register_secret, &rt->secrets);
 	char err[1024];
 	int rc = validate_config(L, -1, config, err, sizeof err);
 	lua_settop(L, config);
@@ -236,22 +239,24 @@ static int load_config(lua_State *L, int script, const char *path)
 	}
 	if (check_runtime_settings(L, config))
 		return -1;
-	apply_runtime_settings(L, config);
+	apply_runtime_settings(&rt->http_settings, L, config);
 	return 0;
 }
 
-static void command_spec(lua_State *L, int script)
+static void command_spec(struct runtime *rt, int script)
 {
+	lua_State *L = rt->L;
 	push_spec(L, script);
 	char err[256];
-	if (proto_message(L, "SPEC", "spec", -1, err, sizeof err))
+	if (proto_message(&rt->out, L, "SPEC", "spec", -1, err, sizeof err))
 		input_raise(L, PROTO_SYSTEM_ERROR, "the spec cannot be written as JSON: %s", err);
 }
 
-static void command_check(lua_State *L, int script, struct run *r)
+static void command_check(struct runtime *rt, int script, struct run *r)
 {
-	if (load_config(L, script, r->opts->config)) {
-		proto_connection_status(0, lua_tostring(L, -1));
+	lua_State *L = rt->L;
+	if (load_config(rt, script, r->opts->config)) {
+		proto_connection_status(&rt->out, 0, lua_tostring(L, -1));
 		return;
 	}
 	int config = lua_gettop(L);
@@ -260,10 +265,10 @@ static void command_check(lua_State *L, int script, struct run *r)
 	lua_pushvalue(L, config);
 	if (host_call(L, 1, 2) != LUA_OK) {
 		lua_getfield(L, -1, "message");
-		proto_connection_status(0, lua_tostring(L, -1));
+		proto_connection_status(&rt->out, 0, lua_tostring(L, -1));
 		return;
 	}
-	proto_connection_status(lua_toboolean(L, -2), lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL);
+	proto_connection_status(&rt->out, lua_toboolean(L, -2), lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL);
 }
 
 static void push_string_list(lua_State *L, const char *only)
@@ -313,9 +318,10 @@ static void push_catalog_stream(lua_State *L, int def, lua_Integer position)
 	lua_setfield(L, out, "source_defined_primary_key");
 }
 
-static void command_discover(lua_State *L, int script, struct run *r)
+static void command_discover(struct runtime *rt, int script, struct run *r)
 {
-	if (load_config(L, script, r->opts->config))
+	lua_State *L = rt->L;
+	if (load_config(rt, script, r->opts->config))
 		input_raise(L, PROTO_CONFIG_ERROR, "%s", lua_tostring(L, -1));
 	lua_getfield(L, script, "streams");
 	int streams = lua_gettop(L);
@@ -331,13 +337,14 @@ static void command_discover(lua_State *L, int script, struct run *r)
 	}
 	lua_setfield(L, -2, "streams");
 	char err[256];
-	if (proto_message(L, "CATALOG", "catalog", -1, err, sizeof err))
+	if (proto_message(&rt->out, L, "CATALOG", "catalog", -1, err, sizeof err))
 		input_raise(L, PROTO_SYSTEM_ERROR, "the catalog cannot be written as JSON: %s", err);
 }
 
-static void command_read(lua_State *L, int script, struct run *r)
+static void command_read(struct runtime *rt, int script, struct run *r)
 {
-	if (load_config(L, script, r->opts->config))
+	lua_State *L = rt->L;
+	if (load_config(rt, script, r->opts->config))
 		input_raise(L, PROTO_CONFIG_ERROR, "%s", lua_tostring(L, -1));
 	int config = lua_gettop(L);
 	input_read_json(L, r->opts->catalog, "catalog");
@@ -345,7 +352,7 @@ static void command_read(lua_State *L, int script, struct run *r)
 	input_check_catalog(L, catalog);
 	input_read_state(L, r->opts->state);
 	int states = lua_gettop(L);
-	if (sync_read(L, script, config, catalog, states))
+	if (sync_read(rt, script, config, catalog, states))
 		r->exit_code = 1;
 }
 
@@ -356,18 +363,18 @@ static int pmain(lua_State *L)
 	int script = lua_gettop(L);
 	const char *command = r->opts->command;
 	if (!strcmp(command, "spec"))
-		command_spec(L, script);
+		command_spec(r->rt, script);
 	else if (!strcmp(command, "check"))
-		command_check(L, script, r);
+		command_check(r->rt, script, r);
 	else if (!strcmp(command, "discover"))
-		command_discover(L, script, r);
+		command_discover(r->rt, script, r);
 	else
-		command_read(L, script, r);
+		command_read(r->rt, script, r);
 	return 0;
 }
 
 /* Reports what pmain raised: tables from input_raise carry a failure_type, anything else is ours. */
-static void report_pmain_error(lua_State *L)
+static void report_pmain_error(struct runtime *rt, lua_State *L)
 {
 	enum proto_failure type = PROTO_SYSTEM_ERROR;
 	const char *message = NULL;
@@ -380,7 +387,7 @@ static void report_pmain_error(lua_State *L)
 	} else {
 		message = lua_tostring(L, -1);
 	}
-	proto_trace_error(type, message ? message : "unknown error", NULL, NULL);
+	proto_trace_error(&rt->out, type, message ? message : "unknown error", NULL, NULL);
 }
 
 static void on_sigterm(int sig)
@@ -413,23 +420,21 @@ static long long env_number(const char *name, long long fallback)
 
 static int run_protected(struct run *r)
 {
-	struct host_limits limits = {
-		.memory_bytes = (size_t)env_number("SOURCE_LUA_MEMORY_MB", 256) << 20,
-		.instructions_per_call = env_number("SOURCE_LUA_MAX_INSTRUCTIONS", 2000000000LL),
-		.cpu_seconds_per_call = env_number("SOURCE_LUA_CPU_SECONDS", 0),
-	};
-	lua_State *L = host_open(&limits);
+	struct runtime *rt = r->rt;
+	rt->limits.memory_bytes = (size_t)env_number("SOURCE_LUA_MEMORY_MB", 256) << 20;
+	rt->limits.instructions_per_call = env_number("SOURCE_LUA_MAX_INSTRUCTIONS", 2000000000LL);
+	rt->limits.cpu_seconds_per_call = env_number("SOURCE_LUA_CPU_SECONDS", 0);
+	lua_State *L = rt->L = host_open(rt);
 	if (!L) {
-		proto_trace_error(PROTO_SYSTEM_ERROR, "cannot create the Lua state (out of memory)", NULL, NULL);
+		proto_trace_error(&rt->out, PROTO_SYSTEM_ERROR, "cannot create the Lua state (out of memory)", NULL, NULL);
 		return 1;
 	}
 	lua_pushcfunction(L, pmain);
 	lua_pushlightuserdata(L, r);
 	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-		report_pmain_error(L);
+		report_pmain_error(rt, L);
 		r->exit_code = 1;
 	}
-	host_close(L);
 	return r->exit_code;
 }
 
@@ -447,18 +452,18 @@ int main(int argc, char **argv)
 		heap_keep_freed_memory();
 	}
 	srand48((long)date_now_ms() ^ (long)getpid());
-	proto_init();
+	struct runtime rt;
+	runtime_init(&rt);
+	rt.debug = opts.debug;
+	rt.started_ms = date_now_ms();
 	char script_buffer[PATH_MAX + 64];
-	struct run r = {&opts, find_script(&opts, script_buffer, sizeof script_buffer), 0};
+	struct run r = {&rt, &opts, find_script(&opts, script_buffer, sizeof script_buffer), 0};
 	rc = run_protected(&r);
-	pool_stop(); /* when a Lua error cut the sync short before it stopped the workers */
+	pool_stop(&rt.pool); /* when a Lua error cut the sync short before it stopped the workers */
 	curl_lazy_wait();
-	http_module_cleanup();
-	http_global_cleanup();
-	curl_lazy_cleanup();
-	if (proto_flush() || proto_stdout_failed())
+	if (proto_flush(&rt.out) || proto_stdout_failed(&rt.out))
 		rc = rc ? rc : 1;
-	proto_shutdown();
-	secrets_clear();
+	runtime_free(&rt);
+	curl_lazy_cleanup();
 	return rc;
 }

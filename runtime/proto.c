@@ -20,12 +20,12 @@
 
 #define FLUSH_THRESHOLD (256 * 1024)
 
-static struct buf out;
-static int stdout_failed;
-
-void proto_init(void)
+void proto_init(struct output *o, const struct secrets *secrets)
 {
-	buf_reserve(&out, FLUSH_THRESHOLD);
+	o->buf = (struct buf){0};
+	o->failed = 0;
+	o->secrets = secrets;
+	buf_reserve(&o->buf, FLUSH_THRESHOLD);
 	/* A pipe holds 64 KB by default, so each 256 KB flush would wait for the reader four times;
 	 * a pipe as large as the buffer lets a flush go in one write. Not a pipe, or no permission
 	 * for the size: nothing changes. */
@@ -34,93 +34,93 @@ void proto_init(void)
 		fcntl(STDOUT_FILENO, F_SETPIPE_SZ, FLUSH_THRESHOLD);
 }
 
-static void write_all(const char *data, size_t len)
+static void write_all(struct output *o, const char *data, size_t len)
 {
 	size_t done = 0;
-	while (!stdout_failed && done < len) {
+	while (!o->failed && done < len) {
 		ssize_t n = write(STDOUT_FILENO, data + done, len - done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			stdout_failed = 1;
+			o->failed = 1;
 		else
 			done += (size_t)n;
 	}
 }
 
-int proto_flush(void)
+int proto_flush(struct output *o)
 {
-	write_all(out.data, out.len);
-	buf_clear(&out);
-	return stdout_failed ? -1 : 0;
+	write_all(o, o->buf.data, o->buf.len);
+	buf_clear(&o->buf);
+	return o->failed ? -1 : 0;
 }
 
-void proto_write_lines(const char *lines, size_t len)
+void proto_write_lines(struct output *o, const char *lines, size_t len)
 {
 	if (len >= FLUSH_THRESHOLD) {
-		proto_flush();
-		write_all(lines, len);
+		proto_flush(o);
+		write_all(o, lines, len);
 		return;
 	}
-	buf_append(&out, lines, len);
-	if (out.len >= FLUSH_THRESHOLD)
-		proto_flush();
+	buf_append(&o->buf, lines, len);
+	if (o->buf.len >= FLUSH_THRESHOLD)
+		proto_flush(o);
 }
 
-int proto_stdout_failed(void)
+int proto_stdout_failed(const struct output *o)
 {
-	return stdout_failed;
+	return o->failed;
 }
 
-void proto_shutdown(void)
+void proto_shutdown(struct output *o)
 {
-	proto_flush();
-	buf_free(&out);
+	proto_flush(o);
+	buf_free(&o->buf);
 }
 
-static void end_message(int flush_now)
+static void end_message(struct output *o, int flush_now)
 {
-	buf_putc(&out, '\n');
-	if (flush_now || out.len >= FLUSH_THRESHOLD)
-		proto_flush();
+	buf_putc(&o->buf, '\n');
+	if (flush_now || o->buf.len >= FLUSH_THRESHOLD)
+		proto_flush(o);
 }
 
-static void write_masked_text(const char *text, size_t len)
+static void write_masked_text(struct output *o, const char *text, size_t len)
 {
 	struct buf masked = {0};
-	secrets_mask_into(&masked, text, len);
-	json_write_string(&out, masked.data ? masked.data : "", masked.len);
+	secrets_mask_into(o->secrets, &masked, text, len);
+	json_write_string(&o->buf, masked.data ? masked.data : "", masked.len);
 	buf_free(&masked);
 }
 
-static void write_masked_string(const char *text)
+static void write_masked_string(struct output *o, const char *text)
 {
-	write_masked_text(text, strlen(text));
+	write_masked_text(o, text, strlen(text));
 }
 
-void proto_log_text(const char *level, const char *text, size_t len)
+void proto_log_text(struct output *o, const char *level, const char *text, size_t len)
 {
-	buf_puts(&out, "{\"type\":\"LOG\",\"log\":{\"level\":");
-	json_write_string(&out, level, strlen(level));
-	buf_puts(&out, ",\"message\":");
-	write_masked_text(text, len);
-	buf_puts(&out, "}}");
-	end_message(1);
+	buf_puts(&o->buf, "{\"type\":\"LOG\",\"log\":{\"level\":");
+	json_write_string(&o->buf, level, strlen(level));
+	buf_puts(&o->buf, ",\"message\":");
+	write_masked_text(o, text, len);
+	buf_puts(&o->buf, "}}");
+	end_message(o, 1);
 }
 
-void proto_log(const char *level, const char *text)
+void proto_log(struct output *o, const char *level, const char *text)
 {
-	proto_log_text(level, text, strlen(text));
+	proto_log_text(o, level, text, strlen(text));
 }
 
-void proto_logf(const char *level, const char *fmt, ...)
+void proto_logf(struct output *o, const char *level, const char *fmt, ...)
 {
 	char text[2048];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof text, fmt, ap);
 	va_end(ap);
-	proto_log(level, text);
+	proto_log(o, level, text);
 }
 
 const char *proto_failure_name(enum proto_failure type)
@@ -144,68 +144,68 @@ int proto_failure_from_name(const char *name, enum proto_failure *type)
 	return -1;
 }
 
-static void begin_trace(const char *trace_type)
+static void begin_trace(struct output *o, const char *trace_type)
 {
-	buf_printf(&out, "{\"type\":\"TRACE\",\"trace\":{\"type\":\"%s\",\"emitted_at\":%lld", trace_type,
+	buf_printf(&o->buf, "{\"type\":\"TRACE\",\"trace\":{\"type\":\"%s\",\"emitted_at\":%lld", trace_type,
 		   (long long)date_now_ms());
 }
 
-void proto_trace_error(enum proto_failure type, const char *message, const char *internal, const char *stack)
+void proto_trace_error(struct output *o, enum proto_failure type, const char *message, const char *internal, const char *stack)
 {
-	begin_trace("ERROR");
-	buf_puts(&out, ",\"error\":{\"message\":");
-	write_masked_string(message);
+	begin_trace(o, "ERROR");
+	buf_puts(&o->buf, ",\"error\":{\"message\":");
+	write_masked_string(o, message);
 	if (internal) {
-		buf_puts(&out, ",\"internal_message\":");
-		write_masked_string(internal);
+		buf_puts(&o->buf, ",\"internal_message\":");
+		write_masked_string(o, internal);
 	}
 	if (stack) {
-		buf_puts(&out, ",\"stack_trace\":");
-		write_masked_string(stack);
+		buf_puts(&o->buf, ",\"stack_trace\":");
+		write_masked_string(o, stack);
 	}
-	buf_printf(&out, ",\"failure_type\":\"%s\"}}}", proto_failure_name(type));
-	end_message(1);
+	buf_printf(&o->buf, ",\"failure_type\":\"%s\"}}}", proto_failure_name(type));
+	end_message(o, 1);
 }
 
-void proto_stream_status(const char *stream, const char *status, int64_t rate_limited_until_ms)
+void proto_stream_status(struct output *o, const char *stream, const char *status, int64_t rate_limited_until_ms)
 {
-	begin_trace("STREAM_STATUS");
-	buf_puts(&out, ",\"stream_status\":{\"stream_descriptor\":{\"name\":");
-	json_write_string(&out, stream, strlen(stream));
-	buf_printf(&out, "},\"status\":\"%s\"", status);
+	begin_trace(o, "STREAM_STATUS");
+	buf_puts(&o->buf, ",\"stream_status\":{\"stream_descriptor\":{\"name\":");
+	json_write_string(&o->buf, stream, strlen(stream));
+	buf_printf(&o->buf, "},\"status\":\"%s\"", status);
 	if (rate_limited_until_ms > 0)
-		buf_printf(&out, ",\"reasons\":[{\"type\":\"RATE_LIMITED\",\"rate_limited\":{\"quota_reset\":%lld}}]",
+		buf_printf(&o->buf, ",\"reasons\":[{\"type\":\"RATE_LIMITED\",\"rate_limited\":{\"quota_reset\":%lld}}]",
 			   (long long)rate_limited_until_ms);
-	buf_puts(&out, "}}}");
-	end_message(1);
+	buf_puts(&o->buf, "}}}");
+	end_message(o, 1);
 }
 
-void proto_connection_status(int succeeded, const char *message)
+void proto_connection_status(struct output *o, int succeeded, const char *message)
 {
-	buf_printf(&out, "{\"type\":\"CONNECTION_STATUS\",\"connectionStatus\":{\"status\":\"%s\"",
+	buf_printf(&o->buf, "{\"type\":\"CONNECTION_STATUS\",\"connectionStatus\":{\"status\":\"%s\"",
 		   succeeded ? "SUCCEEDED" : "FAILED");
 	if (message) {
-		buf_puts(&out, ",\"message\":");
-		write_masked_string(message);
+		buf_puts(&o->buf, ",\"message\":");
+		write_masked_string(o, message);
 	}
-	buf_puts(&out, "}}");
-	end_message(1);
+	buf_puts(&o->buf, "}}");
+	end_message(o, 1);
 }
 
-int proto_record(lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err, size_t errlen)
+int proto_record(struct output *o, lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err, size_t errlen)
 {
-	size_t mark = out.len;
-	buf_puts(&out, "{\"type\":\"RECORD\",\"record\":{\"stream\":");
-	json_write_string(&out, stream, strlen(stream));
-	buf_puts(&out, ",\"data\":");
-	if (json_encode(L, data_idx, &out, err, errlen)) {
-		out.len = mark;
+	size_t mark = o->buf.len;
+	buf_puts(&o->buf, "{\"type\":\"RECORD\",\"record\":{\"stream\":");
+	json_write_string(&o->buf, stream, strlen(stream));
+	buf_puts(&o->buf, ",\"data\":");
+	if (json_encode(L, data_idx, &o->buf, err, errlen)) {
+		o->buf.len = mark;
 		return -1;
 	}
-	buf_puts(&out, ",\"emitted_at\":");
-	json_write_int(&out, (long long)emitted_at_ms);
-	buf_puts(&out, "}}");
-	end_message(0);
+	buf_puts(&o->buf, ",\"emitted_at\":");
+	json_write_int(&o->buf, (long long)emitted_at_ms);
+	buf_puts(&o->buf, "}}");
+	end_message(o, 0);
 	return 0;
 }
 
@@ -226,31 +226,31 @@ void proto_record_frame_free(struct proto_record_frame *f)
 	buf_free(&f->tail);
 }
 
-void proto_record_framed(const struct proto_record_frame *f, const char *data, size_t len)
+void proto_record_framed(struct output *o, const struct proto_record_frame *f, const char *data, size_t len)
 {
-	buf_reserve(&out, f->head.len + len + f->tail.len + 1);
-	char *p = out.data + out.len;
+	buf_reserve(&o->buf, f->head.len + len + f->tail.len + 1);
+	char *p = o->buf.data + o->buf.len;
 	memcpy(p, f->head.data, f->head.len);
 	memcpy(p + f->head.len, data, len);
 	memcpy(p + f->head.len + len, f->tail.data, f->tail.len);
-	out.len += f->head.len + len + f->tail.len;
-	end_message(0);
+	o->buf.len += f->head.len + len + f->tail.len;
+	end_message(o, 0);
 }
 
-int proto_message(lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen)
+int proto_message(struct output *o, lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen)
 {
-	size_t mark = out.len;
-	buf_printf(&out, "{\"type\":\"%s\",\"%s\":", type, key);
-	if (json_encode(L, idx, &out, err, errlen)) {
-		out.len = mark;
+	size_t mark = o->buf.len;
+	buf_printf(&o->buf, "{\"type\":\"%s\",\"%s\":", type, key);
+	if (json_encode(L, idx, &o->buf, err, errlen)) {
+		o->buf.len = mark;
 		return -1;
 	}
-	buf_putc(&out, '}');
-	end_message(1);
+	buf_putc(&o->buf, '}');
+	end_message(o, 1);
 	return 0;
 }
 
-int proto_stream_state_json(lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
+int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
 			    int64_t record_count, char *err, size_t errlen)
 {
 	/* data: the legacy blob with this stream's entry as state. The blob's own entry for it is
@@ -266,25 +266,25 @@ int proto_stream_state_json(lua_State *L, const char *stream, const char *state,
 		buf_free(&others);
 		return -1;
 	}
-	buf_puts(&out, "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":");
-	json_write_string(&out, stream, strlen(stream));
-	buf_puts(&out, "},\"stream_state\":");
-	buf_append(&out, state, state_len);
-	buf_puts(&out, "},\"data\":{");
-	json_write_string(&out, stream, strlen(stream));
-	buf_putc(&out, ':');
-	buf_append(&out, state, state_len);
+	buf_puts(&o->buf, "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":");
+	json_write_string(&o->buf, stream, strlen(stream));
+	buf_puts(&o->buf, "},\"stream_state\":");
+	buf_append(&o->buf, state, state_len);
+	buf_puts(&o->buf, "},\"data\":{");
+	json_write_string(&o->buf, stream, strlen(stream));
+	buf_putc(&o->buf, ':');
+	buf_append(&o->buf, state, state_len);
 	/* others is an object: "{}" or "{...}" */
 	if (others.len > 2) {
-		buf_putc(&out, ',');
-		buf_append(&out, others.data + 1, others.len - 1);
+		buf_putc(&o->buf, ',');
+		buf_append(&o->buf, others.data + 1, others.len - 1);
 	} else {
-		buf_putc(&out, '}');
+		buf_putc(&o->buf, '}');
 	}
 	buf_free(&others);
 	/* The protocol asks for a decimal point: recordCount is a double on the platform's side. */
-	buf_printf(&out, ",\"sourceStats\":{\"recordCount\":%lld.0}}}", (long long)record_count);
-	end_message(1);
+	buf_printf(&o->buf, ",\"sourceStats\":{\"recordCount\":%lld.0}}}", (long long)record_count);
+	end_message(o, 1);
 	return 0;
 }
 

@@ -7,28 +7,37 @@
 
 #include "buf.h"
 
+struct secrets;
+
+/* stdout, as the protocol's messages go out on it: one buffer, flushed at the points that matter. */
+struct output {
+	struct buf buf;
+	int failed; /* stdout is gone (the platform stopped reading): later writes are dropped */
+	const struct secrets *secrets; /* masked out of every text written */
+};
+
 enum proto_failure { PROTO_SYSTEM_ERROR, PROTO_CONFIG_ERROR, PROTO_TRANSIENT_ERROR };
 
-void proto_init(void);
+void proto_init(struct output *o, const struct secrets *secrets);
 /* Writes out what is buffered; returns -1 once stdout is gone (then every later write is dropped). */
-int proto_flush(void);
-int proto_stdout_failed(void);
-void proto_shutdown(void);
+int proto_flush(struct output *o);
+int proto_stdout_failed(const struct output *o);
+void proto_shutdown(struct output *o);
 
 /* Texts are masked for secrets before they are written. */
-void proto_log(const char *level, const char *text);
+void proto_log(struct output *o, const char *level, const char *text);
 /* The same for text that may hold NUL bytes (Lua strings). */
-void proto_log_text(const char *level, const char *text, size_t len);
-void proto_logf(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void proto_trace_error(enum proto_failure type, const char *message, const char *internal, const char *stack);
+void proto_log_text(struct output *o, const char *level, const char *text, size_t len);
+void proto_logf(struct output *o, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void proto_trace_error(struct output *o, enum proto_failure type, const char *message, const char *internal, const char *stack);
 const char *proto_failure_name(enum proto_failure type);
 int proto_failure_from_name(const char *name, enum proto_failure *type);
 /* status: STARTED, RUNNING, COMPLETE, INCOMPLETE; rate_limited_until_ms > 0 adds a RATE_LIMITED reason. */
-void proto_stream_status(const char *stream, const char *status, int64_t rate_limited_until_ms);
-void proto_connection_status(int succeeded, const char *message);
+void proto_stream_status(struct output *o, const char *stream, const char *status, int64_t rate_limited_until_ms);
+void proto_connection_status(struct output *o, int succeeded, const char *message);
 
 /* RECORD for the data table at data_idx; -1 with err when data cannot be written as JSON. */
-int proto_record(lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err, size_t errlen);
+int proto_record(struct output *o, lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err, size_t errlen);
 
 /* The fixed parts of a stream's RECORD messages, so that a page's records are written with three
  * copies each around their data. */
@@ -39,17 +48,17 @@ void proto_record_frame_init(struct proto_record_frame *f, const char *stream, i
 void proto_record_frame_free(struct proto_record_frame *f);
 /* Complete message lines made elsewhere (a page's RECORD messages): appended, or written at once
  * after what is buffered when they are as large as the buffer, which spares copying them. */
-void proto_write_lines(const char *lines, size_t len);
+void proto_write_lines(struct output *o, const char *lines, size_t len);
 /* RECORD whose data is the JSON object text data (already valid JSON). */
-void proto_record_framed(const struct proto_record_frame *f, const char *data, size_t len);
+void proto_record_framed(struct output *o, const struct proto_record_frame *f, const char *data, size_t len);
 
 /* Writes {"type": type, key: <table at idx>}. Returns -1 with err when the table is not JSON. */
-int proto_message(lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen);
+int proto_message(struct output *o, lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen);
 
 /* STATE of one stream: its stream_state as JSON text (an object), and as data the legacy blob at
  * legacy_idx with that state in place of the blob's own entry for the stream (in the message
  * only: the blob is left as it was). */
-int proto_stream_state_json(lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
+int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
 			    int64_t record_count, char *err, size_t errlen);
 
 #endif

@@ -30,6 +30,7 @@
 #include "page_walk.h"
 #include "pool.h"
 #include "proto.h"
+#include "runtime.h"
 
 static const char MAPPER_MT[] = "source_lua.records.mapper";
 static const char BATCH_MT[] = "source_lua.records.batch";
@@ -43,10 +44,6 @@ static const char PAGES_KEY = 0;
 static const char NOT_JSON_KEY = 0;
 
 #define SPARE_BUFFERS 6
-
-/* Pages whose text is not freed yet and batches not freed yet: what a sync holds outside Lua's
- * count (records_held). Only the main thread makes and frees them. */
-static size_t held_pages, held_batches;
 
 struct mapper {
 	struct walk_mapping map;
@@ -63,6 +60,7 @@ struct mapper {
 
 /* An answer's text, NUL-terminated, in memory of its own. */
 struct page {
+	struct runtime *rt; /* counts the pages not freed yet (records_held) */
 	char *data;
 	size_t len;
 	int released; /* given back once the page's records were emitted: freed with its last batch */
@@ -71,6 +69,7 @@ struct page {
 
 struct record_batch {
 	struct pool_job job; /* first: the job is the batch */
+	struct runtime *rt;
 	struct mapper *m;
 	const char *text; /* the page (a Lua string or page) kept alive as the batch's second uservalue */
 	struct page *page; /* that page, when it is one: its text is not freed while the batch lives */
@@ -299,7 +298,7 @@ static void batch_wait(const struct record_batch *b)
 static void free_page_text(struct page *page)
 {
 	if (page->data)
-		held_pages--;
+		page->rt->held_pages--;
 	free(page->data);
 	page->data = NULL;
 }
@@ -318,7 +317,7 @@ static void batch_free(struct record_batch *b)
 	proto_record_frame_free(&b->frame);
 	free(b->stream);
 	b->live = 0;
-	held_batches--;
+	b->rt->held_batches--;
 	/* Nothing of the records is left to read by mistake (the buffers may be another batch's
 	 * now). */
 	memset(&b->out.mem, 0, sizeof b->out.mem);
@@ -371,7 +370,8 @@ static struct record_batch *push_batch(lua_State *L, int mapper_idx, int text_id
 	if (b->m->nspares > 0)
 		b->out.mem = b->m->spares[--b->m->nspares];
 	b->live = 1;
-	held_batches++;
+	b->rt = runtime_of(L);
+	b->rt->held_batches++;
 	luaL_setmetatable(L, BATCH_MT);
 	lua_pushvalue(L, mapper_idx);
 	lua_setiuservalue(L, -2, 1);
@@ -609,7 +609,7 @@ static int mapper_map(lua_State *L)
 	luaL_where(L, 1);
 	snprintf(b->where, sizeof b->where, "%s", lua_tostring(L, -1));
 	lua_pop(L, 1);
-	pool_submit(&b->job);
+	pool_submit(&b->rt->pool, &b->job);
 	return 1;
 }
 
@@ -654,6 +654,7 @@ static struct page *push_response_of(lua_State *L, long status, int url_idx)
 	push_pages(L);
 	lua_pushvalue(L, -2);
 	struct page *page = lua_newuserdatauv(L, sizeof *page, 0);
+	page->rt = runtime_of(L);
 	page->data = NULL;
 	page->len = 0;
 	page->released = 0;
@@ -677,7 +678,7 @@ void records_push_response(lua_State *L, long status, int url_idx, const char *t
 	copy[len] = '\0';
 	page->data = copy;
 	page->len = len;
-	held_pages++;
+	page->rt->held_pages++;
 }
 
 void records_push_response_taking(lua_State *L, long status, int url_idx, struct buf *body)
@@ -687,7 +688,7 @@ void records_push_response_taking(lua_State *L, long status, int url_idx, struct
 	page->data = body->data;
 	page->len = body->len;
 	if (page->data)
-		held_pages++;
+		page->rt->held_pages++;
 	memset(body, 0, sizeof *body);
 }
 
@@ -739,9 +740,9 @@ int records_batch_released(const struct record_batch *b)
 	return b->released;
 }
 
-size_t records_held(void)
+size_t records_held(const struct runtime *rt)
 {
-	return held_pages + held_batches;
+	return rt->held_pages + rt->held_batches;
 }
 
 const struct record_batch *records_to_batch(lua_State *L, int idx)

@@ -12,6 +12,7 @@
 #define RECORDS_NO_DAY INT64_MIN
 
 struct record_batch;
+struct runtime;
 
 /* Opens the `records` module (records.declare). [-0, +1, m] */
 int records_open(lua_State *L);
@@ -40,7 +41,7 @@ void records_batch_release(lua_State *L, int idx);
 int records_batch_released(const struct record_batch *b);
 /* How many answers' texts and batches are not freed yet: beyond what the slots hold, garbage the
  * collector should be asked for (a batch the script made and did not return, say). */
-size_t records_held(void);
+size_t records_held(const struct runtime *rt);
 
 /* The record batch at idx (what mapper:map returns), or NULL when the value is something else. */
 const struct record_batch *records_to_batch(lua_State *L, int idx);

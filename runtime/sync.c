@@ -28,6 +28,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "records.h"
+#include "runtime.h"
 #include "secrets.h"
 
 #define NO_CURSOR INT64_MIN
@@ -50,6 +51,7 @@ struct sync_error {
 };
 
 struct stream_run {
+	struct runtime *rt;
 	lua_State *L;
 	const char *name;
 	int script, def, config, legacy, keys;
@@ -389,7 +391,7 @@ static int checkpoint(struct stream_run *s)
 	buf_clear(&s->state_json);
 	write_stream_state(s, &s->state_json);
 	char err[256];
-	int rc = proto_stream_state_json(s->L, s->name, s->state_json.data, s->state_json.len, s->legacy,
+	int rc = proto_stream_state_json(&s->rt->out, s->L, s->name, s->state_json.data, s->state_json.len, s->legacy,
 					 s->records_since_state, err, sizeof err);
 	if (rc)
 		return run_fail(s, PROTO_SYSTEM_ERROR, "cannot write the state of stream '%s': %s", s->name, err);
@@ -595,7 +597,7 @@ static int admit_record(struct stream_run *s, const struct partition *p, int64_t
 				"stream '%s': records must come in ascending %s order (a page went backwards)", s->name,
 				s->cursor_field);
 	if (!s->running_sent) {
-		proto_stream_status(s->name, "RUNNING", 0);
+		proto_stream_status(&s->rt->out, s->name, "RUNNING", 0);
 		s->running_sent = 1;
 	}
 	return 1;
@@ -628,7 +630,7 @@ static int emit_tables(struct stream_run *s, struct partition *p, int records, i
 		if (admit < 0)
 			return -1;
 		char err[256];
-		if (admit && proto_record(L, s->name, record, emitted_at, err, sizeof err))
+		if (admit && proto_record(&s->rt->out, L, s->name, record, emitted_at, err, sizeof err))
 			return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': record %d cannot be written: %s", s->name,
 					(int)i, err);
 		if (admit)
@@ -661,7 +663,7 @@ static int emit_batch(struct stream_run *s, struct partition *p, const struct re
 		const char *lines;
 		size_t len;
 		records_batch_lines(b, &lines, &len);
-		proto_write_lines(lines, len);
+		proto_write_lines(&s->rt->out, lines, len);
 		s->records_since_state += n - 1;
 		count_record(s, p, last);
 		return 0;
@@ -684,10 +686,10 @@ static int emit_batch(struct stream_run *s, struct partition *p, const struct re
 			rc = -1;
 		} else if (admit == 0 || !framed) {
 			if (run)
-				proto_write_lines(run, run_len);
+				proto_write_lines(&s->rt->out, run, run_len);
 			run = NULL;
 			if (admit)
-				proto_record_framed(&frame, data, len);
+				proto_record_framed(&s->rt->out, &frame, data, len);
 		} else {
 			const char *line;
 			size_t line_len;
@@ -700,7 +702,7 @@ static int emit_batch(struct stream_run *s, struct partition *p, const struct re
 			count_record(s, p, day);
 	}
 	if (run)
-		proto_write_lines(run, run_len);
+		proto_write_lines(&s->rt->out, run, run_len);
 	proto_record_frame_free(&frame);
 	return rc;
 }
@@ -817,7 +819,7 @@ static int check_next_url(struct engine *e, size_t i, const char *next)
 	struct stream_run *s = e->s;
 	lua_State *L = s->L;
 	char next_origin[512];
-	if (http_origin(next, next_origin, sizeof next_origin) || strcmp(e->slots->slot[i].origin, next_origin))
+	if (http_origin(&s->rt->http, next, next_origin, sizeof next_origin) || strcmp(e->slots->slot[i].origin, next_origin))
 		return run_fail(s, PROTO_SYSTEM_ERROR,
 				"stream '%s': the next page is on another host (%s); refusing to send credentials there",
 				s->name, next_origin);
@@ -863,7 +865,7 @@ static int begin_window(struct engine *e, size_t i, int64_t from)
 	if (lua_rawlen(L, -1) > MAX_URL_BYTES)
 		return run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': request(ctx) built a URL of %zu bytes (at most %d)",
 				s->name, (size_t)lua_rawlen(L, -1), MAX_URL_BYTES);
-	if (http_origin(lua_tostring(L, -1), slot->origin, sizeof slot->origin))
+	if (http_origin(&s->rt->http, lua_tostring(L, -1), slot->origin, sizeof slot->origin))
 		return run_fail(s, PROTO_CONFIG_ERROR, "stream '%s': '%s' is not a valid URL", s->name, lua_tostring(L, -1));
 	set_anchor(e, i, "url");
 	lua_newtable(L);
@@ -884,10 +886,10 @@ static void log_plan(struct stream_run *s, const struct partition *p, int64_t fr
 		date_format_day(p->cursor, cursor);
 	const char *open = p->key ? "[" : "", *key = p->key ? p->key : "", *close = p->key ? "]" : "";
 	if (from > s->end_day)
-		proto_logf("INFO", "%s%s%s%s: up to date (cursor %s, last complete day %s)", s->name, open, key, close,
+		proto_logf(&s->rt->out, "INFO", "%s%s%s%s: up to date (cursor %s, last complete day %s)", s->name, open, key, close,
 			   cursor, last);
 	else
-		proto_logf("INFO", "%s%s%s%s: %s sync from %s to %s (cursor %s)", s->name, open, key, close,
+		proto_logf(&s->rt->out, "INFO", "%s%s%s%s: %s sync from %s to %s (cursor %s)", s->name, open, key, close,
 			   s->incremental ? "incremental" : "full refresh", first, last, cursor);
 }
 
@@ -924,7 +926,7 @@ static int start_transfer(struct engine *e, size_t i)
 	lua_pushboolean(L, 1);
 	lua_rawset(L, -4);
 	push_anchor(e, i, "headers");
-	int rc = http_transfer_start(&slot->transfer, lua_tostring(L, -2), http_header_list(L, -1));
+	int rc = http_transfer_start(&s->rt->http, &slot->transfer, lua_tostring(L, -2), http_header_list(L, -1));
 	lua_pop(L, 3);
 	if (rc)
 		return run_fail(s, PROTO_SYSTEM_ERROR, "stream '%s': cannot start an HTTP transfer", s->name);
@@ -961,7 +963,7 @@ static int retry_later(struct engine *e, size_t i, const char *why)
 {
 	struct stream_run *s = e->s;
 	struct slot *slot = &e->slots->slot[i];
-	int64_t delay = http_retry_delay(&slot->retry, &slot->transfer.resp, why);
+	int64_t delay = http_retry_delay(&s->rt->http, &slot->retry, &slot->transfer.resp, why, s->name);
 	if (delay < 0)
 		return run_fail(s, PROTO_TRANSIENT_ERROR,
 				"stream '%s': gave up after %d attempts over %.0f s; last error: %s", s->name,
@@ -983,7 +985,7 @@ static int page_done(struct engine *e, size_t i)
 {
 	/* A slot holds at most an answer and its batch. */
 	size_t held_by_slots = 2 * e->slots->count;
-	if (lua_gc(e->s->L, LUA_GCCOUNT) > COLLECT_ABOVE_KB || records_held() > held_by_slots + 2)
+	if (lua_gc(e->s->L, LUA_GCCOUNT) > COLLECT_ABOVE_KB || records_held(e->s->rt) > held_by_slots + 2)
 		lua_gc(e->s->L, LUA_GCCOLLECT);
 	return after_page(e, i);
 }
@@ -1020,9 +1022,9 @@ static int on_transfer_done(struct engine *e, size_t i)
 /* Pages handed to the workers and not yet finished, at most: each holds its text and its records
  * (~1 MB for a decade of bars), so holding one per slot would make memory grow with concurrency
  * by that much; a page that arrives beyond this waits in its transfer buffer, which exists anyway. */
-static int max_pages_mapping(void)
+static int max_pages_mapping(const struct engine *e)
 {
-	return pool_threads() + 1;
+	return pool_threads(&e->s->rt->pool) + 1;
 }
 
 static int pages_mapping(const struct engine *e)
@@ -1037,7 +1039,7 @@ static int pages_mapping(const struct engine *e)
 static int transfer_finished(struct engine *e, size_t i)
 {
 	struct slot *slot = &e->slots->slot[i];
-	if (pool_running() && pages_mapping(e) >= max_pages_mapping()) {
+	if (pool_running(&e->s->rt->pool) && pages_mapping(e) >= max_pages_mapping(e)) {
 		slot->busy = 0;
 		slot->parked = 1;
 		return 0;
@@ -1047,7 +1049,7 @@ static int transfer_finished(struct engine *e, size_t i)
 
 static int unpark(struct engine *e)
 {
-	for (size_t i = 0; i < e->slots->count && pages_mapping(e) < max_pages_mapping(); i++) {
+	for (size_t i = 0; i < e->slots->count && pages_mapping(e) < max_pages_mapping(e); i++) {
 		struct slot *slot = &e->slots->slot[i];
 		if (slot->parked) {
 			slot->parked = 0;
@@ -1114,7 +1116,7 @@ static int start_ready(struct engine *e, int *busy, int *mapping, int64_t *wake_
 		if (!slot->busy && !slot->mapping && !slot->parked) {
 			int64_t now = date_now_ms();
 			int64_t ready = slot->not_before_ms;
-			int64_t budget = now + http_budget_delay_ms();
+			int64_t budget = now + http_budget_delay_ms(&e->s->rt->http);
 			if (budget > ready)
 				ready = budget;
 			if (ready <= now && start_transfer(e, i))
@@ -1133,10 +1135,10 @@ static int pump(struct engine *e)
 	for (;;) {
 		if (host_cancelled)
 			return run_fail(e->s, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)");
-		if (proto_stdout_failed())
+		if (proto_stdout_failed(&e->s->rt->out))
 			return run_fail(e->s, PROTO_SYSTEM_ERROR, "stdout was closed: nobody reads the sync any more");
 		/* Emptied before looking, so that a walk finishing after the look wakes the wait below. */
-		pool_drain_done_fd();
+		pool_drain_done_fd(&e->s->rt->pool);
 		if (finish_mapped(e) || unpark(e))
 			return -1;
 		int busy, mapping;
@@ -1146,7 +1148,7 @@ static int pump(struct engine *e)
 			return active;
 		int64_t wait = wake_at == INT64_MAX ? 1000 : wake_at - date_now_ms();
 		int timeout = wait < 0 ? 0 : wait > 1000 ? 1000 : (int)wait;
-		int wake_fd = mapping ? pool_done_fd() : -1;
+		int wake_fd = mapping ? pool_done_fd(&e->s->rt->pool) : -1;
 		if (!busy) {
 			if (wake_fd >= 0)
 				http_wait_fd(wake_fd, timeout);
@@ -1154,12 +1156,12 @@ static int pump(struct engine *e)
 				http_sleep_ms(timeout);
 			continue;
 		}
-		struct http_transfer *done = http_transfers_wait(timeout, wake_fd);
+		struct http_transfer *done = http_transfers_wait(&e->s->rt->http, timeout, wake_fd);
 		while (done) {
 			size_t i = (size_t)((struct slot *)(void *)done - e->slots->slot);
 			if (transfer_finished(e, i))
 				return -1;
-			done = http_transfers_wait(0, -1);
+			done = http_transfers_wait(&e->s->rt->http, 0, -1);
 		}
 	}
 }
@@ -1168,7 +1170,7 @@ static int read_partitions(struct stream_run *s)
 {
 	lua_State *L = s->L;
 	int top = lua_gettop(L);
-	size_t count = (size_t)http_settings.concurrency;
+	size_t count = (size_t)s->rt->http_settings.concurrency;
 	if (count > s->nparts)
 		count = s->nparts;
 	if (count < 1)
@@ -1210,20 +1212,22 @@ static int run_stream(struct stream_run *s, int states)
  * With nothing emitted since the last STATE, no new one: the platform keeps the one it has. */
 static void report_failure(struct stream_run *s)
 {
-	if (s->parts && s->records_since_state > 0 && !proto_stdout_failed()) {
+	if (s->parts && s->records_since_state > 0 && !proto_stdout_failed(&s->rt->out)) {
 		struct sync_error saved = s->err;
 		s->err.set = 0;
 		checkpoint(s);
 		s->err = saved;
 	}
-	proto_stream_status(s->name, "INCOMPLETE", 0);
-	proto_trace_error(s->err.type, s->err.message, NULL, s->err.stack[0] ? s->err.stack : NULL);
+	proto_stream_status(&s->rt->out, s->name, "INCOMPLETE", 0);
+	proto_trace_error(&s->rt->out, s->err.type, s->err.message, NULL, s->err.stack[0] ? s->err.stack : NULL);
 }
 
-static int read_stream(lua_State *L, int script, int config, int legacy, int states, int configured)
+static int read_stream(struct runtime *rt, int script, int config, int legacy, int states, int configured)
 {
+	lua_State *L = rt->L;
 	struct stream_run s;
 	memset(&s, 0, sizeof s);
+	s.rt = rt;
 	s.L = L;
 	lua_getfield(L, configured, "stream");
 	lua_getfield(L, -1, "name");
@@ -1238,8 +1242,8 @@ static int read_stream(lua_State *L, int script, int config, int legacy, int sta
 	lua_pushnil(L); /* slot for the partitions userdata */
 	lua_newtable(L);
 	s.keys = lua_gettop(L);
-	http_settings.stream = s.name;
-	proto_stream_status(s.name, "STARTED", 0);
+	rt->stream = s.name;
+	proto_stream_status(&rt->out, s.name, "STARTED", 0);
 	int rc;
 	if (lua_isnil(L, s.def)) {
 		s.parts = NULL;
@@ -1254,10 +1258,10 @@ static int read_stream(lua_State *L, int script, int config, int legacy, int sta
 	if (rc)
 		report_failure(&s);
 	else
-		proto_stream_status(s.name, "COMPLETE", 0);
+		proto_stream_status(&rt->out, s.name, "COMPLETE", 0);
 	catch_up_legacy(&s);
 	buf_free(&s.state_json);
-	http_settings.stream = NULL;
+	rt->stream = NULL;
 	lua_settop(L, configured);
 	return rc;
 }
@@ -1313,24 +1317,25 @@ static int map_threads(void)
 	return cores <= 1 ? 0 : cores > 4 ? 4 : (int)cores;
 }
 
-int sync_read(lua_State *L, int script, int config, int catalog, int states)
+int sync_read(struct runtime *rt, int script, int config, int catalog, int states)
 {
-	pool_start(map_threads());
+	lua_State *L = rt->L;
+	pool_start(&rt->pool, map_threads());
 	int legacy = push_legacy(L, states);
 	lua_getfield(L, catalog, "streams");
 	int streams = lua_gettop(L);
 	lua_Integer n = (lua_Integer)lua_rawlen(L, streams);
 	int failed = 0;
-	for (lua_Integer i = 1; i <= n && !host_cancelled && !proto_stdout_failed(); i++) {
+	for (lua_Integer i = 1; i <= n && !host_cancelled && !proto_stdout_failed(&rt->out); i++) {
 		lua_rawgeti(L, streams, i);
-		if (read_stream(L, script, config, legacy, states, lua_gettop(L)))
+		if (read_stream(rt, script, config, legacy, states, lua_gettop(L)))
 			failed = 1;
 		lua_pop(L, 1);
 	}
 	lua_settop(L, legacy - 1);
-	pool_stop();
+	pool_stop(&rt->pool);
 	if (host_cancelled && !failed) {
-		proto_trace_error(PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)", NULL, NULL);
+		proto_trace_error(&rt->out, PROTO_TRANSIENT_ERROR, "the sync was cancelled (SIGTERM)", NULL, NULL);
 		failed = 1;
 	}
 	return failed;

@@ -6,7 +6,8 @@
 
 /* Reads every configured stream. script, config, catalog and states are stack indexes (states as
  * input_read_state pushes it). Emits all messages itself; returns 0, or 1 after a TRACE error. */
-int sync_read(lua_State *L, int script, int config, int catalog, int states);
+struct runtime;
+int sync_read(struct runtime *rt, int script, int config, int catalog, int states);
 
 /* Finds the stream definition called name in script.streams; pushes it or nil. [-0, +1, m] */
 void sync_push_stream_def(lua_State *L, int script, const char *name);

@@ -290,7 +290,7 @@ int validate_config(lua_State *L, int schema_idx, int value_idx, char *err, size
 	return check_value(&c, lua_absindex(L, schema_idx), lua_absindex(L, value_idx));
 }
 
-static void each_secret(lua_State *L, int schema, int value, void (*fn)(const char *), int depth)
+static void each_secret(lua_State *L, int schema, int value, void (*fn)(void *, const char *), void *ctx, int depth)
 {
 	if (depth > 16 || !lua_istable(L, schema) || !lua_istable(L, value) || !lua_checkstack(L, 6))
 		return;
@@ -307,9 +307,9 @@ static void each_secret(lua_State *L, int schema, int value, void (*fn)(const ch
 			int field = lua_gettop(L);
 			lua_getfield(L, prop, "airbyte_secret");
 			if (lua_toboolean(L, -1) && lua_type(L, field) == LUA_TSTRING)
-				fn(lua_tostring(L, field));
+				fn(ctx, lua_tostring(L, field));
 			lua_pop(L, 1);
-			each_secret(L, prop, field, fn, depth + 1);
+			each_secret(L, prop, field, fn, ctx, depth + 1);
 			lua_pop(L, 1);
 		}
 		lua_pop(L, 1);
@@ -317,7 +317,8 @@ static void each_secret(lua_State *L, int schema, int value, void (*fn)(const ch
 	lua_pop(L, 1);
 }
 
-void validate_each_secret(lua_State *L, int schema_idx, int value_idx, void (*fn)(const char *value))
+void validate_each_secret(lua_State *L, int schema_idx, int value_idx, void (*fn)(void *ctx, const char *value),
+			  void *ctx)
 {
-	each_secret(L, lua_absindex(L, schema_idx), lua_absindex(L, value_idx), fn, 0);
+	each_secret(L, lua_absindex(L, schema_idx), lua_absindex(L, value_idx), fn, ctx, 0);
 }

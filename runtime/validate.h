@@ -10,7 +10,8 @@
  * date-time), minimum, maximum, minLength, maxLength. [-0, +0, m] */
 int validate_config(lua_State *L, int schema_idx, int value_idx, char *err, size_t errlen);
 
-/* Calls fn for every value in the config that the schema marks airbyte_secret. [-0, +0, m] */
-void validate_each_secret(lua_State *L, int schema_idx, int value_idx, void (*fn)(const char *value));
+/* Calls fn(ctx, value) for every value in the config that the schema marks airbyte_secret. [-0, +0, m] */
+void validate_each_secret(lua_State *L, int schema_idx, int value_idx, void (*fn)(void *ctx, const char *value),
+			  void *ctx);
 
 #endif

@@ -18,6 +18,7 @@
 #include "json.h"
 #include "proto.h"
 #include "records.h"
+#include "runtime.h"
 
 struct bench {
 	const char *script;
@@ -75,7 +76,7 @@ static long long write_batch(lua_State *L, const struct record_batch *batch)
 		size_t first_len, final_len;
 		records_batch_line(batch, 0, &first, &first_len);
 		records_batch_line(batch, n - 1, &final, &final_len);
-		proto_write_lines(first, (size_t)(final + final_len - first));
+		proto_write_lines(&runtime_of(L)->out, first, (size_t)(final + final_len - first));
 	}
 	return (long long)n;
 }
@@ -86,7 +87,7 @@ static long long write_tables(lua_State *L, int records)
 	char err[128];
 	for (lua_Integer i = 1; i <= n; i++) {
 		lua_rawgeti(L, records, i);
-		if (proto_record(L, "stock_prices", lua_gettop(L), 1700000000000LL, err, sizeof err))
+		if (proto_record(&runtime_of(L)->out, L, "stock_prices", lua_gettop(L), 1700000000000LL, err, sizeof err))
 			luaL_error(L, "record %d: %s", (int)i, err);
 		lua_pop(L, 1);
 	}
@@ -149,16 +150,17 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	struct bench b = {argv[1], argv[2], atof(argv[3]), 0, 0};
-	struct host_limits limits = {.memory_bytes = 512u << 20, .instructions_per_call = 4000000000LL};
-	proto_init();
-	lua_State *L = host_open(&limits);
+	struct runtime rt;
+	runtime_init(&rt);
+	rt.limits.memory_bytes = 512u << 20;
+	rt.limits.instructions_per_call = 4000000000LL;
+	lua_State *L = rt.L = host_open(&rt);
 	lua_pushcfunction(L, bench_main);
 	lua_pushlightuserdata(L, &b);
 	int rc = lua_pcall(L, 1, 0, 0);
 	if (rc != LUA_OK)
 		fprintf(stderr, "emit_bench: %s\n", lua_tostring(L, -1));
-	host_close(L);
-	proto_shutdown();
+	runtime_free(&rt);
 	if (rc != LUA_OK)
 		return 1;
 	fprintf(stderr, "records %lld in %.3f s\nrecords_per_second %.0f\n", b.records, b.elapsed,

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "host.h"
+#include "runtime.h"
 
 #define FUZZ_MEMORY_BYTES (64u << 20)
 #define FUZZ_INSTRUCTIONS 100000000LL
@@ -40,8 +41,12 @@ static inline int fuzz_lenient(void)
 
 static inline lua_State *fuzz_open_state(void)
 {
-	struct host_limits limits = {.memory_bytes = FUZZ_MEMORY_BYTES, .instructions_per_call = FUZZ_INSTRUCTIONS};
-	lua_State *L = host_open(&limits);
+	/* One runtime per process, as one state serves every input. */
+	static struct runtime rt;
+	runtime_init(&rt);
+	rt.limits.memory_bytes = FUZZ_MEMORY_BYTES;
+	rt.limits.instructions_per_call = FUZZ_INSTRUCTIONS;
+	lua_State *L = rt.L = host_open(&rt);
 	if (!L) {
 		fprintf(stderr, "fuzz: host_open failed\n");
 		abort();

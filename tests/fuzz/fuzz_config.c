@@ -26,10 +26,11 @@ static const char schema_key = 's';
 static char *seen[FUZZ_MAX_SEEN];
 static size_t seen_count;
 
-static void on_secret(const char *value)
+static void on_secret(void *ctx, const char *value)
 {
+	(void)ctx;
 	FUZZ_CHECK(value != NULL, "validate_each_secret passed NULL");
-	secrets_add(value);
+	secrets_add(&runtime_of(shared_state)->secrets, value);
 	if (seen_count < FUZZ_MAX_SEEN) {
 		seen[seen_count] = strdup(value);
 		if (seen[seen_count])
@@ -42,7 +43,7 @@ static void forget_secrets(void)
 	for (size_t i = 0; i < seen_count; i++)
 		free(seen[i]);
 	seen_count = 0;
-	secrets_clear();
+	secrets_clear(&runtime_of(shared_state)->secrets);
 }
 
 static const char *script_path(char *buffer, size_t len)
@@ -107,7 +108,7 @@ static void check_masking(const struct fuzz_input *in)
 		buf_append(&text, secret, len);
 		buf_puts(&text, "&x");
 		struct buf masked = {0};
-		secrets_mask_into(&masked, text.data, text.len);
+		secrets_mask_into(&runtime_of(shared_state)->secrets, &masked, text.data, text.len);
 		int leaked = masked.len >= len && memmem(masked.data, masked.len, secret, len) != NULL;
 		buf_free(&text);
 		buf_free(&masked);
@@ -126,7 +127,7 @@ static int run(lua_State *L)
 		return 0; /* not JSON: main stops before validating */
 	lua_pop(L, 1);
 	int config = lua_gettop(L);
-	validate_each_secret(L, schema, config, on_secret);
+	validate_each_secret(L, schema, config, on_secret, NULL);
 	FUZZ_CHECK(lua_gettop(L) == config, "validate_each_secret changed the stack by %d", lua_gettop(L) - config);
 	char err[1024];
 	err[0] = '\0';

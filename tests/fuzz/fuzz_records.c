@@ -1046,7 +1046,7 @@ static const struct record_batch *map_page(lua_State *L, int mapper, int ctx, in
 		   lua_isstring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
 	const struct record_batch *batch = records_to_batch(L, -1);
 	FUZZ_CHECK(batch != NULL, "map returned a %s, not a batch", luaL_typename(L, -1));
-	FUZZ_CHECK(pool_running() || records_batch_ready(batch), "%s", "no worker runs, yet the walk is not done");
+	FUZZ_CHECK(pool_running(&runtime_of(L)->pool) || records_batch_ready(batch), "%s", "no worker runs, yet the walk is not done");
 	return batch;
 }
 
@@ -1265,7 +1265,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	lenient = fuzz_lenient();
 	const char *workers = getenv("FUZZ_RECORDS_WORKERS");
 	if (workers && atoi(workers) > 0)
-		pool_start(atoi(workers));
+		pool_start(&runtime_of(L)->pool, atoi(workers));
 	if (date_parse_day("1000-01-01", &first_day) || date_parse_day("9999-12-31", &last_day))
 		abort();
 	/* The constants of value fields, at their field's index. */

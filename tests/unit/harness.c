@@ -4,6 +4,7 @@
  * nothing about what the tests check.
  */
 #include "harness.h"
+#include "runtime.h"
 
 #include <lauxlib.h>
 #include <stdarg.h>
@@ -120,18 +121,35 @@ int test_check_contains(const char *haystack, const char *needle, const char *fi
 
 lua_State *test_lua_open(void)
 {
-	struct host_limits limits = {
-		.memory_bytes = (size_t)64 << 20,
-		.instructions_per_call = 100000000LL,
-	};
-	lua_State *L = host_open(&limits);
+	return test_lua_open_limited((size_t)64 << 20);
+}
+
+lua_State *test_lua_open_limited(size_t memory_bytes)
+{
+	struct runtime *rt = malloc(sizeof *rt);
+	if (!rt || runtime_init(rt)) {
+		test_check(0, __FILE__, __LINE__, "runtime_init failed");
+		free(rt);
+		return NULL;
+	}
+	rt->limits.memory_bytes = memory_bytes;
+	rt->limits.instructions_per_call = 100000000LL;
+	lua_State *L = rt->L = host_open(rt);
 	test_check(L != NULL, __FILE__, __LINE__, "host_open returned NULL");
+	if (!L) {
+		runtime_free(rt);
+		free(rt);
+	}
 	return L;
 }
 
 void test_lua_close(lua_State *L)
 {
-	host_close(L);
+	if (!L)
+		return;
+	struct runtime *rt = runtime_of(L);
+	runtime_free(rt);
+	free(rt);
 }
 
 int test_temp_file(const char *content, size_t len, char *path, size_t pathlen)

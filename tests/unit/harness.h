@@ -69,6 +69,8 @@ void test_escape(const char *s, size_t len, char *out, size_t outlen);
 
 /* A state made as main makes it (sandboxed libraries, json, date, http, log); NULL is a failure. */
 lua_State *test_lua_open(void);
+/* The same with another memory limit. */
+lua_State *test_lua_open_limited(size_t memory_bytes);
 void test_lua_close(lua_State *L);
 
 /* Writes len bytes into a new temporary file; path receives its name. Returns 0, or -1. */

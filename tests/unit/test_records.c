@@ -25,6 +25,7 @@
 #include "json.h"
 #include "pool.h"
 #include "records.h"
+#include "runtime.h"
 
 #define BYTES(s) s, sizeof(s) - 1
 
@@ -1729,8 +1730,7 @@ static void big_pages_and_reused_buffers(void)
  * state serves the next page. */
 static void records_beyond_the_memory_limit(void)
 {
-	struct host_limits limits = {.memory_bytes = (size_t)16 << 20, .instructions_per_call = 100000000LL};
-	lua_State *L = host_open(&limits);
+	lua_State *L = test_lua_open_limited((size_t)16 << 20);
 	if (!CHECK(L != NULL, "host_open"))
 		return;
 	test_push_lua(L, "local f = {} for i = 1, 40 do f[i] = { 'f' .. i, from = 's' } end "
@@ -1756,7 +1756,7 @@ static void records_beyond_the_memory_limit(void)
 		   "\"f22\":1,\"f23\":1,\"f24\":1,\"f25\":1,\"f26\":1,\"f27\":1,\"f28\":1,\"f29\":1,\"f30\":1,\"f31\":1,"
 		   "\"f32\":1,\"f33\":1,\"f34\":1,\"f35\":1,\"f36\":1,\"f37\":1,\"f38\":1,\"f39\":1,\"f40\":1}",
 		   NULL);
-	host_close(L);
+	test_lua_close(L);
 }
 
 /* ---- map's arguments and the response object ---- */
@@ -2020,18 +2020,17 @@ static int threads_named(const char *name)
  * running waits for it; lua_close with walks in flight is clean (ASan, valgrind). */
 static void batches_walked_on_workers(void)
 {
-	pool_start(3);
-	if (!CHECK(pool_running(), "no worker started")) {
-		pool_stop();
-		return;
-	}
-	CHECK(threads_named(POOL_THREAD_NAME) == pool_threads(), "%d of %d workers named %s", threads_named(POOL_THREAD_NAME),
-	      pool_threads(), POOL_THREAD_NAME);
 	lua_State *L = open_with(FULL);
-	if (!L) {
-		pool_stop();
+	if (!L)
+		return;
+	struct pool *pool = &runtime_of(L)->pool;
+	pool_start(pool, 3);
+	if (!CHECK(pool_running(pool), "no worker started")) {
+		test_lua_close(L);
 		return;
 	}
+	CHECK(threads_named(POOL_THREAD_NAME) == pool_threads(pool), "%d of %d workers named %s",
+	      threads_named(POOL_THREAD_NAME), pool_threads(pool), POOL_THREAD_NAME);
 	enum { PAGES = 24 };
 	struct buf page = {0};
 	const struct record_batch *batches[PAGES];
@@ -2106,10 +2105,10 @@ static void batches_walked_on_workers(void)
 		worker_page(&page, 50 + k);
 		push_unsettled(L, 1, page.data, page.len);
 	}
+	pool_stop(pool);
+	CHECK(!pool_running(pool), "the workers did not stop");
 	test_lua_close(L);
 	buf_free(&page);
-	pool_stop();
-	CHECK(!pool_running(), "the workers did not stop");
 }
 
 /* What the engine does once parse has returned and the records are written: the answer's page
@@ -2121,7 +2120,8 @@ static void released_batches_and_pages(void)
 	lua_State *L = open_with(FULL);
 	if (!L)
 		return;
-	size_t before = records_held();
+	struct runtime *rt = runtime_of(L);
+	size_t before = records_held(rt);
 	const char page[] = "{\"results\":[{\"t\":1646629200000,\"c\":1}],\"next_url\":\"https://h/p?cursor=2\"}";
 	lua_pushliteral(L, "https://api.example.com/v2/aggs");
 	records_push_response(L, 200, -1, BYTES(page));
@@ -2141,19 +2141,19 @@ static void released_batches_and_pages(void)
 	CHECK(a && b && records_batch_settle(a, why, sizeof why) == RECORDS_OK &&
 		      records_batch_settle(b, why, sizeof why) == RECORDS_OK,
 	      "both batches walked");
-	CHECK(records_held() == before + 3, "a page and two batches held: %zu", records_held() - before);
+	CHECK(records_held(rt) == before + 3, "a page and two batches held: %zu", records_held(rt) - before);
 	records_response_release(L, response);
-	CHECK(records_held() == before + 3, "the page stays for its two batches: %zu", records_held() - before);
+	CHECK(records_held(rt) == before + 3, "the page stays for its two batches: %zu", records_held(rt) - before);
 	records_batch_release(L, second);
 	CHECK(records_batch_released(b) && !records_batch_released(a), "only the second batch is released");
 	CHECK(records_batch_count(b) == 0, "a released batch has no records left");
-	CHECK(records_held() == before + 2, "the page stays for the first batch: %zu", records_held() - before);
+	CHECK(records_held(rt) == before + 2, "the page stays for the first batch: %zu", records_held(rt) - before);
 	/* The first batch still reads its next URL from the page's text. */
 	records_batch_push_next_url(L, a);
 	CHECK_STR(lua_tostring(L, -1), "https://h/p?cursor=2", "the page's next_url after the other batch went");
 	lua_pop(L, 1);
 	records_batch_release(L, first);
-	CHECK(records_held() == before, "both batches and the page freed: %zu", records_held() - before);
+	CHECK(records_held(rt) == before, "both batches and the page freed: %zu", records_held(rt) - before);
 	records_batch_release(L, first); /* twice: nothing more */
 	test_push_lua(L, "return function(b, r) local ok, e = pcall(function() return #b end) "
 			 "local ok2, e2 = pcall(function() return r.text end) return ok, e, ok2, e2 end");
@@ -2169,12 +2169,15 @@ static void released_batches_and_pages(void)
 	/* Unreleased, a page and its batch are held until the collector frees them. */
 	struct mapped m;
 	if (map_page(L, 1, BYTES(page), &m) == LUA_OK)
-		CHECK(records_held() == before + 2, "a mapped page: %zu held", records_held() - before);
+		CHECK(records_held(rt) == before + 2, "a mapped page: %zu held", records_held(rt) - before);
 	lua_settop(L, 1);
 	lua_gc(L, LUA_GCCOLLECT, 0);
-	CHECK(records_held() == before, "after a collection: %zu held", records_held() - before);
-	test_lua_close(L);
-	CHECK(records_held() == 0, "after lua_close: %zu held", records_held());
+	CHECK(records_held(rt) == before, "after a collection: %zu held", records_held(rt) - before);
+	host_close(L);
+	rt->L = NULL;
+	CHECK(records_held(rt) == 0, "after lua_close: %zu held", records_held(rt));
+	runtime_free(rt);
+	free(rt);
 }
 
 static const struct test tests[] = {

@@ -1,12 +1,14 @@
 /*
  * test_secrets: masking (secrets.c): raw and URL-encoded forms, the longest secret winning, text
  * without secrets left byte for byte, short values ignored. The registry is process-global, so
- * every test starts and ends with secrets_clear().
+ * every test starts and ends with secrets_clear(&registry).
  */
 #include <string.h>
 
 #include "harness.h"
 #include "secrets.h"
+
+static struct secrets registry;
 
 struct mask_case {
 	const char *label;
@@ -40,60 +42,60 @@ static void mask(void)
 {
 	for (size_t i = 0; i < COUNT_OF(mask_cases); i++) {
 		const struct mask_case *c = &mask_cases[i];
-		secrets_clear();
+		secrets_clear(&registry);
 		for (size_t k = 0; k < COUNT_OF(c->secrets) && c->secrets[k]; k++)
-			secrets_add(c->secrets[k]);
+			secrets_add(&registry, c->secrets[k]);
 		struct buf out = {0};
 		buf_puts(&out, "|");
-		secrets_mask_into(&out, c->text, strlen(c->text));
+		secrets_mask_into(&registry, &out, c->text, strlen(c->text));
 		CHECK(out.len >= 1 && out.data[0] == '|', "%s: the buffer's earlier content was changed", c->label);
 		if (out.len >= 1)
 			test_check_bytes(out.data + 1, out.len - 1, c->want, strlen(c->want), __FILE__, __LINE__,
 					 c->label);
 		buf_free(&out);
 	}
-	secrets_clear();
+	secrets_clear(&registry);
 }
 
 /* len, not strlen: bytes after a NUL are masked too. */
 static void mask_respects_length(void)
 {
 	static const char text[] = "a\0abc123\0z";
-	secrets_clear();
-	secrets_add("abc123");
+	secrets_clear(&registry);
+	secrets_add(&registry, "abc123");
 	struct buf out = {0};
-	secrets_mask_into(&out, text, sizeof text - 1);
+	secrets_mask_into(&registry, &out, text, sizeof text - 1);
 	test_check_bytes(out.data, out.len, "a\0****\0z", 8, __FILE__, __LINE__, "text with NULs");
 	buf_clear(&out);
-	secrets_mask_into(&out, text, 5); /* "a\0abc": the secret is cut off, so nothing is masked */
+	secrets_mask_into(&registry, &out, text, 5); /* "a\0abc": the secret is cut off, so nothing is masked */
 	test_check_bytes(out.data, out.len, "a\0abc", 5, __FILE__, __LINE__, "secret past len");
 	buf_free(&out);
-	secrets_clear();
+	secrets_clear(&registry);
 }
 
 static void clear_forgets(void)
 {
-	secrets_clear();
-	secrets_add("forget-me");
-	secrets_clear();
+	secrets_clear(&registry);
+	secrets_add(&registry, "forget-me");
+	secrets_clear(&registry);
 	struct buf out = {0};
-	secrets_mask_into(&out, "forget-me", 9);
+	secrets_mask_into(&registry, &out, "forget-me", 9);
 	CHECK_BUF(&out, "forget-me", "after secrets_clear");
 	buf_free(&out);
 }
 
 static void duplicates_are_harmless(void)
 {
-	secrets_clear();
+	secrets_clear(&registry);
 	for (int i = 0; i < 200; i++)
-		secrets_add("same-secret");
-	secrets_add("other-secret");
+		secrets_add(&registry, "same-secret");
+	secrets_add(&registry, "other-secret");
 	struct buf out = {0};
 	const char *text = "same-secret other-secret";
-	secrets_mask_into(&out, text, strlen(text));
+	secrets_mask_into(&registry, &out, text, strlen(text));
 	CHECK_BUF(&out, "**** ****", "a secret added 200 times, then another");
 	buf_free(&out);
-	secrets_clear();
+	secrets_clear(&registry);
 }
 
 static const struct test tests[] = {

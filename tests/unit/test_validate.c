@@ -269,8 +269,9 @@ static void required_with_a_non_string_entry(void)
 static const char *found[8];
 static int found_count;
 
-static void collect(const char *value)
+static void collect(void *ctx, const char *value)
 {
+	(void)ctx;
 	if (found_count < (int)COUNT_OF(found))
 		found[found_count] = value;
 	found_count++;
@@ -285,7 +286,7 @@ static void each_secret_finds_api_key(void)
 	test_push_json(L, "{\"api_key\":\"pk_live_123\",\"stock_ticker\":\"AAPL\",\"start_date\":\"2022-03-01\","
 			  "\"base_url\":\"http://localhost\",\"lookback_days\":1}");
 	int top = lua_gettop(L);
-	validate_each_secret(L, 1, 2, collect);
+	validate_each_secret(L, 1, 2, collect, NULL);
 	CHECK(lua_gettop(L) == top, "stack top moved to %d", lua_gettop(L));
 	if (CHECK(found_count == 1, "%d secrets found, want 1", found_count))
 		CHECK_STR(found[0], "pk_live_123", "the secret");
@@ -293,13 +294,13 @@ static void each_secret_finds_api_key(void)
 
 	found_count = 0;
 	test_push_json(L, "{\"stock_ticker\":\"AAPL\"}");
-	validate_each_secret(L, 1, 2, collect);
+	validate_each_secret(L, 1, 2, collect, NULL);
 	CHECK(found_count == 0, "%d secrets found in a config without api_key", found_count);
 	lua_settop(L, 1);
 
 	found_count = 0;
 	test_push_json(L, "{\"api_key\":42,\"stock_ticker\":\"AAPL\"}");
-	validate_each_secret(L, 1, 2, collect);
+	validate_each_secret(L, 1, 2, collect, NULL);
 	CHECK(found_count == 0, "a non-string api_key was reported as a secret");
 	lua_settop(L, 1);
 	test_lua_close(L);
@@ -316,7 +317,7 @@ static void each_secret_nested(void)
 			 "auth = {type = 'object', properties = {"
 			 "  user = {type = 'string'}, password = {type = 'string', airbyte_secret = true}}}}}");
 	test_push_json(L, "{\"name\":\"n\",\"auth\":{\"user\":\"u\",\"password\":\"hunter22\"}}");
-	validate_each_secret(L, 1, 2, collect);
+	validate_each_secret(L, 1, 2, collect, NULL);
 	if (CHECK(found_count == 1, "%d secrets found, want 1", found_count))
 		CHECK_STR(found[0], "hunter22", "the nested secret");
 	lua_settop(L, 0);
