@@ -16,10 +16,11 @@ RUN make && if ldd build/source-lua | grep -q liblua; then echo "Lua is not link
 
 FROM ${BASE_IMAGE}
 ARG VERSION=dev
-# Only the runtime libraries: Lua and lua-cjson are linked in statically.
+# Only the runtime libraries: Lua and lua-cjson are linked in statically. tzdata: streams and the
+# date module read any IANA time zone from /usr/share/zoneinfo.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libcurl4 ca-certificates \
+      libcurl4 ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --home-dir /airbyte airbyte
 COPY --from=build /src/build/source-lua /airbyte/source-lua

@@ -49,13 +49,17 @@ $(UNIT_BIN): $(UNIT_SRCS) $(LIB_OBJS)
 $(BUILD)/emit-bench: tests/bench/emit_bench.c $(LIB_OBJS)
 	$(CC) $(PROJECT_CFLAGS) $(CFLAGS) -Iruntime $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS_ALL)
 
+# Answers time zone queries on stdin, for tests/tz's comparison with Python's zoneinfo.
+$(BUILD)/tz-probe: tests/tz/tz_probe.c $(LIB_OBJS)
+	$(CC) $(PROJECT_CFLAGS) $(CFLAGS) -Iruntime $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS_ALL)
+
 $(BUILD)/obj:
 	mkdir -p $@
 
 # Installs what a fresh Debian 12 machine lacks; a no-op when everything is there.
 DEB_PKGS := build-essential pkg-config liblua5.4-dev libcurl4-openssl-dev lua-cjson-dev \
             python3 python3-pytest python3-jsonschema python3-yaml python3-requests curl libfaketime time \
-            clang libclang-rt-14-dev
+            clang libclang-rt-14-dev tzdata
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -69,10 +73,10 @@ demo: deps
 	$(PYTHON) tests/demo.py --binary $(BIN)
 
 # The fuzz smoke runs once, in the normal build's suite: its targets carry ASan and UBSan anyway.
-TEST_SUITES := tests/server tests/bench tests/e2e tests/acceptance $(if $(filter 1,$(SANITIZE)),,tests/fuzz)
+TEST_SUITES := tests/server tests/bench tests/tz tests/e2e tests/acceptance $(if $(filter 1,$(SANITIZE)),,tests/fuzz)
 
 test: deps
-	$(MAKE) --no-print-directory all $(UNIT_BIN)
+	$(MAKE) --no-print-directory all $(UNIT_BIN) $(BUILD)/tz-probe
 	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN) $(addprefix --suite ,$(TEST_SUITES))
 
 # The end-to-end tests with every connector run under valgrind (leaks and memory errors fail them).

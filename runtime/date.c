@@ -5,9 +5,9 @@
  * is plain addition and never touches the host's time zone. Day <-> civil date conversions are
  * Howard Hinnant's integer algorithms rather than timegm/gmtime_r: every record's day passes
  * through them twice, and glibc's versions take a lock and consult the zone machinery each time.
- * strftime still formats date.format's output. America/New_York is computed here from the US rules rather
- * than from the tz database: slim container images often ship without tzdata, and switching TZ
- * with setenv is process-global and not thread-safe. Trading days are New York days.
+ * strftime still formats date.format's output. Zones come from the tz database through tz.c
+ * (any IANA name, historical rules included); a NULL zone is UTC, which needs no lookup. Switching
+ * TZ with setenv would be process-global and not thread-safe, and pages are mapped on workers.
  */
 #define _GNU_SOURCE
 #include "date.h"
@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+#include "runtime.h"
+#include "tz.h"
 
 struct civil {
 	int year, month, day;
@@ -49,15 +52,10 @@ static int64_t days_from_civil(int year, int month, int day)
 	return era * 146097 + doe - 719468;
 }
 
-static int year_of_day(int64_t days)
-{
-	return civil_from_days(days).year;
-}
-
-static void civil_from_epoch(int64_t epoch, struct tm *tm)
+static int civil_from_epoch(int64_t epoch, struct tm *tm)
 {
 	time_t t = (time_t)epoch;
-	gmtime_r(&t, tm);
+	return gmtime_r(&t, tm) ? 0 : -1;
 }
 
 static int weekday_of(int64_t days)
@@ -66,122 +64,48 @@ static int weekday_of(int64_t days)
 	return (int)(((days % 7) + 7 + 4) % 7);
 }
 
-/* Day of the nth (1-based) given weekday of a month; n = -1 asks for the last one. */
-static int64_t nth_weekday(int year, int month, int weekday, int n)
+int64_t date_days_from_civil(int year, int month, int day)
 {
-	if (n < 0) {
-		int next_year = month == 12 ? year + 1 : year;
-		int next_month = month == 12 ? 1 : month + 1;
-		int64_t last = days_from_civil(next_year, next_month, 1) - 1;
-		return last - ((weekday_of(last) - weekday + 7) % 7);
-	}
-	int64_t first = days_from_civil(year, month, 1);
-	return first + ((weekday - weekday_of(first) + 7) % 7) + 7 * (n - 1);
+	return days_from_civil(year, month, day);
 }
 
-/* The UTC instants at which New York daylight time starts and ends in a year. Every record's
- * day goes through here, so the last year asked for is remembered (per thread: pages are
- * mapped on worker threads). */
-static void new_york_dst_bounds(int year, int64_t *start, int64_t *end)
+void date_civil_from_days(int64_t days, int *year, int *month, int *day)
 {
-	static _Thread_local int cached_year = -1;
-	static _Thread_local int64_t cached_start, cached_end;
-	if (year == cached_year) {
-		*start = cached_start;
-		*end = cached_end;
-		return;
-	}
-	int64_t start_day;
-	int64_t end_day;
-	if (year >= 2007) {
-		start_day = nth_weekday(year, 3, 0, 2);
-		end_day = nth_weekday(year, 11, 0, 1);
-	} else if (year >= 1987) {
-		start_day = nth_weekday(year, 4, 0, 1);
-		end_day = nth_weekday(year, 10, 0, -1);
-	} else {
-		start_day = nth_weekday(year, 4, 0, -1);
-		end_day = nth_weekday(year, 10, 0, -1);
-	}
-	/* 02:00 EST is 07:00 UTC; 02:00 EDT is 06:00 UTC. */
-	*start = start_day * DATE_SECONDS_PER_DAY + 7 * 3600;
-	*end = end_day * DATE_SECONDS_PER_DAY + 6 * 3600;
-	cached_year = year;
-	cached_start = *start;
-	cached_end = *end;
+	struct civil c = civil_from_days(days);
+	*year = c.year;
+	*month = c.month;
+	*day = c.day;
 }
 
-int date_zone_offset(enum date_zone zone, int64_t epoch)
+int32_t date_zone_offset(const struct tz_zone *zone, int64_t epoch)
 {
-	if (zone == DATE_UTC)
-		return 0;
-	/* The year of the last instant asked for, as days: consecutive records share it, and finding
-	 * the year of a day is most of the cost here. */
-	static _Thread_local int64_t year_first = 1, year_last = 0;
-	static _Thread_local int year;
-	int64_t day = date_floor_div(epoch - 5 * 3600, DATE_SECONDS_PER_DAY);
-	if (day < year_first || day > year_last) {
-		year = year_of_day(day);
-		year_first = days_from_civil(year, 1, 1);
-		year_last = days_from_civil(year + 1, 1, 1) - 1;
-	}
-	int64_t start;
-	int64_t end;
-	new_york_dst_bounds(year, &start, &end);
-	return (epoch >= start && epoch < end) ? -4 * 3600 : -5 * 3600;
+	return zone ? tz_offset(zone, epoch, NULL, NULL) : 0;
 }
 
-int date_zone_offset_span(enum date_zone zone, int64_t epoch, int64_t *from, int64_t *until)
+int32_t date_zone_offset_span(const struct tz_zone *zone, int64_t epoch, int64_t *from, int64_t *until)
 {
-	if (zone == DATE_UTC) {
+	if (!zone) {
 		*from = INT64_MIN;
 		*until = INT64_MAX;
 		return 0;
 	}
-	int offset = date_zone_offset(zone, epoch);
-	/* date_zone_offset decides by the year of epoch - 5 h, from 05:00 UTC on 1 January to the
-	 * next, and by the daylight bounds within it: the span is the piece of that year. */
-	int64_t day = date_floor_div(epoch - 5 * 3600, DATE_SECONDS_PER_DAY);
-	int year = year_of_day(day);
-	int64_t year_start = days_from_civil(year, 1, 1) * DATE_SECONDS_PER_DAY + 5 * 3600;
-	int64_t year_end = days_from_civil(year + 1, 1, 1) * DATE_SECONDS_PER_DAY + 5 * 3600;
-	int64_t start, end;
-	new_york_dst_bounds(year, &start, &end);
-	if (epoch < start) {
-		*from = year_start;
-		*until = start;
-	} else if (epoch < end) {
-		*from = start;
-		*until = end;
-	} else {
-		*from = end;
-		*until = year_end;
-	}
-	return offset;
+	return tz_offset(zone, epoch, from, until);
 }
 
-int64_t date_day_in_zone(int64_t epoch, enum date_zone zone)
+int64_t date_day_in_zone(int64_t epoch, const struct tz_zone *zone)
 {
 	return date_floor_div(epoch + date_zone_offset(zone, epoch), DATE_SECONDS_PER_DAY);
 }
 
-int date_seconds_into_day(int64_t epoch, enum date_zone zone)
+int date_seconds_into_day(int64_t epoch, const struct tz_zone *zone)
 {
 	int64_t local = epoch + date_zone_offset(zone, epoch);
 	return (int)(local - date_floor_div(local, DATE_SECONDS_PER_DAY) * DATE_SECONDS_PER_DAY);
 }
 
-int date_zone_from_name(const char *name, enum date_zone *zone)
+int64_t date_local_to_epoch(int64_t local, const struct tz_zone *zone)
 {
-	if (!strcmp(name, "UTC") || !strcmp(name, "Etc/UTC") || !strcmp(name, "Z")) {
-		*zone = DATE_UTC;
-		return 0;
-	}
-	if (!strcmp(name, "America/New_York") || !strcmp(name, "US/Eastern")) {
-		*zone = DATE_NEW_YORK;
-		return 0;
-	}
-	return -1;
+	return zone ? tz_local_to_utc(zone, local) : local;
 }
 
 static int read_digits(const char *s, int count, int *value)
@@ -251,82 +175,123 @@ void date_format_day(int64_t days, char out[DATE_DAY_LEN])
 	out[10] = '\0';
 }
 
-/* Converts a wall-clock time in zone to UTC. An hour repeated in autumn is its first occurrence;
- * a time in the spring gap is read as standard time, so it moves forward (02:30 -> 03:30 EDT). */
-static int64_t local_to_epoch(int64_t local, enum date_zone zone)
-{
-	if (zone == DATE_UTC)
-		return local;
-	int64_t as_daylight = local + 4 * 3600;
-	if (date_zone_offset(zone, as_daylight) == -4 * 3600)
-		return as_daylight;
-	return local + 5 * 3600;
-}
-
-static int parse_clock(const char *s, int *seconds, const char **rest)
+/* Reads HH:MM[:SS[.fraction]] at s; the fraction is kept to microseconds. */
+static int parse_clock(const char *s, const char *end, int64_t *us, const char **rest)
 {
 	int hour, minute, second = 0;
-	if (read_digits(s, 2, &hour) || s[2] != ':' || read_digits(s + 3, 2, &minute))
+	if (end - s < 5 || read_digits(s, 2, &hour) || s[2] != ':' || read_digits(s + 3, 2, &minute))
 		return -1;
 	s += 5;
-	if (*s == ':') {
-		if (read_digits(s + 1, 2, &second))
+	int64_t micros = 0;
+	if (s < end && *s == ':') {
+		if (end - s < 3 || read_digits(s + 1, 2, &second))
 			return -1;
 		s += 3;
-		if (*s == '.') {
+		if (s < end && (*s == '.' || *s == ',')) {
 			s++;
-			if (!isdigit((unsigned char)*s))
+			if (s >= end || !isdigit((unsigned char)*s))
 				return -1;
-			while (isdigit((unsigned char)*s))
-				s++;
+			int digits = 0;
+			for (; s < end && isdigit((unsigned char)*s); s++, digits++)
+				if (digits < 6)
+					micros = micros * 10 + (*s - '0');
+			for (; digits < 6; digits++)
+				micros *= 10;
 		}
 	}
+	/* 60: a leap second, read as the next one (POSIX time has none). */
 	if (hour > 23 || minute > 59 || second > 60)
 		return -1;
-	*seconds = hour * 3600 + minute * 60 + second;
+	*us = ((int64_t)hour * 3600 + minute * 60 + second) * 1000000 + micros;
 	*rest = s;
 	return 0;
 }
 
-static int parse_offset(const char *s, int *offset)
+/* Z, +HH:MM, +HHMM or +HH (and '-'), up to the end. */
+static int parse_offset(const char *s, const char *end, int *offset)
 {
-	if ((s[0] == 'Z' || s[0] == 'z') && s[1] == '\0') {
+	size_t len = (size_t)(end - s);
+	if (len == 1 && (s[0] == 'Z' || s[0] == 'z')) {
 		*offset = 0;
 		return 0;
 	}
-	int hours, minutes;
-	if ((s[0] != '+' && s[0] != '-') || read_digits(s + 1, 2, &hours) || s[3] != ':' ||
-	    read_digits(s + 4, 2, &minutes) || s[6] != '\0' || hours > 23 || minutes > 59)
+	int hours, minutes = 0;
+	if (len < 3 || (s[0] != '+' && s[0] != '-') || read_digits(s + 1, 2, &hours))
+		return -1;
+	if (len == 6 && s[3] == ':') {
+		if (read_digits(s + 4, 2, &minutes))
+			return -1;
+	} else if (len == 5) {
+		if (read_digits(s + 3, 2, &minutes))
+			return -1;
+	} else if (len != 3) {
+		return -1;
+	}
+	if (hours > 23 || minutes > 59)
 		return -1;
 	*offset = (s[0] == '-' ? -1 : 1) * (hours * 3600 + minutes * 60);
 	return 0;
 }
 
-int date_parse(const char *s, enum date_zone zone, int64_t *epoch)
+int date_parse_instant(const char *s, size_t len, const struct tz_zone *zone, int64_t *us)
 {
 	int64_t days;
-	if (strlen(s) < 10 || parse_day_prefix(s, &days))
+	const char *end = s + len;
+	if (len < 10 || memchr(s, '\0', len) || parse_day_prefix(s, &days))
 		return -1;
-	if (s[10] == '\0') {
-		*epoch = local_to_epoch(days * DATE_SECONDS_PER_DAY, zone);
+	if (len == 10) {
+		*us = date_local_to_epoch(days * DATE_SECONDS_PER_DAY, zone) * 1000000;
 		return 0;
 	}
 	if (s[10] != 'T' && s[10] != 't' && s[10] != ' ')
 		return -1;
-	int seconds;
+	int64_t clock_us;
 	const char *rest;
-	if (parse_clock(s + 11, &seconds, &rest))
+	if (parse_clock(s + 11, end, &clock_us, &rest))
 		return -1;
-	int64_t local = days * DATE_SECONDS_PER_DAY + seconds;
-	if (*rest == '\0') {
-		*epoch = local_to_epoch(local, zone);
+	int64_t local_seconds = days * DATE_SECONDS_PER_DAY + clock_us / 1000000;
+	int64_t fraction = clock_us % 1000000;
+	if (rest == end) {
+		*us = date_local_to_epoch(local_seconds, zone) * 1000000 + fraction;
 		return 0;
 	}
 	int offset;
-	if (parse_offset(rest, &offset))
+	if (parse_offset(rest, end, &offset))
 		return -1;
-	*epoch = local - offset;
+	*us = (local_seconds - offset) * 1000000 + fraction;
 	return 0;
+}
+
+int date_parse(const char *s, const struct tz_zone *zone, int64_t *epoch)
+{
+	int64_t us;
+	if (date_parse_instant(s, strlen(s), zone, &us))
+		return -1;
+	*epoch = date_floor_div(us, 1000000);
+	return 0;
+}
+
+size_t date_format_instant(int64_t us, char out[DATE_INSTANT_LEN])
+{
+	int64_t seconds = date_floor_div(us, 1000000);
+	int64_t micros = us - seconds * 1000000;
+	int64_t days = date_floor_div(seconds, DATE_SECONDS_PER_DAY);
+	int64_t clock = seconds - days * DATE_SECONDS_PER_DAY;
+	char day[DATE_DAY_LEN];
+	date_format_day(days, day);
+	int n = snprintf(out, DATE_INSTANT_LEN, "%sT%02d:%02d:%02d", day, (int)(clock / 3600), (int)(clock / 60 % 60),
+			 (int)(clock % 60));
+	if (micros) {
+		char fraction[8];
+		snprintf(fraction, sizeof fraction, "%06d", (int)micros);
+		size_t digits = 6;
+		while (fraction[digits - 1] == '0')
+			digits--;
+		fraction[digits] = '\0';
+		n += snprintf(out + n, DATE_INSTANT_LEN - (size_t)n, ".%s", fraction);
+	}
+	n += snprintf(out + n, DATE_INSTANT_LEN - (size_t)n, "Z");
+	return (size_t)n;
 }
 
 int64_t date_now_ms(void)
@@ -336,12 +301,16 @@ int64_t date_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static enum date_zone check_zone(lua_State *L, int arg)
+/* The zone named by argument arg (default UTC); NULL stands for UTC. */
+static const struct tz_zone *check_zone(lua_State *L, int arg)
 {
-	enum date_zone zone = DATE_UTC;
 	const char *name = luaL_optstring(L, arg, "UTC");
-	if (date_zone_from_name(name, &zone))
-		luaL_argerror(L, arg, lua_pushfstring(L, "unknown time zone '%s' (use UTC or America/New_York)", name));
+	if (!strcmp(name, "UTC"))
+		return NULL;
+	char err[300];
+	const struct tz_zone *zone = tz_find(runtime_of(L)->zones, name, err, sizeof err);
+	if (!zone)
+		luaL_argerror(L, arg, lua_pushstring(L, err));
 	return zone;
 }
 
@@ -365,7 +334,7 @@ static int push_day(lua_State *L, int64_t days)
 /* date.today([tz]) -> "YYYY-MM-DD", today in tz (default UTC) */
 static int date_lua_today(lua_State *L)
 {
-	enum date_zone zone = check_zone(L, 1);
+	const struct tz_zone *zone = check_zone(L, 1);
 	return push_day(L, date_day_in_zone(date_now_ms() / 1000, zone));
 }
 
@@ -386,7 +355,7 @@ static int date_lua_now_ms(lua_State *L)
 /* date.parse(text [, tz]) -> epoch seconds | nil, errmsg */
 static int date_lua_parse(lua_State *L)
 {
-	enum date_zone zone = check_zone(L, 2);
+	const struct tz_zone *zone = check_zone(L, 2);
 	int64_t epoch;
 	if (lua_type(L, 1) != LUA_TSTRING || date_parse(lua_tostring(L, 1), zone, &epoch)) {
 		lua_pushnil(L);
@@ -402,9 +371,15 @@ static int date_lua_format(lua_State *L)
 {
 	int64_t epoch = (int64_t)luaL_checkinteger(L, 1);
 	const char *fmt = luaL_optstring(L, 2, "%Y-%m-%d");
-	enum date_zone zone = check_zone(L, 3);
+	const struct tz_zone *zone = check_zone(L, 3);
 	struct tm tm;
-	civil_from_epoch(epoch + date_zone_offset(zone, epoch), &tm);
+	int32_t offset = date_zone_offset(zone, epoch);
+	if (epoch < DATE_MIN_DAY * DATE_SECONDS_PER_DAY || epoch > (DATE_MAX_DAY + 1) * DATE_SECONDS_PER_DAY ||
+	    civil_from_epoch(epoch + offset, &tm))
+		return luaL_argerror(L, 1, "not an instant in the years 1000 to 9999");
+	/* For %Z and %z: glibc's strftime reads them from these members. */
+	tm.tm_gmtoff = offset;
+	tm.tm_zone = zone ? tz_abbreviation(zone, epoch) : "UTC";
 	char text[128];
 	size_t n = strftime(text, sizeof text, fmt, &tm);
 	if (n == 0 && fmt[0] != '\0')
@@ -417,7 +392,7 @@ static int date_lua_format(lua_State *L)
 static int date_lua_from_ms(lua_State *L)
 {
 	lua_Number ms = luaL_checknumber(L, 1);
-	enum date_zone zone = check_zone(L, 2);
+	const struct tz_zone *zone = check_zone(L, 2);
 	int64_t seconds = (int64_t)(ms / 1000.0);
 	if ((lua_Number)seconds * 1000.0 > ms)
 		seconds--;
@@ -428,7 +403,12 @@ static int date_lua_from_ms(lua_State *L)
 static int date_lua_add_days(lua_State *L)
 {
 	int64_t days = check_day(L, 1);
-	return push_day(L, days + (int64_t)luaL_checkinteger(L, 2));
+	lua_Integer n = luaL_checkinteger(L, 2);
+	int64_t sum;
+	if (n > DATE_MAX_DAY - DATE_MIN_DAY || n < DATE_MIN_DAY - DATE_MAX_DAY || (sum = days + (int64_t)n) < DATE_MIN_DAY ||
+	    sum > DATE_MAX_DAY)
+		return luaL_argerror(L, 2, "the day would fall outside the years 1000 to 9999");
+	return push_day(L, sum);
 }
 
 /* date.diff_days(a, b) -> days from a to b (b - a) */

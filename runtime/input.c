@@ -116,14 +116,23 @@ static void add_stream_state(lua_State *L, int states, int idx, const char *wher
 	if (!lua_isnil(L, -1) && !lua_istable(L, -1))
 		input_raise(L, PROTO_CONFIG_ERROR, "state: the stream_state of '%s' must be an object",
 			    lua_tostring(L, -2));
-	lua_setfield(L, states, lua_tostring(L, -2));
+	/* Two states for one stream: which one the platform meant cannot be known, and keeping either
+	 * could skip what the other covers. */
+	lua_pushvalue(L, -2);
+	if (lua_rawget(L, states) != LUA_TNIL)
+		input_raise(L, PROTO_CONFIG_ERROR, "state: stream '%s' has two states; give one per stream",
+			    lua_tostring(L, -3));
+	lua_pop(L, 1);
+	lua_pushvalue(L, -2);
+	lua_insert(L, -2);
+	lua_rawset(L, states);
 	lua_pop(L, 2);
 }
 
 static void add_state_message(lua_State *L, int states, int idx, int position);
 
 /* {stream_name: stream_state}. Values are kept whatever their type: the read decides, for the
- * streams it reads, whether one is usable (sync.c), and other keys pass through untouched. */
+ * streams it reads, whether one is usable (engine.c), and other keys pass through untouched. */
 static void add_legacy_blob(lua_State *L, int states, int idx)
 {
 	lua_pushnil(L);
@@ -253,6 +262,8 @@ void input_check_catalog(lua_State *L, int idx)
 	if (!lua_istable(L, streams))
 		input_raise(L, PROTO_CONFIG_ERROR, "the catalog has no 'streams' list");
 	lua_Integer n = (lua_Integer)lua_rawlen(L, streams);
+	lua_newtable(L);
+	int seen = lua_gettop(L);
 	for (lua_Integer i = 1; i <= n; i++) {
 		lua_rawgeti(L, streams, i);
 		if (!lua_istable(L, -1))
@@ -264,6 +275,16 @@ void input_check_catalog(lua_State *L, int idx)
 		if (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
 			input_raise(L, PROTO_CONFIG_ERROR, "catalog: streams[%d].stream has no name", (int)i - 1);
 		const char *name = lua_tostring(L, -1);
+		if (strlen(name) != lua_rawlen(L, -1))
+			input_raise(L, PROTO_CONFIG_ERROR, "catalog: the name of streams[%d] contains a NUL character", (int)i - 1);
+		lua_pushvalue(L, -1);
+		if (lua_rawget(L, seen) != LUA_TNIL)
+			input_raise(L, PROTO_CONFIG_ERROR,
+				    "catalog: stream '%s' is listed twice; its records would be sent twice", name);
+		lua_pop(L, 1);
+		lua_pushvalue(L, -1);
+		lua_pushboolean(L, 1);
+		lua_rawset(L, seen);
 		lua_getfield(L, -3, "sync_mode");
 		const char *mode = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
 		if (!one_of(mode, sync_modes))
@@ -272,5 +293,5 @@ void input_check_catalog(lua_State *L, int idx)
 				    mode ? mode : luaL_typename(L, -1));
 		lua_pop(L, 4);
 	}
-	lua_pop(L, 1);
+	lua_pop(L, 2);
 }

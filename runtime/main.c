@@ -25,7 +25,8 @@
 #include "proto.h"
 #include "runtime.h"
 #include "secrets.h"
-#include "sync.h"
+#include "read.h"
+#include "stream.h"
 #include "validate.h"
 
 #define EXIT_USAGE 2
@@ -154,12 +155,6 @@ struct run {
 static void push_spec(lua_State *L, int script)
 {
 	lua_getfield(L, script, "spec");
-	if (!lua_istable(L, -1))
-		input_raise(L, PROTO_SYSTEM_ERROR, "the script's 'spec' must be a table");
-	lua_getfield(L, -1, "connectionSpecification");
-	if (!lua_istable(L, -1))
-		input_raise(L, PROTO_SYSTEM_ERROR, "the script's spec has no connectionSpecification table");
-	lua_pop(L, 1);
 }
 
 static void register_secret(void *secrets, const char *value)
@@ -252,7 +247,7 @@ static void command_spec(struct runtime *rt, int script)
 		input_raise(L, PROTO_SYSTEM_ERROR, "the spec cannot be written as JSON: %s", err);
 }
 
-static void command_check(struct runtime *rt, int script, struct run *r)
+static void command_check(struct runtime *rt, int script, const struct script_def *def, struct run *r)
 {
 	lua_State *L = rt->L;
 	if (load_config(rt, script, r->opts->config)) {
@@ -260,8 +255,9 @@ static void command_check(struct runtime *rt, int script, struct run *r)
 		return;
 	}
 	int config = lua_gettop(L);
-	if (lua_getfield(L, script, "check") != LUA_TFUNCTION)
+	if (!def->has_check)
 		input_raise(L, PROTO_SYSTEM_ERROR, "the script has no check(config) function");
+	lua_getfield(L, script, "check");
 	lua_pushvalue(L, config);
 	if (host_call(L, 1, 2) != LUA_OK) {
 		lua_getfield(L, -1, "message");
@@ -271,69 +267,16 @@ static void command_check(struct runtime *rt, int script, struct run *r)
 	proto_connection_status(&rt->out, lua_toboolean(L, -2), lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL);
 }
 
-static void push_string_list(lua_State *L, const char *only)
-{
-	lua_createtable(L, 1, 0);
-	lua_pushstring(L, only);
-	lua_rawseti(L, -2, 1);
-}
-
-/* One AirbyteStream from a script's stream definition. [-0, +1, e] */
-static void push_catalog_stream(lua_State *L, int def, lua_Integer position)
-{
-	lua_createtable(L, 0, 8);
-	int out = lua_gettop(L);
-	static const char *const copied[] = {"name", "json_schema", "namespace", NULL};
-	for (const char *const *f = copied; *f; f++) {
-		lua_getfield(L, def, *f);
-		lua_setfield(L, out, *f);
-	}
-	lua_getfield(L, out, "name");
-	if (lua_type(L, -1) != LUA_TSTRING)
-		input_raise(L, PROTO_SYSTEM_ERROR, "streams[%d] has no name", (int)position);
-	lua_getfield(L, out, "json_schema");
-	if (!lua_istable(L, -1))
-		input_raise(L, PROTO_SYSTEM_ERROR, "stream '%s' has no json_schema table", lua_tostring(L, -2));
-	lua_pop(L, 2);
-	lua_getfield(L, def, "cursor_field");
-	int incremental = lua_type(L, -1) == LUA_TSTRING;
-	lua_createtable(L, 2, 0);
-	lua_pushstring(L, "full_refresh");
-	lua_rawseti(L, -2, 1);
-	if (incremental) {
-		lua_pushstring(L, "incremental");
-		lua_rawseti(L, -2, 2);
-	}
-	lua_setfield(L, out, "supported_sync_modes");
-	if (incremental) {
-		lua_pushboolean(L, 1);
-		lua_setfield(L, out, "source_defined_cursor");
-		push_string_list(L, lua_tostring(L, -1));
-		lua_setfield(L, out, "default_cursor_field");
-		lua_pushboolean(L, 1);
-		lua_setfield(L, out, "is_resumable");
-	}
-	lua_pop(L, 1);
-	lua_getfield(L, def, "primary_key");
-	lua_setfield(L, out, "source_defined_primary_key");
-}
-
-static void command_discover(struct runtime *rt, int script, struct run *r)
+static void command_discover(struct runtime *rt, int script, const struct script_def *def, int def_idx, struct run *r)
 {
 	lua_State *L = rt->L;
 	if (load_config(rt, script, r->opts->config))
 		input_raise(L, PROTO_CONFIG_ERROR, "%s", lua_tostring(L, -1));
-	lua_getfield(L, script, "streams");
-	int streams = lua_gettop(L);
-	if (!lua_istable(L, streams) || lua_rawlen(L, streams) == 0)
-		input_raise(L, PROTO_SYSTEM_ERROR, "the script's 'streams' must be a non-empty list");
 	lua_createtable(L, 0, 1);
-	lua_createtable(L, (int)lua_rawlen(L, streams), 0);
-	for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, streams); i++) {
-		lua_rawgeti(L, streams, i);
-		push_catalog_stream(L, lua_gettop(L), i);
-		lua_rawseti(L, -3, i);
-		lua_pop(L, 1);
+	lua_createtable(L, (int)def->count, 0);
+	for (size_t i = 0; i < def->count; i++) {
+		stream_push_catalog_entry(L, def_idx, &def->streams[i]);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
 	}
 	lua_setfield(L, -2, "streams");
 	char err[256];
@@ -341,7 +284,7 @@ static void command_discover(struct runtime *rt, int script, struct run *r)
 		input_raise(L, PROTO_SYSTEM_ERROR, "the catalog cannot be written as JSON: %s", err);
 }
 
-static void command_read(struct runtime *rt, int script, struct run *r)
+static void command_read(struct runtime *rt, int script, const struct script_def *def, int def_idx, struct run *r)
 {
 	lua_State *L = rt->L;
 	if (load_config(rt, script, r->opts->config))
@@ -352,7 +295,7 @@ static void command_read(struct runtime *rt, int script, struct run *r)
 	input_check_catalog(L, catalog);
 	input_read_state(L, r->opts->state);
 	int states = lua_gettop(L);
-	if (sync_read(rt, script, config, catalog, states))
+	if (read_catalog(rt, def, def_idx, config, catalog, states))
 		r->exit_code = 1;
 }
 
@@ -361,15 +304,17 @@ static int pmain(lua_State *L)
 	struct run *r = lua_touserdata(L, 1);
 	host_load_script(L, r->script_path);
 	int script = lua_gettop(L);
+	const struct script_def *def = stream_load_script(r->rt, script);
+	int def_idx = lua_gettop(L);
 	const char *command = r->opts->command;
 	if (!strcmp(command, "spec"))
 		command_spec(r->rt, script);
 	else if (!strcmp(command, "check"))
-		command_check(r->rt, script, r);
+		command_check(r->rt, script, def, r);
 	else if (!strcmp(command, "discover"))
-		command_discover(r->rt, script, r);
+		command_discover(r->rt, script, def, def_idx, r);
 	else
-		command_read(r->rt, script, r);
+		command_read(r->rt, script, def, def_idx, r);
 	return 0;
 }
 
@@ -390,10 +335,10 @@ static void report_pmain_error(struct runtime *rt, lua_State *L)
 	proto_trace_error(&rt->out, type, message ? message : "unknown error", NULL, NULL);
 }
 
+/* 2 for SIGINT, 1 for SIGTERM: the message says which ended the sync. */
 static void on_sigterm(int sig)
 {
-	(void)sig;
-	host_cancelled = 1;
+	host_cancelled = sig == SIGINT ? 2 : 1;
 }
 
 static void install_signals(void)

@@ -845,6 +845,24 @@ static int day_from_text(struct walk *w, const struct walk_field *f, const struc
 	return -1;
 }
 
+/* An ISO 8601 / RFC 3339 instant, in microseconds. */
+static int instant_from_text(struct walk *w, const struct walk_field *f, const struct value *v, int64_t *out)
+{
+	char text[DATE_INSTANT_LEN + 8];
+	size_t len = 0;
+	if (v->type == 's' && !v->escaped && v->len - 2 <= sizeof text) {
+		memcpy(text, v->at + 1, v->len - 2);
+		len = v->len - 2;
+	} else if (v->type == 's' && v->escaped) {
+		len = unescape(v->at + 1, v->at + v->len - 1, (unsigned char *)text, sizeof text);
+	}
+	if (len <= sizeof text && len && date_parse_instant(text, len, f->zone, out) == 0)
+		return 0;
+	wrong_shape(w, "item %d of '%s': '%s' is not an ISO 8601 date-time", w->item, w->m->list,
+		    w->m->sources[f->source].name);
+	return -1;
+}
+
 static inline char *put(char *out, const void *data, size_t len)
 {
 	memcpy(out, data, len);
@@ -925,7 +943,7 @@ static inline char *put_day(struct walk *w, char *out, int64_t day)
 /* Writes the value of a field after its key (inlined in both writers: it is the walk's inner
  * loop). NULL when the item cannot give the field a value it must have; out unchanged and *omit
  * set when the field has none in this item (it is left out). */
-static inline __attribute__((always_inline)) char *put_field_value(struct walk *w, char *out, struct field_op *op, int64_t *days, int *omit)
+static inline __attribute__((always_inline)) char *put_field_value(struct walk *w, char *out, struct field_op *op, int64_t *cols, int *omit)
 {
 	const struct value *v = op->v;
 	long long integer;
@@ -938,28 +956,37 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 	}
 	switch (op->kind) {
 	case FROM_INTEGER:
-		/* Spelt as an integer already: the text is the integer's text, but for "-0". */
-		if (v->type == 'n' && v->is_integer && !(v->len == 2 && v->at[0] == '-' && v->at[1] == '0'))
-			return put_value(w, out, v);
 		if (v->type != 'n' || number_to_integer(v, (size_t)(w->end - v->at), &integer)) {
 			*omit = 1;
 			return out;
 		}
+		cols[op->f->column] = integer;
+		/* Spelt as an integer already: the text is the integer's text, but for "-0". */
+		if (v->is_integer && !(v->len == 2 && v->at[0] == '-' && v->at[1] == '0'))
+			return put_value(w, out, v);
 		return out + json_int_text(integer, out);
+	case FROM_DATETIME:
+		if (v->type == 'l') {
+			*omit = 1;
+			return out;
+		}
+		if (instant_from_text(w, op->f, v, &cols[op->f->column]))
+			return NULL;
+		return put(out, v->at, v->len);
 	case FROM_DAY_MS:
 		if (v->type == 'l') {
 			*omit = 1;
 			return out;
 		}
-		if (!quick_day_from_ms(w, op, &days[op->f->day_column]) && day_from_ms(w, op, &days[op->f->day_column]))
+		if (!quick_day_from_ms(w, op, &cols[op->f->column]) && day_from_ms(w, op, &cols[op->f->column]))
 			return NULL;
-		return put_day(w, out, days[op->f->day_column]);
+		return put_day(w, out, cols[op->f->column]);
 	default: /* FROM_DAY */
 		if (v->type == 'l') {
 			*omit = 1;
 			return out;
 		}
-		if (day_from_text(w, op->f, v, &days[op->f->day_column]))
+		if (day_from_text(w, op->f, v, &cols[op->f->column]))
 			return NULL;
 		return put(out, v->at, v->len);
 	}
@@ -967,14 +994,14 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 
 /* Writes a field as ',"name":value' (nothing when it has no value); NULL when the item cannot
  * give it a value it must have. */
-static inline char *put_field(struct walk *w, char *out, struct field_op *op, int64_t *days)
+static inline char *put_field(struct walk *w, char *out, struct field_op *op, int64_t *cols)
 {
 	if (op->kind == FROM_CONTEXT)
 		return put_piece(out, &op->piece);
 	if (!op->v->at)
 		return out;
 	int omit = 0;
-	char *end = put_field_value(w, put_piece(out, &op->piece), op, days, &omit);
+	char *end = put_field_value(w, put_piece(out, &op->piece), op, cols, &omit);
 	return omit ? out : end;
 }
 
@@ -1047,7 +1074,7 @@ static int grow_buffers(struct walk *w, size_t data_bytes)
 {
 	struct walk_output *o = w->out;
 	struct walk_buffers *mem = &o->mem;
-	size_t ndays = (size_t)w->m->ndays;
+	size_t ncolumns = (size_t)w->m->ncolumns;
 	if (o->len + data_bytes > mem->cap) {
 		char *data = grow(w, mem->data, &mem->cap, o->len + data_bytes, 64 * 1024);
 		if (!data)
@@ -1056,25 +1083,25 @@ static int grow_buffers(struct walk *w, size_t data_bytes)
 	}
 	if (o->count == mem->entries_cap) {
 		size_t cap = mem->entries_cap ? mem->entries_cap * 2 : 1024;
-		size_t entries_bytes = mem->entries_cap * sizeof *mem->entries, days_bytes = mem->entries_cap * ndays * 8;
+		size_t entries_bytes = mem->entries_cap * sizeof *mem->entries, cols_bytes = mem->entries_cap * ncolumns * 8;
 		struct walk_entry *entries = grow(w, mem->entries, &entries_bytes, cap * sizeof *entries, 1);
 		if (!entries)
 			return -1;
 		mem->entries = entries;
-		if (ndays) {
-			int64_t *days = grow(w, mem->days, &days_bytes, cap * ndays * sizeof *days, 1);
-			if (!days)
+		if (ncolumns) {
+			int64_t *cols = grow(w, mem->cols, &cols_bytes, cap * ncolumns * sizeof *cols, 1);
+			if (!cols)
 				return -1;
-			mem->days = days;
+			mem->cols = cols;
 		}
 		mem->entries_cap = cap;
 	}
 	return 0;
 }
 
-static void note_day(struct walk_day_span *span, int64_t day, size_t record)
+static void note_column(struct walk_column_span *span, int64_t day, size_t record)
 {
-	if (day == WALK_NO_DAY) {
+	if (day == WALK_NO_VALUE) {
 		span->every_record = 0;
 		return;
 	}
@@ -1095,7 +1122,7 @@ static int beyond_memory_cap(struct walk *w)
 
 /* Room for one more record, and its day columns, cleared; -1 (the walk failed) past the memory
  * cap. */
-static inline int begin_record(struct walk *w, size_t item_len, int64_t **days_out)
+static inline int begin_record(struct walk *w, size_t item_len, int64_t **cols_out)
 {
 	struct walk_output *o = w->out;
 	const struct walk_mapping *m = w->m;
@@ -1103,20 +1130,20 @@ static inline int begin_record(struct walk *w, size_t item_len, int64_t **days_o
 	 * bounded by the declaration and the pieces. */
 	if (reserve(w, w->record_bound + item_len * (size_t)m->max_copies))
 		return beyond_memory_cap(w);
-	/* No day columns: no days buffer either (NULL + 0 is not a pointer to compute). */
-	int64_t *days = *days_out = m->ndays ? o->mem.days + o->count * (size_t)m->ndays : NULL;
-	for (int d = 0; d < m->ndays; d++)
-		days[d] = WALK_NO_DAY;
+	/* No value columns: no buffer for them either (NULL + 0 is not a pointer to compute). */
+	int64_t *cols = *cols_out = m->ncolumns ? o->mem.cols + o->count * (size_t)m->ncolumns : NULL;
+	for (int d = 0; d < m->ncolumns; d++)
+		cols[d] = WALK_NO_VALUE;
 	return 0;
 }
 
 /* Keeps the record written at the end of the records, [line, end), its data at data_offset. */
-static inline void end_record(struct walk *w, const int64_t *days, const char *line, const char *end, size_t data_offset,
+static inline void end_record(struct walk *w, const int64_t *cols, const char *line, const char *end, size_t data_offset,
 		       size_t data_len)
 {
 	struct walk_output *o = w->out;
-	for (int d = 0; d < w->m->ndays; d++)
-		note_day(&o->day_span[d], days[d], o->count);
+	for (int d = 0; d < w->m->ncolumns; d++)
+		note_column(&o->column_span[d], cols[d], o->count);
 	struct walk_entry *e = &o->mem.entries[o->count];
 	e->data_offset = data_offset;
 	e->data_len = data_len;
@@ -1128,15 +1155,15 @@ static inline void end_record(struct walk *w, const int64_t *days, const char *l
 
 static int write_record(struct walk *w, size_t item_len)
 {
-	int64_t *days = NULL;
-	if (begin_record(w, item_len, &days))
+	int64_t *cols = NULL;
+	if (begin_record(w, item_len, &cols))
 		return -1;
 	char *line = w->out->mem.data + w->out->len;
 	char *start = put_piece(line, &w->head);
 	/* Every field starts with its comma: the first one's becomes the object's brace. */
 	char *out = start;
 	for (int i = 0; i < w->nops; i++)
-		if (!(out = put_field(w, out, &w->ops[i], days)))
+		if (!(out = put_field(w, out, &w->ops[i], cols)))
 			return -1;
 	if (out == start)
 		*out++ = '{';
@@ -1144,7 +1171,7 @@ static int write_record(struct walk *w, size_t item_len)
 	*out++ = '}';
 	size_t data_len = (size_t)(out - start);
 	out = put_piece(out, &w->tail);
-	end_record(w, days, line, out, (size_t)(start - line), data_len);
+	end_record(w, cols, line, out, (size_t)(start - line), data_len);
 	return 0;
 }
 
@@ -1153,8 +1180,8 @@ static int write_record(struct walk *w, size_t item_len)
  * whose value is no integer, a null day), which the plan cannot leave out: nothing is kept then. */
 static int write_planned_record(struct walk *w, size_t item_len)
 {
-	int64_t *days = NULL;
-	if (begin_record(w, item_len, &days))
+	int64_t *cols = NULL;
+	if (begin_record(w, item_len, &cols))
 		return -1;
 	char *line = w->out->mem.data + w->out->len;
 	char *out = line;
@@ -1177,13 +1204,13 @@ static int write_planned_record(struct walk *w, size_t item_len)
 		if (!step->op)
 			break;
 		int omit = 0;
-		if (!(out = put_field_value(w, out, step->op, days, &omit)))
+		if (!(out = put_field_value(w, out, step->op, cols, &omit)))
 			return -1;
 		if (omit)
 			return 1;
 	}
 	size_t head = w->frame->head_len;
-	end_record(w, days, line, out, head, (size_t)(out - line) - head - w->frame->tail_len);
+	end_record(w, cols, line, out, head, (size_t)(out - line) - head - w->frame->tail_len);
 	return 0;
 }
 
@@ -1653,8 +1680,8 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 	w.month_last = 0;
 	out->len = 0;
 	out->count = 0;
-	for (int d = 0; d < m->ndays; d++)
-		out->day_span[d] = (struct walk_day_span){WALK_NO_DAY, WALK_NO_DAY, 1, 1};
+	for (int d = 0; d < m->ncolumns; d++)
+		out->column_span[d] = (struct walk_column_span){WALK_NO_VALUE, WALK_NO_VALUE, 1, 1};
 	out->outcome = WALK_OK;
 	out->message[0] = '\0';
 	if (build_pieces(&w)) {
@@ -1675,6 +1702,6 @@ void walk_buffers_free(struct walk_buffers *mem)
 {
 	free(mem->data);
 	free(mem->entries);
-	free(mem->days);
+	free(mem->cols);
 	memset(mem, 0, sizeof *mem);
 }

@@ -9,18 +9,27 @@
 #include "date.h"
 
 #define WALK_MAX_FIELDS 64
-#define WALK_NO_DAY INT64_MIN
+#define WALK_NO_VALUE INT64_MIN
 
-enum walk_kind { FROM_COPY, FROM_INTEGER, FROM_DAY_MS, FROM_DAY, FROM_CONTEXT, FROM_VALUE };
+/* FROM_DATETIME copies a string member that must be an ISO 8601 instant. */
+enum walk_kind { FROM_COPY, FROM_INTEGER, FROM_DAY_MS, FROM_DAY, FROM_DATETIME, FROM_CONTEXT, FROM_VALUE };
+
+/* The kinds whose value each record also gets as an int64 in a column of its own (a day number,
+ * microseconds, the integer), so that the engine knows every record's cursor without reading it
+ * back from the text. */
+static inline int walk_kind_has_column(enum walk_kind kind)
+{
+	return kind == FROM_INTEGER || kind == FROM_DAY_MS || kind == FROM_DAY || kind == FROM_DATETIME;
+}
 
 struct walk_field {
 	enum walk_kind kind;
 	const char *name;
 	const char *key; /* "name": */
 	size_t key_len;
-	int source;     /* the item member it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*) */
-	int day_column; /* FROM_DAY_MS, FROM_DAY */
-	enum date_zone zone;
+	int source; /* the item member it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*, FROM_DATETIME) */
+	int column; /* where its value goes, for the kinds walk_kind_has_column names */
+	const struct tz_zone *zone; /* FROM_DAY_MS's days, FROM_DATETIME's texts without an offset; NULL: UTC */
 };
 
 struct walk_mapping {
@@ -28,7 +37,7 @@ struct walk_mapping {
 	size_t list_len;
 	const char *next; /* the member holding the next page's URL; NULL for none */
 	size_t next_len;
-	int nfields, nsources, ndays;
+	int nfields, nsources, ncolumns;
 	size_t fixed_bound; /* most bytes a record takes beyond what it copies from its item */
 	int max_copies;     /* most fields copying one member verbatim */
 	struct walk_field fields[WALK_MAX_FIELDS];
@@ -36,7 +45,7 @@ struct walk_mapping {
 		const char *name;
 		size_t len;
 	} sources[WALK_MAX_FIELDS];
-	const char *day_names[WALK_MAX_FIELDS];
+	const char *column_names[WALK_MAX_FIELDS];
 };
 
 /* What a context or value field writes, rendered before the walk; len 0 leaves the field out. */
@@ -63,15 +72,15 @@ struct walk_buffers {
 	char *data;
 	size_t cap;
 	struct walk_entry *entries;
-	int64_t *days; /* ndays per record */
+	int64_t *cols; /* ncolumns per record */
 	size_t entries_cap;
 };
 
 enum walk_outcome { WALK_OK, WALK_NOT_JSON, WALK_WRONG_SHAPE };
 
-/* A day column over all the records of a page: the engine emits the page in one piece when every
- * record has its day and the days ascend. */
-struct walk_day_span {
+/* A value column over all the records of a page: the engine emits the page in one piece when
+ * every record has its value and the values ascend. */
+struct walk_column_span {
 	int64_t first, last;
 	int every_record, ascending;
 };
@@ -79,7 +88,7 @@ struct walk_day_span {
 struct walk_output {
 	struct walk_buffers mem;
 	size_t len, count;
-	struct walk_day_span day_span[WALK_MAX_FIELDS];
+	struct walk_column_span column_span[WALK_MAX_FIELDS];
 	enum walk_outcome outcome;
 	char message[256]; /* why, when not WALK_OK */
 	/* The next page's URL as the page spells it, quotes included; NULL when there is none. */

@@ -23,6 +23,7 @@
 void proto_init(struct output *o, const struct secrets *secrets)
 {
 	o->buf = (struct buf){0};
+	o->flushed = 0;
 	o->failed = 0;
 	o->secrets = secrets;
 	buf_reserve(&o->buf, FLUSH_THRESHOLD);
@@ -37,6 +38,7 @@ void proto_init(struct output *o, const struct secrets *secrets)
 static void write_all(struct output *o, const char *data, size_t len)
 {
 	size_t done = 0;
+	o->flushed += len;
 	while (!o->failed && done < len) {
 		ssize_t n = write(STDOUT_FILENO, data + done, len - done);
 		if (n < 0 && errno == EINTR)
@@ -70,6 +72,11 @@ void proto_write_lines(struct output *o, const char *lines, size_t len)
 int proto_stdout_failed(const struct output *o)
 {
 	return o->failed;
+}
+
+uint64_t proto_bytes(const struct output *o)
+{
+	return o->flushed + o->buf.len;
 }
 
 void proto_shutdown(struct output *o)
@@ -253,6 +260,15 @@ int proto_message(struct output *o, lua_State *L, const char *type, const char *
 int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
 			    int64_t record_count, char *err, size_t errlen)
 {
+	if (!legacy_idx) {
+		buf_puts(&o->buf, "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":");
+		json_write_string(&o->buf, stream, strlen(stream));
+		buf_puts(&o->buf, "},\"stream_state\":");
+		buf_append(&o->buf, state, state_len);
+		buf_printf(&o->buf, "},\"sourceStats\":{\"recordCount\":%lld.0}}}", (long long)record_count);
+		end_message(o, 1);
+		return 0;
+	}
 	/* data: the legacy blob with this stream's entry as state. The blob's own entry for it is
 	 * set aside while the rest is encoded (it may be older than state), then put back. */
 	legacy_idx = lua_absindex(L, legacy_idx);

@@ -12,6 +12,7 @@ struct secrets;
 /* stdout, as the protocol's messages go out on it: one buffer, flushed at the points that matter. */
 struct output {
 	struct buf buf;
+	uint64_t flushed; /* bytes handed to write(2) so far */
 	int failed; /* stdout is gone (the platform stopped reading): later writes are dropped */
 	const struct secrets *secrets; /* masked out of every text written */
 };
@@ -22,6 +23,8 @@ void proto_init(struct output *o, const struct secrets *secrets);
 /* Writes out what is buffered; returns -1 once stdout is gone (then every later write is dropped). */
 int proto_flush(struct output *o);
 int proto_stdout_failed(const struct output *o);
+/* Every byte of every message so far, written or buffered: differences measure what went out. */
+uint64_t proto_bytes(const struct output *o);
 void proto_shutdown(struct output *o);
 
 /* Texts are masked for secrets before they are written. */
@@ -55,9 +58,9 @@ void proto_record_framed(struct output *o, const struct proto_record_frame *f, c
 /* Writes {"type": type, key: <table at idx>}. Returns -1 with err when the table is not JSON. */
 int proto_message(struct output *o, lua_State *L, const char *type, const char *key, int idx, char *err, size_t errlen);
 
-/* STATE of one stream: its stream_state as JSON text (an object), and as data the legacy blob at
- * legacy_idx with that state in place of the blob's own entry for the stream (in the message
- * only: the blob is left as it was). */
+/* STATE of one stream: its stream_state as JSON text (an object), and, when legacy_idx is not 0,
+ * as data the whole-source blob at legacy_idx with that state in place of the blob's own entry for
+ * the stream (in the message only: the blob is left as it was). */
 int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
 			    int64_t record_count, char *err, size_t errlen);
 

@@ -31,6 +31,8 @@
 #include "pool.h"
 #include "proto.h"
 #include "runtime.h"
+#include "suggest.h"
+#include "tz.h"
 
 static const char MAPPER_MT[] = "source_lua.records.mapper";
 static const char BATCH_MT[] = "source_lua.records.batch";
@@ -131,7 +133,11 @@ static void refuse_unknown_keys(lua_State *L, int idx, const char *const *known,
 			ok = !strcmp(key, *k);
 		if (!ok) {
 			lua_pushvalue(L, -1);
-			luaL_error(L, "records.declare: %s has an unknown key '%s'", where, luaL_tolstring(L, -1, NULL));
+			const char *typed = luaL_tolstring(L, -1, NULL);
+			const char *closest = suggest_closest(typed, known);
+			if (closest)
+				luaL_error(L, "records.declare: %s has an unknown key '%s' (did you mean %s?)", where, typed, closest);
+			luaL_error(L, "records.declare: %s has an unknown key '%s'", where, typed);
 		}
 	}
 }
@@ -172,8 +178,12 @@ static enum walk_kind field_kind_of(lua_State *L, int spec, const char *name)
 		kind = FROM_DAY_MS;
 	else if (!strcmp(as_name, "day"))
 		kind = FROM_DAY;
+	else if (!strcmp(as_name, "datetime"))
+		kind = FROM_DATETIME;
 	else
-		luaL_error(L, "records.declare: field '%s': as must be \"integer\", \"day_from_ms\" or \"day\", not '%s'",
+		luaL_error(L,
+			   "records.declare: field '%s': as must be \"integer\", \"day_from_ms\", \"day\" or \"datetime\", "
+			   "not '%s'",
 			   name, as_name);
 	lua_pop(L, 4);
 	return kind;
@@ -205,11 +215,17 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 	f->key = pin_string(L, pins, -1);
 	lua_pop(L, 2);
 	f->kind = field_kind_of(L, spec, f->name);
-	f->zone = DATE_UTC;
-	if (lua_getfield(L, spec, "zone") != LUA_TNIL &&
-	    (f->kind != FROM_DAY_MS || !lua_isstring(L, -1) || date_zone_from_name(lua_tostring(L, -1), &f->zone)))
-		luaL_error(L, "records.declare: field '%s': zone goes with as = \"day_from_ms\" and is UTC or America/New_York",
-			   f->name);
+	f->zone = NULL;
+	if (lua_getfield(L, spec, "zone") != LUA_TNIL) {
+		if ((f->kind != FROM_DAY_MS && f->kind != FROM_DATETIME) || lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(L, "records.declare: field '%s': zone goes with as = \"day_from_ms\" or \"datetime\" and is "
+				      "a time zone name",
+				   f->name);
+		char err[300];
+		if (strcmp(lua_tostring(L, -1), "UTC") &&
+		    !(f->zone = tz_find(runtime_of(L)->zones, lua_tostring(L, -1), err, sizeof err)))
+			luaL_error(L, "records.declare: field '%s': %s", f->name, err);
+	}
 	lua_pop(L, 1);
 	if (f->kind == FROM_CONTEXT) {
 		lua_getfield(L, spec, "context");
@@ -225,15 +241,15 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 		checked_name(L, -1, "from", &len);
 		f->source = source_index(L, m, pins, lua_gettop(L));
 		lua_pop(L, 1);
-		if (f->kind == FROM_COPY || f->kind == FROM_DAY) {
+		if (f->kind == FROM_COPY || f->kind == FROM_DAY || f->kind == FROM_DATETIME) {
 			int copies = ++mapper->copies_of[f->source];
 			if (copies > m->max_copies)
 				m->max_copies = copies;
 		}
 	}
-	if (f->kind == FROM_DAY_MS || f->kind == FROM_DAY) {
-		f->day_column = m->ndays;
-		m->day_names[m->ndays++] = f->name;
+	if (walk_kind_has_column(f->kind)) {
+		f->column = m->ncolumns;
+		m->column_names[m->ncolumns++] = f->name;
 	}
 	/* A comma, the key, a number's text and the slack of a 16-byte move. */
 	m->fixed_bound += 1 + f->key_len + JSON_NUMBER_MAX + 16;
@@ -780,10 +796,10 @@ size_t records_batch_count(const struct record_batch *b)
 	return b->out.count;
 }
 
-int records_batch_day_column(const struct record_batch *b, const char *name)
+int records_batch_column(const struct record_batch *b, const char *name)
 {
-	for (int i = 0; i < b->m->map.ndays; i++)
-		if (!strcmp(b->m->map.day_names[i], name))
+	for (int i = 0; i < b->m->map.ncolumns; i++)
+		if (!strcmp(b->m->map.column_names[i], name))
 			return i;
 	return -1;
 }
@@ -795,7 +811,7 @@ void records_batch_get(const struct record_batch *b, size_t i, int column, const
 	const struct walk_entry *e = &o->mem.entries[i];
 	*data = o->mem.data + e->offset + e->data_offset;
 	*len = e->data_len;
-	*day = column >= 0 ? o->mem.days[i * (size_t)b->m->map.ndays + (size_t)column] : RECORDS_NO_DAY;
+	*day = column >= 0 ? o->mem.cols[i * (size_t)b->m->map.ncolumns + (size_t)column] : RECORDS_NO_VALUE;
 }
 
 int records_batch_framed_for(const struct record_batch *b, const char *stream)
@@ -803,11 +819,11 @@ int records_batch_framed_for(const struct record_batch *b, const char *stream)
 	return b->stream && !strcmp(b->stream, stream);
 }
 
-int records_batch_day_span(const struct record_batch *b, int column, int64_t *first, int64_t *last)
+int records_batch_column_span(const struct record_batch *b, int column, int64_t *first, int64_t *last)
 {
-	if (column < 0 || column >= b->m->map.ndays || b->out.count == 0)
+	if (column < 0 || column >= b->m->map.ncolumns || b->out.count == 0)
 		return 0;
-	const struct walk_day_span *span = &b->out.day_span[column];
+	const struct walk_column_span *span = &b->out.column_span[column];
 	*first = span->first;
 	*last = span->last;
 	return span->every_record && span->ascending;

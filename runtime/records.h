@@ -9,7 +9,7 @@
 
 #include "buf.h"
 
-#define RECORDS_NO_DAY INT64_MIN
+#define RECORDS_NO_VALUE INT64_MIN
 
 struct record_batch;
 struct runtime;
@@ -56,18 +56,20 @@ enum records_outcome records_batch_settle(const struct record_batch *b, char *wh
 /* Pushes the next page's URL that the page gave (a string), or nil. [-0, +1, m] */
 void records_batch_push_next_url(lua_State *L, const struct record_batch *b);
 size_t records_batch_count(const struct record_batch *b);
-/* Which day column holds the declared day field called name; -1 when none does. */
-int records_batch_day_column(const struct record_batch *b, const char *name);
+/* Which value column holds the declared field called name (as = day, day_from_ms, datetime or
+ * integer); -1 when none does. */
+int records_batch_column(const struct record_batch *b, const char *name);
 /* Whether the batch's records were framed as RECORD messages of this stream (ctx.stream was it). */
 int records_batch_framed_for(const struct record_batch *b, const char *stream);
 /* Record i as a whole RECORD message line, newline included; consecutive records are adjacent. */
 void records_batch_line(const struct record_batch *b, size_t i, const char **line, size_t *len);
-/* 1 when every record has a day in column and the days ascend: then first and last are the first
+/* 1 when every record has a value in column and the values ascend: then first and last are the first
  * and the last record's, and all the records are one run of lines (records_batch_lines). */
-int records_batch_day_span(const struct record_batch *b, int column, int64_t *first, int64_t *last);
+int records_batch_column_span(const struct record_batch *b, int column, int64_t *first, int64_t *last);
 /* All the records as RECORD message lines, one after another. */
 void records_batch_lines(const struct record_batch *b, const char **lines, size_t *len);
-/* Record i: its data object as JSON text, and its day in column (RECORDS_NO_DAY when absent). */
+/* Record i: its data object as JSON text, and its value in column (RECORDS_NO_VALUE when absent
+ * or when column is -1). */
 void records_batch_get(const struct record_batch *b, size_t i, int column, const char **data, size_t *len,
 		       int64_t *day);
 

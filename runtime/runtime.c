@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "tz.h"
+
 #define DEFAULT_MEMORY_BYTES ((size_t)256 << 20)
 #define DEFAULT_INSTRUCTIONS 2000000000LL
 
@@ -21,7 +23,8 @@ int runtime_init(struct runtime *rt)
 	proto_init(&rt->out, &rt->secrets);
 	http_client_init(&rt->http, &rt->http_settings, &rt->out);
 	pool_init(&rt->pool);
-	return 0;
+	rt->zones = tz_db_open(NULL);
+	return rt->zones ? 0 : -1;
 }
 
 void runtime_free(struct runtime *rt)
@@ -35,4 +38,6 @@ void runtime_free(struct runtime *rt)
 	http_client_cleanup(&rt->http);
 	proto_shutdown(&rt->out);
 	secrets_clear(&rt->secrets);
+	tz_db_close(rt->zones);
+	rt->zones = NULL;
 }

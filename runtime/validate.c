@@ -132,7 +132,7 @@ static int check_format(struct check *c, const char *format, const char *text)
 		snprintf(detail, sizeof detail, "'%.100s' is not a date (YYYY-MM-DD)", text);
 		return fail(c, "%s", detail);
 	}
-	if (!strcmp(format, "date-time") && (strlen(text) <= 10 || date_parse(text, DATE_UTC, &parsed))) {
+	if (!strcmp(format, "date-time") && (strlen(text) <= 10 || date_parse(text, NULL, &parsed))) {
 		char detail[200];
 		snprintf(detail, sizeof detail, "'%.100s' is not an RFC 3339 date-time", text);
 		return fail(c, "%s", detail);

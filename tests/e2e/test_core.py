@@ -235,8 +235,10 @@ def test_empty_state_means_no_state(connector, text):
 
 
 def test_state_messages_out(paged_connector):
-    """STREAM states after each page: the cursor emitted so far, the legacy blob, and the count of
-    records since the previous STATE."""
+    """STREAM states as pages arrive (a small state is outweighed by a page of records): the
+    ticker's position at the last day emitted, open with that bar's key while more pages may hold
+    that day, complete at the end; the legacy blob; and the count of records since the previous
+    STATE."""
     config = paged_connector.config(start_date="2021-06-01")
     result = paged_connector.read(config, now=AFTER_CLOSE).assert_complete()
     assert len(result.records) > 150
@@ -251,15 +253,22 @@ def test_state_messages_out(paged_connector):
             assert state["type"] == "STREAM", state
             assert state["stream"]["stream_descriptor"]["name"] == STREAM
             stream_state = state["stream"]["stream_state"]
-            assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", stream_state["date"]), stream_state
-            assert stream_state["date"] == last_date, (stream_state, last_date)
+            position = stream_state["tickers"]["TSLA"]
+            assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", position["date"]), stream_state
+            assert position["date"] == last_date, (stream_state, last_date)
+            if "emitted_at_cursor" in position:
+                assert position["emitted_at_cursor"] == [["TSLA", last_date]], stream_state
+                day_before = (dt.date.fromisoformat(last_date) - dt.timedelta(days=1)).isoformat()
+                assert stream_state["date"] == day_before, "open: complete up to the day before"
+            else:
+                assert stream_state["date"] == last_date, stream_state
             assert state["data"] == {STREAM: stream_state}, state
             assert state["sourceStats"]["recordCount"] == since, (state, since)
             total += state["sourceStats"]["recordCount"]
             since = 0
     assert since == 0, "records after the last STATE"
     assert total == len(result.records)
-    assert result.last_stream_state["date"] == "2022-03-11"
+    assert result.last_stream_state == {"tickers": {"TSLA": {"date": "2022-03-11"}}, "date": "2022-03-11"}
 
 
 def test_future_state_gives_no_records_and_a_state(connector):

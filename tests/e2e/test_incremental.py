@@ -149,7 +149,11 @@ def test_interrupted_multi_ticker_run_keeps_per_ticker_cursors(paged_connector):
     msft = stream_state["tickers"]["MSFT"]["date"]
     assert stream_state["tickers"]["AAPL"]["date"] == "2022-03-11"
     assert msft == max(broken.dates("MSFT")) < "2022-03-11"
-    assert stream_state["date"] == msft, "the top-level date is the minimum over tickers"
+    # MSFT's position is open at its last day (another record of it could have come next): the
+    # top-level date, what every ticker is complete up to, is the day before.
+    assert stream_state["tickers"]["MSFT"]["emitted_at_cursor"] == [["MSFT", msft]]
+    day_before = (dt.date.fromisoformat(msft) - dt.timedelta(days=1)).isoformat()
+    assert stream_state["date"] == day_before, "the top-level date is the minimum over tickers"
 
     server.reset()
     resumed = paged_connector.read(config, state=platform_state(None, broken), now=AFTER_CLOSE).assert_complete()

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "date.h"
+#include "tz.h"
 #include "fuzz_common.h"
 
 #define SECONDS_PER_DAY 86400
@@ -36,7 +37,26 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-static const char *zone_name(enum date_zone zone)
+/* The two zones the checks use: 0 UTC (a NULL zone), 1 New York from the tz database. */
+#define DATE_UTC 0
+#define DATE_NEW_YORK 1
+
+static const struct tz_zone *zone_of(int id)
+{
+	static struct tz_db *db;
+	static const struct tz_zone *new_york;
+	if (id == DATE_UTC)
+		return NULL;
+	if (!db)
+		db = tz_db_open(NULL);
+	if (!new_york && db)
+		new_york = tz_find(db, "America/New_York", NULL, 0);
+	if (!new_york)
+		abort();
+	return new_york;
+}
+
+static const char *zone_name(int zone)
 {
 	return zone == DATE_UTC ? "UTC" : "America/New_York";
 }
@@ -59,17 +79,18 @@ static void check_format(const char *input, int64_t day)
 		   (long long)day, out);
 }
 
-static void check_instant(const char *input, int64_t epoch, enum date_zone zone)
+static void check_instant(const char *input, int64_t epoch, int zone)
 {
-	int offset = date_zone_offset(zone, epoch);
+	int offset = date_zone_offset(zone_of(zone), epoch);
 	if (zone == DATE_UTC)
 		FUZZ_CHECK(offset == 0, "UTC offset %d", offset);
 	else
-		FUZZ_CHECK(offset == -14400 || offset == -18000, "New York offset %d at %lld", offset, (long long)epoch);
-	int seconds = date_seconds_into_day(epoch, zone);
+		FUZZ_CHECK(offset == -14400 || offset == -18000 || offset == -17762, "New York offset %d at %lld", offset,
+			   (long long)epoch); /* -17762: local mean time, before 1883 */
+	int seconds = date_seconds_into_day(epoch, zone_of(zone));
 	FUZZ_CHECK(seconds >= 0 && seconds < SECONDS_PER_DAY, "seconds into day %d for '%s' in %s", seconds, input,
 		   zone_name(zone));
-	int64_t day = date_day_in_zone(epoch, zone);
+	int64_t day = date_day_in_zone(epoch, zone_of(zone));
 	FUZZ_CHECK(day * SECONDS_PER_DAY + seconds == epoch + offset, "day %lld + %d s is not %lld + %d for '%s' in %s",
 		   (long long)day, seconds, (long long)epoch, offset, input, zone_name(zone));
 	check_format(input, day);
@@ -84,22 +105,22 @@ static void check_day(const char *s)
 	char out[DATE_DAY_LEN];
 	date_format_day(days, out);
 	FUZZ_CHECK(strcmp(out, s) == 0, "'%s' parsed to day %lld, which formats as '%s'", s, (long long)days, out);
-	static const enum date_zone zones[] = {DATE_UTC, DATE_NEW_YORK};
+	static const int zones[] = {DATE_UTC, DATE_NEW_YORK};
 	for (size_t i = 0; i < 2; i++) {
 		int64_t epoch;
-		FUZZ_CHECK(date_parse(s, zones[i], &epoch) == 0, "day '%s' is not a date in %s", s, zone_name(zones[i]));
-		FUZZ_CHECK(date_day_in_zone(epoch, zones[i]) == days, "day '%s' in %s starts on day %lld, not %lld", s,
-			   zone_name(zones[i]), (long long)date_day_in_zone(epoch, zones[i]), (long long)days);
-		FUZZ_CHECK(date_seconds_into_day(epoch, zones[i]) == 0, "day '%s' in %s starts %d s after midnight", s,
-			   zone_name(zones[i]), date_seconds_into_day(epoch, zones[i]));
+		FUZZ_CHECK(date_parse(s, zone_of(zones[i]), &epoch) == 0, "day '%s' is not a date in %s", s, zone_name(zones[i]));
+		FUZZ_CHECK(date_day_in_zone(epoch, zone_of(zones[i])) == days, "day '%s' in %s starts on day %lld, not %lld", s,
+			   zone_name(zones[i]), (long long)date_day_in_zone(epoch, zone_of(zones[i])), (long long)days);
+		FUZZ_CHECK(date_seconds_into_day(epoch, zone_of(zones[i])) == 0, "day '%s' in %s starts %d s after midnight", s,
+			   zone_name(zones[i]), date_seconds_into_day(epoch, zone_of(zones[i])));
 	}
 }
 
 static void check_time(const char *s)
 {
 	int64_t utc, new_york;
-	int utc_rc = date_parse(s, DATE_UTC, &utc);
-	int new_york_rc = date_parse(s, DATE_NEW_YORK, &new_york);
+	int utc_rc = date_parse(s, zone_of(DATE_UTC), &utc);
+	int new_york_rc = date_parse(s, zone_of(DATE_NEW_YORK), &new_york);
 	FUZZ_CHECK(utc_rc == 0 || utc_rc == -1, "date_parse returned %d", utc_rc);
 	FUZZ_CHECK(utc_rc == new_york_rc, "'%s' parses in one zone only (UTC %d, New York %d)", s, utc_rc, new_york_rc);
 	if (utc_rc)
@@ -110,14 +131,14 @@ static void check_time(const char *s)
 	head[10] = '\0';
 	FUZZ_CHECK(date_parse_day(head, &prefix) == 0, "'%s' parses but its day '%s' does not", s, head);
 	int64_t diff = new_york - utc;
-	FUZZ_CHECK(diff == 0 || diff == 14400 || diff == 18000, "'%s' reads %lld s apart in UTC and New York", s,
-		   (long long)diff);
+	FUZZ_CHECK(diff == 0 || diff == 14400 || diff == 18000 || diff == 17762,
+		   "'%s' reads %lld s apart in UTC and New York", s, (long long)diff);
 	check_instant(s, utc, DATE_UTC);
 	check_instant(s, new_york, DATE_NEW_YORK);
 	if (diff != 0) {
 		/* No explicit offset: the same wall clock, so the same local day in both zones. */
-		int64_t utc_day = date_day_in_zone(utc, DATE_UTC);
-		int64_t new_york_day = date_day_in_zone(new_york, DATE_NEW_YORK);
+		int64_t utc_day = date_day_in_zone(utc, zone_of(DATE_UTC));
+		int64_t new_york_day = date_day_in_zone(new_york, zone_of(DATE_NEW_YORK));
 		FUZZ_CHECK(utc_day == new_york_day, "'%s' falls on day %lld in UTC but %lld in New York", s,
 			   (long long)utc_day, (long long)new_york_day);
 	}

@@ -521,3 +521,560 @@ def test_sigterm_exits_cleanly(tmp_path):
     assert server.proc.wait(timeout=5) == 0
     server2 = Running(tmp_path)
     assert server2.stop() == 0
+
+
+# --------------------------------------------------------------------------
+# reference endpoints: news, tickers, ticker details
+# --------------------------------------------------------------------------
+
+import base64  # noqa: E402
+import re  # noqa: E402
+from collections import Counter  # noqa: E402
+
+from polygon_server import (  # noqa: E402
+    DEFAULT_NEWS, default_universe, group_news, make_bar, news_groups, news_truth,
+    published_days)
+
+NEWS = "/v2/reference/news"
+TICKERS = "/v3/reference/tickers"
+ARTICLE_FIELDS = ["id", "publisher", "title", "author", "published_utc", "article_url",
+                  "tickers", "amp_url", "image_url", "description", "keywords", "insights"]
+STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def q(path, **query):
+    """path?query, with names like published_utc__gte spelt published_utc.gte."""
+    query = {k.replace("__", "."): v for k, v in query.items()}
+    return path + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def news_cursor(next_url):
+    cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(next_url).query)["cursor"][0]
+    return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+
+
+def results_of(pages):
+    return [r for p in pages for r in p["results"]]
+
+
+def install(srv, articles):
+    return srv.control("news", {"articles": articles})
+
+
+def article(when, tickers=("AAPL",), **fields):
+    return dict(published_utc=when, tickers=list(tickers), **fields)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A server without --page-size, for what limit alone decides."""
+    server = Running(tmp_path_factory.mktemp("big"), "--now", NOW)
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.fixture
+def big_clean(big):
+    big.control("reset", {})
+    big.control("clock", {"now": NOW})
+    yield big
+    big.control("reset", {})
+
+
+# -- the default news corpus (imported functions) --
+
+def test_default_news_corpus_shape():
+    now = parse_instant(NOW)
+    aapl = news_truth(DEFAULT_NEWS, now, "AAPL", "2022-01-01", "2022-03-07")
+    assert aapl == news_truth(DEFAULT_NEWS, now, "AAPL", "2022-01-01", "2022-03-07")
+    days = (dt.date(2022, 3, 7) - dt.date(2022, 1, 1)).days + 1
+    assert 1.5 * days < len(aapl) < 3 * days, "a few articles a day"
+    stamps = Counter(a["published_utc"] for a in aapl)
+    assert sum(1 for n in stamps.values() if n > 1) >= 5, "some share a second"
+    several = [a for a in aapl if len(a["tickers"]) > 1]
+    assert len(several) >= 10 and all("AAPL" in a["tickers"] for a in aapl)
+    assert {t for a in several for t in a["tickers"]} <= {"AAPL", "MSFT", "GOOGL", "META", "NVDA"}
+    assert [(a["published_utc"], a["id"]) for a in aapl] == \
+        sorted((a["published_utc"], a["id"]) for a in aapl)
+    assert len({a["id"] for a in aapl}) == len(aapl)
+    for a in aapl:
+        assert list(a) == [f for f in ARTICLE_FIELDS if f in a]
+        assert STAMP.match(a["published_utc"]) and re.match(r"^[0-9a-f]{64}$", a["id"])
+        assert {"name", "homepage_url", "logo_url"} <= set(a["publisher"])
+        assert [i["ticker"] for i in a["insights"]] == a["tickers"]
+        assert {i["sentiment"] for i in a["insights"]} <= {"positive", "neutral", "negative"}
+    assert any("amp_url" not in a for a in aapl) and any("amp_url" in a for a in aapl)
+    assert news_truth(DEFAULT_NEWS, now, "NODATA") == []
+    assert news_truth(DEFAULT_NEWS, now, "NOSUCH") == []
+    # weekends are quieter, and a ticker has no news before it was listed
+    groups, index, _ = news_groups()
+    gi = index["TSLA"]
+    weekday = sum(len(group_news(gi, dt.date(2022, 2, d))) for d in (7, 8, 9, 10, 11))
+    weekend = sum(len(group_news(gi, dt.date(2022, 2, d))) for d in (5, 6, 12, 13, 19))
+    assert weekend < weekday
+    assert news_truth(DEFAULT_NEWS, now, "TSLA", "2010-01-01", "2015-12-31") == []
+    assert news_truth(DEFAULT_NEWS, now, "TSLA", "2016-01-01", "2016-01-10") != []
+
+
+def test_default_universe_shape():
+    universe = default_universe()
+    tickers = [r["ticker"] for r in universe]
+    assert tickers == sorted(tickers) and len(set(tickers)) == len(tickers)
+    assert 300 <= len(universe) <= 400
+    for name in ("AAPL", "MSFT", "TSLA", "NODATA", "SPY", "IBM", "AMZN", "AAA", "BBB", "CCC"):
+        assert name in tickers
+    markets = Counter(r["market"] for r in universe)
+    assert markets["stocks"] >= 300 and markets["crypto"] and markets["fx"] and markets["otc"]
+    assert sum(1 for r in universe if r["delisted_utc"]) >= 20
+    assert default_universe() is default_universe()
+
+
+# -- news over HTTP --
+
+def test_news_body_shape(srv):
+    status, headers, body = srv.get(q(NEWS, ticker="AAPL"), key=KEY)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert list(body) == ["results", "status", "request_id", "count", "next_url"]
+    assert body["status"] == "OK" and body["count"] == len(body["results"]) == PAGE
+    assert headers["X-Request-Id"] == body["request_id"]
+    stamps = [r["published_utc"] for r in body["results"]]
+    assert stamps == sorted(stamps, reverse=True), "default order: newest first"
+    assert stamps[0] <= "2022-03-07T22:30:00Z", "nothing after the clock"
+
+
+def test_news_paging_equals_ground_truth(srv):
+    truth = srv.control("news?ticker=AAPL&from=2022-02-01")
+    assert len(truth) > 40 and truth[-1]["published_utc"] <= "2022-03-07T22:30:00Z"
+    assert len(Counter(a["published_utc"] for a in truth)) < len(truth), "equal stamps"
+    pages = follow(srv, q(NEWS, ticker="AAPL", published_utc__gte="2022-02-01",
+                          order="asc", limit=50), key=KEY)
+    assert len(pages) > 5 and all(p["count"] <= PAGE for p in pages)
+    assert results_of(pages) == truth
+    assert "next_url" not in pages[-1]
+    pages = follow(srv, q(NEWS, ticker="AAPL", published_utc__gte="2022-02-01",
+                          order="desc", limit=4), key=KEY)
+    assert results_of(pages) == truth[::-1]
+
+
+def test_news_paging_through_one_crowded_second(srv):
+    """Forty articles in one second, paged three at a time: every one exactly
+    once, in id order, forwards and backwards."""
+    crowd = [article("2022-03-02T15:00:00Z", id="id-%02d" % i) for i in range(40)]
+    others = [article("2022-03-02T14:59:59Z", id="before"),
+              article("2022-03-02T15:00:01Z", id="after")]
+    install(srv, others + crowd[::-1])
+    truth = srv.control("news")
+    assert [a["id"] for a in truth] == ["before"] + ["id-%02d" % i for i in range(40)] + ["after"]
+    for order, expected in (("asc", truth), ("desc", truth[::-1])):
+        pages = follow(srv, q(NEWS, limit=3, order=order), key=KEY)
+        assert len(pages) == 14 and [a["id"] for a in results_of(pages)] == \
+            [a["id"] for a in expected]
+    # the cursor after id-05 goes on with id-06, even once more articles appear
+    _, _, body = srv.get(q(NEWS, limit=3, order="asc", published_utc="2022-03-02T15:00:00Z"),
+                         key=KEY)
+    assert [a["id"] for a in body["results"]] == ["id-00", "id-01", "id-02"]
+    assert news_cursor(body["next_url"])["search_after"] == [1646233200000, "id-02"]
+
+
+def test_news_next_url_shape(srv):
+    _, _, body = srv.get(q(NEWS, ticker="MSFT", published_utc__gte="2022-03-01", limit=5),
+                         query_key=CANARY)
+    url = body["next_url"]
+    assert url.startswith(srv.base + NEWS + "?cursor=")
+    assert CANARY not in url and "apikey" not in url.lower()
+    cursor = news_cursor(url)
+    assert cursor == {"limit": 5, "sort": "published_utc", "order": "descending",
+                      "ticker": {"eq": "MSFT"}, "published_utc": {"gte": "2022-03-01"},
+                      "search_after": cursor["search_after"]}
+    assert srv.get(url)[0] == 401, "following next_url still needs the key"
+    status, _, body = srv.get(NEWS + "?cursor=bm90LWpzb24", key=KEY)
+    assert status == 400 and body["error"] == "Invalid cursor"
+
+
+CORPUS = [
+    article("2022-03-01T23:59:59Z", id="a"),
+    article("2022-03-02T00:00:00Z", id="b"),
+    article("2022-03-02T14:59:59Z", id="c", tickers=("AAPL", "MSFT")),
+    article("2022-03-02T15:00:00Z", id="d", tickers=("MSFT",)),
+    article("2022-03-02T23:59:59Z", id="e", tickers=("TSLA",)),
+    article("2022-03-03T00:00:00Z", id="f"),
+]
+
+
+@pytest.mark.parametrize("query, ids", [
+    ({"published_utc__gte": "2022-03-02"}, "bcdef"),
+    ({"published_utc__gt": "2022-03-02"}, "f"),          # a date: after the whole day
+    ({"published_utc__lte": "2022-03-02"}, "abcde"),     # ... up to its end
+    ({"published_utc__lt": "2022-03-02"}, "a"),
+    ({"published_utc": "2022-03-02"}, "bcde"),
+    ({"published_utc__gte": "2022-03-02T15:00:00Z"}, "def"),
+    ({"published_utc__gte": "2022-03-02T10:00:00-05:00"}, "def"),   # the same instant
+    ({"published_utc__gt": "2022-03-02T15:00:00Z"}, "ef"),
+    ({"published_utc__gte": "2022-03-02T14:59:59.5Z"}, "def"),
+    ({"published_utc__lte": "2022-03-02T15:00:00Z"}, "abcd"),
+    ({"published_utc__lt": "2022-03-02T15:00:00Z"}, "abc"),
+    ({"published_utc": "2022-03-02T15:00:00Z"}, "d"),
+    ({"published_utc__gte": "2022-03-02", "published_utc__lt": "2022-03-02T15:00:00Z"}, "bc"),
+    ({"ticker": "MSFT"}, "cd"),
+    ({"ticker": "TSLA"}, "e"),
+    ({"ticker__gte": "MSFT"}, "cde"),
+    ({"ticker__lt": "MSFT"}, "abcf"),
+    ({"ticker": "NOPE"}, ""),
+])
+def test_news_filters(srv, query, ids):
+    install(srv, CORPUS)
+    _, _, body = srv.get(q(NEWS, order="asc", **query), key=KEY)
+    assert "".join(a["id"] for a in body["results"]) == ids
+    assert body["count"] == len(ids)
+
+
+def test_news_empty_answer(srv):
+    status, _, body = srv.get(q(NEWS, ticker="NODATA"), key=KEY)
+    assert status == 200 and body["results"] == [] and body["count"] == 0
+    assert list(body) == ["results", "status", "request_id", "count"]
+
+
+def test_news_visibility_by_clock(srv):
+    install(srv, [article("2022-03-07T22:00:00Z", id="x"),
+                  article("2022-03-07T22:00:01Z", id="y")])
+    target = q(NEWS, ticker="AAPL")
+    ids = lambda: [a["id"] for a in srv.get(target, key=KEY)[2]["results"]]  # noqa: E731
+    srv.control("clock", {"now": "2022-03-07T21:59:59Z"})
+    assert ids() == [] and srv.control("news") == []
+    srv.control("clock", {"now": "2022-03-07T17:00:00-05:00"})      # 22:00:00Z exactly
+    assert ids() == ["x"] and [a["id"] for a in srv.control("news")] == ["x"]
+    srv.control("clock", {"now": "2022-03-08T00:00:00Z"})
+    assert ids() == ["y", "x"]
+    # the default corpus too: nothing later than the clock, ever
+    srv.control("news", {"articles": None})
+    srv.control("clock", {"now": "2022-03-02T12:00:00Z"})
+    truth = srv.control("news?ticker=AAPL&from=2022-03-01")
+    assert truth and truth[-1]["published_utc"] <= "2022-03-02T12:00:00Z"
+    srv.control("clock", {"now": "2022-03-02T23:59:59Z"})
+    later = srv.control("news?ticker=AAPL&from=2022-03-01")
+    assert later[:len(truth)] == truth and len(later) > len(truth)
+
+
+def test_news_new_articles_do_not_disturb_a_desc_chain(srv):
+    install(srv, [article("2022-03-01T10:00:%02dZ" % i, id="n%02d" % i) for i in range(20)]
+            + [article("2022-03-05T10:00:00Z", id="late")])
+    srv.control("clock", {"now": "2022-03-02T00:00:00Z"})
+    _, _, first = srv.get(q(NEWS, limit=5), key=KEY)
+    srv.control("clock", {"now": "2022-03-06T00:00:00Z"})             # "late" appears
+    rest = follow(srv, first["next_url"], key=KEY)
+    ids = [a["id"] for a in first["results"] + results_of(rest)]
+    assert ids == ["n%02d" % i for i in range(19, -1, -1)]
+
+
+def test_news_limit_bounds(big_clean):
+    srv = big_clean
+    _, _, body = srv.get(NEWS, key=KEY)
+    assert body["count"] == 10, "default limit 10"
+    install(srv, [article("2022-03-01T00:%02d:%02dZ" % divmod(i, 60)) for i in range(1005)])
+    _, _, body = srv.get(q(NEWS, limit=1000), key=KEY)
+    assert body["count"] == 1000 and news_cursor(body["next_url"])["limit"] == 1000
+    _, _, body = srv.get(q(NEWS, limit=5000), key=KEY)
+    assert body["count"] == 1000, "above the maximum: clamped to 1000"
+    assert news_cursor(body["next_url"])["limit"] == 1000
+    _, _, last = srv.get(body["next_url"], key=KEY)
+    assert last["count"] == 5 and "next_url" not in last
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ({"limit": 0}, "'min' tag"),
+    ({"limit": "ten"}, "'numeric' tag"),
+    ({"order": "up"}, "'Order'"),
+    ({"sort": "title"}, "'Sort'"),
+    ({"published_utc__gte": "yesterday"}, "published_utc.gte parameter: 'yesterday'"),
+    ({"published_utc": "2022-03-02T15:00:00"}, "published_utc parameter"),   # no offset
+    ({"published_utc__lt": "2022-02-30"}, "published_utc.lt parameter"),
+])
+def test_news_bad_requests(srv, query, fragment):
+    status, _, body = srv.get(q(NEWS, **query), key=KEY)
+    assert status == 400 and list(body) == ["status", "request_id", "error"]
+    assert body["status"] == "ERROR" and fragment in body["error"]
+
+
+def test_control_news_fills_and_validates(srv):
+    answer = install(srv, [{"published_utc": "2022-03-01T10:00:00+01:00", "tickers": ["KO"],
+                            "title": "Given", "amp_url": None, "extra": 1},
+                           {"published_utc": "2022-03-01", "publisher": {"name": "Mine"}}])
+    assert answer["default"] is False and answer["count"] == 2
+    dated, given = answer["articles"]            # ascending, as they are served
+    assert dated["published_utc"] == "2022-03-01T00:00:00Z" and dated["tickers"] == []
+    assert dated["publisher"]["name"] == "Mine" and "logo_url" in dated["publisher"]
+    assert given["published_utc"] == "2022-03-01T09:00:00Z" and given["title"] == "Given"
+    assert "amp_url" not in given and given["extra"] == 1
+    assert list(given)[:7] == ARTICLE_FIELDS[:7] and re.match(r"^[0-9a-f]{64}$", given["id"])
+    assert srv.control("news") == [dated, given]
+    assert srv.get(q(NEWS, ticker="KO"), key=KEY)[2]["results"] == [given]
+    for bad in ([{"tickers": ["A"]}],                                       # no published_utc
+                [{"published_utc": "2022-03-01T10:00:00.5Z"}],               # not whole seconds
+                [{"published_utc": "2022-03-01", "id": "x"},
+                 {"published_utc": "2022-03-02", "id": "x"}],                # same id
+                "nope"):
+        status, _, _ = srv.request("POST", "/_control/news", body={"articles": bad})
+        assert status == 400
+    assert srv.control("news", {"articles": None}) == {"default": True}
+    assert len(srv.control("news?ticker=AAPL&from=2022-03-07")) > 0
+    install(srv, [])
+    srv.control("reset", {})
+    assert len(srv.control("news?ticker=AAPL&from=2022-03-07")) > 0, "reset: default corpus"
+
+
+# -- tickers over HTTP --
+
+TICKER_FIELDS = ["ticker", "name", "market", "locale", "primary_exchange", "type", "active",
+                 "currency_name", "cik", "composite_figi", "share_class_figi",
+                 "last_updated_utc"]
+
+
+def test_tickers_body_shape_and_defaults(big_clean):
+    status, _, body = big_clean.get(TICKERS, key=KEY)
+    assert status == 200
+    assert list(body) == ["results", "status", "request_id", "count", "next_url"]
+    assert body["count"] == 100, "default limit 100"
+    results = body["results"]
+    assert [r["ticker"] for r in results] == sorted(r["ticker"] for r in results)
+    assert all(r["active"] for r in results), "active defaults to true"
+    aapl = next(r for r in results if r["ticker"] == "AAPL")
+    assert list(aapl) == TICKER_FIELDS
+    assert aapl["last_updated_utc"] == "2022-03-07T00:00:00Z" and aapl["cik"] == "0000320193"
+    cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(body["next_url"]).query)["cursor"][0]
+    from polygon_server import decode_cursor
+    state = decode_cursor(cursor)
+    assert (state["active"], state["date"], state["limit"], state["order"], state["sort"]) == \
+        ("true", "2022-03-07", "100", "asc", "ticker")
+    _, _, body = big_clean.get(q(TICKERS, limit=5000), key=KEY)
+    assert "next_url" not in body and 300 < body["count"] <= 1000, "clamped, all on one page"
+    active = body["results"]
+    _, _, body = big_clean.get(q(TICKERS, limit=1000, active="false"), key=KEY)
+    inactive = body["results"]
+    assert inactive and all(not r["active"] and r["delisted_utc"] <= "2022-03-07"
+                            for r in inactive)
+    assert list(inactive[0]) == TICKER_FIELDS + ["delisted_utc"]
+    everything = big_clean.control("tickers")
+    assert sorted(r["ticker"] for r in active + inactive) == [r["ticker"] for r in everything]
+
+
+def test_tickers_paging(srv):
+    truth = [r["ticker"] for r in srv.control("tickers")
+             if r["active"] and r["market"] == "stocks" and r["ticker"] < "C"]
+    pages = follow(srv, q(TICKERS, market="stocks", ticker__lt="C", limit=10), key=KEY)
+    assert len(pages) > 3 and [r["ticker"] for r in results_of(pages)] == truth
+    pages = follow(srv, q(TICKERS, market="stocks", ticker__lt="C", order="desc"), key=KEY)
+    assert [r["ticker"] for r in results_of(pages)] == truth[::-1]
+    pages = follow(srv, q(TICKERS, sort="name", order="desc", ticker__lt="C"), key=KEY)
+    names = [(r["name"], r["ticker"]) for r in results_of(pages)]
+    assert names == sorted(names, reverse=True) and len(names) > len(truth) - 5
+
+
+@pytest.mark.parametrize("query, check", [
+    ({"ticker": "MSFT"}, lambda rs: [r["ticker"] for r in rs] == ["MSFT"]),
+    ({"ticker__gte": "TSLA", "ticker__lte": "TSLZ"}, lambda rs: rs[0]["ticker"] == "TSLA"),
+    ({"market": "crypto"}, lambda rs: rs and all(r["ticker"].startswith("X:") and
+                                                 r["locale"] == "global" for r in rs)),
+    ({"market": "fx"}, lambda rs: "C:EURUSD" in [r["ticker"] for r in rs]),
+    ({"market": "indices"}, lambda rs: "I:SPX" in [r["ticker"] for r in rs]),
+    ({"market": "otc"}, lambda rs: rs and all("primary_exchange" not in r for r in rs)),
+    ({"type": "ETF"}, lambda rs: "SPY" in [r["ticker"] for r in rs]),
+    ({"search": "apple"}, lambda rs: [r["ticker"] for r in rs] == ["AAPL"]),
+    ({"search": "BRK"}, lambda rs: [r["ticker"] for r in rs] == ["BRK.A", "BRK.B"]),
+    ({"exchange": "XNYS", "ticker": "IBM"}, lambda rs: len(rs) == 1),
+    ({"cik": "0001318605"}, lambda rs: [r["ticker"] for r in rs] == ["TSLA"]),
+    ({"ticker": "NODATA"}, lambda rs: rs[0]["active"] is True),
+    ({"ticker": "X:ETHBTC"}, lambda rs: rs[0]["active"] is True),    # delisted 2023
+])
+def test_tickers_filters(big_clean, query, check):
+    status, _, body = big_clean.get(q(TICKERS, limit=1000, **query), key=KEY)
+    assert status == 200 and check(body["results"]), body["results"][:3]
+
+
+def test_tickers_date_and_clock(srv):
+    srv.control("clock", {"now": "2024-01-01T00:00:00Z"})
+    _, _, body = srv.get(q(TICKERS, ticker="X:ETHBTC", active="false"), key=KEY)
+    assert body["results"][0]["delisted_utc"] == "2023-01-01T00:00:00Z"
+    _, _, body = srv.get(q(TICKERS, ticker="X:ETHBTC", date="2022-12-31"), key=KEY)
+    assert body["results"][0]["active"] is True
+    assert body["results"][0]["last_updated_utc"] == "2022-12-31T00:00:00Z"
+    _, _, body = srv.get(q(TICKERS, ticker="TSLA", date="2010-06-28"), key=KEY)
+    assert body["results"] == [], "not listed yet"
+    _, _, body = srv.get(q(TICKERS, ticker="TSLA", date="2010-06-29"), key=KEY)
+    assert body["count"] == 1
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ({"market": "bonds"}, "'Market'"), ({"type": "XX"}, "'Type'"),
+    ({"active": "maybe"}, "'Active'"), ({"order": "up"}, "'Order'"),
+    ({"sort": "size"}, "'Sort'"), ({"limit": -1}, "'min' tag"),
+    ({"date": "2022-03"}, "'Date'"),
+])
+def test_tickers_bad_requests(srv, query, fragment):
+    status, _, body = srv.get(q(TICKERS, **query), key=KEY)
+    assert status == 400 and body["status"] == "ERROR" and fragment in body["error"]
+
+
+def test_control_tickers(srv):
+    answer = srv.control("tickers", {"tickers": [
+        {"ticker": "ZED", "name": "Zed Corp"}, {"ticker": "OLD", "active": False},
+        {"ticker": "X:FOOUSD"}, {"ticker": "NEW", "list_date": "2023-01-03"}]})
+    assert answer == {"default": False, "count": 4}
+    _, _, body = srv.get(TICKERS, key=KEY)
+    assert [r["ticker"] for r in body["results"]] == ["X:FOOUSD", "ZED"]
+    assert body["results"][0]["market"] == "crypto"
+    _, _, body = srv.get(q(TICKERS, active="false"), key=KEY)
+    assert [r["ticker"] for r in body["results"]] == ["OLD"] and body["results"][0]["delisted_utc"]
+    assert srv.get(TICKERS + "/ZED", key=KEY)[2]["results"]["name"] == "Zed Corp"
+    assert srv.get(TICKERS + "/AAPL", key=KEY)[0] == 404
+    status, _, _ = srv.request("POST", "/_control/tickers",
+                               body={"tickers": [{"ticker": "A"}, {"ticker": "A"}]})
+    assert status == 400
+    status, _, _ = srv.request("POST", "/_control/tickers", body={"tickers": [{"name": "x"}]})
+    assert status == 400
+    assert srv.control("tickers", {"tickers": None}) == {"default": True}
+    assert srv.get(TICKERS + "/AAPL", key=KEY)[0] == 200
+
+
+# -- ticker details --
+
+DETAIL_FIELDS = ["ticker", "name", "market", "locale", "primary_exchange", "type", "active",
+                 "currency_name", "cik", "composite_figi", "share_class_figi", "market_cap",
+                 "phone_number", "address", "description", "sic_code", "sic_description",
+                 "ticker_root", "homepage_url", "total_employees", "list_date", "branding",
+                 "share_class_shares_outstanding", "weighted_shares_outstanding", "round_lot"]
+
+
+def test_ticker_details(srv):
+    status, headers, body = srv.get(TICKERS + "/AAPL", key=KEY)
+    assert status == 200 and list(body) == ["results", "status", "request_id"]
+    details = body["results"]
+    assert list(details) == DETAIL_FIELDS
+    assert details["composite_figi"] == "BBG000B9XRY4" and details["list_date"] == "1980-12-12"
+    assert list(details["address"]) == ["address1", "city", "state", "postal_code"]
+    assert list(details["branding"]) == ["logo_url", "icon_url"]
+    now = parse_instant(NOW)
+    close = make_bar("AAPL", published_days("AAPL", dt.date(2022, 3, 1), dt.date(2022, 3, 7),
+                                            now)[-1])["c"]
+    assert details["market_cap"] == round(close * details["weighted_shares_outstanding"], 2)
+    _, _, body = srv.get(q(TICKERS + "/BRK.B", date="2021-01-04"), key=KEY)
+    assert body["results"]["ticker_root"] == "BRK" and body["results"]["ticker_suffix"] == "B"
+    assert "market_cap" not in srv.get(TICKERS + "/NODATA", key=KEY)[2]["results"]
+    _, _, body = srv.get(TICKERS + "/X%3ABTCUSD", key=KEY)
+    assert body["results"]["base_currency_symbol"] == "BTC"
+
+
+@pytest.mark.parametrize("target", [TICKERS + "/NOPE", TICKERS + "/aapl",
+                                    q(TICKERS + "/TSLA", date="2010-06-28")])
+def test_ticker_details_not_found(srv, target):
+    status, _, body = srv.get(target, key=KEY)
+    assert status == 404 and list(body) == ["status", "request_id", "message"]
+    assert body["status"] == "NOT_FOUND" and body["message"] == "Ticker not found."
+
+
+def test_ticker_details_of_a_delisted_ticker(srv):
+    srv.control("clock", {"now": "2024-01-01T00:00:00Z"})
+    _, _, body = srv.get(TICKERS + "/X:ETHBTC", key=KEY)
+    assert body["results"]["active"] is False
+    assert body["results"]["delisted_utc"] == "2023-01-01T00:00:00Z"
+    _, _, body = srv.get(q(TICKERS + "/X:ETHBTC", date="2022-06-01"), key=KEY)
+    assert body["results"]["active"] is True and "delisted_utc" not in body["results"]
+    assert srv.get(q(TICKERS + "/AAPL", date="June"), key=KEY)[0] == 400
+
+
+# -- the same auth, log, rate limit and faults as the aggregates --
+
+REFERENCE_TARGETS = [q(NEWS, ticker="AAPL"), TICKERS, TICKERS + "/AAPL"]
+
+
+@pytest.mark.parametrize("target", REFERENCE_TARGETS)
+def test_reference_auth_errors(srv, target):
+    status, _, body = srv.get(target)
+    assert status == 401 and body == {"status": "ERROR", "request_id": body["request_id"],
+                                      "error": "API Key was not provided"}
+    status, _, body = srv.get(target, key="nope")
+    assert status == 401 and body["error"] == "Unknown API Key"
+    status, _, body = srv.get(target, key=FORBIDDEN)
+    assert status == 403 and body["status"] == "NOT_AUTHORIZED"
+    assert srv.get(target, query_key=KEY)[0] == 200
+    log = srv.control("log")
+    assert [e["status"] for e in log] == [401, 401, 403, 200]
+    assert log[-1]["query"].endswith("apiKey=REDACTED")
+
+
+def test_reference_rate_limit(tmp_path):
+    server = Running(tmp_path, "--now", NOW, "--rate-limit", "3")
+    try:
+        assert server.get(TARGET, key=KEY)[0] == 200
+        assert [server.get(t, key=KEY)[0] for t in REFERENCE_TARGETS] == [200, 200, 429]
+    finally:
+        assert server.stop() == 0
+
+
+def test_faults_without_path_hit_every_endpoint(srv):
+    srv.control("faults", {"fail_next": 3, "status": 500})
+    assert [srv.get(t, key=KEY)[0] for t in REFERENCE_TARGETS] == [500, 500, 500]
+    assert srv.get(TARGET, key=KEY)[0] == 200
+    srv.control("faults", {"delayed": True})
+    assert [srv.get(t, key=KEY)[2]["status"] for t in REFERENCE_TARGETS] == ["DELAYED"] * 3
+
+
+def test_fault_for_one_path(srv):
+    srv.control("faults", {"fail_next": 1, "status": 500, "path": NEWS})
+    assert srv.control("faults") == {"paths": {NEWS: {"fail_next": 1, "status": 500}}}
+    assert srv.get(TARGET, key=KEY)[0] == 200
+    assert srv.get(TICKERS, key=KEY)[0] == 200
+    status, _, body = srv.get(q(NEWS, ticker="AAPL"), key=KEY)
+    assert status == 500 and body["error"] == "Internal Server Error"
+    assert srv.get(q(NEWS, ticker="AAPL"), key=KEY)[0] == 200
+    # a prefix covers whole segments below it
+    srv.control("faults", {"fail_next": 2, "status": 503, "body": "json", "path": TICKERS})
+    assert srv.get(TICKERS + "/AAPL", key=KEY)[0] == 503
+    assert srv.get(q(NEWS, ticker="AAPL"), key=KEY)[0] == 200
+    assert srv.get(TICKERS, key=KEY)[0] == 503
+    assert srv.get(TICKERS, key=KEY)[0] == 200
+    srv.control("faults", {"fail_next": 1, "status": 500, "path": "/v3/reference/tick"})
+    assert srv.get(TICKERS, key=KEY)[0] == 200, "not a whole segment"
+    assert [e["fault"] for e in srv.control("log")] == \
+        [None, None, "fail", None, "fail", None, "fail", None, None]
+
+
+def test_fail_at_request_fails_page_two_once(srv):
+    """Exactly-once tests: the second news request fails, its retry does not,
+    and aggregates requests in between do not count."""
+    srv.control("faults", {"fail_at_request": 2, "status": 500, "path": NEWS})
+    _, _, first = srv.get(q(NEWS, ticker="AAPL", limit=3), key=KEY)
+    assert srv.get(TARGET, key=KEY)[0] == 200
+    status, _, _ = srv.get(first["next_url"], key=KEY)
+    assert status == 500
+    status, _, second = srv.get(first["next_url"], key=KEY)
+    assert status == 200 and second["results"][0] != first["results"][-1]
+    assert srv.get(second["next_url"], key=KEY)[0] == 200
+    srv.control("faults", {"fail_at_request": [1, 3], "status": 502, "path": NEWS})
+    statuses = [srv.get(q(NEWS, ticker="AAPL"), key=KEY)[0] for _ in range(4)]
+    assert statuses == [502, 200, 502, 200]
+    srv.control("faults", {"fail_at_request": 2, "status": 500})      # every path
+    assert [srv.get(TARGET, key=KEY)[0], srv.get(TICKERS, key=KEY)[0]] == [200, 500]
+
+
+def test_scoped_faults_have_their_own_counters(srv):
+    srv.control("faults", {"skip_next": 1, "cut_next": 1, "path": NEWS})
+    srv.control("faults", {"bad_utf8_next": 1})
+    news = q(NEWS, ticker="AAPL")
+    # request 1: news skips its own faults, but the every-path bad_utf8 applies
+    status, _, raw = srv.request("GET", news, headers={"Authorization": "Bearer " + KEY})
+    assert status == 200 and raw.count(b"\xff") == 1
+    assert raw.index(b"\xff") > raw.index(b'"results":[') and b'"status":"\xffOK"' in raw
+    status, _, raw = srv.request("GET", news, headers={"Authorization": "Bearer " + KEY})
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    assert srv.get(news, key=KEY)[0] == 200
+    assert [e["fault"] for e in srv.control("log")] == ["bad_utf8", "cut", None]
+
+
+@pytest.mark.parametrize("spec", [
+    {"fail_at_request": 0}, {"fail_at_request": []}, {"fail_at_request": "2"},
+    {"path": "v2/reference/news"}, {"path": "/_control/log"}, {"path": 3},
+])
+def test_bad_scoped_fault_spec_is_rejected(srv, spec):
+    status, _, _ = srv.request("POST", "/_control/faults", body=spec)
+    assert status == 400

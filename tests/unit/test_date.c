@@ -13,6 +13,25 @@
 
 #include "date.h"
 #include "harness.h"
+#include "tz.h"
+
+/* The zones the tables name: 0 is UTC (a NULL zone), 1 New York from the tz database. */
+#define DATE_UTC 0
+#define DATE_NEW_YORK 1
+typedef int zone_id;
+
+static const struct tz_zone *zone_of(zone_id id)
+{
+	static struct tz_db *db;
+	static const struct tz_zone *new_york;
+	if (id == DATE_UTC)
+		return NULL;
+	if (!db)
+		db = tz_db_open(NULL);
+	if (db && !new_york)
+		new_york = tz_find(db, "America/New_York", NULL, 0);
+	return new_york;
+}
 
 static char saved_tz[256];
 static int saved_tz_set = -1; /* -1: not saved yet */
@@ -164,9 +183,9 @@ static const struct offset_case offsets[] = {
 static void zone_offset_dst(void)
 {
 	for (size_t i = 0; i < COUNT_OF(offsets); i++) {
-		int got = date_zone_offset(DATE_NEW_YORK, offsets[i].epoch);
+		int got = date_zone_offset(zone_of(DATE_NEW_YORK), offsets[i].epoch);
 		CHECK(got == offsets[i].offset, "%s: offset %d, want %d", offsets[i].label, got, offsets[i].offset);
-		CHECK(date_zone_offset(DATE_UTC, offsets[i].epoch) == 0, "%s: UTC offset is not 0", offsets[i].label);
+		CHECK(date_zone_offset(zone_of(DATE_UTC), offsets[i].epoch) == 0, "%s: UTC offset is not 0", offsets[i].label);
 	}
 }
 
@@ -179,7 +198,7 @@ static void zone_offset_matches_tzdata(void)
 		time_t tt = (time_t)t;
 		struct tm tm;
 		localtime_r(&tt, &tm);
-		int got = date_zone_offset(DATE_NEW_YORK, t);
+		int got = date_zone_offset(zone_of(DATE_NEW_YORK), t);
 		if (!CHECK(got == (int)tm.tm_gmtoff, "epoch %lld: offset %d, tzdata says %ld", (long long)t, got,
 			   (long)tm.tm_gmtoff))
 			failures++;
@@ -187,36 +206,35 @@ static void zone_offset_matches_tzdata(void)
 	set_tz(test_param());
 }
 
-/* The span given with an offset holds the instant, has that offset at both ends, and stops at a
- * change of offset (or at the year's end, where date.c starts its search again). */
+/* The span given with an offset holds the instant and has that offset at both ends and in between
+ * (it may stop where only the abbreviation changes: EWT to EPT in 1945). */
 static void zone_offset_span_is_exact(void)
 {
 	int failures = 0;
 	for (int64_t t = -2208988800; t < 4102444800 && failures < 3; t += 7 * 86400 + 3917) {
 		int64_t from, until;
-		int offset = date_zone_offset_span(DATE_NEW_YORK, t, &from, &until);
-		int ok = offset == date_zone_offset(DATE_NEW_YORK, t) && from <= t && t < until &&
-			 date_zone_offset(DATE_NEW_YORK, from) == offset && date_zone_offset(DATE_NEW_YORK, until - 1) == offset &&
-			 until - from <= 366 * 86400 &&
-			 (date_zone_offset(DATE_NEW_YORK, until) != offset || (until - 5 * 3600) % 86400 == 0);
+		int offset = date_zone_offset_span(zone_of(DATE_NEW_YORK), t, &from, &until);
+		int ok = offset == date_zone_offset(zone_of(DATE_NEW_YORK), t) && from <= t && t < until &&
+			 date_zone_offset(zone_of(DATE_NEW_YORK), from) == offset &&
+			 date_zone_offset(zone_of(DATE_NEW_YORK), until - 1) == offset;
 		if (!CHECK(ok, "epoch %lld: offset %d over [%lld, %lld)", (long long)t, offset, (long long)from,
 			   (long long)until))
 			failures++;
 		/* A change of offset inside the span would be missed by the walk's cache. */
 		for (int64_t probe = from; probe < until && failures < 3; probe += 86400 / 4)
-			if (!CHECK(date_zone_offset(DATE_NEW_YORK, probe) == offset, "epoch %lld: offset changes at %lld",
+			if (!CHECK(date_zone_offset(zone_of(DATE_NEW_YORK), probe) == offset, "epoch %lld: offset changes at %lld",
 				   (long long)t, (long long)probe))
 				failures++;
 	}
 	int64_t from, until;
-	CHECK(date_zone_offset_span(DATE_UTC, 1646708400, &from, &until) == 0 && from == INT64_MIN && until == INT64_MAX,
+	CHECK(date_zone_offset_span(zone_of(DATE_UTC), 1646708400, &from, &until) == 0 && from == INT64_MIN && until == INT64_MAX,
 	      "UTC: offset 0 for all time");
 }
 
 struct day_in_zone_case {
 	const char *label;
 	int64_t epoch;
-	enum date_zone zone;
+	zone_id zone;
 	const char *day;
 	int seconds; /* into that day */
 };
@@ -240,9 +258,9 @@ static void day_in_zone(void)
 	for (size_t i = 0; i < COUNT_OF(days_in_zone); i++) {
 		const struct day_in_zone_case *c = &days_in_zone[i];
 		char text[DATE_DAY_LEN];
-		date_format_day(date_day_in_zone(c->epoch, c->zone), text);
+		date_format_day(date_day_in_zone(c->epoch, zone_of(c->zone)), text);
 		CHECK(strcmp(text, c->day) == 0, "%s: day %s, want %s", c->label, text, c->day);
-		int seconds = date_seconds_into_day(c->epoch, c->zone);
+		int seconds = date_seconds_into_day(c->epoch, zone_of(c->zone));
 		CHECK(seconds == c->seconds, "%s: %d seconds into the day, want %d", c->label, seconds, c->seconds);
 	}
 }
@@ -277,7 +295,7 @@ static void lua_from_ms(void)
 
 struct parse_case {
 	const char *text;
-	enum date_zone zone;
+	zone_id zone;
 	int64_t epoch;
 };
 
@@ -285,7 +303,7 @@ static void run_parse_cases(const struct parse_case *cases, size_t count)
 {
 	for (size_t i = 0; i < count; i++) {
 		int64_t epoch = 0;
-		int rc = date_parse(cases[i].text, cases[i].zone, &epoch);
+		int rc = date_parse(cases[i].text, zone_of(cases[i].zone), &epoch);
 		const char *zone = cases[i].zone == DATE_UTC ? "UTC" : "New York";
 		CHECK(rc == 0, "\"%s\" (%s) was rejected", cases[i].text, zone);
 		CHECK(rc != 0 || epoch == cases[i].epoch, "\"%s\" (%s) parsed as %lld, want %lld", cases[i].text, zone,
@@ -340,8 +358,8 @@ static void parse_spring_gap_moves_forward(void)
 	run_parse_cases(cases, COUNT_OF(cases));
 	int64_t before = 0;
 	int64_t inside = 0;
-	if (date_parse("2022-03-13T01:59:59", DATE_NEW_YORK, &before) == 0 &&
-	    date_parse("2022-03-13T02:30:00", DATE_NEW_YORK, &inside) == 0)
+	if (date_parse("2022-03-13T01:59:59", zone_of(DATE_NEW_YORK), &before) == 0 &&
+	    date_parse("2022-03-13T02:30:00", zone_of(DATE_NEW_YORK), &inside) == 0)
 		CHECK(inside > before, "02:30 (in the gap) is %lld, not after 01:59:59 (%lld)", (long long)inside,
 		      (long long)before);
 }
@@ -354,8 +372,6 @@ static void parse_rejects(void)
 		"2022-03-08T",
 		"2022-03-08X03:00:00Z",
 		"2022-03-08T3:00:00Z",
-		"2022-03-08T03:00:00+0500",
-		"2022-03-08T03:00:00+05",
 		"2022-03-08T03:00:00Zjunk",
 		"2022-03-08T03:00:00 Z",
 		"2022-03-08T24:00:00Z",
@@ -369,7 +385,7 @@ static void parse_rejects(void)
 	};
 	for (size_t i = 0; i < COUNT_OF(bad); i++) {
 		int64_t epoch = 0;
-		int rc = date_parse(bad[i], DATE_UTC, &epoch);
+		int rc = date_parse(bad[i], zone_of(DATE_UTC), &epoch);
 		CHECK(rc != 0, "\"%s\" was accepted as %lld", bad[i], (long long)epoch);
 	}
 }
@@ -378,24 +394,19 @@ static void zone_from_name(void)
 {
 	static const struct {
 		const char *name;
-		int rc;
-		enum date_zone zone;
+		int found;
 	} cases[] = {
-		{"UTC", 0, DATE_UTC},
-		{"Etc/UTC", 0, DATE_UTC},
-		{"Z", 0, DATE_UTC},
-		{"America/New_York", 0, DATE_NEW_YORK},
-		{"US/Eastern", 0, DATE_NEW_YORK},
-		{"america/new_york", -1, DATE_UTC},
-		{"Europe/London", -1, DATE_UTC},
-		{"", -1, DATE_UTC},
+		{"UTC", 1},           {"Etc/UTC", 1},          {"America/New_York", 1}, {"US/Eastern", 1},
+		{"Europe/London", 1}, {"america/new_york", 0}, {"", 0},                 {"../etc/passwd", 0},
 	};
-	for (size_t i = 0; i < COUNT_OF(cases); i++) {
-		enum date_zone zone = DATE_UTC;
-		int rc = date_zone_from_name(cases[i].name, &zone);
-		CHECK(rc == cases[i].rc, "\"%s\": rc %d, want %d", cases[i].name, rc, cases[i].rc);
-		CHECK(rc != 0 || zone == cases[i].zone, "\"%s\": wrong zone %d", cases[i].name, (int)zone);
+	struct tz_db *db = tz_db_open(NULL);
+	for (size_t i = 0; db && i < COUNT_OF(cases); i++) {
+		char err[300] = "";
+		const struct tz_zone *zone = tz_find(db, cases[i].name, err, sizeof err);
+		CHECK((zone != NULL) == cases[i].found, "\"%s\": found %d, want %d (%s)", cases[i].name, zone != NULL,
+		      cases[i].found, err);
 	}
+	tz_db_close(db);
 }
 
 /* Each operand against the division it stands for: every edge of a quotient (k * d - 1, k * d)

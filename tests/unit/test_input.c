@@ -218,12 +218,6 @@ static void state_whole_messages(void)
 		 "{\"type\":\"STATE\",\"state\":{\"type\":\"LEGACY\","
 		 "\"data\":{\"stock_prices\":{\"date\":\"2022-03-04\"}}}}",
 		 "2022-03-04"},
-		{"a later entry for the same stream wins",
-		 "[{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":\"stock_prices\"},"
-		 "\"stream_state\":{\"date\":\"2022-03-01\"}}},"
-		 "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":"
-		 "{\"name\":\"stock_prices\"},\"stream_state\":{\"date\":\"2022-03-11\"}}}}]",
-		 "2022-03-11"},
 	};
 	run_state_cases(cases, COUNT_OF(cases));
 }
@@ -305,6 +299,12 @@ static void state_malformed(void)
 		 "\"stream_state\":\"x\"}}]",
 		 {"stock_prices", "stream_state", NULL}},
 		{"GLOBAL without global", "[{\"type\":\"GLOBAL\"}]", {"GLOBAL", "global", NULL}},
+		{"two entries for one stream (which one holds cannot be known)",
+		 "[{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":\"stock_prices\"},"
+		 "\"stream_state\":{\"date\":\"2022-03-01\"}}},"
+		 "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":"
+		 "{\"name\":\"stock_prices\"},\"stream_state\":{\"date\":\"2022-03-11\"}}}}]",
+		 {"stock_prices", "two states", NULL}},
 	};
 	run_error_cases(read_state, cases, COUNT_OF(cases));
 }
@@ -396,6 +396,13 @@ static void catalog_invalid(void)
 		 {"stock_prices", "bogus", NULL}},
 		{"sync_mode missing", "{\"streams\":[{\"stream\":{\"name\":\"stock_prices\"}}]}",
 		 {"stock_prices", "sync_mode", NULL}},
+		{"one stream listed twice (its records would be sent twice)",
+		 "{\"streams\":[{\"stream\":{\"name\":\"stock_prices\"},\"sync_mode\":\"incremental\"},"
+		 "{\"stream\":{\"name\":\"stock_prices\"},\"sync_mode\":\"full_refresh\"}]}",
+		 {"stock_prices", "listed twice", NULL}},
+		{"a NUL in a stream name", "{\"streams\":[{\"stream\":{\"name\":\"stock\\u0000prices\"},"
+		 "\"sync_mode\":\"incremental\"}]}",
+		 {"streams[0]", "NUL", NULL}},
 	};
 	lua_State *L = test_lua_open();
 	if (!L)

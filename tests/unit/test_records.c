@@ -26,6 +26,7 @@
 #include "pool.h"
 #include "records.h"
 #include "runtime.h"
+#include "tz.h"
 
 #define BYTES(s) s, sizeof(s) - 1
 
@@ -314,11 +315,11 @@ static void declarations_are_checked(void)
 		{"{ 'c', context = 'partition', as = 'day' }", "as goes with from and is a string"},
 		{"{ 'c', value = 1, as = 'integer' }", "as goes with from and is a string"},
 		{"{ 'c', from = 'c', as = 5 }", "as goes with from and is a string"},
-		{"{ 'c', from = 'c', as = 'int' }", "as must be \"integer\", \"day_from_ms\" or \"day\", not 'int'"},
+		{"{ 'c', from = 'c', as = 'int' }", "as must be \"integer\", \"day_from_ms\", \"day\" or \"datetime\", not 'int'"},
 		{"{ 'c', from = 'c', as = 'day_from_s' }", "not 'day_from_s'"},
 		{"{ 'c', from = 'c', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
 		{"{ 'c', from = 'c', as = 'day', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
-		{"{ 'c', from = 'c', as = 'day_from_ms', zone = 'Europe/Paris' }", "zone goes with"},
+		{"{ 'c', from = 'c', as = 'day_from_ms', zone = 'Europe/Pariss' }", "unknown time zone 'Europe/Pariss' (did you mean Europe/Paris"},
 		{"{ 'c', from = 'c', as = 'day_from_ms', zone = true }", "zone goes with"},
 		{"{ 'c', from = '' }", "from must be a non-empty string"},
 		{"{ 'c', from = 5 }", "from must be a non-empty string"},
@@ -1429,11 +1430,12 @@ static void generated_days_agree_with_the_date_functions(void)
 	struct mapped m;
 	if (map_page(L, 1, text.data, text.len, &m) == LUA_OK && m.outcome == RECORDS_OK &&
 	    CHECK(records_batch_count(m.batch) == ITEMS, "%zu records", records_batch_count(m.batch))) {
-		int ny = records_batch_day_column(m.batch, "ny"), utc = records_batch_day_column(m.batch, "utc");
+		int ny = records_batch_column(m.batch, "ny"), utc = records_batch_column(m.batch, "utc");
+		const struct tz_zone *new_york = tz_find(runtime_of(L)->zones, "America/New_York", NULL, 0);
 		int failures = 0;
 		for (int i = 0; i < ITEMS && failures < 3; i++) {
 			int64_t seconds = floor_div(ms[i], 1000);
-			int64_t ny_day = date_day_in_zone(seconds, DATE_NEW_YORK), utc_day = date_day_in_zone(seconds, DATE_UTC);
+			int64_t ny_day = date_day_in_zone(seconds, new_york), utc_day = date_day_in_zone(seconds, NULL);
 			char a[DATE_DAY_LEN], b[DATE_DAY_LEN], want[80];
 			date_format_day(ny_day, a);
 			date_format_day(utc_day, b);
@@ -1519,13 +1521,15 @@ static void batch_accessors(void)
 	}
 	int batch = lua_gettop(L);
 	CHECK(records_batch_count(m.batch) == 4, "count %zu", records_batch_count(m.batch));
-	int date = records_batch_day_column(m.batch, "date");
-	int d2 = records_batch_day_column(m.batch, "d2");
-	CHECK(date == 0 && d2 == 1, "day columns: date %d, d2 %d", date, d2);
-	CHECK(records_batch_day_column(m.batch, "price") == -1, "price is not a day field");
-	CHECK(records_batch_day_column(m.batch, "stock_ticker") == -1, "stock_ticker is not a day field");
-	CHECK(records_batch_day_column(m.batch, "t") == -1, "t is a source, not a field");
-	CHECK(records_batch_day_column(m.batch, "") == -1, "an empty name");
+	int date = records_batch_column(m.batch, "date");
+	int d2 = records_batch_column(m.batch, "d2");
+	int transactions = records_batch_column(m.batch, "transactions");
+	CHECK(date == 0 && transactions == 1 && d2 == 2, "value columns: date %d, transactions %d, d2 %d", date,
+	      transactions, d2);
+	CHECK(records_batch_column(m.batch, "price") == -1, "price is not a day field");
+	CHECK(records_batch_column(m.batch, "stock_ticker") == -1, "stock_ticker is not a day field");
+	CHECK(records_batch_column(m.batch, "t") == -1, "t is a source, not a field");
+	CHECK(records_batch_column(m.batch, "") == -1, "an empty name");
 	static const char *const dates[] = {"2022-03-07", NULL, "2022-03-09", NULL};
 	static const char *const d2s[] = {"2022-03-01", "2022-03-02", NULL, NULL};
 	for (size_t i = 0; i < 4; i++) {
@@ -1537,18 +1541,18 @@ static void batch_accessors(void)
 			date_parse_day(dates[i], &want);
 			CHECK(day == want, "record %zu: date column %lld, want %lld", i, (long long)day, (long long)want);
 		} else {
-			CHECK(day == RECORDS_NO_DAY, "record %zu: date column %lld, want none", i, (long long)day);
+			CHECK(day == RECORDS_NO_VALUE, "record %zu: date column %lld, want none", i, (long long)day);
 		}
 		records_batch_get(m.batch, i, d2, &again, &again_len, &day);
 		if (d2s[i]) {
 			date_parse_day(d2s[i], &want);
 			CHECK(day == want, "record %zu: d2 column %lld, want %lld", i, (long long)day, (long long)want);
 		} else {
-			CHECK(day == RECORDS_NO_DAY, "record %zu: d2 column %lld, want none", i, (long long)day);
+			CHECK(day == RECORDS_NO_VALUE, "record %zu: d2 column %lld, want none", i, (long long)day);
 		}
 		CHECK(again == data && again_len == len, "record %zu: the text depends on the column", i);
 		records_batch_get(m.batch, i, -1, &again, &again_len, &none);
-		CHECK(none == RECORDS_NO_DAY && again == data, "record %zu: column -1 gives day %lld", i, (long long)none);
+		CHECK(none == RECORDS_NO_VALUE && again == data, "record %zu: column -1 gives day %lld", i, (long long)none);
 	}
 	const char *data;
 	size_t len;
@@ -1615,9 +1619,9 @@ static void day_spans(void)
 			lua_settop(L, top);
 			continue;
 		}
-		int date = records_batch_day_column(m.batch, "date");
+		int date = records_batch_column(m.batch, "date");
 		int64_t first = 0, last = 0, want;
-		int spans = records_batch_day_span(m.batch, date, &first, &last);
+		int spans = records_batch_column_span(m.batch, date, &first, &last);
 		CHECK(spans == cases[k].spans, "case %zu: span %d, want %d", k, spans, cases[k].spans);
 		if (spans && cases[k].spans) {
 			date_parse_day(cases[k].first, &want);
@@ -1635,7 +1639,7 @@ static void day_spans(void)
 			}
 			CHECK(at == len, "case %zu: the run is %zu bytes, its lines %zu", k, len, at);
 		}
-		CHECK(!records_batch_day_span(m.batch, -1, &first, &last), "case %zu: column -1 spans", k);
+		CHECK(!records_batch_column_span(m.batch, -1, &first, &last), "case %zu: column -1 spans", k);
 		lua_settop(L, top);
 	}
 	test_lua_close(L);
@@ -1662,7 +1666,7 @@ static void big_pages_and_reused_buffers(void)
 		struct mapped m;
 		if (map_page(L, 1, page.data, page.len, &m) == LUA_OK &&
 		    CHECK(records_batch_count(m.batch) == count, "round %d: %zu records", round, records_batch_count(m.batch))) {
-			int column = records_batch_day_column(m.batch, "date");
+			int column = records_batch_column(m.batch, "date");
 			int64_t first;
 			date_parse_day("2022-03-07", &first);
 			for (size_t i = 0; i < count; i += (i < 1100 ? 1 : 97)) {
@@ -2071,7 +2075,7 @@ static void batches_walked_on_workers(void)
 			const char *data;
 			size_t len;
 			int64_t day, want_day;
-			records_batch_get(batches[k], i, records_batch_day_column(batches[k], "date"), &data, &len, &day);
+			records_batch_get(batches[k], i, records_batch_column(batches[k], "date"), &data, &len, &day);
 			char want[200], text[DATE_DAY_LEN];
 			date_parse_day("2022-03-07", &want_day);
 			want_day += (int64_t)i;
