@@ -6,7 +6,7 @@ ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      gcc libc6-dev make pkg-config liblua5.4-dev libcurl4-openssl-dev lua-cjson-dev \
+      gcc libc6-dev make pkg-config liblua5.4-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -16,7 +16,7 @@ RUN make && if ldd build/source-lua | grep -q liblua; then echo "Lua is not link
 
 FROM ${BASE_IMAGE}
 ARG VERSION=dev
-# Only the runtime libraries: Lua and lua-cjson are linked in statically. tzdata: streams and the
+# Only the runtime libraries: Lua is linked in statically. tzdata: streams and the
 # date module read any IANA time zone from /usr/share/zoneinfo.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

@@ -3,8 +3,6 @@
 
 PKGS       := lua5.4 libcurl
 # libcurl is dlopen()ed on first use (runtime/curl_lazy.c), so it is compiled against, not linked.
-CJSON_A    := $(shell pkg-config --variable=libdir lua5.4-cjson 2>/dev/null)/x86_64-linux-gnu/liblua5.4-cjson.a
-CJSON_A    := $(firstword $(wildcard /usr/lib/*/liblua5.4-cjson.a) $(CJSON_A))
 PYTHON     := /usr/bin/python3
 
 CC         ?= cc
@@ -15,7 +13,7 @@ PROJECT_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -MMD 
 # fewer to map and relocate before main(), ~0.5 ms of a sync's CPU (docs/PERFORMANCE.md, item 14).
 # Scripts cannot load C modules (no require), so no symbol needs exporting for them.
 LUA_A      := $(firstword $(wildcard /usr/lib/*/liblua5.4.a))
-LDLIBS_ALL := $(CJSON_A) $(or $(LUA_A),$(shell pkg-config --libs lua5.4 2>/dev/null)) -ldl -lm
+LDLIBS_ALL := $(or $(LUA_A),$(shell pkg-config --libs lua5.4 2>/dev/null)) -ldl -lm
 
 BUILD      := build
 ifeq ($(SANITIZE),1)
@@ -57,7 +55,7 @@ $(BUILD)/obj:
 	mkdir -p $@
 
 # Installs what a fresh Debian 12 machine lacks; a no-op when everything is there.
-DEB_PKGS := build-essential pkg-config liblua5.4-dev libcurl4-openssl-dev lua-cjson-dev \
+DEB_PKGS := build-essential pkg-config liblua5.4-dev libcurl4-openssl-dev \
             python3 python3-pytest python3-jsonschema python3-yaml python3-requests curl libfaketime time \
             clang libclang-rt-14-dev tzdata
 deps:

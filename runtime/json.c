@@ -1,5 +1,6 @@
 /*
- * json: JSON for the runtime. Decoding is lua-cjson's; writing is ours.
+ * json: JSON for the runtime: the writer of every message, and the Lua `json` module. Decoding is
+ * json_decode.c's.
  *
  * Why our own writer: lua-cjson 2.1.0 prints numbers with 14 significant digits (prices and
  * volumes lose digits), cannot tell an empty array from an empty object, and turns integers
@@ -7,41 +8,22 @@
  * is written here: integers as integers, floats with the fewest digits that read back exactly,
  * arrays marked with json.array() staying arrays when empty, strings escaped to valid UTF-8.
  *
- * Why a pre-pass before cjson decodes: cjson turns `[]` into an empty table, indistinguishable
- * from `{}`, so a record carrying an empty list would come out as an object. Empty arrays are
- * swapped for a one-element sentinel array before decoding and marked afterwards; the walk runs
- * only when the text had one.
  */
 #define _GNU_SOURCE
 #include "json.h"
 
 #include <lauxlib.h>
-#include <lua-cjson.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #define JSON_MAX_DEPTH 128
 
-extern int luaopen_cjson_safe(lua_State *L);
-
 static const char ARRAY_MT_KEY[] = "source_lua.json.array";
-static const char DECODE_KEY[] = "source_lua.json.decode";
-/* The sentinel is a NUL byte and a name with a random per-process nonce that the text does not
- * contain (a number is appended until it does not). Text could spell the name with \u escapes,
- * so the nonce is what keeps crafted input from forging it: it cannot be guessed. */
-#define SENTINEL_NAME "source-lua-empty-array"
-#define SENTINEL_MAX 64
-
-struct sentinel {
-	char name[SENTINEL_MAX]; /* without the leading NUL */
-	size_t len;
-};
 
 struct encoder {
 	lua_State *L;
@@ -381,105 +363,6 @@ int json_encode(lua_State *L, int idx, struct buf *out, char *err, size_t errlen
 	return rc;
 }
 
-/* Returns the position after the `]` when s[i] opens an empty array, else 0. */
-static size_t empty_array_end(const char *s, size_t len, size_t i)
-{
-	size_t j = i + 1;
-	while (j < len && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r'))
-		j++;
-	return (j < len && s[j] == ']') ? j + 1 : 0;
-}
-
-static unsigned long long sentinel_nonce(void)
-{
-	static unsigned long long nonce;
-	while (!nonce) {
-		if (getrandom(&nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
-			nonce = (unsigned long long)time(NULL) * 6364136223846793005ULL ^ (unsigned long long)getpid();
-	}
-	return nonce;
-}
-
-static void choose_sentinel(const char *text, size_t len, struct sentinel *sentinel)
-{
-	unsigned long long nonce = sentinel_nonce();
-	snprintf(sentinel->name, sizeof sentinel->name, "%s-%016llx", SENTINEL_NAME, nonce);
-	for (unsigned n = 1; memmem(text, len, sentinel->name, strlen(sentinel->name)); n++)
-		snprintf(sentinel->name, sizeof sentinel->name, "%s-%016llx#%u", SENTINEL_NAME, nonce, n);
-	sentinel->len = strlen(sentinel->name);
-}
-
-/* Finds the next empty array outside strings at or after *pos: sets *at and *end (just after its
- * `]`) and returns 1, or returns 0. One scan serves both the check and the rewrite. */
-static int next_empty_array(const char *s, size_t len, size_t *pos, size_t *at, size_t *end)
-{
-	int in_string = 0;
-	for (size_t i = *pos; i < len; i++) {
-		if (in_string) {
-			if (s[i] == '\\')
-				i++;
-			else if (s[i] == '"')
-				in_string = 0;
-		} else if (s[i] == '"') {
-			in_string = 1;
-		} else if (s[i] == '[' && (*end = empty_array_end(s, len, i)) != 0) {
-			*at = i;
-			*pos = *end;
-			return 1;
-		}
-	}
-	*pos = len;
-	return 0;
-}
-
-/* Copies text into b with every empty array replaced by the sentinel; returns how many. */
-static int mark_empty_arrays(luaL_Buffer *b, const char *s, size_t len, struct sentinel *sentinel)
-{
-	int replaced = 0;
-	size_t pos = 0, at, end, copied = 0;
-	while (next_empty_array(s, len, &pos, &at, &end)) {
-		if (!sentinel->len)
-			choose_sentinel(s, len, sentinel); /* only texts with an empty array pay for the search */
-		luaL_addlstring(b, s + copied, at - copied);
-		luaL_addstring(b, "[\"\\u0000");
-		luaL_addlstring(b, sentinel->name, sentinel->len);
-		luaL_addstring(b, "\"]");
-		copied = end;
-		replaced++;
-	}
-	luaL_addlstring(b, s + copied, len - copied);
-	return replaced;
-}
-
-static int is_empty_sentinel(lua_State *L, int idx, const struct sentinel *sentinel)
-{
-	if (lua_rawlen(L, idx) != 1)
-		return 0;
-	lua_rawgeti(L, idx, 1);
-	size_t len = 0;
-	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-	int match = s && len == sentinel->len + 1 && s[0] == '\0' && memcmp(s + 1, sentinel->name, sentinel->len) == 0;
-	lua_pop(L, 1);
-	return match;
-}
-
-static void restore_empty_arrays(lua_State *L, int idx, const struct sentinel *sentinel)
-{
-	luaL_checkstack(L, 3, "JSON nested too deeply");
-	if (is_empty_sentinel(L, idx, sentinel)) {
-		lua_pushnil(L);
-		lua_rawseti(L, idx, 1);
-		json_mark_array(L, idx);
-		return;
-	}
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		if (lua_type(L, -1) == LUA_TTABLE)
-			restore_empty_arrays(L, lua_gettop(L), sentinel);
-		lua_pop(L, 1);
-	}
-}
-
 /* Offset of the first byte that is not part of valid UTF-8, or len. ASCII runs are skipped fast. */
 static size_t invalid_utf8_at(const char *text, size_t len)
 {
@@ -508,22 +391,7 @@ int json_decode_push(lua_State *L, const char *text, size_t len)
 		lua_pushfstring(L, "not valid UTF-8 at byte %d", (int)bad);
 		return 2;
 	}
-	int replaced = 0;
-	struct sentinel sentinel = {{0}, 0};
-	lua_getfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
-	size_t scan = 0, at, end;
-	if (memchr(text, '[', len) && next_empty_array(text, len, &scan, &at, &end)) {
-		luaL_Buffer b;
-		luaL_buffinit(L, &b);
-		replaced = mark_empty_arrays(&b, text, len, &sentinel);
-		luaL_pushresult(&b);
-	} else {
-		lua_pushlstring(L, text, len);
-	}
-	/* cjson's safe decoder returns nil, message instead of raising on bad input. */
-	lua_call(L, 1, 2);
-	if (replaced && lua_type(L, -2) == LUA_TTABLE)
-		restore_empty_arrays(L, lua_absindex(L, -2), &sentinel);
+	json_decode_text(L, text, len);
 	return 2;
 }
 
@@ -584,17 +452,6 @@ static int json_lua_object(lua_State *L)
 	return 1;
 }
 
-static void configure_cjson(lua_State *L, int cjson_idx)
-{
-	/* Reject NaN, Infinity and hex numbers: they are not JSON and cannot be written back. */
-	lua_getfield(L, cjson_idx, "decode_invalid_numbers");
-	lua_pushboolean(L, 0);
-	lua_call(L, 1, 0);
-	lua_getfield(L, cjson_idx, "decode_max_depth");
-	lua_pushinteger(L, JSON_MAX_DEPTH);
-	lua_call(L, 1, 0);
-}
-
 int json_open(lua_State *L)
 {
 	static const luaL_Reg functions[] = {
@@ -605,12 +462,6 @@ int json_open(lua_State *L)
 		{NULL, NULL},
 	};
 	luaL_newmetatable(L, ARRAY_MT_KEY);
-	lua_pop(L, 1);
-	luaL_requiref(L, "cjson.safe", luaopen_cjson_safe, 0);
-	int cjson_idx = lua_gettop(L);
-	configure_cjson(L, cjson_idx);
-	lua_getfield(L, cjson_idx, "decode");
-	lua_setfield(L, LUA_REGISTRYINDEX, DECODE_KEY);
 	lua_pop(L, 1);
 	luaL_newlib(L, functions);
 	lua_pushlightuserdata(L, NULL);

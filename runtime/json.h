@@ -1,4 +1,5 @@
-/* json: the exact JSON writer for protocol messages, and the Lua `json` module (decoding via lua-cjson). */
+/* json: the exact JSON writer for protocol messages, the decoder (json_decode.c), and the Lua
+ * `json` module. */
 #ifndef SOURCE_LUA_JSON_H
 #define SOURCE_LUA_JSON_H
 
@@ -32,9 +33,12 @@ void json_write_int(struct buf *out, long long value);
 /* Appends the shortest text that reads back as exactly d (null for NaN and infinities). */
 void json_write_double(struct buf *out, double d);
 
-/* Decodes JSON text (which must be UTF-8) into Lua values; pushes the value, or nil and an error
- * message. [-0, +2, m] */
+/* Decodes JSON text (which must be UTF-8) into Lua values; pushes the value and nil, or nil and an
+ * error message. Integers that fit in 64 bits stay integers; empty arrays are marked as arrays;
+ * null is json.null. [-0, +2, m] */
 int json_decode_push(lua_State *L, const char *text, size_t len);
+/* json_decode_push without the UTF-8 check (json_decode.c); returns 0, or -1 on an error. */
+int json_decode_text(lua_State *L, const char *text, size_t len);
 
 /* Opens the `json` module: json.decode, json.encode, json.array, json.object, json.null. [-0, +1, m] */
 int json_open(lua_State *L);

@@ -24,8 +24,7 @@ FUZZ_SANITIZE  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -
 FUZZ_PROJECT_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -MMD -MP -fsanitize=fuzzer-no-link $(FUZZ_SANITIZE) \
                        $(shell pkg-config --cflags $(FUZZ_PKGS) 2>/dev/null)
 FUZZ_LDFLAGS   := -fsanitize=fuzzer $(FUZZ_SANITIZE)
-FUZZ_CJSON_A   := $(firstword $(wildcard /usr/lib/*/liblua5.4-cjson.a) /usr/lib/x86_64-linux-gnu/liblua5.4-cjson.a)
-FUZZ_LDLIBS    := $(FUZZ_CJSON_A) $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null) -lm
+FUZZ_LDLIBS    := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null) -lm
 
 FUZZ_NAMES     := state catalog config date json records
 FUZZ_BINS      := $(foreach n,$(FUZZ_NAMES),$(FUZZ_BUILD)/fuzz_$(n))

@@ -609,10 +609,7 @@ static void round_trip_unicode_escapes(void)
 
 static void round_trip_sentinel_lookalike(void)
 {
-	/* BUG: json.c swaps every `[]` for ["\u0000source-lua-empty-array"] before cjson decodes and then
-	 * empties every one-element array holding that string. Its comment says no real string can equal
-	 * the sentinel, but JSON text can spell a NUL as \u0000, so when the text also has an empty
-	 * array, a real ["\u0000source-lua-empty-array"] comes back as []. Data is silently changed. */
+	/* The string an earlier decoder used as its stand-in for [] must come back as itself. */
 	static const struct encode_case cases[] = {
 		{"[[],[\"\\u0000source-lua-empty-array\"]]", "[[],[\"\\u0000source-lua-empty-array\"]]"},
 	};
@@ -621,7 +618,10 @@ static void round_trip_sentinel_lookalike(void)
 
 static void decode_rejects_bad_text(void)
 {
-	static const char *const bad[] = {"[1,2", "{\"a\":}", "[NaN]", "[Infinity]", "[0x10]", "nul", "[1,]"};
+	static const char *const bad[] = {
+		"[1,2", "{\"a\":}", "[NaN]", "[Infinity]", "[0x10]", "nul", "[1,]", "01", "1.", ".5", "1e", "-",
+		"[\"\\ud800\"]", "[\"\\udc00\"]", "\"\\x\"", "\"a\tb\"", "{1:2}", "[1] 2", "", "  ",
+	};
 	lua_State *L = test_lua_open();
 	if (!L)
 		return;
@@ -650,6 +650,45 @@ static void decode_null_is_json_null(void)
 	test_lua_close(L);
 }
 
+/* Integers stay integers (ids past 2^53 exactly), anything with a point or an exponent is a float. */
+static void decode_numbers_keep_their_kind(void)
+{
+	static const struct {
+		const char *text;
+		const char *check; /* a Lua expression on v, the decoded value, that must be true */
+	} cases[] = {
+		{"9007199254740993", "math.type(v) == 'integer' and v == 9007199254740993"},
+		{"-9223372036854775808", "v == math.mininteger"},
+		{"9223372036854775807", "v == math.maxinteger"},
+		{"9223372036854775808", "math.type(v) == 'float'"},
+		{"100", "math.type(v) == 'integer' and tostring(v) == '100'"},
+		{"1.0", "math.type(v) == 'float'"},
+		{"1e2", "math.type(v) == 'float' and v == 100"},
+		{"-0", "math.type(v) == 'float' and 1 / v < 0"},
+		{"1e400", "v == math.huge"},
+		{"[]", "json.encode(v) == '[]'"},
+		{"{}", "json.encode(v) == '{}'"},
+		{"\"\\ud83d\\ude00\"", "v == '\\u{1F600}'"},
+		{"{\"a\":1,\"a\":2}", "v.a == 2"},
+	};
+	lua_State *L = test_lua_open();
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char chunk[300];
+		snprintf(chunk, sizeof chunk, "local v = json.decode(%s) return %s", "...", cases[i].check);
+		lua_settop(L, 0);
+		if (luaL_loadstring(L, chunk) != LUA_OK) {
+			CHECK(0, "%s: %s", cases[i].text, lua_tostring(L, -1));
+			continue;
+		}
+		lua_pushstring(L, cases[i].text);
+		if (CHECK(lua_pcall(L, 1, 1, 0) == LUA_OK, "%s: %s", cases[i].text, lua_tostring(L, -1)))
+			CHECK(lua_toboolean(L, -1), "%s: %s is false", cases[i].text, cases[i].check);
+	}
+	test_lua_close(L);
+}
+
 static const struct test tests[] = {
 	{"json_write_double round trips bit-exact", double_round_trips},
 	{"json_write_double prints integral values as integers", integral_doubles_print_as_integers},
@@ -675,6 +714,7 @@ static const struct test tests[] = {
 	{"decode -> encode keeps a string equal to the empty-array sentinel", round_trip_sentinel_lookalike},
 	{"json_decode_push rejects bad text with nil, message", decode_rejects_bad_text},
 	{"json_decode_push gives json.null for null", decode_null_is_json_null},
+	{"json_decode_push keeps integers integers, exactly", decode_numbers_keep_their_kind},
 };
 
 const struct suite json_suite = {"json", tests, COUNT_OF(tests), NULL, NULL, NULL};
