@@ -116,6 +116,18 @@ static int already_emitted(struct page *pg, size_t i, int64_t v)
 	return has;
 }
 
+/* The greatest final value an unsorted window has seen: where its position goes when it ends.
+ * Returns 0 for a value at or past the ceiling. */
+static int note_window_max(struct stream_read *r, struct partition *p, int64_t v)
+{
+	if (r->plan.has_ceiling && v >= r->plan.ceiling)
+		return 0;
+	if (!p->has_window_max || v > p->window_max)
+		p->window_max = v;
+	p->has_window_max = 1;
+	return 1;
+}
+
 /* 1 to write record i of value v, 0 to skip it (counted), -1 on error. */
 static int admit(struct page *pg, size_t i, int64_t v)
 {
@@ -128,6 +140,9 @@ static int admit(struct page *pg, size_t i, int64_t v)
 	}
 	if (already_emitted(pg, i, v)) {
 		p->counts.already_emitted++;
+		/* Sent by the run that failed inside this window: still one of the window's values. */
+		if (c->order != ORDER_ASCENDING && (!p->resume.has_cursor || v > p->resume.cursor))
+			note_window_max(r, p, v);
 		return 0;
 	}
 	if (c->order == ORDER_ASCENDING && p->has_last && v < p->last) {
@@ -159,13 +174,8 @@ static void note_unsorted(struct page *pg, size_t i, int64_t v)
 {
 	struct stream_read *r = pg->r;
 	struct partition *p = pg->p;
-	if (!r->plan.has_ceiling || v < r->plan.ceiling) {
-		if (!p->has_window_max || v > p->window_max)
-			p->window_max = v;
-		p->has_window_max = 1;
-	} else {
+	if (!note_window_max(r, p, v))
 		p->counts.past_ceiling++;
-	}
 	if (!r->pk_paths || (p->now.has_cursor && v <= p->now.cursor))
 		return;
 	if (!p->now.after || p->now.after == p->resume.after) {

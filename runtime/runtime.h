@@ -24,8 +24,10 @@ struct checkpoint_policy {
 
 /* As lua.c keeps its globals to progname and passes the lua_State down, the runtime keeps what a
  * run shares here: settings and limits, the output, the clock, and the services built on them.
- * No other file keeps mutable state at file scope, except what a signal handler must reach
- * (host_cancelled and the CPU watchdog's prepared message, host.c). */
+ * No other file keeps mutable state at file scope, with two exceptions that cannot be per-run:
+ * what a signal handler must reach (host_cancelled and the CPU watchdog's prepared message,
+ * host.c), and libcurl loaded into the process on first use (curl_lazy.c, whose curl_* entry
+ * points are the process's symbols). */
 struct runtime {
 	struct host_limits limits;
 	struct http_settings http_settings;
