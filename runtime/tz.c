@@ -21,6 +21,8 @@
  */
 #include "tz.h"
 
+#include "date.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -90,27 +92,17 @@ static int days_in_month(int64_t y, int m)
 	return days[m - 1] + (m == 2 && is_leap(y));
 }
 
-/* Days since 1970-01-01 of y-m-d. */
+/* Days since 1970-01-01 of y-m-d, and the year a day falls in: date.c's conversions. */
 static int64_t days_from_civil(int64_t y, int m, int d)
 {
-	y -= m <= 2;
-	int64_t era = floor_div(y, 400);
-	int64_t yoe = y - era * 400;
-	int64_t doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
+	return date_days_from_civil((int)y, m, d);
 }
 
-/* The year that day (since 1970-01-01) falls in. */
 static int64_t year_of_day(int64_t day)
 {
-	int64_t z = day + 719468;
-	int64_t era = floor_div(z, 146097);
-	int64_t doe = z - era * 146097;
-	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	int64_t mp = (5 * doy + 2) / 153;
-	return yoe + era * 400 + (mp >= 10);
+	int y, m, d;
+	date_civil_from_days(day, &y, &m, &d);
+	return y;
 }
 
 /* ---- zones ---- */
