@@ -116,15 +116,40 @@ static int already_emitted(struct page *pg, size_t i, int64_t v)
 	return has;
 }
 
-/* The greatest final value an unsorted window has seen: where its position goes when it ends.
- * Returns 0 for a value at or past the ceiling. */
-static int note_window_max(struct stream_read *r, struct partition *p, int64_t v)
+static void log_overflow(struct stream_read *r, struct partition *p, const char *what)
 {
+	if (p->overflow_logged)
+		return;
+	p->overflow_logged = 1;
+	proto_logf(&r->rt->out, "WARN",
+		   "stream '%s'%s%s%s: more than %zu records %s; the state keeps the keys of the first %zu, so after a "
+		   "failure the others would be sent again (never lost)",
+		   r->def->name, p->key ? " partition '" : "", p->key ? p->key : "", p->key ? "'" : "",
+		   r->rt->checkpoints.max_boundary_keys, what, r->rt->checkpoints.max_boundary_keys);
+}
+
+/* The greatest final value an unsorted window has seen, where its position goes when it ends,
+ * and the keys of its records at that value. Returns 0 for a value at or past the ceiling. */
+static int note_window_max(struct page *pg, size_t i, int64_t v)
+{
+	struct stream_read *r = pg->r;
+	struct partition *p = pg->p;
 	if (r->plan.has_ceiling && v >= r->plan.ceiling)
 		return 0;
-	if (!p->has_window_max || v > p->window_max)
+	if (p->has_window_max && v < p->window_max)
+		return 1;
+	if (!p->has_window_max || v > p->window_max) {
+		state_set_free(&r->state, p->window_top);
+		p->window_top = r->pk_paths ? state_set_new(&r->state) : 0;
 		p->window_max = v;
-	p->has_window_max = 1;
+		p->has_window_max = 1;
+	}
+	if (p->window_top) {
+		push_key(pg, i);
+		if (state_set_add(&r->state, p->window_top, -1, r->rt->checkpoints.max_boundary_keys))
+			log_overflow(r, p, "share one cursor value");
+		lua_pop(r->L, 1);
+	}
 	return 1;
 }
 
@@ -142,7 +167,7 @@ static int admit(struct page *pg, size_t i, int64_t v)
 		p->counts.already_emitted++;
 		/* Sent by the run that failed inside this window: still one of the window's values. */
 		if (c->order != ORDER_ASCENDING && (!p->resume.has_cursor || v > p->resume.cursor))
-			note_window_max(r, p, v);
+			note_window_max(pg, i, v);
 		return 0;
 	}
 	if (c->order == ORDER_ASCENDING && p->has_last && v < p->last) {
@@ -156,25 +181,13 @@ static int admit(struct page *pg, size_t i, int64_t v)
 	return 1;
 }
 
-static void log_overflow(struct stream_read *r, struct partition *p, const char *what)
-{
-	if (p->overflow_logged)
-		return;
-	p->overflow_logged = 1;
-	proto_logf(&r->rt->out, "WARN",
-		   "stream '%s'%s%s%s: more than %zu records %s; the state keeps the keys of the first %zu, so after a "
-		   "failure the others would be sent again (never lost)",
-		   r->def->name, p->key ? " partition '" : "", p->key ? p->key : "", p->key ? "'" : "",
-		   r->rt->checkpoints.max_boundary_keys, what, r->rt->checkpoints.max_boundary_keys);
-}
-
 /* An unsorted window's record: its key joins the window's, so that a failure before the window
  * ends repeats nothing. */
 static void note_unsorted(struct page *pg, size_t i, int64_t v)
 {
 	struct stream_read *r = pg->r;
 	struct partition *p = pg->p;
-	if (!note_window_max(r, p, v))
+	if (!note_window_max(pg, i, v))
 		p->counts.past_ceiling++;
 	if (!r->pk_paths || (p->now.has_cursor && v <= p->now.cursor))
 		return;
@@ -460,6 +473,16 @@ int emit_batch(struct stream_read *r, struct partition *p, const struct cursor_w
 
 /* ---- windows and partitions ---- */
 
+/* Whether a position stays open at its value when a window ends: for datetimes, a record the API
+ * indexes late at that very instant would otherwise be skipped for good by the next read, which
+ * then asks from the value again and skips only the keys it holds. Days and integers are complete
+ * once read to the window's end; without a primary key an open position would send that value's
+ * records again at every read. */
+static int stays_open(const struct stream_read *r)
+{
+	return cursor_of(r)->kind == CURSOR_DATETIME && r->pk_paths;
+}
+
 void emit_window_done(struct stream_read *r, struct partition *p, const struct cursor_window *w)
 {
 	(void)w;
@@ -467,19 +490,39 @@ void emit_window_done(struct stream_read *r, struct partition *p, const struct c
 	if (c->kind == CURSOR_NONE)
 		return;
 	struct position to = p->now;
-	if (c->order != ORDER_ASCENDING) {
-		if (p->has_window_max && (!to.has_cursor || p->window_max > to.cursor)) {
+	int open = stays_open(r);
+	if (c->order != ORDER_ASCENDING && p->has_window_max) {
+		if (!to.has_cursor || p->window_max > to.cursor) {
 			to.has_cursor = 1;
 			to.cursor = p->window_max;
+			to.open = open;
+			to.at = open ? p->window_top : 0;
+			p->window_top = open ? 0 : p->window_top;
+		} else if (p->window_max == to.cursor && to.open && open) {
+			to.at = state_set_copy(&r->state, to.at);
+			lua_rawgeti(r->L, r->state.sets, p->window_top);
+			lua_Integer n = (lua_Integer)lua_rawlen(r->L, -1);
+			for (lua_Integer k = 1; k <= n; k++) {
+				lua_rawgeti(r->L, -1, k);
+				state_set_add(&r->state, to.at, -1, r->rt->checkpoints.max_boundary_keys);
+				lua_pop(r->L, 1);
+			}
+			lua_pop(r->L, 1);
 		}
-		p->has_window_max = 0;
 	}
-	/* Every record up to the cursor has been read: nothing more can come at it. */
-	if (!to.open && !to.after)
-		return;
-	to.open = 0;
-	to.at = 0;
+	state_set_free(&r->state, p->window_top);
+	p->window_top = 0;
+	p->has_window_max = 0;
+	/* Every record up to the cursor has been read: nothing more can come at it, but for a
+	 * datetime's late records (above). */
+	if (!open) {
+		to.open = 0;
+		to.at = 0;
+	}
 	to.after = 0;
+	if (to.has_cursor == p->now.has_cursor && to.cursor == p->now.cursor && to.open == p->now.open &&
+	    to.at == p->now.at && to.after == p->now.after)
+		return;
 	state_position_set(&r->state, p, &to);
 }
 

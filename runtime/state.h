@@ -44,6 +44,7 @@ struct partition {
 	int64_t last; /* the last value emitted, for the ascending order check */
 	int has_window_max;
 	int64_t window_max; /* an unsorted window's greatest final value so far */
+	int window_top;     /* the keys of its records at that value (a key set; 0 for none) */
 	int overflow_logged;
 	int dirty; /* now changed since entry was written */
 	struct buf entry;

@@ -242,6 +242,16 @@ static int check_object(struct check *c, int schema, int value)
 static int check_array(struct check *c, int schema, int value)
 {
 	lua_State *L = c->L;
+	int top = lua_gettop(L);
+	lua_Integer count = (lua_Integer)lua_rawlen(L, value);
+	int rc = 0;
+	if (lua_getfield(L, schema, "minItems") == LUA_TNUMBER && (lua_Number)count < lua_tonumber(L, -1))
+		rc = fail(c, "needs at least %s items", lua_tostring(L, -1));
+	if (!rc && lua_getfield(L, schema, "maxItems") == LUA_TNUMBER && (lua_Number)count > lua_tonumber(L, -1))
+		rc = fail(c, "takes at most %s items", lua_tostring(L, -1));
+	lua_settop(L, top);
+	if (rc)
+		return rc;
 	if (lua_getfield(L, schema, "items") != LUA_TTABLE) {
 		lua_pop(L, 1);
 		return 0;

@@ -7,7 +7,7 @@
 
 /* Returns 0 when the value at value_idx satisfies the schema at schema_idx, else -1 with a message
  * naming the field. Understands type, required, properties, items, enum, pattern, format (date,
- * date-time), minimum, maximum, minLength, maxLength. [-0, +0, m] */
+ * date-time), minimum, maximum, minLength, maxLength, minItems, maxItems. [-0, +0, m] */
 int validate_config(lua_State *L, int schema_idx, int value_idx, char *err, size_t errlen);
 
 /* Calls fn(ctx, value) for every value in the config that the schema marks airbyte_secret. [-0, +0, m] */

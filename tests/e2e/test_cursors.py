@@ -104,8 +104,9 @@ def test_datetime_values_compare_as_instants_whatever_their_offset(connector, tm
     path = script(tmp_path, connector.server, DATETIME, [records], fields, declared)
     result = read(connector, path).assert_complete()
     assert [d["id"] for d in result.data] == ["a", "b", "c", "d"]
-    # The state holds one form: RFC 3339 in UTC, to the microsecond.
-    assert stream_state(result) == {"at": "2022-03-03T00:00:00Z"}
+    # The state holds one form: RFC 3339 in UTC, to the microsecond. A datetime position stays open
+    # at its value with the keys sent at it: a record indexed late at that instant is not lost.
+    assert stream_state(result) == {"at": "2022-03-03T00:00:00Z", "emitted_at_cursor": [["d"]]}
     assert windows(result) == ["2022-03-01T00:00:00Z 2022-03-10T00:00:00Z"]
 
 
@@ -140,7 +141,7 @@ def test_datetime_run_across_pages_resumes_inside_it(connector, tmp_path):
     second = read(connector, path, state=platform_state(first)).assert_complete()
     assert [d["id"] for d in second.data] == ["s3", "s4", "y0"]
     assert windows(second) == [f"{same} 2022-03-10T00:00:00Z"]
-    assert stream_state(second) == {"at": "2022-03-06T00:00:00Z"}
+    assert stream_state(second) == {"at": "2022-03-06T00:00:00Z", "emitted_at_cursor": [["y0"]]}
 
 
 @pytest.mark.parametrize("fmt,values", [
@@ -149,11 +150,12 @@ def test_datetime_run_across_pages_resumes_inside_it(connector, tmp_path):
     ("%d/%m/%Y %H:%M", ["02/03/2022 10:00", "02/03/2022 11:00"]),
 ])
 def test_datetime_formats(connector, tmp_path, fmt, values):
+    """Records spell the cursor as the format says; the state keeps RFC 3339 whatever it is."""
     stream = DATETIME.replace('cursor_kind = "datetime",', f'cursor_kind = "datetime", cursor_format = "{fmt}",')
     records = [{"id": "a", "at": values[0]}, {"id": "b", "at": values[1]}]
     result = read(connector, script(tmp_path, connector.server, stream, [records])).assert_complete()
     assert [d["id"] for d in result.data] == ["a", "b"]
-    assert stream_state(result) == {"at": "2022-03-02T11:00:00Z"}
+    assert stream_state(result) == {"at": "2022-03-02T11:00:00Z", "emitted_at_cursor": [["b"]]}
 
 
 def test_ceiling_lag_keeps_checkpoints_before_data_not_final_yet(connector, tmp_path):
@@ -165,11 +167,11 @@ def test_ceiling_lag_keeps_checkpoints_before_data_not_final_yet(connector, tmp_
     path = script(tmp_path, connector.server, stream, [records])
     first = read(connector, path, now=now).assert_complete()
     assert [d["id"] for d in first.data] == ["old", "recent"]
-    assert stream_state(first) == {"at": "2022-03-05T10:00:00Z"}
+    assert stream_state(first) == {"at": "2022-03-05T10:00:00Z", "emitted_at_cursor": [["old"]]}
     assert any("not final yet" in m["log"]["message"] for m in first.of("LOG"))
     second = read(connector, path, state=platform_state(first), now=utc(2022, 3, 5, 14, 0)).assert_complete()
     assert [d["id"] for d in second.data] == ["recent"]
-    assert stream_state(second) == {"at": "2022-03-05T11:30:00Z"}
+    assert stream_state(second) == {"at": "2022-03-05T11:30:00Z", "emitted_at_cursor": [["recent"]]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +229,7 @@ def test_unordered_streams_checkpoint_at_the_window_end(connector, tmp_path, ord
     assert stream_state(first) == {"emitted_after_cursor": [["c"], ["a"]]}
     second = read(connector, path, state=platform_state(first)).assert_complete()
     assert [d["id"] for d in second.data] == ["b"]
-    assert stream_state(second) == {"at": "2022-03-04T00:00:00Z"}
+    assert stream_state(second) == {"at": "2022-03-04T00:00:00Z", "emitted_at_cursor": [["c"]]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,3 +313,17 @@ def test_a_stream_the_catalog_misspells_names_the_closest(connector, tmp_path):
     result = read(connector, path, catalog=catalog)
     assert "does not have (did you mean stock_prices?)" in result.errors[-1]["message"], result.describe()
     assert STREAM == "stock_prices"
+
+
+def test_a_record_indexed_late_at_the_last_instant_is_sent_next_time(connector, tmp_path):
+    """The read ends at its value with the keys it sent; the API later shows another record at that
+    same instant: the next read asks from it again and sends only that one."""
+    first_pages = [[{"id": "a", "at": "2022-03-02T10:00:00Z"}, {"id": "b", "at": "2022-03-03T10:00:00Z"}]]
+    first = read(connector, script(tmp_path, connector.server, DATETIME, first_pages)).assert_complete()
+    assert stream_state(first) == {"at": "2022-03-03T10:00:00Z", "emitted_at_cursor": [["b"]]}
+    later = [[{"id": "b", "at": "2022-03-03T10:00:00Z"}, {"id": "late", "at": "2022-03-03T10:00:00Z"},
+              {"id": "c", "at": "2022-03-04T10:00:00Z"}]]
+    second = read(connector, script(tmp_path, connector.server, DATETIME, later, name="later.lua"),
+                  state=platform_state(first)).assert_complete()
+    assert [d["id"] for d in second.data] == ["late", "c"]
+    assert windows(second) == ["2022-03-03T10:00:00Z 2022-03-10T00:00:00Z"]
