@@ -191,6 +191,9 @@ local spec = {
 -- One article of the first ticker: enough to prove the key, the tickers and the network.
 local function check(config)
   local list = tickers(config)
+  if #list == 0 then
+    return false, "The config lists no tickers: give at least one in tickers."
+  end
   local url = string.format("%s/v2/reference/news?ticker=%s&limit=1", base_url(config), http.escape(list[1]))
   local status, body = http.get(url, { headers = auth(config).headers, retry = false })
   if not status then

@@ -225,7 +225,9 @@ def parse_protocol(result: Result) -> None:
     if result.stdout:
         assert result.stdout.endswith("\n"), "stdout does not end with a newline\n" + result.describe()
     validator = message_validator()
-    for number, line in enumerate(result.stdout.splitlines(), start=1):
+    # Lines end at "\n" only, as the platform reads them: splitlines() would also break at the
+    # U+2028, U+2029 and U+0085 that JSON strings may hold raw.
+    for number, line in enumerate(result.stdout[:-1].split("\n") if result.stdout else [], start=1):
         try:
             message = json.loads(line)
         except ValueError as err:
