@@ -34,7 +34,7 @@ struct stream_read {
 	struct stream_state state;
 	struct read_error err;
 	int running_sent; /* the stream's RUNNING status is out */
-	int64_t skipped_by_script; /* records parse counted with ctx:skip */
+	size_t partitions_read, partitions_up_to_date;
 };
 
 /* Records the first failure of the read (later ones are consequences). Returns -1. */

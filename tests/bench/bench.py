@@ -11,12 +11,17 @@
    round's floor.
 4. The emission rate in isolation: a page already in memory decoded, mapped by the script and
    written as RECORD messages, on one core.
-5. Side by side with the tutorial's Python source (tests/bench/tutorial/source.py), given the
+5. The scale scenario (tests/bench/scale.py): 10,000 tickers x one year of daily bars, an initial
+   read and a resume a trading day later, with the connector's clock fixed: wall, peak RSS,
+   output, records and the STATE messages of each read, and the server's CPU and a curl floor
+   beside them.
+6. Side by side with the tutorial's Python source (tests/bench/tutorial/source.py), given the
    same inputs against the same local server: spec, check, discover, the tutorial's 7-day read
    of one ticker, and the 40 tickers from a state 160 days back (the same records on both
    sides) and ten years back, one process a ticker for the tutorial. Wall, CPU and records.
 Targets (issue 7): spec < 5 ms; sync <= 1.5x the floor; emission >= 1,000,000 records/s;
-peak RSS <= 24 MB.
+peak RSS <= 24 MB. The scale scenario's, in both reads: STATE bytes <= two full (the largest)
+STATEs + 5% of the output bytes; peak RSS <= 64 MB.
 
 `--compare OTHER` prints none of that: it tells two builds apart, with the /dev/null syncs of
 --binary and OTHER run in turn, each pair in the opposite order to the last, against the same
@@ -48,6 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import polygon_server  # noqa: E402
 from page_server import PageServer  # noqa: E402
 from lua_loop import lua_loop_script  # noqa: E402
+import scale  # noqa: E402
 
 TICKERS = ["T%02d" % i for i in range(40)]
 YEARS = 10
@@ -479,6 +485,8 @@ def main():
     parser.add_argument("--pairs", type=int, default=300, help="pairs of syncs for --compare")
     parser.add_argument("--tutorial-runs", type=int, default=15,
                         help="runs of each command side by side with the tutorial's source (0: none)")
+    parser.add_argument("--scale-tickers", type=int, default=scale.TICKERS,
+                        help="tickers of the scale scenario's reads (0: no scale scenario)")
     parser.add_argument("--timeline", action="store_true",
                         help="only print when each request of the fastest sync and floor reached the server")
     args = parser.parse_args()
@@ -542,8 +550,21 @@ def main():
     print(f"emission, same mapping as a Lua loop over response.body (cjson tables): {loop:,.0f} records/s "
           f"on one core  [for comparison]")
     sys.stdout.flush()
+    if args.scale_tickers:
+        run_scale(binary, args.scale_tickers)
     if args.tutorial_runs:
         run_side_by_side(binary, now, args.tutorial_runs)
+
+
+def run_scale(binary, tickers):
+    """After the targets' figures, so that a failure here cannot take them away."""
+    try:
+        results = scale.run(binary, tickers, concurrency=CONCURRENCY)
+    except scale.ScaleFailed as failure:
+        print(f"scale: not measured: {failure}")
+    else:
+        print("\n".join(scale.lines(results, CONCURRENCY)))
+    sys.stdout.flush()
 
 
 def run_side_by_side(binary, now, runs):

@@ -49,13 +49,17 @@ class PageServer:
     rendered once, at its first request, and sent from memory after. `served` collects a
     (start, end) perf_counter pair per answer, appended once the answer is sent, for the bench's
     --timeline; `targets` the request targets (path and query) answered 200, each once, in the
-    order first asked: what the bench's floor asks for in its turn."""
+    order first asked: what the bench's floor asks for in its turn. keep=False: a rendered body is
+    not kept but rendered again at each request, without the lock (render must then be safe to
+    call from several threads at once): for the scale scenario's 10,000 pages, which a render
+    splices in microseconds from a few shared ones rather than holding hundreds of MB."""
 
-    def __init__(self, bodies_by_key, path_key, render=None):
+    def __init__(self, bodies_by_key, path_key, render=None, keep=True):
         # Whole answers (head and body) built once: an answer is one sendall.
         self._answers = {key: _answer(200, b"OK", body) for key, body in bodies_by_key.items()}
         self._path_key = path_key
         self._render = render
+        self._keep = keep
         self._rendering = threading.Lock()
         self.targets = []
         self._targets_seen = set()
@@ -77,6 +81,20 @@ class PageServer:
         with self._served_changed:
             return self._served_changed.wait_for(lambda: len(self.served) >= count, timeout)
 
+    def take_targets(self):
+        """The targets answered 200 since the last take (each once, in the order first asked),
+        forgotten here: a target asked again after a take is noted again."""
+        with self._served_changed:
+            targets, self.targets = self.targets, []
+            self._targets_seen = set()
+        return targets
+
+    def wait_idle(self, timeout=5.0):
+        """Waits until no connection is open (a client that exited has had its connections'
+        threads finish their work). True when none is."""
+        with self._served_changed:
+            return self._served_changed.wait_for(lambda: self.connections == 0, timeout)
+
     def shutdown(self):
         self._stopping = True
         try:
@@ -92,11 +110,13 @@ class PageServer:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            # Counted here rather than in its thread, so that wait_idle cannot miss a connection
+            # whose thread has not started yet.
+            with self._served_changed:
+                self.connections += 1
             threading.Thread(target=self._serve_connection, args=(conn,), daemon=True).start()
 
     def _serve_connection(self, conn):
-        with self._served_changed:
-            self.connections += 1
         try:
             # Nagle's algorithm would hold an answer's last segment until the client's delayed
             # ACK (40 ms): a stall that is the server's, not the client's.
@@ -160,6 +180,9 @@ class PageServer:
         if key is None:
             return NOT_FOUND
         answer = self._answers.get(key)
+        if answer is None and self._render is not None and not self._keep:
+            body = self._render(key)
+            return NOT_FOUND if body is None else _answer(200, b"OK", body)
         if answer is None and self._render is not None:
             # One thread renders a page; the others asking for it meanwhile wait for it.
             with self._rendering:

@@ -209,3 +209,48 @@ def test_targets_are_the_pages_answered_each_once_in_the_order_first_asked(serve
     conn.close()
     assert server.wait_served(5)
     assert server.targets == [path("BBB"), path("AAA"), path("AAA") + "&x=1"]
+
+
+def test_unkept_pages_are_rendered_at_each_request():
+    """keep=False, as the scale scenario's server: nothing rendered is kept."""
+    rendered = []
+
+    def render(ticker):
+        rendered.append(ticker)
+        return None if ticker == "NONE" else b'{"ticker":"%s","n":%d}' % (ticker.encode(), len(rendered))
+
+    s = PageServer(PAGES, ticker_of, render, keep=False)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        answers = []
+        for ticker in ("CCC", "AAA", "CCC", "NONE"):
+            conn.request("GET", path(ticker))
+            resp = conn.getresponse()
+            answers.append((resp.status, resp.read()))
+        conn.close()
+        assert answers == [(200, b'{"ticker":"CCC","n":1}'), (200, PAGES["AAA"]), (200, b'{"ticker":"CCC","n":2}'),
+                           (404, b'{"status":"NOT_FOUND"}')]
+        assert rendered == ["CCC", "CCC", "NONE"]
+    finally:
+        s.shutdown()
+
+
+def test_taken_targets_are_forgotten(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    for ticker in ("AAA", "BBB", "AAA"):
+        conn.request("GET", path(ticker))
+        conn.getresponse().read()
+    assert server.take_targets() == [path("AAA"), path("BBB")]
+    assert server.targets == [] and server.take_targets() == []
+    conn.request("GET", path("BBB"))
+    conn.getresponse().read()
+    conn.close()
+    assert server.wait_served(4)
+    assert server.take_targets() == [path("BBB")]
+
+
+def test_idle_once_every_client_has_left(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+        assert wait_for_connections(server, 1)
+        assert not server.wait_idle(0.05)
+    assert server.wait_idle(5)
