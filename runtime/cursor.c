@@ -37,6 +37,9 @@
 /* No step moves a cursor by more than the whole range (about 9,000 years). */
 #define MAX_STEP_DAYS (DATE_MAX_DAY - DATE_MIN_DAY)
 
+const char *const cursor_kind_names[] = {"none", "day", "datetime", "integer", NULL};
+const char *const cursor_order_names[] = {"ascending", "descending", "unsorted", NULL};
+
 static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
 {
 	return v < lo ? lo : v > hi ? hi : v;
@@ -491,7 +494,7 @@ int cursor_plan_load(lua_State *L, const struct cursor_def *c, int def_idx, int 
 	if (!plan->has_start && c->kind != CURSOR_INTEGER)
 		return plan_fail(&p, PROTO_SYSTEM_ERROR, "no start: a %s cursor needs start (or start_date), a value or a "
 							 "function(config)",
-				 stream_kind_name(c->kind), NULL);
+				 cursor_kind_names[c->kind], NULL);
 	/* An end the script gives is final up to it, unless the script also says when data is final.
 	 * Datetime bounds are whole seconds: APIs that take a time in a query rarely take fractions. */
 	int64_t now = date_floor_div(now_ms, 1000);
@@ -513,7 +516,7 @@ int cursor_plan_load(lua_State *L, const struct cursor_def *c, int def_idx, int 
 	}
 	if (plan->window.set && (!plan->has_start || !plan->has_end))
 		return plan_fail(&p, PROTO_SYSTEM_ERROR, "window needs both start and end for %s cursors",
-				 stream_kind_name(c->kind), NULL);
+				 cursor_kind_names[c->kind], NULL);
 	return 0;
 }
 

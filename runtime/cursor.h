@@ -9,7 +9,43 @@
 
 #include "buf.h"
 #include "proto.h"
-#include "stream.h"
+
+struct tz_zone;
+
+/* What a stream's cursor values are (cursor.c). NONE: the stream has no cursor and is read in
+ * full each time. */
+enum cursor_kind { CURSOR_NONE, CURSOR_DAY, CURSOR_DATETIME, CURSOR_INTEGER };
+/* The order in which the API hands out a partition's records, by cursor value. */
+enum cursor_order { ORDER_ASCENDING, ORDER_DESCENDING, ORDER_UNSORTED };
+/* How a datetime cursor is spelt in records (state always holds RFC 3339). */
+enum cursor_format { FORMAT_RFC3339, FORMAT_EPOCH_S, FORMAT_EPOCH_MS, FORMAT_STRFTIME };
+
+/* An amount to move a cursor by (windows, lookback, the ceiling's lag): ISO 8601 durations for
+ * days and datetimes (months and days on the calendar of the stream's zone, the rest in
+ * microseconds), a plain count for integers. */
+struct cursor_step {
+	int64_t months, days, micros;
+	int64_t count;
+	int set;
+};
+
+struct cursor_def {
+	enum cursor_kind kind;
+	const char *field; /* the record member that holds the value */
+	enum cursor_order order;
+	enum cursor_format format;
+	const char *strftime; /* FORMAT_STRFTIME */
+	const struct tz_zone *zone; /* days are counted, and local times read, in it; NULL: UTC */
+	/* Day: seconds into a day at which its data is final (day_complete_at); the default, a whole
+	 * day, means once it has ended. */
+	int complete_at;
+	struct cursor_step ceiling_lag; /* data newer than now minus this is not final yet */
+	int ceiling_declared; /* day_complete_at or ceiling_lag was given */
+};
+
+/* A kind's or an order's name, as scripts spell it; NULL-terminated lists of them, in enum order. */
+extern const char *const cursor_kind_names[];
+extern const char *const cursor_order_names[];
 
 /* Every kind's values are int64, ordered as the values are: days since 1970-01-01 for days,
  * microseconds since the epoch for datetimes, the number itself for integers. */

@@ -1,5 +1,5 @@
 /*
- * date: calendar math for cursors and windows, and the Lua `date` module.
+ * date: calendar math for cursors and windows (the Lua `date` module is date_module.c's).
  *
  * Days are int64 counts since 1970-01-01 and instants int64 epoch seconds, so window arithmetic
  * is plain addition and never touches the host's time zone. Day <-> civil date conversions are
@@ -13,55 +13,23 @@
 #include "date.h"
 
 #include <ctype.h>
-#include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#include "runtime.h"
+#include "civil.h"
 #include "tz.h"
 
-struct civil {
-	int year, month, day;
-};
-
-/* Howard Hinnant's civil_from_days: proleptic Gregorian, any int64 day. */
-static struct civil civil_from_days(int64_t days)
-{
-	int64_t z = days + 719468;
-	int64_t era = date_floor_div(z, 146097);
-	int64_t doe = z - era * 146097;
-	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-	int64_t mp = (5 * doy + 2) / 153;
-	struct civil c;
-	c.day = (int)(doy - (153 * mp + 2) / 5 + 1);
-	c.month = (int)(mp < 10 ? mp + 3 : mp - 9);
-	c.year = (int)(yoe + era * 400 + (c.month <= 2));
-	return c;
-}
-
-/* Howard Hinnant's days_from_civil. */
 static int64_t days_from_civil(int year, int month, int day)
 {
-	int64_t y = (int64_t)year - (month <= 2);
-	int64_t era = date_floor_div(y, 400);
-	int64_t yoe = y - era * 400;
-	int64_t doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
-	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
+	return civil_to_days(year, month, day);
 }
 
-static int civil_from_epoch(int64_t epoch, struct tm *tm)
+int date_weekday(int64_t days)
 {
-	time_t t = (time_t)epoch;
-	return gmtime_r(&t, tm) ? 0 : -1;
-}
-
-static int weekday_of(int64_t days)
-{
-	/* 1970-01-01 was a Thursday; 0 = Sunday as in struct tm. */
-	return (int)(((days % 7) + 7 + 4) % 7);
+	/* 1970-01-01 was a Thursday; ISO numbering, Monday 1 to Sunday 7. */
+	int from_sunday = (int)(((days % 7) + 7 + 4) % 7);
+	return from_sunday == 0 ? 7 : from_sunday;
 }
 
 int64_t date_days_from_civil(int year, int month, int day)
@@ -299,157 +267,4 @@ int64_t date_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* The zone named by argument arg (default UTC); NULL stands for UTC. */
-static const struct tz_zone *check_zone(lua_State *L, int arg)
-{
-	const char *name = luaL_optstring(L, arg, "UTC");
-	if (!strcmp(name, "UTC"))
-		return NULL;
-	char err[300];
-	const struct tz_zone *zone = tz_find(runtime_of(L)->zones, name, err, sizeof err);
-	if (!zone)
-		luaL_argerror(L, arg, lua_pushstring(L, err));
-	return zone;
-}
-
-static int64_t check_day(lua_State *L, int arg)
-{
-	int64_t days;
-	const char *s = luaL_checkstring(L, arg);
-	if (date_parse_day(s, &days))
-		luaL_argerror(L, arg, lua_pushfstring(L, "'%s' is not a YYYY-MM-DD date", s));
-	return days;
-}
-
-static int push_day(lua_State *L, int64_t days)
-{
-	char text[DATE_DAY_LEN];
-	date_format_day(days, text);
-	lua_pushstring(L, text);
-	return 1;
-}
-
-/* date.today([tz]) -> "YYYY-MM-DD", today in tz (default UTC) */
-static int date_lua_today(lua_State *L)
-{
-	const struct tz_zone *zone = check_zone(L, 1);
-	return push_day(L, date_day_in_zone(date_now_ms() / 1000, zone));
-}
-
-/* date.now() -> epoch seconds (integer) */
-static int date_lua_now(lua_State *L)
-{
-	lua_pushinteger(L, date_now_ms() / 1000);
-	return 1;
-}
-
-/* date.now_ms() -> epoch milliseconds (integer) */
-static int date_lua_now_ms(lua_State *L)
-{
-	lua_pushinteger(L, date_now_ms());
-	return 1;
-}
-
-/* date.parse(text [, tz]) -> epoch seconds | nil, errmsg */
-static int date_lua_parse(lua_State *L)
-{
-	const struct tz_zone *zone = check_zone(L, 2);
-	int64_t epoch;
-	if (lua_type(L, 1) != LUA_TSTRING || date_parse(lua_tostring(L, 1), zone, &epoch)) {
-		lua_pushnil(L);
-		lua_pushfstring(L, "'%s' is not a date (YYYY-MM-DD or RFC 3339)", luaL_tolstring(L, 1, NULL));
-		return 2;
-	}
-	lua_pushinteger(L, epoch);
-	return 1;
-}
-
-/* date.format(epoch_seconds [, fmt [, tz]]) -> text (strftime format, default "%Y-%m-%d") */
-static int date_lua_format(lua_State *L)
-{
-	int64_t epoch = (int64_t)luaL_checkinteger(L, 1);
-	const char *fmt = luaL_optstring(L, 2, "%Y-%m-%d");
-	const struct tz_zone *zone = check_zone(L, 3);
-	struct tm tm;
-	int32_t offset = date_zone_offset(zone, epoch);
-	if (epoch < DATE_MIN_DAY * DATE_SECONDS_PER_DAY || epoch > (DATE_MAX_DAY + 1) * DATE_SECONDS_PER_DAY ||
-	    civil_from_epoch(epoch + offset, &tm))
-		return luaL_argerror(L, 1, "not an instant in the years 1000 to 9999");
-	/* For %Z and %z: glibc's strftime reads them from these members. */
-	tm.tm_gmtoff = offset;
-	tm.tm_zone = zone ? tz_abbreviation(zone, epoch) : "UTC";
-	char text[128];
-	size_t n = strftime(text, sizeof text, fmt, &tm);
-	if (n == 0 && fmt[0] != '\0')
-		return luaL_argerror(L, 2, "format gives an empty or too long text");
-	lua_pushlstring(L, text, n);
-	return 1;
-}
-
-/* date.from_ms(epoch_ms [, tz]) -> "YYYY-MM-DD", the day of that instant in tz */
-static int date_lua_from_ms(lua_State *L)
-{
-	lua_Number ms = luaL_checknumber(L, 1);
-	const struct tz_zone *zone = check_zone(L, 2);
-	int64_t seconds = (int64_t)(ms / 1000.0);
-	if ((lua_Number)seconds * 1000.0 > ms)
-		seconds--;
-	return push_day(L, date_day_in_zone(seconds, zone));
-}
-
-/* date.add_days("YYYY-MM-DD", n) -> "YYYY-MM-DD" */
-static int date_lua_add_days(lua_State *L)
-{
-	int64_t days = check_day(L, 1);
-	lua_Integer n = luaL_checkinteger(L, 2);
-	int64_t sum;
-	if (n > DATE_MAX_DAY - DATE_MIN_DAY || n < DATE_MIN_DAY - DATE_MAX_DAY || (sum = days + (int64_t)n) < DATE_MIN_DAY ||
-	    sum > DATE_MAX_DAY)
-		return luaL_argerror(L, 2, "the day would fall outside the years 1000 to 9999");
-	return push_day(L, sum);
-}
-
-/* date.diff_days(a, b) -> days from a to b (b - a) */
-static int date_lua_diff_days(lua_State *L)
-{
-	int64_t a = check_day(L, 1);
-	lua_pushinteger(L, check_day(L, 2) - a);
-	return 1;
-}
-
-/* date.is_day(text) -> true when text is a real YYYY-MM-DD day */
-static int date_lua_is_day(lua_State *L)
-{
-	int64_t days;
-	lua_pushboolean(L, lua_type(L, 1) == LUA_TSTRING && date_parse_day(lua_tostring(L, 1), &days) == 0);
-	return 1;
-}
-
-/* date.weekday("YYYY-MM-DD") -> 1 (Monday) .. 7 (Sunday) */
-static int date_lua_weekday(lua_State *L)
-{
-	int wd = weekday_of(check_day(L, 1));
-	lua_pushinteger(L, wd == 0 ? 7 : wd);
-	return 1;
-}
-
-int date_open(lua_State *L)
-{
-	static const luaL_Reg functions[] = {
-		{"today", date_lua_today},
-		{"now", date_lua_now},
-		{"now_ms", date_lua_now_ms},
-		{"parse", date_lua_parse},
-		{"format", date_lua_format},
-		{"from_ms", date_lua_from_ms},
-		{"add_days", date_lua_add_days},
-		{"diff_days", date_lua_diff_days},
-		{"is_day", date_lua_is_day},
-		{"weekday", date_lua_weekday},
-		{NULL, NULL},
-	};
-	luaL_newlib(L, functions);
-	return 1;
 }

@@ -74,10 +74,13 @@ int date_seconds_into_day(int64_t epoch, const struct tz_zone *zone);
  * time is its first occurrence, a skipped one is read with the offset before the gap. */
 int64_t date_local_to_epoch(int64_t local, const struct tz_zone *zone);
 
+/* The day of the week, ISO numbering: Monday 1 to Sunday 7. */
+int date_weekday(int64_t days);
+
 /* Wall clock in milliseconds since the epoch. */
 int64_t date_now_ms(void);
 
-/* Opens the `date` module. [-0, +1, m] */
+/* Opens the `date` module (date_module.c). [-0, +1, m] */
 int date_open(lua_State *L);
 
 #endif

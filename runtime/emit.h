@@ -4,9 +4,9 @@
 #define SOURCE_LUA_EMIT_H
 
 #include "cursor.h"
-#include "engine.h"
 #include "records.h"
 #include "state.h"
+#include "stream_read.h"
 
 /* Writes the records of a page parse built as Lua tables (a list at records_idx). Returns 0 or -1. */
 int emit_tables(struct stream_read *r, struct partition *p, const struct cursor_window *w, int records_idx);

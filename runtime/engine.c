@@ -26,12 +26,14 @@
 
 #include "date.h"
 #include "emit.h"
+#include "engine.h"
 #include "host.h"
 #include "http.h"
 #include "json.h"
 #include "pool.h"
 #include "records.h"
 #include "runtime.h"
+#include "stream_read.h"
 #include "suggest.h"
 
 #define MAX_PAGES_PER_WINDOW 100000
@@ -86,19 +88,6 @@ struct engine {
 	int mapping; /* pages handed to the workers and not emitted yet */
 	int live_kb; /* what Lua held after the last full collection */
 };
-
-int read_fail(struct stream_read *r, enum proto_failure type, const char *fmt, ...)
-{
-	if (r->err.set)
-		return -1;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(r->err.message, sizeof r->err.message, fmt, ap);
-	va_end(ap);
-	r->err.set = 1;
-	r->err.type = type;
-	return -1;
-}
 
 /* Records the error table host_call left on the stack; pops it. */
 static int fail_script(struct stream_read *r, const char *what)

@@ -1,6 +1,6 @@
 /*
- * json: JSON for the runtime: the writer of every message, and the Lua `json` module. Decoding is
- * json_decode.c's.
+ * json: the JSON writer of every message (and the mark that keeps an empty array an array).
+ * Decoding is json_decode.c's, the Lua `json` module json_module.c's.
  *
  * Why our own writer: lua-cjson 2.1.0 prints numbers with 14 significant digits (prices and
  * volumes lose digits), cannot tell an empty array from an empty object, and turns integers
@@ -23,7 +23,6 @@
 
 #define JSON_MAX_DEPTH 128
 
-static const char ARRAY_MT_KEY[] = "source_lua.json.array";
 
 struct encoder {
 	lua_State *L;
@@ -209,7 +208,7 @@ static int has_array_mark(lua_State *L, int idx)
 {
 	if (!lua_getmetatable(L, idx))
 		return 0;
-	luaL_getmetatable(L, ARRAY_MT_KEY);
+	luaL_getmetatable(L, JSON_ARRAY_MT);
 	int marked = lua_rawequal(L, -1, -2);
 	lua_pop(L, 2);
 	return marked;
@@ -363,108 +362,9 @@ int json_encode(lua_State *L, int idx, struct buf *out, char *err, size_t errlen
 	return rc;
 }
 
-/* Offset of the first byte that is not part of valid UTF-8, or len. ASCII runs are skipped fast. */
-static size_t invalid_utf8_at(const char *text, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)text;
-	size_t i = 0;
-	while (i < len) {
-		if (p[i] < 0x80) {
-			i++;
-			continue;
-		}
-		int n = json_utf8_sequence_length(p + i, len - i);
-		if (n == 0)
-			return i;
-		i += (size_t)n;
-	}
-	return len;
-}
-
-int json_decode_push(lua_State *L, const char *text, size_t len)
-{
-	/* JSON is UTF-8 (RFC 8259). Rejecting other bytes here means every decoded string can be
-	 * written back unchanged; replacing them would merge distinct keys into one. */
-	size_t bad = invalid_utf8_at(text, len);
-	if (bad < len) {
-		lua_pushnil(L);
-		lua_pushfstring(L, "not valid UTF-8 at byte %d", (int)bad);
-		return 2;
-	}
-	json_decode_text(L, text, len);
-	return 2;
-}
-
 void json_mark_array(lua_State *L, int idx)
 {
 	idx = lua_absindex(L, idx);
-	luaL_getmetatable(L, ARRAY_MT_KEY);
+	luaL_getmetatable(L, JSON_ARRAY_MT);
 	lua_setmetatable(L, idx);
-}
-
-/* json.decode(text) -> value | nil, errmsg */
-static int json_lua_decode(lua_State *L)
-{
-	size_t len;
-	const char *text = luaL_checklstring(L, 1, &len);
-	json_decode_push(L, text, len);
-	if (lua_isnil(L, -2) && !lua_isnil(L, -1))
-		return 2;
-	lua_pop(L, 1);
-	return 1;
-}
-
-/* json.encode(value) -> text | raises on values JSON cannot hold */
-static int json_lua_encode(lua_State *L)
-{
-	luaL_checkany(L, 1);
-	struct buf out = {0};
-	char err[128];
-	if (json_encode(L, 1, &out, err, sizeof err)) {
-		buf_free(&out);
-		return luaL_error(L, "json.encode: %s", err);
-	}
-	lua_pushlstring(L, out.data ? out.data : "", out.len);
-	buf_free(&out);
-	return 1;
-}
-
-/* json.array([t]) -> t, marked so that it is written as an array even when empty */
-static int json_lua_array(lua_State *L)
-{
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	lua_settop(L, 1);
-	json_mark_array(L, 1);
-	return 1;
-}
-
-/* json.object([t]) -> t, unmarked, so that it is written as an object when empty */
-static int json_lua_object(lua_State *L)
-{
-	if (lua_isnoneornil(L, 1))
-		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	lua_settop(L, 1);
-	lua_pushnil(L);
-	lua_setmetatable(L, 1);
-	return 1;
-}
-
-int json_open(lua_State *L)
-{
-	static const luaL_Reg functions[] = {
-		{"decode", json_lua_decode},
-		{"encode", json_lua_encode},
-		{"array", json_lua_array},
-		{"object", json_lua_object},
-		{NULL, NULL},
-	};
-	luaL_newmetatable(L, ARRAY_MT_KEY);
-	lua_pop(L, 1);
-	luaL_newlib(L, functions);
-	lua_pushlightuserdata(L, NULL);
-	lua_setfield(L, -2, "null");
-	return 1;
 }

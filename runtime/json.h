@@ -1,5 +1,5 @@
-/* json: the exact JSON writer for protocol messages, the decoder (json_decode.c), and the Lua
- * `json` module. */
+/* json: the exact JSON writer for protocol messages (json.c), the decoder (json_decode.c), and
+ * the Lua `json` module (json_module.c). */
 #ifndef SOURCE_LUA_JSON_H
 #define SOURCE_LUA_JSON_H
 
@@ -7,6 +7,9 @@
 #include <stddef.h>
 
 #include "buf.h"
+
+/* The metatable that marks a table as a JSON array (json_mark_array). */
+#define JSON_ARRAY_MT "source_lua.json.array"
 
 /* Appends the JSON text of the value at idx to out. On failure returns -1, leaves out as it was
  * and writes the reason to err. Never raises except on memory errors. [-0, +0, m] */
@@ -40,7 +43,8 @@ int json_decode_push(lua_State *L, const char *text, size_t len);
 /* json_decode_push without the UTF-8 check (json_decode.c); returns 0, or -1 on an error. */
 int json_decode_text(lua_State *L, const char *text, size_t len);
 
-/* Opens the `json` module: json.decode, json.encode, json.array, json.object, json.null. [-0, +1, m] */
+/* Opens the `json` module (json_module.c): json.decode, json.encode, json.array, json.object,
+ * json.null. [-0, +1, m] */
 int json_open(lua_State *L);
 
 /* Marks the table at idx as a JSON array so that it stays [] when empty. [-0, +0, m] */

@@ -353,3 +353,35 @@ int json_decode_text(lua_State *L, const char *text, size_t len)
 	lua_pushstring(L, d.error);
 	return -1;
 }
+
+/* Offset of the first byte that is not part of valid UTF-8, or len. ASCII runs are skipped fast. */
+static size_t invalid_utf8_at(const char *text, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)text;
+	size_t i = 0;
+	while (i < len) {
+		if (p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		int n = json_utf8_sequence_length(p + i, len - i);
+		if (n == 0)
+			return i;
+		i += (size_t)n;
+	}
+	return len;
+}
+
+int json_decode_push(lua_State *L, const char *text, size_t len)
+{
+	/* JSON is UTF-8 (RFC 8259). Rejecting other bytes here means every decoded string can be
+	 * written back unchanged; replacing them would merge distinct keys into one. */
+	size_t bad = invalid_utf8_at(text, len);
+	if (bad < len) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "not valid UTF-8 at byte %d", (int)bad);
+		return 2;
+	}
+	json_decode_text(L, text, len);
+	return 2;
+}

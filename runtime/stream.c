@@ -39,19 +39,6 @@ static const char *const cursor_keys[] = {
 	"lookback_days", NULL,
 };
 
-static const char *const kind_names[] = {"none", "day", "datetime", "integer", NULL};
-static const char *const order_names[] = {"ascending", "descending", "unsorted", NULL};
-
-const char *stream_kind_name(enum cursor_kind kind)
-{
-	return kind_names[kind];
-}
-
-const char *stream_order_name(enum cursor_order order)
-{
-	return order_names[order];
-}
-
 /* Where errors point: "stream 'news'" or "streams[2]". */
 struct place {
 	char text[160];
@@ -270,7 +257,7 @@ static void read_complete_at(lua_State *L, int def, struct cursor_def *c, const 
 		c->complete_at = 24 * 3600;
 	if (c->kind != CURSOR_DAY)
 		fail(L, where, "day_complete_at goes with cursor_kind = \"day\"; use ceiling_lag for %s cursors",
-		     stream_kind_name(c->kind), NULL);
+		     cursor_kind_names[c->kind], NULL);
 	lua_pop(L, 1);
 }
 
@@ -314,10 +301,10 @@ static void read_cursor(struct runtime *rt, lua_State *L, int def, int pins, str
 		c->kind = CURSOR_NONE;
 		return;
 	}
-	c->kind = (enum cursor_kind)choice_field(L, def, "cursor_kind", kind_names, CURSOR_DAY, where);
+	c->kind = (enum cursor_kind)choice_field(L, def, "cursor_kind", cursor_kind_names, CURSOR_DAY, where);
 	if (c->kind == CURSOR_NONE)
 		fail(L, where, "cursor_kind \"none\" means no cursor: leave cursor_field out instead", NULL, NULL);
-	c->order = (enum cursor_order)choice_field(L, def, "cursor_order", order_names, ORDER_ASCENDING, where);
+	c->order = (enum cursor_order)choice_field(L, def, "cursor_order", cursor_order_names, ORDER_ASCENDING, where);
 	read_format(L, def, pins, c, where);
 	read_zone(rt, L, def, c, where);
 	read_complete_at(L, def, c, where);

@@ -6,39 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cursor.h"
+
 struct runtime;
-struct tz_zone;
-
-/* What a stream's cursor values are (cursor.c). NONE: the stream has no cursor and is read in
- * full each time. */
-enum cursor_kind { CURSOR_NONE, CURSOR_DAY, CURSOR_DATETIME, CURSOR_INTEGER };
-/* The order in which the API hands out a partition's records, by cursor value. */
-enum cursor_order { ORDER_ASCENDING, ORDER_DESCENDING, ORDER_UNSORTED };
-/* How a datetime cursor is spelt in records (state always holds RFC 3339). */
-enum cursor_format { FORMAT_RFC3339, FORMAT_EPOCH_S, FORMAT_EPOCH_MS, FORMAT_STRFTIME };
-
-/* An amount to move a cursor by (windows, lookback, the ceiling's lag): ISO 8601 durations for
- * days and datetimes (months and days on the calendar of the stream's zone, the rest in
- * microseconds), a plain count for integers. */
-struct cursor_step {
-	int64_t months, days, micros;
-	int64_t count;
-	int set;
-};
-
-struct cursor_def {
-	enum cursor_kind kind;
-	const char *field; /* the record member that holds the value */
-	enum cursor_order order;
-	enum cursor_format format;
-	const char *strftime; /* FORMAT_STRFTIME */
-	const struct tz_zone *zone; /* days are counted, and local times read, in it; NULL: UTC */
-	/* Day: seconds into a day at which its data is final (day_complete_at); the default, a whole
-	 * day, means once it has ended. */
-	int complete_at;
-	struct cursor_step ceiling_lag; /* data newer than now minus this is not final yet */
-	int ceiling_declared; /* day_complete_at or ceiling_lag was given */
-};
 
 struct stream_def {
 	const char *name;
@@ -70,9 +40,5 @@ void stream_push_table(lua_State *L, int script_idx, const struct stream_def *de
 
 /* Pushes the AirbyteStream that discover lists for the stream. [-0, +1, m] */
 void stream_push_catalog_entry(lua_State *L, int script_idx, const struct stream_def *def);
-
-/* The name of a kind or an order, as scripts spell it. */
-const char *stream_kind_name(enum cursor_kind kind);
-const char *stream_order_name(enum cursor_order order);
 
 #endif

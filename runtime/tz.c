@@ -21,7 +21,7 @@
  */
 #include "tz.h"
 
-#include "date.h"
+#include "civil.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -92,17 +92,15 @@ static int days_in_month(int64_t y, int m)
 	return days[m - 1] + (m == 2 && is_leap(y));
 }
 
-/* Days since 1970-01-01 of y-m-d, and the year a day falls in: date.c's conversions. */
+/* Days since 1970-01-01 of y-m-d, and the year a day falls in (civil.h). */
 static int64_t days_from_civil(int64_t y, int m, int d)
 {
-	return date_days_from_civil((int)y, m, d);
+	return civil_to_days(y, m, d);
 }
 
 static int64_t year_of_day(int64_t day)
 {
-	int y, m, d;
-	date_civil_from_days(day, &y, &m, &d);
-	return y;
+	return civil_from_days(day).year;
 }
 
 /* ---- zones ---- */
