@@ -71,7 +71,7 @@ demo: deps
 	$(PYTHON) tests/demo.py --binary $(BIN)
 
 # The fuzz smoke runs once, in the normal build's suite: its targets carry ASan and UBSan anyway.
-TEST_SUITES := tests/server tests/bench tests/tz tests/e2e tests/acceptance $(if $(filter 1,$(SANITIZE)),,tests/fuzz)
+TEST_SUITES := tests/server tests/bench tests/tz tests/e2e tests/property tests/acceptance $(if $(filter 1,$(SANITIZE)),,tests/fuzz)
 
 test: deps
 	$(MAKE) --no-print-directory all $(UNIT_BIN) $(BUILD)/tz-probe

@@ -197,7 +197,7 @@ static void note_unsorted(struct page *pg, size_t i, int64_t v)
 		state_position_set(&r->state, p, &to);
 	}
 	push_key(pg, i);
-	if (state_set_add(&r->state, p->now.after, -1, r->rt->checkpoints.max_boundary_keys))
+	if (state_set_add_valued(&r->state, p->now.after, -1, v, r->rt->checkpoints.max_boundary_keys))
 		log_overflow(r, p, "of one window are emitted before it ends");
 	lua_pop(r->L, 1);
 	p->dirty = 1;
@@ -519,7 +519,9 @@ void emit_window_done(struct stream_read *r, struct partition *p, const struct c
 		to.open = 0;
 		to.at = 0;
 	}
-	to.after = 0;
+	/* Keys sent beyond the cursor by a window a failed run cut short stay until a window reaches
+	 * their values: the resume reads the windows before theirs first. */
+	to.after = to.after && to.has_cursor ? state_set_past(&r->state, to.after, to.cursor) : to.after;
 	if (to.has_cursor == p->now.has_cursor && to.cursor == p->now.cursor && to.open == p->now.open &&
 	    to.at == p->now.at && to.after == p->now.after)
 		return;

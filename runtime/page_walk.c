@@ -590,6 +590,26 @@ static inline long long nine_to_sixteen_digits(const unsigned char *p, size_t di
 
 /* math.tointeger's rule: an integral number that fits, else nothing. readable: bytes from the
  * value's start that may be read. */
+/* A number spelt with 19 or more digits and neither point nor exponent, exactly, when it fits in
+ * 64 bits (ids and sequence numbers past 10^18): through a double it would be rounded. */
+static int exact_long_integer(const struct value *v, long long *out)
+{
+	const unsigned char *p = v->at, *end = v->at + v->len;
+	int negative = p < end && *p == '-';
+	p += negative;
+	if (end - p < 19 || end - p > 20)
+		return -1;
+	unsigned long long n = 0;
+	for (; p < end; p++) {
+		if (!is_digit(*p) || __builtin_mul_overflow(n, 10ull, &n) || __builtin_add_overflow(n, (unsigned)(*p - '0'), &n))
+			return -1;
+	}
+	if (negative ? n > 9223372036854775808ull : n > 9223372036854775807ull)
+		return -1;
+	*out = negative ? (long long)(0 - n) : (long long)n;
+	return 0;
+}
+
 static int number_to_integer(const struct value *v, size_t readable, long long *out)
 {
 	if (v->is_integer) {
@@ -613,6 +633,8 @@ static int number_to_integer(const struct value *v, size_t readable, long long *
 		*out = negative ? -n : n;
 		return 0;
 	}
+	if (exact_long_integer(v, out) == 0)
+		return 0;
 	double d = number_value(v);
 	if (d != floor(d) || !(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
 		return -1;

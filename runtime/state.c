@@ -9,8 +9,9 @@
  *       every record before it, and of those at it the ones with these primary keys (the
  *       checkpoint fell inside a run of records sharing one value; the rest of the run comes
  *       next time, and only the rest);
- *   "emitted_after_cursor": [[...]]
- *       records beyond the value emitted by a window of an unsorted stream that did not finish.
+ *   "emitted_after_cursor": [{"cursor": "2026-12-01T08:00:00Z", "key": ["a7"]}, ...]
+ *       records beyond the value emitted by a window of an unsorted stream that did not finish,
+ *       each with its own value, so that the windows a resume reads first do not forget them.
  *
  * A stream with partitions keeps them under partition_state_key, with the least cursor of the
  * partitions beside them when every partition is complete up to its cursor (the form the
@@ -162,36 +163,97 @@ int state_set_add(struct stream_state *ss, int set, int key_idx, size_t limit)
 	return 0;
 }
 
-int state_set_copy(struct stream_state *ss, int set)
+/* A key's cursor value, for the sets that keep one (emitted_after_cursor): at index -i. */
+static int set_value_at(lua_State *L, int table, lua_Integer i, int64_t *value)
+{
+	int has = lua_rawgeti(L, table, -i) == LUA_TNUMBER;
+	if (has)
+		*value = (int64_t)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	return has;
+}
+
+int state_set_add_valued(struct stream_state *ss, int set, int key_idx, int64_t value, size_t limit)
+{
+	lua_State *L = state_L(ss);
+	key_idx = lua_absindex(L, key_idx);
+	if (state_set_add(ss, set, key_idx, limit))
+		return -1;
+	push_set(ss, set);
+	lua_pushvalue(L, key_idx);
+	lua_rawget(L, -2);
+	lua_Integer i = lua_tointeger(L, -1);
+	lua_pushinteger(L, (lua_Integer)value);
+	lua_rawseti(L, -3, -i);
+	lua_pop(L, 2);
+	return 0;
+}
+
+/* A copy of set's entries, only those whose value is past after when only_after is set (entries
+ * without a value are kept). */
+static int copy_entries(struct stream_state *ss, int set, int only_after, int64_t after)
 {
 	int copy = state_set_new(ss);
 	if (!set)
 		return copy;
 	lua_State *L = state_L(ss);
 	push_set(ss, set);
-	lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+	int table = lua_gettop(L);
+	lua_Integer n = (lua_Integer)lua_rawlen(L, table);
 	for (lua_Integer i = 1; i <= n; i++) {
-		lua_rawgeti(L, -1, i);
-		state_set_add(ss, copy, -1, (size_t)-1);
+		int64_t value;
+		int valued = set_value_at(L, table, i, &value);
+		if (only_after && valued && value <= after)
+			continue;
+		lua_rawgeti(L, table, i);
+		if (valued)
+			state_set_add_valued(ss, copy, -1, value, (size_t)-1);
+		else
+			state_set_add(ss, copy, -1, (size_t)-1);
 		lua_pop(L, 1);
 	}
 	lua_pop(L, 1);
 	return copy;
 }
 
+int state_set_copy(struct stream_state *ss, int set)
+{
+	return copy_entries(ss, set, 0, 0);
+}
+
+int state_set_past(struct stream_state *ss, int set, int64_t after)
+{
+	int copy = copy_entries(ss, set, 1, after);
+	if (state_set_count(ss, copy))
+		return copy;
+	state_set_free(ss, copy);
+	return 0;
+}
+
+/* [key, ...], or for a set that keeps values [{"cursor": value, "key": key}, ...]. */
 static void write_set(struct stream_state *ss, int set, struct buf *out)
 {
 	lua_State *L = state_L(ss);
 	buf_putc(out, '[');
 	push_set(ss, set);
-	lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+	int table = lua_gettop(L);
+	lua_Integer n = (lua_Integer)lua_rawlen(L, table);
 	for (lua_Integer i = 1; i <= n; i++) {
 		size_t len;
-		lua_rawgeti(L, -1, i);
+		int64_t value;
+		int valued = set_value_at(L, table, i, &value);
+		lua_rawgeti(L, table, i);
 		const char *key = lua_tolstring(L, -1, &len);
 		if (i > 1)
 			buf_putc(out, ',');
+		if (valued) {
+			buf_puts(out, "{\"cursor\":");
+			cursor_write_json(&ss->def->cursor, value, out);
+			buf_puts(out, ",\"key\":");
+		}
 		buf_append(out, key, len);
+		if (valued)
+			buf_putc(out, '}');
 		lua_pop(L, 1);
 	}
 	lua_pop(L, 1);
@@ -228,13 +290,30 @@ static int read_key_list(struct stream_state *ss, int list, int *set, const char
 	for (lua_Integer i = 1; i <= n && !rc; i++) {
 		lua_rawgeti(L, list, i);
 		char why[200];
+		int64_t value = 0;
+		int valued = 0;
 		buf_clear(&text);
-		if (!lua_istable(L, -1) || json_encode(L, -1, &text, why, sizeof why)) {
+		/* {"cursor": value, "key": [...]}: a key with the value of its record. */
+		if (lua_istable(L, -1) && lua_rawlen(L, -1) == 0 && lua_getfield(L, -1, "key") == LUA_TTABLE) {
+			lua_getfield(L, -2, "cursor");
+			valued = cursor_from_state(&ss->def->cursor, L, -1, &value, why, sizeof why) == 0;
+			lua_pop(L, 1);
+			lua_replace(L, -2);
+			if (!valued) {
+				snprintf(err, errlen, "state: %s: %s[%d] has a cursor that is not one: %s", whose, name, (int)i,
+					 why);
+				rc = -1;
+			}
+		}
+		if (!rc && (!lua_istable(L, -1) || json_encode(L, -1, &text, why, sizeof why))) {
 			snprintf(err, errlen, "state: %s: %s[%d] is not a primary key like [\"id\"]", whose, name, (int)i);
 			rc = -1;
-		} else {
+		} else if (!rc) {
 			lua_pushlstring(L, text.data, text.len);
-			state_set_add(ss, *set, -1, (size_t)-1);
+			if (valued)
+				state_set_add_valued(ss, *set, -1, value, (size_t)-1);
+			else
+				state_set_add(ss, *set, -1, (size_t)-1);
 			lua_pop(L, 1);
 		}
 		lua_pop(L, 1);

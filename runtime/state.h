@@ -87,6 +87,10 @@ int state_set_has(struct stream_state *ss, int set, int key_idx);
 /* Adds the key at key_idx; returns -1 when the set already holds limit keys (nothing added). */
 int state_set_add(struct stream_state *ss, int set, int key_idx, size_t limit);
 size_t state_set_count(struct stream_state *ss, int set);
+/* state_set_add, keeping the key's cursor value (the keys sent beyond a position). */
+int state_set_add_valued(struct stream_state *ss, int set, int key_idx, int64_t value, size_t limit);
+/* A new set of the entries whose value is past after (and those without a value), or 0 when none. */
+int state_set_past(struct stream_state *ss, int set, int64_t after);
 /* A new set with the same keys. */
 int state_set_copy(struct stream_state *ss, int set);
 void state_set_free(struct stream_state *ss, int set);
