@@ -115,7 +115,8 @@ int cursor_step_from_lua(const struct cursor_def *c, lua_State *L, int idx, int 
 	if (days_only || c->kind == CURSOR_INTEGER) {
 		int ok = 0;
 		lua_Integer n = lua_tointegerx(L, idx, &ok);
-		if (!ok || lua_type(L, idx) != LUA_TNUMBER || n < 0 || n > (days_only ? MAX_STEP_DAYS : INT64_MAX / 4)) {
+		if (!ok || lua_type(L, idx) != LUA_TNUMBER || n < 0 ||
+		    n > (days_only ? MAX_STEP_DAYS : INT64_MAX / 4)) {
 			snprintf(why, whylen, "must be a whole number%s from 0 up", days_only ? " of days" : "");
 			return -1;
 		}
@@ -152,7 +153,8 @@ static int64_t add_calendar(int64_t day, int64_t months, int64_t days)
 		int month = (int)(index - year * 12) + 1;
 		year = clamp(year, 1000, 9999);
 		int64_t first = date_days_from_civil((int)year, month, 1);
-		int64_t next = month == 12 ? date_days_from_civil((int)year + 1, 1, 1) : date_days_from_civil((int)year, month + 1, 1);
+		int64_t next = month == 12 ? date_days_from_civil((int)year + 1, 1, 1)
+					   : date_days_from_civil((int)year, month + 1, 1);
 		int64_t length = next - first;
 		day = first + (d <= length ? d : length) - 1;
 	}
@@ -168,8 +170,7 @@ int64_t cursor_add(const struct cursor_def *c, int64_t v, const struct cursor_st
 			return n > 0 ? INT64_MAX : INT64_MIN;
 		return v + n;
 	}
-	case CURSOR_DAY:
-		return add_calendar(v, step->months * sign, step->days * sign);
+	case CURSOR_DAY: return add_calendar(v, step->months * sign, step->days * sign);
 	case CURSOR_DATETIME: {
 		if (step->months || step->days) {
 			int64_t seconds = date_floor_div(v, MICROS);
@@ -182,8 +183,7 @@ int64_t cursor_add(const struct cursor_def *c, int64_t v, const struct cursor_st
 		}
 		return clamp(v + step->micros * sign, MIN_INSTANT, MAX_INSTANT);
 	}
-	default:
-		return v;
+	default: return v;
 	}
 }
 
@@ -296,7 +296,8 @@ static int not_a_value(const struct cursor_def *c, lua_State *L, int idx, char *
 	    date_parse_instant(shown, strlen(shown), NULL, &probe) == 0)
 		hint = " (declare cursor_kind = \"datetime\" for a cursor that holds date-times)";
 	else if (c->kind == CURSOR_DAY && lua_type(L, idx) == LUA_TNUMBER)
-		hint = " (declare cursor_kind = \"integer\", or \"datetime\" with cursor_format = \"epoch_s\" or \"epoch_ms\")";
+		hint = " (declare cursor_kind = \"integer\", or \"datetime\" with cursor_format = \"epoch_s\" or "
+		       "\"epoch_ms\")";
 	snprintf(why, whylen, "'%.80s' is not %s%s", shown, expected_form(c), hint);
 	lua_pop(L, 1);
 	return -1;
@@ -310,9 +311,7 @@ int cursor_from_lua(const struct cursor_def *c, lua_State *L, int idx, int64_t *
 	const char *text = type == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
 	int rc = -1;
 	switch (c->kind) {
-	case CURSOR_DAY:
-		rc = text ? day_from_text(text, len, v) : -1;
-		break;
+	case CURSOR_DAY: rc = text ? day_from_text(text, len, v) : -1; break;
 	case CURSOR_INTEGER:
 		rc = type == LUA_TNUMBER ? integer_from_number(L, idx, v) : text ? integer_from_text(text, len, v) : -1;
 		break;
@@ -322,8 +321,7 @@ int cursor_from_lua(const struct cursor_def *c, lua_State *L, int idx, int64_t *
 		else if (text)
 			rc = datetime_from_text(c, text, len, v);
 		break;
-	default:
-		break;
+	default: break;
 	}
 	return rc ? not_a_value(c, L, idx, why, whylen) : 0;
 }
@@ -376,15 +374,9 @@ void cursor_push(const struct cursor_def *c, lua_State *L, int64_t v)
 const char *cursor_text(const struct cursor_def *c, int64_t v, char out[CURSOR_TEXT_MAX])
 {
 	switch (c->kind) {
-	case CURSOR_DAY:
-		date_format_day(v, out);
-		break;
-	case CURSOR_DATETIME:
-		date_format_instant(v, out);
-		break;
-	default:
-		snprintf(out, CURSOR_TEXT_MAX, "%lld", (long long)v);
-		break;
+	case CURSOR_DAY: date_format_day(v, out); break;
+	case CURSOR_DATETIME: date_format_instant(v, out); break;
+	default: snprintf(out, CURSOR_TEXT_MAX, "%lld", (long long)v); break;
 	}
 	return out;
 }
@@ -473,8 +465,8 @@ static int read_step_setting(struct plan_context *p, const char *name, const cha
 static int64_t day_ceiling(const struct cursor_def *c, int64_t now)
 {
 	if (c->ceiling_lag.set) {
-		int64_t lagged = cursor_add(&(struct cursor_def){.kind = CURSOR_DATETIME, .zone = c->zone}, now * MICROS,
-					    &c->ceiling_lag, -1);
+		int64_t lagged = cursor_add(&(struct cursor_def){.kind = CURSOR_DATETIME, .zone = c->zone},
+					    now * MICROS, &c->ceiling_lag, -1);
 		return date_day_in_zone(date_floor_div(lagged, MICROS), c->zone);
 	}
 	int64_t today = date_day_in_zone(now, c->zone);
@@ -492,8 +484,9 @@ int cursor_plan_load(lua_State *L, const struct cursor_def *c, int def_idx, int 
 	    read_step_setting(&p, "lookback", c->kind == CURSOR_DAY ? "lookback_days" : NULL, &plan->lookback))
 		return -1;
 	if (!plan->has_start && c->kind != CURSOR_INTEGER)
-		return plan_fail(&p, PROTO_SYSTEM_ERROR, "no start: a %s cursor needs start (or start_date), a value or a "
-							 "function(config)",
+		return plan_fail(&p, PROTO_SYSTEM_ERROR,
+				 "no start: a %s cursor needs start (or start_date), a value or a "
+				 "function(config)",
 				 cursor_kind_names[c->kind], NULL);
 	/* An end the script gives is final up to it, unless the script also says when data is final.
 	 * Datetime bounds are whole seconds: APIs that take a time in a query rarely take fractions. */

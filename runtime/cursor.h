@@ -34,13 +34,13 @@ struct cursor_def {
 	const char *field; /* the record member that holds the value */
 	enum cursor_order order;
 	enum cursor_format format;
-	const char *strftime; /* FORMAT_STRFTIME */
+	const char *strftime;       /* FORMAT_STRFTIME */
 	const struct tz_zone *zone; /* days are counted, and local times read, in it; NULL: UTC */
 	/* Day: seconds into a day at which its data is final (day_complete_at); the default, a whole
 	 * day, means once it has ended. */
 	int complete_at;
 	struct cursor_step ceiling_lag; /* data newer than now minus this is not final yet */
-	int ceiling_declared; /* day_complete_at or ceiling_lag was given */
+	int ceiling_declared;           /* day_complete_at or ceiling_lag was given */
 };
 
 /* A kind's or an order's name, as scripts spell it; NULL-terminated lists of them, in enum order. */

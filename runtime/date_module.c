@@ -122,8 +122,8 @@ static int date_lua_add_days(lua_State *L)
 	int64_t days = check_day(L, 1);
 	lua_Integer n = luaL_checkinteger(L, 2);
 	int64_t sum;
-	if (n > DATE_MAX_DAY - DATE_MIN_DAY || n < DATE_MIN_DAY - DATE_MAX_DAY || (sum = days + (int64_t)n) < DATE_MIN_DAY ||
-	    sum > DATE_MAX_DAY)
+	if (n > DATE_MAX_DAY - DATE_MIN_DAY || n < DATE_MIN_DAY - DATE_MAX_DAY ||
+	    (sum = days + (int64_t)n) < DATE_MIN_DAY || sum > DATE_MAX_DAY)
 		return luaL_argerror(L, 2, "the day would fall outside the years 1000 to 9999");
 	return push_day(L, sum);
 }

@@ -107,7 +107,9 @@ static int already_emitted(struct page *pg, size_t i, int64_t v)
 		return 1;
 	if (from->has_cursor && v == from->cursor && !from->open)
 		return 1;
-	int set = from->has_cursor && v == from->cursor ? from->at : v > from->cursor || !from->has_cursor ? from->after : 0;
+	int set = from->has_cursor && v == from->cursor   ? from->at
+		  : v > from->cursor || !from->has_cursor ? from->after
+							  : 0;
 	if (!set || !pg->r->pk_paths)
 		return 0;
 	push_key(pg, i);
@@ -237,7 +239,8 @@ static int value_of(struct page *pg, size_t i, int64_t *v)
 		records_batch_get(pg->batch, i, pg->column, &data, &len, v);
 		if (*v != RECORDS_NO_VALUE)
 			return 0;
-		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': record %zu has no %s", r->def->name, i + 1, c->field);
+		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': record %zu has no %s", r->def->name, i + 1,
+				 c->field);
 	}
 	lua_State *L = r->L;
 	lua_rawgeti(L, pg->records, (lua_Integer)i + 1);
@@ -246,7 +249,8 @@ static int value_of(struct page *pg, size_t i, int64_t *v)
 	int rc = cursor_from_lua(c, L, -1, v, why, sizeof why);
 	lua_pop(L, 2);
 	if (rc)
-		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': record %zu's %s %s", r->def->name, i + 1, c->field, why);
+		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': record %zu's %s %s", r->def->name, i + 1,
+				 c->field, why);
 	return 0;
 }
 
@@ -275,10 +279,11 @@ static void settle_ascending(struct page *pg, size_t count)
 	if (!r->pk_paths) {
 		if (!r->state.warned_no_key) {
 			r->state.warned_no_key = 1;
-			proto_logf(&r->rt->out, "WARN",
-				   "stream '%s' has no primary_key: a read resumed inside a run of records sharing one %s "
-				   "sends that value's records again (at least once, never lost)",
-				   r->def->name, cursor_of(r)->field);
+			proto_logf(
+				&r->rt->out, "WARN",
+				"stream '%s' has no primary_key: a read resumed inside a run of records sharing one %s "
+				"sends that value's records again (at least once, never lost)",
+				r->def->name, cursor_of(r)->field);
 		}
 		return;
 	}
@@ -346,8 +351,8 @@ int emit_tables(struct stream_read *r, struct partition *p, const struct cursor_
 			char err[256];
 			running(r);
 			if (proto_record(&r->rt->out, L, r->def->name, record, emitted_at, err, sizeof err)) {
-				read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': record %zu cannot be written: %s", r->def->name,
-					  i + 1, err);
+				read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': record %zu cannot be written: %s",
+					  r->def->name, i + 1, err);
 				lua_settop(L, record - 1);
 				break;
 			}
@@ -394,13 +399,14 @@ int emit_batch(struct stream_read *r, struct partition *p, const struct cursor_w
 	size_t n = records_batch_count(batch);
 	int column = c->kind != CURSOR_NONE ? records_batch_column(batch, c->field) : -1;
 	if (n > 0 && c->kind != CURSOR_NONE && column < 0)
-		return read_fail(r, PROTO_SYSTEM_ERROR,
-				 "stream '%s': the declared records have no field '%s' with a value the cursor can read: "
-				 "declare it with as = \"%s\"",
-				 r->def->name, c->field,
-				 c->kind == CURSOR_DAY ? "day\" or as = \"day_from_ms"
-				 : c->kind == CURSOR_INTEGER ? "integer"
-							     : "datetime");
+		return read_fail(
+			r, PROTO_SYSTEM_ERROR,
+			"stream '%s': the declared records have no field '%s' with a value the cursor can read: "
+			"declare it with as = \"%s\"",
+			r->def->name, c->field,
+			c->kind == CURSOR_DAY       ? "day\" or as = \"day_from_ms"
+			: c->kind == CURSOR_INTEGER ? "integer"
+						    : "datetime");
 	struct page pg = {r, p, w, 0, batch, column, 0, 0};
 	if (n > 0)
 		running(r);
@@ -547,6 +553,7 @@ void emit_partition_done(struct stream_read *r, struct partition *p)
 				(long long)n->skipped_by_script);
 	if (n->past_ceiling && len < (int)sizeof text)
 		snprintf(text + len, sizeof text - (size_t)len,
-			 "; %lld not final yet (past the ceiling): the next read sends them again", (long long)n->past_ceiling);
+			 "; %lld not final yet (past the ceiling): the next read sends them again",
+			 (long long)n->past_ceiling);
 	proto_log(&r->rt->out, "INFO", text);
 }

@@ -64,6 +64,14 @@ enum phase {
 
 enum step { STEP_AGAIN, STEP_WAIT, STEP_FAIL };
 
+/* A phase that fails records why (read_fail, fail_script) and stops its slot: the read winds
+ * down and reports it. */
+static enum step step_failed(int recorded)
+{
+	(void)recorded;
+	return STEP_FAIL;
+}
+
 struct slot {
 	enum phase phase;
 	struct partition *p;
@@ -330,25 +338,23 @@ static enum step ask_for_request(struct engine *e, struct slot *s)
 	if (called == LUA_OK)
 		collect_skipped(e, s);
 	if (called != LUA_OK)
-		return fail_script(r, "request(ctx) failed"), STEP_FAIL;
+		return step_failed(fail_script(r, "request(ctx) failed"));
 	if (lua_type(L, -2) != LUA_TSTRING)
-		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': request(ctx) must return a URL string, not a %s",
-				 r->def->name, luaL_typename(L, -2)),
-		       STEP_FAIL;
+		return step_failed(read_fail(r, PROTO_SYSTEM_ERROR,
+					     "stream '%s': request(ctx) must return a URL string, not a %s",
+					     r->def->name, luaL_typename(L, -2)));
 	if (http_push_headers(L, -1) != LUA_OK)
-		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': request options: %s", r->def->name,
-				 lua_tostring(L, -1)),
-		       STEP_FAIL;
+		return step_failed(read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': request options: %s", r->def->name,
+					     lua_tostring(L, -1)));
 	set_anchor(e, s, "headers");
 	lua_pop(L, 1);
 	if (lua_rawlen(L, -1) > MAX_URL_BYTES)
-		return read_fail(r, PROTO_CONFIG_ERROR, "stream '%s': request(ctx) built a URL of %zu bytes (at most %d)",
-				 r->def->name, (size_t)lua_rawlen(L, -1), MAX_URL_BYTES),
-		       STEP_FAIL;
+		return step_failed(read_fail(r, PROTO_CONFIG_ERROR,
+					     "stream '%s': request(ctx) built a URL of %zu bytes (at most %d)",
+					     r->def->name, (size_t)lua_rawlen(L, -1), MAX_URL_BYTES));
 	if (http_origin(&r->rt->http, lua_tostring(L, -1), s->origin, sizeof s->origin))
-		return read_fail(r, PROTO_CONFIG_ERROR, "stream '%s': '%s' is not a valid URL", r->def->name,
-				 lua_tostring(L, -1)),
-		       STEP_FAIL;
+		return step_failed(read_fail(r, PROTO_CONFIG_ERROR, "stream '%s': '%s' is not a valid URL",
+					     r->def->name, lua_tostring(L, -1)));
 	set_anchor(e, s, "url");
 	lua_newtable(L);
 	set_anchor(e, s, "seen");
@@ -383,7 +389,8 @@ static enum step start_fetch(struct engine *e, struct slot *s, int64_t *wake_at)
 	int rc = http_transfer_start(&r->rt->http, &s->transfer, lua_tostring(L, -2), http_header_list(L, -1));
 	lua_pop(L, 3);
 	if (rc)
-		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': cannot start an HTTP transfer", r->def->name), STEP_FAIL;
+		return step_failed(
+			read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': cannot start an HTTP transfer", r->def->name));
 	s->phase = PHASE_FETCHING;
 	return STEP_WAIT;
 }
@@ -396,11 +403,11 @@ static enum step retry_later(struct engine *e, struct slot *s, const char *why)
 	int64_t delay = http_retry_delay(&r->rt->http, &s->retry, &s->transfer.resp, why, r->def->name);
 	if (delay < 0) {
 		if (host_cancelled)
-			return read_fail(r, PROTO_TRANSIENT_ERROR, "%s", cancel_reason()), STEP_FAIL;
-		return read_fail(r, PROTO_TRANSIENT_ERROR, "stream '%s': gave up after %d attempts over %.0f s; last error: %s",
-				 r->def->name, s->retry.attempt + 1,
-				 (double)(date_now_ms() - s->retry.started_ms) / 1000.0, why),
-		       STEP_FAIL;
+			return step_failed(read_fail(r, PROTO_TRANSIENT_ERROR, "%s", cancel_reason()));
+		return step_failed(read_fail(r, PROTO_TRANSIENT_ERROR,
+					     "stream '%s': gave up after %d attempts over %.0f s; last error: %s",
+					     r->def->name, s->retry.attempt + 1,
+					     (double)(date_now_ms() - s->retry.started_ms) / 1000.0, why));
 	}
 	s->not_before_ms = date_now_ms() + delay;
 	s->phase = PHASE_READY;
@@ -444,7 +451,7 @@ static enum step fail_http_status(struct engine *e, struct slot *s)
 		lua_pop(L, 1);
 		push_anchor(e, s, "ctx");
 		if (host_call(L, 3, 2) != LUA_OK)
-			return fail_script(r, "describe_error failed"), STEP_FAIL;
+			return step_failed(fail_script(r, "describe_error failed"));
 		if (lua_isstring(L, -2))
 			snprintf(message, sizeof message, "%s", lua_tostring(L, -2));
 		if (lua_isstring(L, -1))
@@ -452,7 +459,8 @@ static enum step fail_http_status(struct engine *e, struct slot *s)
 		lua_pop(L, 2);
 	}
 	push_anchor(e, s, "url");
-	read_fail(r, type, "stream '%s': HTTP %ld from %s: %s", r->def->name, resp->status, lua_tostring(L, -1), message);
+	read_fail(r, type, "stream '%s': HTTP %ld from %s: %s", r->def->name, resp->status, lua_tostring(L, -1),
+		  message);
 	lua_pop(L, 1);
 	return STEP_FAIL;
 }
@@ -509,21 +517,21 @@ static enum step parse_page(struct engine *e, struct slot *s)
 		}
 		lua_replace(L, top + 1);
 		lua_settop(L, top + 1);
-		return fail_script(r, "parse(ctx, response) failed"), STEP_FAIL;
+		return step_failed(fail_script(r, "parse(ctx, response) failed"));
 	}
 	collect_skipped(e, s);
 	int records = top + 3, next = top + 4;
 	const struct record_batch *batch = records_to_batch(L, records);
 	if (batch && records_batch_released(batch))
-		return read_fail(r, PROTO_SYSTEM_ERROR,
-				 "stream '%s': parse returned a batch whose records were already written (one kept from "
-				 "an earlier page); return the batch of this page's response",
-				 r->def->name),
-		       STEP_FAIL;
+		return step_failed(
+			read_fail(r, PROTO_SYSTEM_ERROR,
+				  "stream '%s': parse returned a batch whose records were already written (one "
+				  "kept from an earlier page); return the batch of this page's response",
+				  r->def->name));
 	if (!batch && !lua_isnil(L, records) && !lua_istable(L, records))
-		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': parse must return a list of records, not a %s",
-				 r->def->name, luaL_typename(L, records)),
-		       STEP_FAIL;
+		return step_failed(read_fail(r, PROTO_SYSTEM_ERROR,
+					     "stream '%s': parse must return a list of records, not a %s", r->def->name,
+					     luaL_typename(L, records)));
 	lua_pushvalue(L, records);
 	set_anchor(e, s, "records");
 	lua_pushvalue(L, next);
@@ -544,7 +552,7 @@ static enum step on_answer(struct engine *e, struct slot *s)
 	struct stream_read *r = e->r;
 	const struct http_response *resp = &s->transfer.resp;
 	if (host_cancelled)
-		return read_fail(r, PROTO_TRANSIENT_ERROR, "%s", cancel_reason()), STEP_FAIL;
+		return step_failed(read_fail(r, PROTO_TRANSIENT_ERROR, "%s", cancel_reason()));
 	int retryable = http_is_retryable(resp);
 	if (!retryable && resp->code != CURLE_OK)
 		return fail_transfer(e, s); /* before the status: a 200 whose body was cut off is no page */
@@ -583,15 +591,16 @@ static int check_next_url(struct engine *e, struct slot *s, const char *next)
 	lua_State *L = r->L;
 	char next_origin[512];
 	if (http_origin(&r->rt->http, next, next_origin, sizeof next_origin) || strcmp(s->origin, next_origin))
-		return read_fail(r, PROTO_SYSTEM_ERROR,
-				 "stream '%s': the next page is on another host (%s); refusing to send credentials there",
-				 r->def->name, next_origin);
+		return read_fail(
+			r, PROTO_SYSTEM_ERROR,
+			"stream '%s': the next page is on another host (%s); refusing to send credentials there",
+			r->def->name, next_origin);
 	push_anchor(e, s, "seen");
 	int repeated = lua_getfield(L, -1, next) != LUA_TNIL;
 	lua_pop(L, 2);
 	if (repeated)
-		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': pagination loop, the API sent the same next URL twice",
-				 r->def->name);
+		return read_fail(r, PROTO_SYSTEM_ERROR,
+				 "stream '%s': pagination loop, the API sent the same next URL twice", r->def->name);
 	if (s->pages >= MAX_PAGES_PER_WINDOW)
 		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': more than %d pages in one window", r->def->name,
 				 MAX_PAGES_PER_WINDOW);
@@ -605,8 +614,8 @@ static enum step checkpoint_if_due(struct engine *e)
 		return STEP_AGAIN;
 	char err[256];
 	if (state_checkpoint(&r->state, err, sizeof err))
-		return read_fail(r, PROTO_SYSTEM_ERROR, "cannot write the state of stream '%s': %s", r->def->name, err),
-		       STEP_FAIL;
+		return step_failed(read_fail(r, PROTO_SYSTEM_ERROR, "cannot write the state of stream '%s': %s",
+					     r->def->name, err));
 	return STEP_AGAIN;
 }
 
@@ -624,17 +633,17 @@ static enum step emit_page(struct engine *e, struct slot *s)
 		char reason[512], why[640];
 		switch (records_batch_settle(batch, reason, sizeof reason)) {
 		case RECORDS_NOT_JSON:
-			snprintf(why, sizeof why, "HTTP %ld with a body that is not JSON (%s)", s->transfer.resp.status, reason);
+			snprintf(why, sizeof why, "HTTP %ld with a body that is not JSON (%s)", s->transfer.resp.status,
+				 reason);
 			records_batch_release(L, records); /* the page is asked for again: this one is garbage */
 			lua_settop(L, top);
 			return retry_later(e, s, why);
 		case RECORDS_WRONG_SHAPE:
 			lua_settop(L, top);
-			return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': parse(ctx, response) failed: %s", r->def->name,
-					 reason),
-			       STEP_FAIL;
-		default:
-			break;
+			return step_failed(read_fail(r, PROTO_SYSTEM_ERROR,
+						     "stream '%s': parse(ctx, response) failed: %s", r->def->name,
+						     reason));
+		default: break;
 		}
 		rc = emit_batch(r, s->p, &s->window, batch);
 	} else if (lua_istable(L, records)) {
@@ -697,16 +706,11 @@ static enum step window_done(struct engine *e, struct slot *s)
 static enum step slot_step(struct engine *e, struct slot *s, int64_t *wake_at)
 {
 	switch (s->phase) {
-	case PHASE_IDLE:
-		return take_partition(e, s);
-	case PHASE_REQUEST:
-		return ask_for_request(e, s);
-	case PHASE_READY:
-		return start_fetch(e, s, wake_at);
-	case PHASE_FETCHING:
-		return STEP_WAIT;
-	case PHASE_ANSWERED:
-		return on_answer(e, s);
+	case PHASE_IDLE: return take_partition(e, s);
+	case PHASE_REQUEST: return ask_for_request(e, s);
+	case PHASE_READY: return start_fetch(e, s, wake_at);
+	case PHASE_FETCHING: return STEP_WAIT;
+	case PHASE_ANSWERED: return on_answer(e, s);
 	case PHASE_MAPPING: {
 		push_anchor(e, s, "records");
 		int ready = records_batch_ready(records_to_batch(e->r->L, -1));
@@ -717,12 +721,9 @@ static enum step slot_step(struct engine *e, struct slot *s, int64_t *wake_at)
 		s->phase = PHASE_EMIT;
 		return STEP_AGAIN;
 	}
-	case PHASE_EMIT:
-		return emit_page(e, s);
-	case PHASE_WINDOW:
-		return window_done(e, s);
-	default:
-		return STEP_WAIT;
+	case PHASE_EMIT: return emit_page(e, s);
+	case PHASE_WINDOW: return window_done(e, s);
+	default: return STEP_WAIT;
 	}
 }
 
@@ -825,7 +826,8 @@ static int push_partition_keys(struct stream_read *r, int *pushed)
 	if (host_call(L, 1, 1) != LUA_OK)
 		return fail_script(r, "partitions(config) failed");
 	if (!lua_istable(L, -1) || lua_rawlen(L, -1) == 0)
-		return read_fail(r, PROTO_CONFIG_ERROR, "stream '%s': partitions(config) gave no partitions", r->def->name);
+		return read_fail(r, PROTO_CONFIG_ERROR, "stream '%s': partitions(config) gave no partitions",
+				 r->def->name);
 	int given = lua_gettop(L);
 	lua_Integer n = (lua_Integer)lua_rawlen(L, given);
 	lua_createtable(L, (int)n, 0);
@@ -894,8 +896,8 @@ static int prepare(struct stream_read *r, int states_idx)
 	const struct cursor_def *c = &r->def->cursor;
 	char err[2048];
 	enum proto_failure type = PROTO_CONFIG_ERROR;
-	if (c->kind != CURSOR_NONE && cursor_plan_load(r->L, c, r->def_idx, r->config, r->rt->started_ms, &r->plan, &type,
-						     err, sizeof err))
+	if (c->kind != CURSOR_NONE &&
+	    cursor_plan_load(r->L, c, r->def_idx, r->config, r->rt->started_ms, &r->plan, &type, err, sizeof err))
 		return read_fail(r, type, "stream '%s': %s", r->def->name, err);
 	push_primary_key_paths(r);
 	int keys;
@@ -955,8 +957,9 @@ int engine_read_stream(struct runtime *rt, const struct script_def *script, int 
 	int rc;
 	if (!r->def) {
 		const char *closest = closest_stream(script, name);
-		rc = read_fail(r, PROTO_CONFIG_ERROR, "the catalog asks for stream '%s', which this source does not have%s%s%s",
-			       name, closest ? " (did you mean " : "", closest ? closest : "", closest ? "?)" : "");
+		rc = read_fail(r, PROTO_CONFIG_ERROR,
+			       "the catalog asks for stream '%s', which this source does not have%s%s%s", name,
+			       closest ? " (did you mean " : "", closest ? closest : "", closest ? "?)" : "");
 	} else if (r->incremental && r->def->cursor.kind == CURSOR_NONE) {
 		rc = read_fail(r, PROTO_CONFIG_ERROR,
 			       "stream '%s' has no cursor, so it can only be read in full: configure it with sync_mode "
@@ -974,12 +977,14 @@ int engine_read_stream(struct runtime *rt, const struct script_def *script, int 
 		    (r->state.records_since > 0 || r->state.changed || r->state.states_written == 0)) {
 			char err[256];
 			if (state_checkpoint(&r->state, err, sizeof err))
-				rc = read_fail(r, PROTO_SYSTEM_ERROR, "cannot write the state of stream '%s': %s", name, err);
+				rc = read_fail(r, PROTO_SYSTEM_ERROR, "cannot write the state of stream '%s': %s", name,
+					       err);
 		}
 	}
 	if (r->state.count > PLAN_LINES_UP_TO)
 		proto_logf(&rt->out, "INFO", "%s: %zu partitions: %zu read, %zu up to date; %lld records", name,
-			   r->state.count, r->partitions_read, r->partitions_up_to_date, (long long)r->state.records_total);
+			   r->state.count, r->partitions_read, r->partitions_up_to_date,
+			   (long long)r->state.records_total);
 	if (rc)
 		report_failure(r, name);
 	else

@@ -318,19 +318,11 @@ static int decode_value(struct decoder *d)
 		d->depth--;
 		return rc;
 	}
-	case '"':
-		return decode_string(d);
-	case 't':
-		lua_pushboolean(d->L, 1);
-		return literal(d, "true");
-	case 'f':
-		lua_pushboolean(d->L, 0);
-		return literal(d, "false");
-	case 'n':
-		lua_pushlightuserdata(d->L, NULL);
-		return literal(d, "null");
-	default:
-		return decode_number(d);
+	case '"': return decode_string(d);
+	case 't': lua_pushboolean(d->L, 1); return literal(d, "true");
+	case 'f': lua_pushboolean(d->L, 0); return literal(d, "false");
+	case 'n': lua_pushlightuserdata(d->L, NULL); return literal(d, "null");
+	default: return decode_number(d);
 	}
 }
 

@@ -66,7 +66,8 @@ int read_catalog(struct runtime *rt, const struct script_def *script, int script
 	pool_stop(&rt->pool);
 	if (host_cancelled && !failed) {
 		proto_trace_error(&rt->out, PROTO_TRANSIENT_ERROR,
-				  host_cancelled == 2 ? "the sync was cancelled (SIGINT)" : "the sync was cancelled (SIGTERM)",
+				  host_cancelled == 2 ? "the sync was cancelled (SIGINT)"
+						      : "the sync was cancelled (SIGTERM)",
 				  NULL, NULL);
 		failed = 1;
 	}

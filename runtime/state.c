@@ -300,13 +300,14 @@ static int read_key_list(struct stream_state *ss, int list, int *set, const char
 			lua_pop(L, 1);
 			lua_replace(L, -2);
 			if (!valued) {
-				snprintf(err, errlen, "state: %s: %s[%d] has a cursor that is not one: %s", whose, name, (int)i,
-					 why);
+				snprintf(err, errlen, "state: %s: %s[%d] has a cursor that is not one: %s", whose, name,
+					 (int)i, why);
 				rc = -1;
 			}
 		}
 		if (!rc && (!lua_istable(L, -1) || json_encode(L, -1, &text, why, sizeof why))) {
-			snprintf(err, errlen, "state: %s: %s[%d] is not a primary key like [\"id\"]", whose, name, (int)i);
+			snprintf(err, errlen, "state: %s: %s[%d] is not a primary key like [\"id\"]", whose, name,
+				 (int)i);
 			rc = -1;
 		} else if (!rc) {
 			lua_pushlstring(L, text.data, text.len);
@@ -340,7 +341,8 @@ static int read_position(struct stream_state *ss, int obj, struct position *pos,
 	if (lua_getfield(L, obj, c->field) != LUA_TNIL) {
 		pos->has_cursor = 1;
 		if (cursor_from_state(c, L, -1, &pos->cursor, why, sizeof why)) {
-			snprintf(err, errlen, "state: %s has a %s that is not a cursor value: %s", whose, c->field, why);
+			snprintf(err, errlen, "state: %s has a %s that is not a cursor value: %s", whose, c->field,
+				 why);
 			rc = -1;
 		}
 	}
@@ -543,7 +545,8 @@ int state_checkpoint_due(const struct stream_state *ss, int64_t now_ms)
 		return 0;
 	const struct checkpoint_policy *policy = &ss->rt->checkpoints;
 	size_t weight = ss->last_state_len ? ss->last_state_len : 64;
-	return ss->bytes_since >= weight * policy->records_per_state || now_ms - ss->last_state_ms >= policy->interval_ms;
+	return ss->bytes_since >= weight * policy->records_per_state ||
+	       now_ms - ss->last_state_ms >= policy->interval_ms;
 }
 
 int state_checkpoint(struct stream_state *ss, char *err, size_t errlen)

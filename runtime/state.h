@@ -37,7 +37,7 @@ struct partition_counts {
 };
 
 struct partition {
-	const char *key; /* NULL for a stream without partitions; kept alive by the stream_state */
+	const char *key;        /* NULL for a stream without partitions; kept alive by the stream_state */
 	struct position resume; /* the incoming state's: what this read skips */
 	struct position now;    /* what a checkpoint writes */
 	int has_last;

@@ -25,18 +25,37 @@ static const char SCRIPT_MT[] = "source_lua.script";
 static const char *const script_keys[] = {"spec", "check", "streams", "legacy_state", NULL};
 
 static const char *const stream_keys[] = {
-	"name",          "json_schema",     "namespace",   "primary_key",         "cursor_field", "cursor_kind",
-	"cursor_format", "cursor_order",    "start",       "start_date",          "end",          "end_date",
-	"timezone",      "day_complete_at", "ceiling_lag", "window",              "window_days",  "lookback",
-	"lookback_days", "partitions",      "request",     "partition_state_key", "parse",        "describe_error",
+	"name",
+	"json_schema",
+	"namespace",
+	"primary_key",
+	"cursor_field",
+	"cursor_kind",
+	"cursor_format",
+	"cursor_order",
+	"start",
+	"start_date",
+	"end",
+	"end_date",
+	"timezone",
+	"day_complete_at",
+	"ceiling_lag",
+	"window",
+	"window_days",
+	"lookback",
+	"lookback_days",
+	"partitions",
+	"request",
+	"partition_state_key",
+	"parse",
+	"describe_error",
 	NULL,
 };
 
 /* Keys that only mean something for a stream with a cursor. */
 static const char *const cursor_keys[] = {
-	"cursor_kind", "cursor_format", "cursor_order", "start",       "start_date",  "end",
-	"end_date",    "day_complete_at", "ceiling_lag", "window",      "window_days", "lookback",
-	"lookback_days", NULL,
+	"cursor_kind",     "cursor_format", "cursor_order", "start",       "start_date", "end",           "end_date",
+	"day_complete_at", "ceiling_lag",   "window",       "window_days", "lookback",   "lookback_days", NULL,
 };
 
 /* Where errors point: "stream 'news'" or "streams[2]". */
@@ -110,7 +129,8 @@ static int function_field(lua_State *L, int def, const char *key, const struct p
 	int type = lua_getfield(L, def, key);
 	lua_pop(L, 1);
 	if (type == LUA_TNIL && required)
-		fail(L, where, "%s is missing: a stream needs %s", key, strcmp(key, "request") ? "parse(ctx, response)" : "request(ctx)");
+		fail(L, where, "%s is missing: a stream needs %s", key,
+		     strcmp(key, "request") ? "parse(ctx, response)" : "request(ctx)");
 	if (type != LUA_TNIL && type != LUA_TFUNCTION)
 		fail(L, where, "%s must be a function, not a %s", key, lua_typename(L, type));
 	return type == LUA_TFUNCTION;
@@ -170,12 +190,14 @@ static int check_primary_key(lua_State *L, int def, const struct place *where)
 			}
 			lua_pop(L, 1);
 			if (!ok)
-				fail(L, where, "primary_key must be a field name, a list of names or a list of paths "
-					       "like { {\"id\"} }",
+				fail(L, where,
+				     "primary_key must be a field name, a list of names or a list of paths "
+				     "like { {\"id\"} }",
 				     NULL, NULL);
 		}
 	} else if (type != LUA_TNIL && type != LUA_TSTRING) {
-		fail(L, where, "primary_key must be a field name or a list of them, not a %s", luaL_typename(L, -1), NULL);
+		fail(L, where, "primary_key must be a field name or a list of them, not a %s", luaL_typename(L, -1),
+		     NULL);
 	}
 	lua_pop(L, 1);
 	return present;
@@ -191,7 +213,9 @@ static void check_setting(lua_State *L, int def, const char *key, int number_ok,
 	    (type == LUA_TSTRING && string_ok))
 		return;
 	fail(L, where, "%s must be %s or a function(config) returning one", key,
-	     number_ok && string_ok ? "a string or a number" : number_ok ? "a number" : "a string");
+	     number_ok && string_ok ? "a string or a number"
+	     : number_ok            ? "a number"
+				    : "a string");
 }
 
 /* A setting given as a constant step is checked now (a function's result when the read starts). */
@@ -226,7 +250,8 @@ static void read_zone(struct runtime *rt, lua_State *L, int def, struct cursor_d
 		return;
 	}
 	if (lua_type(L, -1) != LUA_TSTRING)
-		fail(L, where, "timezone must be a time zone name like \"Europe/London\", not a %s", luaL_typename(L, -1), NULL);
+		fail(L, where, "timezone must be a time zone name like \"Europe/London\", not a %s",
+		     luaL_typename(L, -1), NULL);
 	char err[300];
 	const char *name = lua_tostring(L, -1);
 	if (strcmp(name, "UTC") && !(c->zone = tz_find(rt->zones, name, err, sizeof err)))
@@ -279,8 +304,9 @@ static void read_format(lua_State *L, int def, int pins, struct cursor_def *c, c
 	else if (strchr(format, '%'))
 		c->format = FORMAT_STRFTIME, c->strftime = format;
 	else
-		fail(L, where, "cursor_format '%s' is not rfc3339, epoch_s, epoch_ms or a strftime pattern such as "
-			       "\"%%Y-%%m-%%d %%H:%%M:%%S\"",
+		fail(L, where,
+		     "cursor_format '%s' is not rfc3339, epoch_s, epoch_ms or a strftime pattern such as "
+		     "\"%%Y-%%m-%%d %%H:%%M:%%S\"",
 		     format, NULL);
 }
 
@@ -295,7 +321,8 @@ static void read_cursor(struct runtime *rt, lua_State *L, int def, int pins, str
 			int present = lua_getfield(L, def, *k) != LUA_TNIL;
 			lua_pop(L, 1);
 			if (present)
-				fail(L, where, "%s goes with cursor_field; a stream without one is read in full every time", *k,
+				fail(L, where,
+				     "%s goes with cursor_field; a stream without one is read in full every time", *k,
 				     NULL);
 		}
 		c->kind = CURSOR_NONE;
@@ -329,7 +356,8 @@ static void read_cursor(struct runtime *rt, lua_State *L, int def, int pins, str
 			lua_pop(L, 1);
 			if (present)
 				fail(L, where, "%s goes with day cursors; use %s", *k,
-				     c->kind == CURSOR_INTEGER ? "a count (window = 1000)" : "an ISO 8601 duration (\"P30D\")");
+				     c->kind == CURSOR_INTEGER ? "a count (window = 1000)"
+							       : "an ISO 8601 duration (\"P30D\")");
 		}
 	}
 	check_step(L, def, "window", c, 0, where);
@@ -340,7 +368,8 @@ static void read_cursor(struct runtime *rt, lua_State *L, int def, int pins, str
 		char why[300];
 		if (c->kind == CURSOR_INTEGER)
 			fail(L, where, "ceiling_lag is a time: it goes with day and datetime cursors", NULL, NULL);
-		if (lua_type(L, -1) != LUA_TSTRING || cursor_step_from_lua(c, L, -1, 0, &c->ceiling_lag, why, sizeof why))
+		if (lua_type(L, -1) != LUA_TSTRING ||
+		    cursor_step_from_lua(c, L, -1, 0, &c->ceiling_lag, why, sizeof why))
 			fail(L, where, "ceiling_lag must be an ISO 8601 duration such as \"PT1H\"%s%s",
 			     lua_type(L, -1) == LUA_TSTRING ? ": " : "", lua_type(L, -1) == LUA_TSTRING ? why : NULL);
 		c->ceiling_declared = 1;
@@ -348,8 +377,7 @@ static void read_cursor(struct runtime *rt, lua_State *L, int def, int pins, str
 	lua_pop(L, 1);
 }
 
-static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua_Integer position,
-			struct stream_def *s)
+static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua_Integer position, struct stream_def *s)
 {
 	struct place where;
 	snprintf(where.text, sizeof where.text, "streams[%d]", (int)position);
@@ -375,8 +403,8 @@ static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua
 	if (!s->partition_state_key)
 		s->partition_state_key = "partitions";
 	if (s->cursor.field && s->partitioned && !strcmp(s->partition_state_key, s->cursor.field))
-		fail(L, &where, "partition_state_key '%s' is also the cursor field; the state needs both", s->partition_state_key,
-		     NULL);
+		fail(L, &where, "partition_state_key '%s' is also the cursor field; the state needs both",
+		     s->partition_state_key, NULL);
 }
 
 static void check_script_table(lua_State *L, int script, const struct place *where)

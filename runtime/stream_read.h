@@ -25,9 +25,9 @@ struct stream_read {
 	struct runtime *rt;
 	lua_State *L;
 	const struct stream_def *def;
-	int def_idx;    /* the stream's table */
-	int config;     /* the config */
-	int pk_paths;   /* the primary key as a list of paths; 0 without one */
+	int def_idx;  /* the stream's table */
+	int config;   /* the config */
+	int pk_paths; /* the primary key as a list of paths; 0 without one */
 	int incremental;
 	struct cursor_plan plan;
 	struct stream_state state;
@@ -37,6 +37,7 @@ struct stream_read {
 };
 
 /* Records the first failure of the read (later ones are consequences). Returns -1. */
-int read_fail(struct stream_read *r, enum proto_failure type, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int read_fail(struct stream_read *r, enum proto_failure type, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif

@@ -32,7 +32,8 @@ size_t suggest_distance(const char *a, const char *b, size_t limit)
 		for (size_t j = 1; j <= m; j++) {
 			size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
 			cur[j] = min3(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost);
-			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && before[j - 2] + 1 < cur[j])
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    before[j - 2] + 1 < cur[j])
 				cur[j] = before[j - 2] + 1;
 		}
 		size_t *spare = before;

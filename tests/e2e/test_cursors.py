@@ -225,8 +225,10 @@ def test_unordered_streams_checkpoint_at_the_window_end(connector, tmp_path, ord
     first = read(connector, broken)
     assert first.returncode == 1
     assert [d["id"] for d in first.data] == ["c", "a"]
-    # No position yet (the window did not end): the keys of what it sent, so a resume repeats none.
-    assert stream_state(first) == {"emitted_after_cursor": [["c"], ["a"]]}
+    # No position yet (the window did not end): the keys of what it sent, with their values, so
+    # a resume repeats none.
+    assert stream_state(first) == {"emitted_after_cursor": [{"cursor": "2022-03-04T00:00:00Z", "key": ["c"]},
+                                                            {"cursor": "2022-03-02T00:00:00Z", "key": ["a"]}]}
     second = read(connector, path, state=platform_state(first)).assert_complete()
     assert [d["id"] for d in second.data] == ["b"]
     assert stream_state(second) == {"at": "2022-03-04T00:00:00Z", "emitted_at_cursor": [["c"]]}

@@ -12,6 +12,7 @@
  * except where cjson is laxer than RFC 8259 (those pages are listed, and refused by the scanner).
  */
 #include <dirent.h>
+#include <errno.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <stdint.h>
@@ -1339,9 +1340,10 @@ static void expected_number(const char *text, char *copied, char *integer)
 		strcpy(copied, text);
 	else
 		copied[json_double_text(d, copied)] = '\0';
-	size_t digits = strlen(text) - (text[0] == '-');
-	if (!exponent && !point && digits <= 18)
-		integer[json_int_text(strtoll(text, NULL, 10), integer)] = '\0';
+	errno = 0;
+	long long exact = !exponent && !point ? strtoll(text, NULL, 10) : 0;
+	if (!exponent && !point && errno != ERANGE)
+		integer[json_int_text(exact, integer)] = '\0'; /* exactly, whatever its digits */
 	else if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
 		integer[json_int_text((long long)d, integer)] = '\0';
 	else
