@@ -1,6 +1,6 @@
 /*
  * fuzz_records: declared records (records.declare, mapper:map; runtime/records.c and
- * page_walk.c) against lua-cjson and the Lua loop they replace, differentially.
+ * page_walk.c) against the runtime's decoder and the Lua loop they replace, differentially.
  *
  * One fixed declaration covers every field kind: plain copies (two fields copy one member),
  * as = "integer" (one reads a member that is also copied), as = "day_from_ms" in both zones,
@@ -40,14 +40,8 @@
  * (pool.c) instead, as a sync does.
  *
  * "Is JSON" is decided by a strict RFC 8259 checker in this file (UTF-8, depth 128, \u escapes
- * of surrogates in pairs, as cjson checks them), cross-checked with json_decode_push: what cjson
- * refuses, the checker must refuse. Intended differences: the walk is strict where lua-cjson
- * 2.1.0 is lenient, and calls not JSON what cjson accepts in these three cases only:
- *   - raw control characters (U+0001..U+001F) inside strings,
- *   - numbers that strtod reads but RFC 8259 does not allow: "1.", "1.e5", "-.5",
- *   - a NUL byte after the value (cjson stops reading at NUL).
- * The harness checks that every text cjson accepts and the checker refuses falls in one of them.
- * Also intended, where the declaration is stricter than a literal Lua loop would be: a
+ * of surrogates in pairs), cross-checked with json_decode_push (json_decode.c), which follows the
+ * same rules: the two must agree on every text. Also intended, where the declaration is stricter than a literal Lua loop would be: a
  * day_from_ms value must be a JSON number (date.from_ms coerces "123"), an integer field omits a
  * numeric string (math.tointeger("5") is 5 in Lua 5.4.4), a `results` object is refused (ipairs
  * would see no items) and a null `results` is an empty page. Numbers are compared as values, so
@@ -1080,27 +1074,11 @@ static int run(lua_State *L)
 	int body = lua_gettop(L);
 	if (!cjson_ok)
 		FUZZ_CHECK(strict != STRICT_OK, "json_decode_push refuses what RFC 8259 allows: %s", cjson_error);
-	if (cjson_ok && strict != STRICT_OK)
-		FUZZ_CHECK(strict == STRICT_CONTROL || strict == STRICT_NUMBER || strict == STRICT_TRAILING_NUL,
-			   "json_decode_push accepts a text refused for '%s' at byte %zu: not a known cjson leniency",
+	/* The runtime's decoder follows RFC 8259 as the walk does: no leniency either way. */
+	if (cjson_ok)
+		FUZZ_CHECK(strict == STRICT_OK, "json_decode_push accepts a text refused for '%s' at byte %zu",
 			   reason_names[strict], strict_at);
 	int is_json = strict == STRICT_OK;
-	/* The empty-array pre-pass of json_decode_push must not change content. It could only if a
-	 * string spelt the sentinel, which starts with \u0000 and holds a per-process nonce; the
-	 * fuzzer can learn the nonce from its memmem comparisons. fuzz_json owns that property: here
-	 * it only keeps such an input from passing for a records bug. */
-	if (cjson_ok && memmem(input_data, input_size, "\\u0000", 6)) {
-		lua_getfield(L, LUA_REGISTRYINDEX, "source_lua.json.decode");
-		lua_pushlstring(L, (const char *)input_data, input_size);
-		lua_call(L, 1, 1);
-		ignore_marks = 1;
-		int same = same_value(L, body, -1, 0);
-		ignore_marks = 0;
-		lua_pop(L, 1);
-		if (!same && lenient)
-			return 0;
-		FUZZ_CHECK(same, "%s", "json_decode_push and lua-cjson decode different values (the sentinel? see fuzz_json)");
-	}
 
 	/* mapper:map(ctx, response) -> batch; the walk's outcome is read when the batch is settled */
 	lua_rawgeti(L, LUA_REGISTRYINDEX, mapper_ref);
