@@ -276,17 +276,8 @@ static void settle_ascending(struct page *pg, size_t count)
 		to.at = state_set_copy(&r->state, p->now.at);
 	}
 	state_position_set(&r->state, p, &to);
-	if (!r->pk_paths) {
-		if (!r->state.warned_no_key) {
-			r->state.warned_no_key = 1;
-			proto_logf(
-				&r->rt->out, "WARN",
-				"stream '%s' has no primary_key: a read resumed inside a run of records sharing one %s "
-				"sends that value's records again (at least once, never lost)",
-				r->def->name, cursor_of(r)->field);
-		}
+	if (!r->pk_paths)
 		return;
-	}
 	for (size_t k = count; k-- > 0;) {
 		int64_t v;
 		if (value_of(pg, k, &v))

@@ -900,6 +900,12 @@ static int prepare(struct stream_read *r, int states_idx)
 	    cursor_plan_load(r->L, c, r->def_idx, r->config, r->rt->started_ms, &r->plan, &type, err, sizeof err))
 		return read_fail(r, type, "stream '%s': %s", r->def->name, err);
 	push_primary_key_paths(r);
+	if (!r->pk_paths && c->kind != CURSOR_NONE && r->incremental)
+		proto_logf(&r->rt->out, "WARN",
+			   "stream '%s' has no primary_key: a read resumed after a failure sends again the records %s "
+			   "(at least once, never lost); declare primary_key for exactly once",
+			   r->def->name,
+			   c->order == ORDER_ASCENDING ? "of the cursor value it stopped at" : "of the window it stopped in");
 	int keys;
 	if (push_partition_keys(r, &keys))
 		return -1;

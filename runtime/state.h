@@ -69,7 +69,6 @@ struct stream_state {
 	int changed; /* a position moved since the last STATE */
 	struct buf json;
 	int legacy; /* stack index of the whole-source blob when the script writes one, else 0 */
-	int warned_no_key;
 };
 
 /* Makes the partitions (keys: a list of partition keys at keys_idx, or 0 for one partition

@@ -329,3 +329,13 @@ def test_a_record_indexed_late_at_the_last_instant_is_sent_next_time(connector, 
                   state=platform_state(first)).assert_complete()
     assert [d["id"] for d in second.data] == ["late", "c"]
     assert windows(second) == ["2022-03-03T10:00:00Z 2022-03-10T00:00:00Z"]
+
+
+def test_a_stream_without_primary_key_says_what_a_resume_may_repeat(connector, tmp_path):
+    stream = DATETIME.replace('    primary_key = "id",\n', '')
+    records = [{"id": "a", "at": "2022-03-02T10:00:00Z"}]
+    result = read(connector, script(tmp_path, connector.server, stream, [records])).assert_complete()
+    warnings = [m["log"]["message"] for m in result.of("LOG") if m["log"]["level"] == "WARN"]
+    assert len(warnings) == 1 and "has no primary_key" in warnings[0] and "at least once" in warnings[0], warnings
+    # Without keys to skip by, a datetime position closes at its value when the read ends.
+    assert stream_state(result) == {"at": "2022-03-02T10:00:00Z"}
