@@ -110,6 +110,8 @@ static int opt_retries(lua_State *L, int opts_idx)
 static int http_lua_get(lua_State *L)
 {
 	const char *url = luaL_checkstring(L, 1);
+	/* The options are optional: slot 2 holds them or nil, not the header list pushed next. */
+	lua_settop(L, 2);
 	struct header_list *headers = push_header_list(L, 2);
 	int retry = opt_retries(L, 2);
 	struct runtime *rt = runtime_of(L);

@@ -322,7 +322,9 @@ def connector_env(now):
         raise ScaleFailed(f"libfaketime is missing ({FAKETIME_LIB}): run `make deps` (package libfaketime)")
     env = {name: value for name, value in os.environ.items() if name.lower() not in PROXY_VARIABLES}
     env.update(LD_PRELOAD=FAKETIME_LIB, FAKETIME_FMT="%s", FAKETIME="@%d" % int(now.timestamp()),
-               FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
+               FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1",
+               # a sanitizer build (make SANITIZE=1 test) wants its runtime first; faketime comes first
+               ASAN_OPTIONS="verify_asan_link_order=0:detect_leaks=1")
     return env
 
 

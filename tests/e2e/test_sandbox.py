@@ -417,3 +417,16 @@ def test_a_partition_with_a_nul_character_is_a_config_error(connector):
     error = the_error(result)
     assert error["failure_type"] == "config_error", result.describe()
     assert result.records == []
+
+
+def test_http_get_without_options(connector, tmp_path):
+    """http.get(url) with no options table, as the docs show it."""
+    script = tmp_path / "get.lua"
+    script.write_text(
+        'return { spec = { connectionSpecification = { type = "object" } },\n'
+        '  check = function(config)\n'
+        '    local status, body = http.get(config.base_url .. "/v3/reference/tickers/TSLA?apiKey=" .. config.api_key)\n'
+        '    return status == 200, tostring(status) .. " " .. tostring(body):sub(1, 40) end,\n'
+        '  streams = { { name = "a", json_schema = {}, request = function() end, parse = function() end } } }\n')
+    result = connector.check(connector.config(), flags=("--script", script))
+    assert result.connection_status["status"] == "SUCCEEDED", result.describe()
