@@ -590,6 +590,10 @@ static int check_next_url(struct engine *e, struct slot *s, const char *next)
 	struct stream_read *r = e->r;
 	lua_State *L = r->L;
 	char next_origin[512];
+	size_t len = strlen(next);
+	if (len > MAX_URL_BYTES)
+		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': the API gave a next page URL of %zu bytes (at most %d)",
+				 r->def->name, len, MAX_URL_BYTES);
 	if (http_origin(&r->rt->http, next, next_origin, sizeof next_origin) || strcmp(s->origin, next_origin))
 		return read_fail(
 			r, PROTO_SYSTEM_ERROR,

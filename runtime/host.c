@@ -131,6 +131,25 @@ static int host_load(lua_State *L)
 	return lua_gettop(L);
 }
 
+/* setmetatable(t, mt) -> t, the stock one, but for a metatable with __gc: Lua runs finalizers with
+ * its hooks off, so no instruction budget, watchdog or SIGTERM could stop one that never ends
+ * (a __gc looping for ever hung check and read until SIGKILL). Scripts own no resource a
+ * finalizer would have to free. */
+static int host_setmetatable(lua_State *L)
+{
+	if (lua_istable(L, 2)) {
+		lua_pushliteral(L, "__gc");
+		if (lua_rawget(L, 2) != LUA_TNIL)
+			return luaL_error(L, "setmetatable: __gc (finalizers) is not available to scripts: nothing could "
+					     "bound how long one runs");
+		lua_pop(L, 1);
+	}
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, 1);
+	return 1;
+}
+
 static void log_level(lua_State *L, const char *level)
 {
 	int n = lua_gettop(L);
@@ -193,6 +212,9 @@ static void open_sandboxed_libs(lua_State *L)
 	lua_getglobal(L, "load");
 	lua_pushcclosure(L, host_load, 1);
 	lua_setglobal(L, "load");
+	lua_getglobal(L, "setmetatable");
+	lua_pushcclosure(L, host_setmetatable, 1);
+	lua_setglobal(L, "setmetatable");
 	lua_pushcfunction(L, host_print);
 	lua_setglobal(L, "print");
 }

@@ -25,6 +25,7 @@
 #include "secrets.h"
 
 #define MAX_BACKOFF_MS (120 * 1000)
+#define MAX_RETRY_AFTER_S (366.0 * 86400)
 
 const struct http_settings http_default_settings = {
 	.connect_timeout_ms = 10 * 1000,
@@ -343,13 +344,16 @@ static int64_t retry_after_ms(const struct http_response *resp)
 	char *end;
 	errno = 0;
 	double seconds = strtod(value, &end);
+	/* A wait past a year is past any retry budget: capped, so that the arithmetic on it cannot
+	 * overflow (Retry-After: 9223372036854774 was a signed overflow). */
 	if (end != value && *end == '\0' && errno == 0 && seconds >= 0)
-		return (int64_t)(seconds * 1000.0);
+		return (int64_t)((seconds < MAX_RETRY_AFTER_S ? seconds : MAX_RETRY_AFTER_S) * 1000.0);
 	struct tm tm = {0};
 	if (strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
 		int64_t at = (int64_t)timegm(&tm) * 1000;
 		int64_t now = date_now_ms();
-		return at > now ? at - now : 0;
+		int64_t wait = at > now ? at - now : 0;
+		return wait < (int64_t)(MAX_RETRY_AFTER_S * 1000) ? wait : (int64_t)(MAX_RETRY_AFTER_S * 1000);
 	}
 	return -1;
 }

@@ -21,6 +21,7 @@
 #include "host.h"
 #include "http.h"
 #include "input.h"
+#include "json.h"
 #include "pool.h"
 #include "proto.h"
 #include "runtime.h"
@@ -162,14 +163,24 @@ static void register_secret(void *secrets, const char *value)
 	secrets_add(secrets, value);
 }
 
+/* Pushes a bound as the shortest text that reads as it (0.001, 64, 86400). [-0, +1, m] */
+static const char *number_text(lua_State *L, double d)
+{
+	char text[JSON_NUMBER_MAX + 1];
+	text[json_double_text(d, text)] = '\0';
+	return lua_pushstring(L, text);
+}
+
 /* Runtime knobs a user may set in the config (the script's spec may document them). A value the
  * runtime cannot use is a config error, never silently the default. */
 static const struct runtime_setting {
 	const char *name;
-	double minimum;
+	double minimum, maximum; /* past the maximum a value is a mistake, or would overflow the
+				  * milliseconds it becomes (1e17 s of timeout disabled it) */
 } runtime_settings[] = {
-	{"requests_per_minute", 0}, {"concurrency", 1},          {"request_timeout_seconds", 0.001},
-	{"retry_max_seconds", 0},   {"rate_limit_wait_seconds", 0},
+	{"requests_per_minute", 0, 1e6},         {"concurrency", 1, 64},
+	{"request_timeout_seconds", 0.001, 86400}, {"retry_max_seconds", 0, 7 * 86400},
+	{"rate_limit_wait_seconds", 0, 86400},
 };
 
 /* Checks the runtime settings; on a bad one pushes the message and returns -1. */
@@ -178,10 +189,14 @@ static int check_runtime_settings(lua_State *L, int config)
 	for (size_t i = 0; i < sizeof runtime_settings / sizeof runtime_settings[0]; i++) {
 		const struct runtime_setting *r = &runtime_settings[i];
 		int type = lua_getfield(L, config, r->name);
-		int bad = type != LUA_TNIL && (type != LUA_TNUMBER || !(lua_tonumber(L, -1) >= r->minimum));
+		double value = lua_tonumber(L, -1);
+		int bad = type != LUA_TNIL && (type != LUA_TNUMBER || !(value >= r->minimum && value <= r->maximum));
 		lua_pop(L, 1);
 		if (bad) {
-			lua_pushfstring(L, "config field '%s' must be a number of at least %f", r->name, r->minimum);
+			lua_pushfstring(L, "config field '%s' must be a number from %s to %s", r->name,
+					number_text(L, r->minimum), number_text(L, r->maximum));
+			lua_remove(L, -2);
+			lua_remove(L, -2);
 			return -1;
 		}
 	}
@@ -406,8 +421,12 @@ int main(int argc, char **argv)
 	rc = run_protected(&r);
 	pool_stop(&rt.pool); /* when a Lua error cut the sync short before it stopped the workers */
 	curl_lazy_wait();
-	if (proto_flush(&rt.out) || proto_stdout_failed(&rt.out))
+	if (proto_flush(&rt.out) || proto_stdout_failed(&rt.out)) {
+		/* No message can say it on stdout: stderr is the one place left. */
+		fprintf(stderr, "source-lua: writing to stdout failed (%s): the messages from then on were lost\n",
+			strerror(rt.out.error));
 		rc = rc ? rc : 1;
+	}
 	runtime_free(&rt);
 	curl_lazy_cleanup();
 	return rc;

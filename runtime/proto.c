@@ -43,8 +43,10 @@ static void write_all(struct output *o, const char *data, size_t len)
 		ssize_t n = write(STDOUT_FILENO, data + done, len - done);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
+		if (n <= 0) {
 			o->failed = 1;
+			o->error = n < 0 ? errno : EIO;
+		}
 		else
 			done += (size_t)n;
 	}

@@ -14,6 +14,7 @@ struct output {
 	struct buf buf;
 	uint64_t flushed; /* bytes handed to write(2) so far */
 	int failed; /* stdout is gone (the platform stopped reading): later writes are dropped */
+	int error;  /* the errno of the write that failed */
 	const struct secrets *secrets; /* masked out of every text written */
 };
 

@@ -226,6 +226,13 @@ RUNTIME_SETTINGS = {
     "retry_max_seconds-string": ("retry_max_seconds", "ten"),
     "retry_max_seconds-negative": ("retry_max_seconds", -5),
     "rate_limit_wait_seconds-string": ("rate_limit_wait_seconds", "0.2"),
+    # Past any sane bound: in milliseconds they overflowed (a timeout of 1e17 s disabled it, a
+    # wait of 1e300 s shifted out of range, a budget of 1e300 s gave up on the first 429).
+    "request_timeout_seconds-huge": ("request_timeout_seconds", 1e17),
+    "retry_max_seconds-huge": ("retry_max_seconds", 1e300),
+    "rate_limit_wait_seconds-huge": ("rate_limit_wait_seconds", 1e300),
+    "requests_per_minute-huge": ("requests_per_minute", 1e300),
+    "concurrency-too-many": ("concurrency", 65),
 }
 
 

@@ -339,3 +339,18 @@ def test_a_stream_without_primary_key_says_what_a_resume_may_repeat(connector, t
     assert len(warnings) == 1 and "has no primary_key" in warnings[0] and "at least once" in warnings[0], warnings
     # Without keys to skip by, a datetime position closes at its value when the read ends.
     assert stream_state(result) == {"at": "2022-03-02T10:00:00Z"}
+
+
+def test_a_next_url_past_64_kb_is_an_error_not_a_retry(connector, tmp_path):
+    """A 2 MB next URL was "Out of memory" from libcurl, asked for again until the budget ran out."""
+    path = script(tmp_path, connector.server, DATETIME, [[{"id": "a", "at": "2022-03-02T10:00:00Z"}]])
+    huge = connector.server.base_url + "/v2/aggs/ticker/TSLA/range/1/day/2022-03-01/2022-03-11?page=2&x=" + "a" * 2000000
+    text = path.read_text().replace('return response.body.results, response.body.next_url',
+                                    'return response.body.results, ' + lua_string(huge))
+    path.write_text(text)
+    result = read(connector, path)
+    assert result.returncode == 1
+    error = result.errors[-1]
+    assert error["failure_type"] == "system_error" and "next page URL of 2" in error["message"], error
+    assert [d["id"] for d in result.data] == ["a"]
+    assert stream_state(result) == {"at": "2022-03-02T10:00:00Z", "emitted_at_cursor": [["a"]]}

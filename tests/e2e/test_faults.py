@@ -11,6 +11,7 @@ import datetime as dt
 import re
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -277,6 +278,16 @@ def test_retry_after_beyond_the_budget_gives_up_at_once(connector):
     assert statuses_in_log(connector.server) == [429]
 
 
+def test_huge_retry_after_gives_up_at_once_without_overflow(connector):
+    """Retry-After: 9223372036854774 seconds overflowed a signed multiply (the sanitizer build
+    aborted; the release build asked again at once): now it is past any budget, and said so."""
+    connector.server.faults(fail_after=0, status=429, retry_after=9223372036854774)
+    result = connector.read(connector.config(retry_max_seconds=5), now=AFTER_CLOSE)
+    assert_failed_cleanly(result, "transient_error")
+    assert retry_warnings(result) == []
+    assert statuses_in_log(connector.server) == [429]
+
+
 def test_slow_server_times_out_and_fails_cleanly(make_server, tmp_path):
     """Every answer takes 3 s, request_timeout_seconds is 1: each attempt times out after 1 s,
     is retried (the first wait, at most 1 s, fits in retry_max_seconds = 3), and the run gives up
@@ -379,13 +390,22 @@ def close_stdout_after_first_line(run) -> None:
 
 
 @timing
-def test_closed_stdout_exits_quietly_non_zero(paged_connector):
+def test_closed_stdout_exits_non_zero_saying_why_on_stderr(paged_connector):
+    """No message can reach a closed stdout: stderr, the one place left, says why the run ended."""
     config = paged_connector.config(start_date="2015-01-01")
     run = paged_connector.start_read(config, now=AFTER_CLOSE, read_stdout=False)
     close_stdout_after_first_line(run)
     result = run.finish(timeout=30)
     assert result.returncode > 0, f"exit {result.returncode}: a closed stdout is a failure, not a crash"
-    assert result.stderr == "", result.stderr
+    assert result.stderr == ("source-lua: writing to stdout failed (Broken pipe): the messages from then on were "
+                             "lost\n"), result.stderr
+
+
+def test_full_disk_exits_non_zero_saying_why_on_stderr(connector):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(connector.argv(["spec"]), stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "writing to stdout failed (No space left on device)" in proc.stderr, proc.stderr
 
 
 @timing
@@ -400,7 +420,7 @@ def test_closed_stdout_stops_the_sync_promptly(paged_connector):
     result = run.finish(timeout=60)
     requests = len(server.log())
     assert result.returncode > 0
-    assert result.stderr == ""
+    assert "writing to stdout failed" in result.stderr, result.stderr
     assert time.monotonic() - closed < 2, f"ran {time.monotonic() - closed:.1f} s and made {requests} requests " \
                                           f"after stdout was closed"
     assert requests <= 3, f"{requests} API requests after stdout was closed"

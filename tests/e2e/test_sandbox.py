@@ -304,6 +304,14 @@ def test_restricted_stdlib_inside_a_read(connector, tmp_path):
     assert not marker.exists()
 
 
+def test_a_finalizer_cannot_be_set(connector, tmp_path):
+    """Lua runs __gc with its hooks off: one that never ends hung check and read past the
+    instruction budget, the watchdog and SIGTERM. setmetatable refuses a metatable with __gc."""
+    script = broken(tmp_path, "parse", "setmetatable({}, {__gc = function() while true do end end})")
+    result = read(connector, script, timeout=30)
+    assert_read_failed(result, position(script), "__gc (finalizers) is not available")
+
+
 def test_text_load_with_its_own_environment(connector, tmp_path):
     script = broken(tmp_path, "parse",
                     "assert(load('return 1 + 1')() == 2) assert(load('return x * 2', 'n', 't', {x = 21})() == 42)")
