@@ -70,7 +70,8 @@ demo: deps
 	$(MAKE) --no-print-directory all
 	$(PYTHON) tests/demo.py --binary $(BIN)
 
-# The fuzz smoke runs once, in the normal build's suite: its targets carry ASan and UBSan anyway.
+# The fuzz targets replay their corpora once, in the normal build's suite (they carry ASan and UBSan
+# anyway); fuzzing itself is `make fuzz` (5 min a target) or `make fuzz-smoke` (10 s a target).
 TEST_SUITES := tests/server tests/bench tests/tz tests/e2e tests/property tests/acceptance $(if $(filter 1,$(SANITIZE)),,tests/fuzz)
 
 test: deps

@@ -1,6 +1,7 @@
-"""Smoke test of the libFuzzer targets: each replays its seed corpus and its regressions, then
-fuzzes for 10 s (`make -f tests/fuzz/fuzz.mk fuzz-smoke-<name>`). A crash, a sanitizer report or
-a broken property fails the test. Skipped when clang is not installed.
+"""The libFuzzer targets in `make test`: each replays its seed corpus and its regressions
+(`make -f tests/fuzz/fuzz.mk fuzz-replay-<name>`). A crash, a sanitizer report or a broken
+property fails the test. Fuzzing itself is `make fuzz` (a short run of each: `make fuzz-smoke`).
+Skipped when clang is not installed.
 """
 import os
 import shutil
@@ -32,8 +33,8 @@ def fuzz_build():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_fuzz_smoke(fuzz_build, name):
-    proc = make(f"fuzz-smoke-{name}", timeout=120)
+def test_fuzz_corpus_replays(fuzz_build, name):
+    proc = make(f"fuzz-replay-{name}", timeout=120)
     output = proc.stdout + proc.stderr
     tail = output[-6000:]
     for marker in SANITIZER_MARKERS:
