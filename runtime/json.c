@@ -21,9 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JSON_MAX_DEPTH 128
-
-
 struct encoder {
 	lua_State *L;
 	struct buf *out;
@@ -300,8 +297,11 @@ static int encode_object(struct encoder *e, int idx, int depth)
 
 static int encode_table(struct encoder *e, int idx, int depth)
 {
-	if (depth > JSON_MAX_DEPTH)
-		return encode_fail(e, "nested too deeply (a table that contains itself?)");
+	if (depth >= JSON_MAX_DEPTH) {
+		snprintf(e->err, e->errlen, "nested deeper than %d levels (a table that contains itself?)",
+			 JSON_MAX_DEPTH);
+		return -1;
+	}
 	if (!lua_checkstack(e->L, 4))
 		return encode_fail(e, "Lua stack exhausted");
 	lua_Integer n = 0;

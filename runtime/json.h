@@ -8,6 +8,12 @@
 
 #include "buf.h"
 
+/* How deep JSON may nest, in the decoder, the page walker and the writer alike, so that what one
+ * reads the others accept. Real answers stay within a few dozen levels; 1000 is where lua-cjson and
+ * Python's json stop too. Deeper text is refused as too deep (a fault asking again will not
+ * mend), never as "not JSON". */
+#define JSON_MAX_DEPTH 1000
+
 /* The metatable that marks a table as a JSON array (json_mark_array). */
 #define JSON_ARRAY_MT "source_lua.json.array"
 
@@ -36,12 +42,12 @@ void json_write_int(struct buf *out, long long value);
 /* Appends the shortest text that reads back as exactly d (null for NaN and infinities). */
 void json_write_double(struct buf *out, double d);
 
+enum json_decoded { JSON_DECODED = 0, JSON_INVALID = -1, JSON_TOO_DEEP = -2 };
+
 /* Decodes JSON text (which must be UTF-8) into Lua values; pushes the value and nil, or nil and an
- * error message. Integers that fit in 64 bits stay integers; empty arrays are marked as arrays;
- * null is json.null. [-0, +2, m] */
-int json_decode_push(lua_State *L, const char *text, size_t len);
-/* json_decode_push without the UTF-8 check (json_decode.c); returns 0, or -1 on an error. */
-int json_decode_text(lua_State *L, const char *text, size_t len);
+ * error message, and returns which. Integers that fit in 64 bits stay integers; empty arrays are
+ * marked as arrays; null is json.null. [-0, +2, m] */
+enum json_decoded json_decode_push(lua_State *L, const char *text, size_t len);
 
 /* Opens the `json` module (json_module.c): json.decode, json.encode, json.array, json.object,
  * json.null. [-0, +1, m] */

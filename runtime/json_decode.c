@@ -23,14 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* As deep as page_walk.c reads a page, so that the engine and a script's response.body agree on
- * what is JSON. */
-#define JSON_MAX_DEPTH 128
-
 struct decoder {
 	lua_State *L;
 	const char *start, *p, *end;
 	int depth;
+	int too_deep;
 	char error[160];
 };
 
@@ -302,18 +299,24 @@ static int decode_object(struct decoder *d)
 	}
 }
 
+static int too_deep(struct decoder *d)
+{
+	char what[64];
+	snprintf(what, sizeof what, "nested deeper than %d levels", JSON_MAX_DEPTH);
+	d->too_deep = 1;
+	return fail(d, what);
+}
+
 static int decode_value(struct decoder *d)
 {
 	skip_space(d);
 	if (d->p >= d->end)
 		return fail(d, "the text ends where a value should be");
-	if (!lua_checkstack(d->L, 4))
-		return fail(d, "JSON nested too deeply");
 	switch (*d->p) {
 	case '{':
 	case '[': {
-		if (++d->depth > JSON_MAX_DEPTH)
-			return fail(d, "JSON nested too deeply");
+		if (++d->depth > JSON_MAX_DEPTH || !lua_checkstack(d->L, 4))
+			return too_deep(d);
 		int rc = *d->p == '{' ? decode_object(d) : decode_array(d);
 		d->depth--;
 		return rc;
@@ -326,9 +329,9 @@ static int decode_value(struct decoder *d)
 	}
 }
 
-int json_decode_text(lua_State *L, const char *text, size_t len)
+static enum json_decoded decode_text(lua_State *L, const char *text, size_t len)
 {
-	struct decoder d = {L, text, text, text + len, 0, ""};
+	struct decoder d = {L, text, text, text + len, 0, 0, ""};
 	int top = lua_gettop(L);
 	int rc = decode_value(&d);
 	if (rc == 0) {
@@ -338,12 +341,12 @@ int json_decode_text(lua_State *L, const char *text, size_t len)
 	}
 	if (rc == 0) {
 		lua_pushnil(L);
-		return 0;
+		return JSON_DECODED;
 	}
 	lua_settop(L, top);
 	lua_pushnil(L);
 	lua_pushstring(L, d.error);
-	return -1;
+	return d.too_deep ? JSON_TOO_DEEP : JSON_INVALID;
 }
 
 /* Offset of the first byte that is not part of valid UTF-8, or len. ASCII runs are skipped fast. */
@@ -364,7 +367,7 @@ static size_t invalid_utf8_at(const char *text, size_t len)
 	return len;
 }
 
-int json_decode_push(lua_State *L, const char *text, size_t len)
+enum json_decoded json_decode_push(lua_State *L, const char *text, size_t len)
 {
 	/* JSON is UTF-8 (RFC 8259). Rejecting other bytes here means every decoded string can be
 	 * written back unchanged; replacing them would merge distinct keys into one. */
@@ -372,8 +375,7 @@ int json_decode_push(lua_State *L, const char *text, size_t len)
 	if (bad < len) {
 		lua_pushnil(L);
 		lua_pushfstring(L, "not valid UTF-8 at byte %d", (int)bad);
-		return 2;
+		return JSON_INVALID;
 	}
-	json_decode_text(L, text, len);
-	return 2;
+	return decode_text(L, text, len);
 }

@@ -2,11 +2,11 @@
  * page_walk: reads a page of JSON once, validating it as it goes, and writes every item's record
  * as a JSON object per the declared fields (records.c compiles them from records.declare).
  *
- * Why our own scanner rather than lua-cjson: cjson can only decode into Lua tables. A daily bar
+ * Why a scanner rather than the JSON decoder (json_decode.c): that one decodes into Lua tables. A daily bar
  * decoded into a table, mapped into a second table by a Lua function and walked again to write it
  * costs ~3 us, three times the runtime's whole budget for a record (docs/PERFORMANCE.md). The
- * scanner accepts exactly RFC 8259 JSON in UTF-8 (depth at most 128, as cjson is configured), so
- * a page that cjson would refuse is refused here too, before any of its records is emitted. It
+ * scanner accepts exactly RFC 8259 JSON in UTF-8 (depth at most JSON_MAX_DEPTH, as the decoder), so
+ * a page that the decoder would refuse is refused here too, before any of its records is emitted. It
  * never decodes what it copies: a value is written as the page spelt it (numbers with an exponent
  * or a trailing zero are rewritten in the runtime's shortest form), which keeps every digit.
  *
@@ -27,7 +27,6 @@
 #include "json.h"
 
 #define MAX_FIELDS WALK_MAX_FIELDS
-#define MAX_DEPTH 128
 /* Items of more members, or with a name over 12 bytes, are read member by member. */
 #define SHAPE_MAX 16
 #define SHAPE_NAME_MAX 12
@@ -150,6 +149,13 @@ static const unsigned char *wrong_shape(struct walk *w, const char *fmt, ...)
 		va_end(ap);
 	}
 	return NULL;
+}
+
+/* Valid JSON perhaps, but deeper than the runtime reads: the same answer comes again if asked for. */
+static const unsigned char *too_deep(struct walk *w, const unsigned char *p)
+{
+	return wrong_shape(w, "the answer nests deeper than %d levels at byte %zu", JSON_MAX_DEPTH,
+			   (size_t)(p - w->start));
 }
 
 /* The text is a Lua string, so text[len] is a readable NUL: loops that stop at NUL need no bound
@@ -326,8 +332,8 @@ static int after_item(struct walk *w, const unsigned char **p, unsigned char clo
 static const unsigned char *skip_members(struct walk *w, const unsigned char *p, int depth)
 {
 	const unsigned char *end = w->end;
-	if (depth > MAX_DEPTH)
-		return syntax(w, p, "nested too deeply");
+	if (depth > JSON_MAX_DEPTH)
+		return too_deep(w, p);
 	p = ws(p + 1, end);
 	if (p < end && *p == '}')
 		return p + 1;
@@ -351,8 +357,8 @@ static const unsigned char *skip_members(struct walk *w, const unsigned char *p,
 static const unsigned char *skip_elements(struct walk *w, const unsigned char *p, int depth)
 {
 	const unsigned char *end = w->end;
-	if (depth > MAX_DEPTH)
-		return syntax(w, p, "nested too deeply");
+	if (depth > JSON_MAX_DEPTH)
+		return too_deep(w, p);
 	p = ws(p + 1, end);
 	if (p < end && *p == ']')
 		return p + 1;

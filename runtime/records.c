@@ -646,9 +646,12 @@ static int response_index(lua_State *L)
 	if (is_text) {
 		lua_pushlstring(L, text, len);
 	} else {
-		json_decode_push(L, text, len);
-		if (lua_isnil(L, -2) && !lua_isnil(L, -1))
-			return fail_not_json(L, 1, lua_tostring(L, -1));
+		switch (json_decode_push(L, text, len)) {
+		case JSON_TOO_DEEP: /* asking again brings the same answer */
+			return luaL_error(L, "the answer is JSON %s", lua_tostring(L, -1));
+		case JSON_INVALID: return fail_not_json(L, 1, lua_tostring(L, -1));
+		case JSON_DECODED: break;
+		}
 		lua_pop(L, 1);
 	}
 	lua_pushvalue(L, 2);

@@ -39,7 +39,7 @@
  * The walk runs on the calling thread; FUZZ_RECORDS_WORKERS=n runs it on n worker threads
  * (pool.c) instead, as a sync does.
  *
- * "Is JSON" is decided by a strict RFC 8259 checker in this file (UTF-8, depth 128, \u escapes
+ * "Is JSON" is decided by a strict RFC 8259 checker in this file (UTF-8, \u escapes
  * of surrogates in pairs), cross-checked with json_decode_push (json_decode.c), which follows the
  * same rules: the two must agree on every text. Also intended, where the declaration is stricter than a literal Lua loop would be: a
  * day_from_ms value must be a JSON number (date.from_ms coerces "123"), an integer field omits a
@@ -64,7 +64,6 @@
 #include "records.h"
 #include "tz.h"
 
-#define MAX_DEPTH 128
 
 /* ------------------------------------------------------------------------------------------
  * The declaration, and what the reference loop does for each field
@@ -129,10 +128,12 @@ enum strict_reason {
 	STRICT_TRAILING_NUL, /* NUL after the value: cjson stops reading there */
 	STRICT_SURROGATE,    /* a \u escape of a lone surrogate: cjson refuses */
 	STRICT_OTHER,        /* anything else: cjson refuses */
+	STRICT_TOO_DEEP,     /* nested deeper than JSON_MAX_DEPTH: a shape error, never "not JSON" */
 };
 
 static const char *const reason_names[] = {"ok", "control character in a string", "malformed number",
-					   "NUL after the value", "lone surrogate escape", "other"};
+					   "NUL after the value", "lone surrogate escape", "other",
+					   "nested too deeply"};
 
 struct strict {
 	const unsigned char *start, *end;
@@ -285,8 +286,8 @@ static const unsigned char *st_value(struct strict *st, const unsigned char *p, 
 static const unsigned char *st_container(struct strict *st, const unsigned char *p, int depth)
 {
 	unsigned char close = *p == '{' ? '}' : ']';
-	if (depth > MAX_DEPTH)
-		return st_fail(st, p, STRICT_OTHER);
+	if (depth > JSON_MAX_DEPTH)
+		return st_fail(st, p, STRICT_TOO_DEEP);
 	p = st_ws(st, p + 1);
 	if (p < st->end && *p == close)
 		return p + 1;
@@ -435,7 +436,7 @@ static int same_value(lua_State *L, int a, int b, int depth)
 		return 0;
 	if (lua_type(L, a) != LUA_TTABLE)
 		return lua_rawequal(L, a, b);
-	FUZZ_CHECK(depth < 300 && lua_checkstack(L, 6), "%s", "decoded value nested too deeply");
+	FUZZ_CHECK(depth <= JSON_MAX_DEPTH && lua_checkstack(L, 6), "%s", "decoded value nested too deeply");
 	int ma = lua_getmetatable(L, a);
 	int mb = lua_getmetatable(L, b);
 	int same_mark = ma == mb && (!ma || lua_rawequal(L, -1, -2));
@@ -1067,8 +1068,8 @@ static int run(lua_State *L)
 
 	size_t strict_at = 0;
 	enum strict_reason strict = strict_check(input_data, input_size, &strict_at);
-	json_decode_push(L, (const char *)input_data, input_size);
-	int cjson_ok = !(lua_isnil(L, -2) && !lua_isnil(L, -1));
+	enum json_decoded decoded = json_decode_push(L, (const char *)input_data, input_size);
+	int cjson_ok = decoded == JSON_DECODED;
 	const char *cjson_error = cjson_ok ? NULL : lua_tostring(L, -1);
 	lua_pop(L, cjson_ok);
 	int body = lua_gettop(L);
@@ -1077,6 +1078,9 @@ static int run(lua_State *L)
 	/* The runtime's decoder follows RFC 8259 as the walk does: no leniency either way. */
 	if (cjson_ok)
 		FUZZ_CHECK(strict == STRICT_OK, "json_decode_push accepts a text refused for '%s' at byte %zu",
+			   reason_names[strict], strict_at);
+	if (decoded == JSON_TOO_DEEP)
+		FUZZ_CHECK(strict == STRICT_TOO_DEEP, "json_decode_push calls too deep a text refused for '%s' at byte %zu",
 			   reason_names[strict], strict_at);
 	int is_json = strict == STRICT_OK;
 
@@ -1097,13 +1101,19 @@ static int run(lua_State *L)
 		FUZZ_CHECK(starts_with(shape_error, "records: "), "a shape error that is not a 'records:' one: %s", shape_error);
 
 	/* (d) response.body, what a script that builds its records in Lua reads: cjson's decoding, or
-	 * the not-JSON error, with the response marked so that the engine asks again. */
+	 * the not-JSON error, with the response marked so that the engine asks again; JSON nested too
+	 * deeply is a plain error (the same answer would come again). */
 	char marked_why[200];
 	lua_pushcfunction(L, get_body);
 	lua_pushvalue(L, response);
 	if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
 		FUZZ_CHECK(cjson_ok, "%s", "response.body decodes a text json_decode_push refuses");
 		FUZZ_CHECK(same_value(L, -1, body, 0), "%s", "response.body is not the text decoded");
+	} else if (decoded == JSON_TOO_DEEP) {
+		FUZZ_CHECK(lua_type(L, -1) == LUA_TSTRING && strstr(lua_tostring(L, -1), "nested deeper than"),
+			   "%s", "response.body raises something else than the too-deep error");
+		FUZZ_CHECK(!records_response_not_json(L, response, marked_why, sizeof marked_why), "%s",
+			   "response.body marked a too-deep answer to be asked for again");
 	} else {
 		FUZZ_CHECK(!cjson_ok, "response.body raises for a text json_decode_push accepts: %s",
 			   lua_istable(L, -1) ? "(a table)" : lua_tostring(L, -1));
@@ -1115,7 +1125,13 @@ static int run(lua_State *L)
 	}
 	lua_settop(L, result);
 
-	/* (a) not JSON exactly when the text is not JSON */
+	/* (a) not JSON exactly when the text is not JSON; too deep is a shape error */
+	if (strict == STRICT_TOO_DEEP) {
+		if (outcome == RECORDS_WRONG_SHAPE)
+			return 0;
+		MISMATCH("the text nests deeper than %d levels at byte %zu but map %s%s", JSON_MAX_DEPTH, strict_at,
+			 outcome == RECORDS_OK ? "succeeded" : "says: ", why);
+	}
 	if (!is_json) {
 		if (not_json)
 			return 0;

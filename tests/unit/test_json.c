@@ -485,6 +485,45 @@ static void encode_deep_nesting(void)
 	test_lua_close(L);
 }
 
+/* What the decoder reads at the depth limit the writer writes back; one level more is too deep
+ * for both, and the decoder says so rather than "not JSON". */
+static void deepest_json_round_trips(void)
+{
+	lua_State *L = test_lua_open();
+	if (!L)
+		return;
+	struct buf text = {0}, out = {0};
+	char err[128];
+	for (int i = 0; i < JSON_MAX_DEPTH; i++)
+		buf_putc(&text, '[');
+	for (int i = 0; i < JSON_MAX_DEPTH; i++)
+		buf_putc(&text, ']');
+	CHECK(json_decode_push(L, text.data, text.len) == JSON_DECODED, "%d levels: %s", JSON_MAX_DEPTH,
+	      lua_tostring(L, -1));
+	lua_pop(L, 1);
+	if (CHECK(test_encode(L, -1, &out, err, sizeof err) == 0, "%d levels: %s", JSON_MAX_DEPTH, err))
+		CHECK(out.len == text.len && !memcmp(out.data, text.data, text.len), "%d levels came back as %.40s...",
+		      JSON_MAX_DEPTH, buf_cstr(&out));
+	lua_settop(L, 0);
+	buf_clear(&text);
+	for (int i = 0; i <= JSON_MAX_DEPTH; i++)
+		buf_puts(&text, "{\"a\":");
+	buf_puts(&text, "1");
+	for (int i = 0; i <= JSON_MAX_DEPTH; i++)
+		buf_putc(&text, '}');
+	CHECK(json_decode_push(L, text.data, text.len) == JSON_TOO_DEEP, "%d levels were not too deep",
+	      JSON_MAX_DEPTH + 1);
+	CHECK(lua_isstring(L, -1) && strstr(lua_tostring(L, -1), "nested deeper than 1000 levels"), "the reason: %s",
+	      lua_tostring(L, -1));
+	lua_settop(L, 0);
+	test_push_lua(L, "local t = {} local cur = t for i = 1, 1000 do cur[1] = {} cur = cur[1] end return t");
+	CHECK(test_encode(L, -1, &out, err, sizeof err) == -1 && strstr(err, "nested deeper than 1000 levels"),
+	      "1001 levels of tables were written (%s)", err);
+	buf_free(&text);
+	buf_free(&out);
+	test_lua_close(L);
+}
+
 static void encode_runs_no_metamethods(void)
 {
 	static const struct encode_case cases[] = {
@@ -704,6 +743,7 @@ static const struct test tests[] = {
 	{"json_encode mixed and sparse keys as objects", encode_mixed_keys_as_object},
 	{"json_encode errors leave the output and stack as they were", encode_errors_leave_output_untouched},
 	{"json_encode deep nesting: 100 levels pass, 100000 are refused", encode_deep_nesting},
+	{"the deepest JSON read is written back; one level more is too deep, not 'not JSON'", deepest_json_round_trips},
 	{"json_encode runs no metamethods", encode_runs_no_metamethods},
 	{"json.encode raises with a reason", lua_encode_raises_with_reason},
 	{"decode -> encode keeps empty arrays", round_trip_empty_arrays},

@@ -226,7 +226,7 @@ static void check_shape_error(lua_State *L, int mapper, const char *label, const
 	lua_settop(L, top);
 }
 
-/* Whether lua-cjson (json_decode_push, what response.body uses) accepts text. */
+/* Whether the decoder (json_decode_push, what response.body uses) accepts text. */
 static int cjson_accepts(lua_State *L, const char *text, size_t len)
 {
 	json_decode_push(L, text, len);
@@ -249,7 +249,7 @@ static int scanner_accepts(lua_State *L, int mapper, const char *text, size_t le
 /* "[[[...1...]]]" with n brackets each side, in a static buffer. */
 static const char *nest(const char *before, int n, const char *after)
 {
-	static char text[1024];
+	static char text[2 * JSON_MAX_DEPTH + 64];
 	size_t at = (size_t)snprintf(text, sizeof text, "%s", before);
 	for (int i = 0; i < n; i++)
 		text[at++] = '[';
@@ -1072,12 +1072,22 @@ static void syntax_errors_are_not_json(void)
 	test_lua_close(L);
 }
 
-static void nesting_128_is_json_129_is_not(void)
+/* Whether mapping text fails for nesting too deeply. */
+static int walk_says_too_deep(lua_State *L, int mapper, const char *text, size_t len)
+{
+	int top = lua_gettop(L);
+	struct mapped m;
+	map_page(L, mapper, text, len, &m);
+	lua_settop(L, top);
+	return m.outcome == RECORDS_WRONG_SHAPE && strstr(m.why, "nests deeper than");
+}
+
+static void nesting_past_the_limit_is_too_deep_not_invalid(void)
 {
 	lua_State *L = open_with(ONE);
 	if (!L)
 		return;
-	/* Levels count as cjson counts them: the page is level 1. */
+	/* The page is level 1. */
 	static const struct {
 		const char *before, *after;
 		int levels_before; /* containers opened before the nest */
@@ -1090,26 +1100,29 @@ static void nesting_128_is_json_129_is_not(void)
 		{"{\"results\":", "}", 1},                        /* the list itself (as an array of arrays) */
 		{"{\"results\":[", "]}", 2},                      /* an item (an array: a shape error) */
 	};
+	char label[64];
 	for (size_t i = 0; i < COUNT_OF(places); i++) {
-		int n = 128 - places[i].levels_before;
+		int n = JSON_MAX_DEPTH - places[i].levels_before;
 		const char *ok = nest(places[i].before, n, places[i].after);
 		size_t ok_len = strlen(ok);
-		char label[64];
-		snprintf(label, sizeof label, "place %zu, %d levels", i, 128);
-		CHECK(cjson_accepts(L, ok, ok_len), "%s: cjson refuses it", label);
+		snprintf(label, sizeof label, "place %zu, %d levels", i, JSON_MAX_DEPTH);
+		CHECK(cjson_accepts(L, ok, ok_len), "%s: the decoder refuses it", label);
 		CHECK(scanner_accepts(L, 1, ok, ok_len), "%s: refused as not JSON", label);
+		CHECK(!walk_says_too_deep(L, 1, ok, ok_len), "%s: refused as too deep", label);
 		const char *deep = nest(places[i].before, n + 1, places[i].after);
-		snprintf(label, sizeof label, "place %zu, %d levels", i, 129);
-		CHECK(!cjson_accepts(L, deep, strlen(deep)), "%s: cjson accepts it", label);
-		check_not_json(L, 1, label, deep, strlen(deep), "nested too deeply");
+		snprintf(label, sizeof label, "place %zu, %d levels", i, JSON_MAX_DEPTH + 1);
+		CHECK(json_decode_push(L, deep, strlen(deep)) == JSON_TOO_DEEP, "%s: the decoder does not say too deep",
+		      label);
+		lua_pop(L, 2);
+		check_shape_error(L, 1, label, deep, strlen(deep), "nests deeper than 1000 levels");
 	}
-	/* Objects count as arrays do; the copied value at the limit is written as it came. */
+/* Objects count as arrays do; the copied value at the limit is written as it came. */
 	struct buf page = {0};
 	buf_puts(&page, "{\"results\":[{\"c\":");
-	for (int i = 0; i < 125; i++)
+	for (int i = 0; i < JSON_MAX_DEPTH - 3; i++)
 		buf_puts(&page, "{\"a\":");
 	buf_puts(&page, "1");
-	for (int i = 0; i < 125; i++)
+	for (int i = 0; i < JSON_MAX_DEPTH - 3; i++)
 		buf_putc(&page, '}');
 	struct buf want = {0};
 	buf_puts(&want, "{\"c\":");
@@ -1117,7 +1130,7 @@ static void nesting_128_is_json_129_is_not(void)
 	buf_putc(&want, '}');
 	buf_puts(&page, "}]}");
 	const char *const wants[] = {buf_cstr(&want)};
-	check_records(L, 1, "125 objects in an item", page.data, page.len, wants, 1, NULL);
+	check_records(L, 1, "997 objects in an item", page.data, page.len, wants, 1, NULL);
 	buf_free(&page);
 	buf_free(&want);
 	/* Deep nesting long past the limit is refused without recursing into it (no stack overflow). */
@@ -1126,7 +1139,7 @@ static void nesting_128_is_json_129_is_not(void)
 	if (CHECK(deep != NULL, "malloc")) {
 		memcpy(deep, "{\"x\":", 5);
 		memset(deep + 5, '[', huge);
-		check_not_json(L, 1, "a million [", deep, huge + 5, "nested too deeply");
+		check_shape_error(L, 1, "a million [", deep, huge + 5, "nests deeper than 1000 levels");
 		free(deep);
 	}
 	test_lua_close(L);
@@ -2206,7 +2219,8 @@ static const struct test tests[] = {
 	{"map returns next_url only when it is a string", next_url_values},
 	{"map: empty, null and absent lists give no records", pages_without_records},
 	{"map: every syntax error is not JSON, with where", syntax_errors_are_not_json},
-	{"map: 128 levels are JSON, 129 are not, wherever they are", nesting_128_is_json_129_is_not},
+	{"map: 1000 levels are JSON, 1001 too deep (not 'not JSON'), wherever they are",
+	 nesting_past_the_limit_is_too_deep_not_invalid},
 	{"map agrees with cjson on what is JSON, but for cjson's laxities", scanner_agrees_with_cjson},
 	{"map refuses lone surrogate escapes, as cjson does", lone_surrogate_escapes_are_not_json},
 	{"map: a page that is not JSON is not JSON even after a shape error", not_json_wins_over_a_shape_error},
