@@ -39,46 +39,72 @@ static int hex_value(unsigned char c)
 	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* How many bytes of text at p spell the byte c (0: none do): itself in either case, %XX, '+' for
- * a space, or a JSON escape (\/, \\, \", \uXXXX for ASCII). */
-static size_t spelling_of(const unsigned char *p, size_t left, unsigned char c)
+/* The lengths of text at p that spell the byte c: itself in either case or '+' for a space (1),
+ * a JSON escape \/ \\ \" (2), %XX (3), \uXXXX for ASCII (6). Writes them to lens; returns how
+ * many. More than one fits only at '%' ("%" and "%25") and '\\' ("\\", "\\\\", "%5C", ...). */
+static int spellings_of(const unsigned char *p, size_t left, unsigned char c, size_t lens[4])
 {
-	if (left >= 1 && (p[0] == c || (isalpha(c) && tolower(p[0]) == tolower(c))))
-		return 1;
-	if (left >= 1 && c == ' ' && p[0] == '+')
-		return 1;
+	int n = 0;
+	if (left >= 1 && (p[0] == c || (isalpha(c) && tolower(p[0]) == tolower(c)) || (c == ' ' && p[0] == '+')))
+		lens[n++] = 1;
+	if (left >= 2 && p[0] == '\\' && p[1] == c && (c == '/' || c == '\\' || c == '"'))
+		lens[n++] = 2;
 	if (left >= 3 && p[0] == '%' && hex_value(p[1]) >= 0 && hex_value(p[2]) >= 0 &&
 	    hex_value(p[1]) * 16 + hex_value(p[2]) == c)
-		return 3;
-	if (left >= 2 && p[0] == '\\' && p[1] == c && (c == '/' || c == '\\' || c == '"'))
-		return 2;
+		lens[n++] = 3;
 	if (left >= 6 && p[0] == '\\' && p[1] == 'u' && c < 0x80) {
 		int v = 0;
-		for (int i = 2; i < 6; i++) {
+		for (int i = 2; i < 6 && v >= 0; i++) {
 			int h = hex_value(p[i]);
-			if (h < 0)
-				return 0;
-			v = v * 16 + h;
+			v = h < 0 ? -1 : v * 16 + h;
 		}
-		return v == c ? 6 : 0;
+		if (v == c)
+			lens[n++] = 6;
 	}
-	return 0;
+	return n;
 }
 
-/* The length of text at p that spells the secret, or of a prefix of it that the text ends in;
- * 0 when neither. */
+/* Text offsets a partial match can stand at; more than this many at once means a hostile text,
+ * and the extra ones are not followed. */
+#define MATCH_PATHS 32
+
+/* The length of text at p that spells the secret (the longest, where spellings overlap), or of a
+ * prefix of it that the text ends in; 0 when neither. Every spelling of each character is followed
+ * at once, so that "%2541" is found to spell "%41" though "%" alone spells '%' too. */
 static size_t match_at(const unsigned char *p, size_t left, const char *secret)
 {
-	size_t used = 0, matched = 0, len = strlen(secret);
-	for (; matched < len; matched++) {
-		size_t n = spelling_of(p + used, left - used, (unsigned char)secret[matched]);
-		if (!n)
-			break;
-		used += n;
+	size_t at[MATCH_PATHS] = {0}, next[MATCH_PATHS];
+	int paths = 1;
+	size_t len = strlen(secret);
+	for (size_t matched = 0; matched < len; matched++) {
+		int count = 0;
+		for (int i = 0; i < paths; i++) {
+			if (at[i] == left) {
+				if (matched >= PREFIX_MIN)
+					return left;
+				continue;
+			}
+			size_t lens[4];
+			int n = spellings_of(p + at[i], left - at[i], (unsigned char)secret[matched], lens);
+			for (int j = 0; j < n; j++) {
+				size_t to = at[i] + lens[j];
+				int known = 0;
+				for (int k = 0; k < count && !known; k++)
+					known = next[k] == to;
+				if (!known && count < MATCH_PATHS)
+					next[count++] = to;
+			}
+		}
+		if (!count)
+			return 0;
+		memcpy(at, next, (size_t)count * sizeof *at);
+		paths = count;
 	}
-	if (matched == len)
-		return used;
-	return used == left && matched >= PREFIX_MIN ? used : 0;
+	size_t longest = 0;
+	for (int i = 0; i < paths; i++)
+		if (at[i] > longest)
+			longest = at[i];
+	return longest;
 }
 
 /* The longest spelling of a known secret at p; 0 when none starts there. */

@@ -38,6 +38,11 @@ static const struct mask_case mask_cases[] = {
 	{"percent-encoded in part", {"p@ss/1", NULL}, "?key=p%40ss/1&", "?key=****&"},
 	{"percent-encoded in lower-case hex", {"p@ss/1", NULL}, "?key=p%40ss%2f1&", "?key=****&"},
 	{"plus for a space", {"a b c d", NULL}, "q=a+b+c+d", "q=****"},
+	/* '%' is spelt "%" or "%25": the first must not hide the second */
+	{"a '%' percent-encoded", {"ab%41cd", NULL}, "?k=ab%2541cd&", "?k=****&"},
+	{"a '%' percent-encoded, and the text it could also start", {"ab%25", NULL}, "k=ab%2525&", "k=****&"},
+	{"a backslash JSON-escaped", {"a\\b\\c", NULL}, "\"a\\\\b\\\\c\"", "\"****\""},
+	{"a backslash escaped as \\u005c", {"a\\bc", NULL}, "\"a\\u005cbc\"", "\"****\""},
 	{"JSON-escaped slash", {"ab/cd", NULL}, "{\"key\":\"ab\\/cd\"}", "{\"key\":\"****\"}"},
 	{"JSON \\u escape", {"abcd", NULL}, "\"\\u0061bcd\"", "\"****\""},
 	{"empty text", {"abc123", NULL}, "", ""},
