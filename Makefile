@@ -32,7 +32,7 @@ UNIT_BIN   := $(BUILD)/unit-tests
 IMAGE_NAME  = $(shell sed -n 's/^ *dockerRepository: *//p' metadata.yaml)
 VERSION     = $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
 
-.PHONY: all deps demo test test-valgrind unit e2e clean image image-test bench
+.PHONY: all deps demo test test-valgrind unit e2e golden clean image image-test bench
 all: $(BIN)
 
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
@@ -72,11 +72,17 @@ demo: deps
 
 # The fuzz targets replay their corpora once, in the normal build's suite (they carry ASan and UBSan
 # anyway); fuzzing itself is `make fuzz` (5 min a target) or `make fuzz-smoke` (10 s a target).
-TEST_SUITES := tests/server tests/bench tests/tz tests/e2e tests/property tests/acceptance $(if $(filter 1,$(SANITIZE)),,tests/fuzz)
+TEST_SUITES := tests/server tests/bench tests/tz tests/golden tests/e2e tests/property tests/acceptance $(if $(filter 1,$(SANITIZE)),,tests/fuzz)
 
 test: deps
 	$(MAKE) --no-print-directory all $(UNIT_BIN) $(BUILD)/tz-probe
 	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN) $(addprefix --suite ,$(TEST_SUITES))
+
+# Rewrites the golden transcripts (tests/golden/cases/*/transcript.txt) from this build; review
+# what changed with `git diff tests/golden` before committing it.
+golden: deps
+	$(MAKE) --no-print-directory all
+	$(PYTHON) tests/golden/golden.py --binary $(BIN) --update
 
 # The end-to-end tests with every connector run under valgrind (leaks and memory errors fail them).
 VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite,possible --error-exitcode=99 -q

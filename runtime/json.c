@@ -26,6 +26,7 @@ struct encoder {
 	struct buf *out;
 	char *err;
 	size_t errlen;
+	int sorted; /* object members in byte order of their names, not the table's */
 };
 
 int json_utf8_sequence_length(const unsigned char *s, size_t left)
@@ -275,8 +276,90 @@ static int encode_key(struct encoder *e, int key_idx)
 	return encode_fail(e, "object keys must be strings or numbers");
 }
 
+/* A member name as written: a string as is, a number as its JSON text. */
+struct member_name {
+	const char *text;
+	size_t len;
+	lua_Integer slot; /* the key's index in the table of keys */
+};
+
+static int by_name(const void *a, const void *b)
+{
+	const struct member_name *x = a, *y = b;
+	int c = memcmp(x->text, y->text, x->len < y->len ? x->len : y->len);
+	return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Pushes a table of the object's keys and, after each, the string it is written as; returns
+ * their number. */
+static lua_Integer push_keys(struct encoder *e, int idx)
+{
+	lua_State *L = e->L;
+	lua_newtable(L);
+	int keys = lua_gettop(L);
+	lua_Integer n = 0;
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		lua_pushvalue(L, -1);
+		lua_rawseti(L, keys, ++n);
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			lua_pushvalue(L, -1);
+		} else if (lua_isinteger(L, -1)) {
+			char text[JSON_NUMBER_MAX];
+			lua_pushlstring(L, text, json_int_text((long long)lua_tointeger(L, -1), text));
+		} else if (lua_type(L, -1) == LUA_TNUMBER) {
+			char text[JSON_NUMBER_MAX];
+			lua_pushlstring(L, text, json_double_text(lua_tonumber(L, -1), text));
+		} else {
+			lua_pop(L, 2);
+			return -1;
+		}
+		lua_rawseti(L, keys, ++n);
+	}
+	return n / 2;
+}
+
+/* Members in byte order of their names, so that what a script builds prints the same on every
+ * run (Lua's table order changes with its per-run hash seed). */
+static int encode_object_sorted(struct encoder *e, int idx, int depth)
+{
+	lua_State *L = e->L;
+	lua_Integer count = push_keys(e, idx);
+	if (count < 0)
+		return encode_fail(e, "object keys must be strings or numbers");
+	int keys = lua_gettop(L);
+	/* A userdata, not malloc: a memory error raised below must not leak it. */
+	struct member_name *names = lua_newuserdatauv(L, (size_t)count * sizeof *names + 1, 0);
+	for (lua_Integer i = 0; i < count; i++) {
+		lua_rawgeti(L, keys, 2 * i + 2);
+		names[i].text = lua_tolstring(L, -1, &names[i].len); /* anchored in keys */
+		names[i].slot = 2 * i + 1;
+		lua_pop(L, 1);
+	}
+	qsort(names, (size_t)count, sizeof *names, by_name);
+	buf_putc(e->out, '{');
+	for (lua_Integer i = 0; i < count; i++) {
+		if (i)
+			buf_putc(e->out, ',');
+		json_write_string(e->out, names[i].text, names[i].len);
+		buf_putc(e->out, ':');
+		lua_rawgeti(L, keys, names[i].slot);
+		lua_rawget(L, idx);
+		int rc = encode_value(e, lua_gettop(L), depth + 1);
+		lua_pop(L, 1);
+		if (rc)
+			return rc;
+	}
+	buf_putc(e->out, '}');
+	lua_pop(L, 2);
+	return 0;
+}
+
 static int encode_object(struct encoder *e, int idx, int depth)
 {
+	if (e->sorted)
+		return encode_object_sorted(e, idx, depth);
 	lua_State *L = e->L;
 	int first = 1;
 	buf_putc(e->out, '{');
@@ -350,9 +433,9 @@ static int encode_value(struct encoder *e, int idx, int depth)
 	}
 }
 
-int json_encode(lua_State *L, int idx, struct buf *out, char *err, size_t errlen)
+static int encode(lua_State *L, int idx, struct buf *out, int sorted, char *err, size_t errlen)
 {
-	struct encoder e = {L, out, err, errlen};
+	struct encoder e = {L, out, err, errlen, sorted};
 	size_t mark = out->len;
 	int top = lua_gettop(L);
 	int rc = encode_value(&e, lua_absindex(L, idx), 0);
@@ -360,6 +443,16 @@ int json_encode(lua_State *L, int idx, struct buf *out, char *err, size_t errlen
 	if (rc)
 		out->len = mark;
 	return rc;
+}
+
+int json_encode(lua_State *L, int idx, struct buf *out, char *err, size_t errlen)
+{
+	return encode(L, idx, out, 1, err, errlen);
+}
+
+int json_encode_in_table_order(lua_State *L, int idx, struct buf *out, char *err, size_t errlen)
+{
+	return encode(L, idx, out, 0, err, errlen);
 }
 
 void json_mark_array(lua_State *L, int idx)

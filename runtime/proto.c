@@ -207,7 +207,7 @@ int proto_record(struct output *o, lua_State *L, const char *stream, int data_id
 	buf_puts(&o->buf, "{\"type\":\"RECORD\",\"record\":{\"stream\":");
 	json_write_string(&o->buf, stream, strlen(stream));
 	buf_puts(&o->buf, ",\"data\":");
-	if (json_encode(L, data_idx, &o->buf, err, errlen)) {
+	if (json_encode_in_table_order(L, data_idx, &o->buf, err, errlen)) {
 		o->buf.len = mark;
 		return -1;
 	}

@@ -6,37 +6,19 @@ then runs spec, check, discover, a full refresh, an incremental read, and a seco
 read resumed from the first one's state, printing each step readably. Stops the server at the end.
 """
 import argparse
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER = os.path.join(ROOT, "tests", "server", "polygon_server.py")
+sys.path.insert(0, os.path.join(ROOT, "tests", "server"))
 
-
-def start_server(workdir):
-    port_file = os.path.join(workdir, "port")
-    proc = subprocess.Popen([sys.executable, SERVER, "--port", "0", "--port-file", port_file, "--quiet"],
-                            stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        if os.path.exists(port_file):
-            with open(port_file) as f:
-                return proc, int(f.read().strip())
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the local Polygon server did not start")
-
-
-def set_server_clock(port, now):
-    """Moves the server's clock: bars after `now` are not published yet."""
-    body = json.dumps({"now": now}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/_control/clock", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(req, timeout=10).read()
+from launch import PolygonServer  # noqa: E402
 
 
 def banner(title, argv):
@@ -94,14 +76,13 @@ def main():
     args = parser.parse_args()
     binary = os.path.abspath(args.binary)
     with tempfile.TemporaryDirectory() as work:
-        server, port = start_server(work)
-        try:
+        with PolygonServer(Path(work) / "server") as server:
             config = os.path.join(work, "config.json")
             with open(config, "w") as f:
                 json.dump({"api_key": "sl-test-key-0001", "stock_ticker": "TSLA,AAPL",
                            "start_date": time.strftime("%Y-%m-%d", time.gmtime(time.time() - 14 * 86400)),
-                           "base_url": f"http://127.0.0.1:{port}"}, f)
-            print(f"Local Polygon-compatible server on http://127.0.0.1:{port}; config: {json.load(open(config))}"
+                           "base_url": server.base_url}, f)
+            print(f"Local Polygon-compatible server on {server.base_url}; config: {json.load(open(config))}"
                   .replace("sl-test-key-0001", "****"))
             full = os.path.join(ROOT, "catalogs", "fullrefresh_configured_catalog.json")
             incr = os.path.join(ROOT, "catalogs", "incremental_configured_catalog.json")
@@ -109,11 +90,12 @@ def main():
             run(binary, "check", ["check", "--config", config])
             run(binary, "discover", ["discover", "--config", config])
             run(binary, "read: full refresh", ["read", "--config", config, "--catalog", full])
-            three_days_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
-            print(f"\nThe server now pretends it is {three_days_ago}: the last days' bars are not published yet.")
-            set_server_clock(port, three_days_ago)
+            three_days_ago = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=3)
+            print(f"\nThe server now pretends it is {three_days_ago:%Y-%m-%dT%H:%M:%SZ}: the last days' bars are not "
+                  "published yet.")
+            server.set_clock(three_days_ago)
             first = run(binary, "read: incremental, no state", ["read", "--config", config, "--catalog", incr])
-            set_server_clock(port, None)
+            server.set_clock(None)
             print("\nThe server's clock is back to now: the missing days have been published.")
             state = os.path.join(work, "state.json")
             with open(state, "w") as f:
@@ -123,9 +105,6 @@ def main():
                          ["read", "--config", config, "--catalog", incr, "--state", state])
             repeated = sum(1 for m in second if m["type"] == "RECORD")
             print(f"\nThe resumed read sent {repeated} record(s): only the days published since, none twice.")
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +51,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "server"))
 
+import launch  # noqa: E402
 import polygon_server  # noqa: E402  (calendar and New York time helpers, no sockets)
 
 PYTHON = "/usr/bin/python3"
 # A relative $SOURCE_LUA_BINARY is relative to where pytest was started (runs happen in tmp_path).
 BINARY = Path(os.environ.get("SOURCE_LUA_BINARY") or REPO / "build" / "source-lua").absolute()
 SCRIPT = REPO / "scripts" / "stock_prices.lua"
-SERVER = REPO / "tests" / "server" / "polygon_server.py"
 CATALOGS = REPO / "catalogs"
 PROTOCOL = REPO / "tests" / "airbyte_protocol.yaml"
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -298,61 +297,9 @@ def strings_in(value) -> list:
 # the server
 # --------------------------------------------------------------------------------------------
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class PolygonServer:
-    """tests/server/polygon_server.py in a subprocess, and its control API."""
-
+class PolygonServer(launch.PolygonServer):
     def __init__(self, workdir: Path, *args: str):
-        workdir.mkdir(parents=True, exist_ok=True)
-        port_file = workdir / "port"
-        self.stderr = open(workdir / "stderr.txt", "w")
-        self.proc = subprocess.Popen(
-            [PYTHON, str(SERVER), "--port", "0", "--port-file", str(port_file), "--quiet", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
-        deadline = time.monotonic() + 15
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the Polygon server did not start: {(workdir / 'stderr.txt').read_text()}")
-            time.sleep(0.02)
-        self.port = int(port_file.read_text())
-        self.base_url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.stderr.close()
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with _NO_PROXY.open(request, timeout=30) as response:
-            return json.loads(response.read())
-
-    def reset(self) -> None:
-        self.call("POST", "/_control/reset", {})
-
-    def set_clock(self, instant: dt.datetime | None) -> None:
-        self.call("POST", "/_control/clock", {"now": instant.isoformat() if instant else None})
-
-    def faults(self, **spec) -> dict:
-        return self.call("POST", "/_control/faults", spec)
-
-    def log(self) -> list:
-        return self.call("GET", "/_control/log")
-
-    def published(self, ticker: str, first, last) -> list:
-        """The ground truth at the server's current clock: bars with their "date"."""
-        query = f"?ticker={ticker}&from={first}&to={last}"
-        return self.call("GET", "/_control/published" + query)
+        super().__init__(workdir, *args, python=PYTHON)
 
     def expected(self, ticker: str, first, last) -> list:
         """The records a sync must emit for ticker over [first, last], documented fields only."""

@@ -331,6 +331,26 @@ static void encode_nested_tables(void)
 	run_encode_cases(cases, COUNT_OF(cases));
 }
 
+/* Members come out in byte order of their names, whatever order the table holds them in. */
+static void encode_members_in_name_order(void)
+{
+	static const struct encode_case cases[] = {
+		{"return {zeta = 1, alpha = 2, Beta = 3, ['a b'] = 4, ['\\u{e9}'] = 5, [''] = 6}",
+		 "{\"\":6,\"Beta\":3,\"a b\":4,\"alpha\":2,\"zeta\":1,\"\xc3\xa9\":5}"},
+		{"local t = {} for i = 50, 1, -1 do t['k' .. i] = i end t.k1 = nil return t",
+		 "{\"k10\":10,\"k11\":11,\"k12\":12,\"k13\":13,\"k14\":14,\"k15\":15,\"k16\":16,\"k17\":17,"
+		 "\"k18\":18,\"k19\":19,\"k2\":2,\"k20\":20,\"k21\":21,\"k22\":22,\"k23\":23,\"k24\":24,"
+		 "\"k25\":25,\"k26\":26,\"k27\":27,\"k28\":28,\"k29\":29,\"k3\":3,\"k30\":30,\"k31\":31,"
+		 "\"k32\":32,\"k33\":33,\"k34\":34,\"k35\":35,\"k36\":36,\"k37\":37,\"k38\":38,\"k39\":39,"
+		 "\"k4\":4,\"k40\":40,\"k41\":41,\"k42\":42,\"k43\":43,\"k44\":44,\"k45\":45,\"k46\":46,"
+		 "\"k47\":47,\"k48\":48,\"k49\":49,\"k5\":5,\"k50\":50,\"k6\":6,\"k7\":7,\"k8\":8,\"k9\":9}"},
+		/* number keys sort by the text they are written as */
+		{"return {[10] = 'a', [2] = 'b', [1.5] = 'c', x = 'd'}", "{\"1.5\":\"c\",\"10\":\"a\",\"2\":\"b\",\"x\":\"d\"}"},
+		{"return {b = {d = 1, c = 2}, a = {}}", "{\"a\":{},\"b\":{\"c\":2,\"d\":1}}"},
+	};
+	run_encode_cases(cases, COUNT_OF(cases));
+}
+
 static void encode_sequences_as_arrays(void)
 {
 	static const struct encode_case cases[] = {
@@ -737,6 +757,7 @@ static const struct test tests[] = {
 	{"json_encode scalars", encode_scalars},
 	{"json_encode keeps integers above 2^53 exact", encode_big_integers_exactly},
 	{"json_encode nested tables", encode_nested_tables},
+	{"json_encode writes members in byte order of their names", encode_members_in_name_order},
 	{"json_encode sequences as arrays", encode_sequences_as_arrays},
 	{"json_encode marked empty tables as [], others as {}", encode_empty_tables},
 	{"json_encode json_mark_array from C", encode_marked_from_c},
