@@ -56,7 +56,7 @@ $(BUILD)/obj:
 
 # Installs what a fresh Debian 12 machine lacks; a no-op when everything is there.
 DEB_PKGS := build-essential pkg-config liblua5.4-dev libcurl4-openssl-dev \
-            python3 python3-pytest python3-jsonschema python3-yaml python3-requests curl libfaketime time \
+            python3 python3-pytest python3-pytest-xdist python3-jsonschema python3-yaml python3-requests curl libfaketime time \
             clang libclang-rt-14-dev tzdata
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -4,7 +4,8 @@
 Suites: the C unit tests (a binary that prints its own `N passed, N failed`), then pytest over
 the local server's tests, the bench's page server, the end-to-end tests and the acceptance suite.
 The binary under test reaches the Python suites through $SOURCE_LUA_BINARY, so the same suites run
-against the normal, the sanitizer and the valgrind builds.
+against the normal, the sanitizer and the valgrind builds. With pytest-xdist installed (make deps
+installs it) pytest runs a worker a core.
 """
 import argparse
 import os
@@ -48,10 +49,24 @@ def count_junit(path):
     return passed, failed, skipped
 
 
+def parallel(extra):
+    """pytest-xdist's options for a worker a core, unless the caller chose (-n, -p no:xdist) or
+    xdist is missing. Tests are handed out one by one; a suite that must run in one session
+    (the acceptance suite) marks itself with xdist_group."""
+    if any(a == "-n" or a.startswith("-n") or "xdist" in a for a in extra):
+        return []
+    try:
+        import xdist  # noqa: F401
+    except ImportError:
+        return []
+    return ["-n", str(os.cpu_count() or 1), "--dist", "loadgroup"]
+
+
 def run_pytest(suites, extra):
     with tempfile.TemporaryDirectory() as tmp:
         junit = os.path.join(tmp, "junit.xml")
-        cmd = [PYTHON, "-m", "pytest", "-v", "-p", "no:cacheprovider", f"--junitxml={junit}", *suites, *extra]
+        cmd = [PYTHON, "-m", "pytest", "-v", "-p", "no:cacheprovider", f"--junitxml={junit}", *parallel(extra),
+               *suites, *extra]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         proc = subprocess.run(cmd, cwd=ROOT, env=env)
         if not os.path.exists(junit):

@@ -54,6 +54,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "cases(section): parametrize `inputs` with the cases of a YAML section")
     config.addinivalue_line("markers", "run_last: run after every other acceptance test")
+    config.addinivalue_line("markers", "xdist_group(name): tests pytest-xdist runs on one worker, in order")
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,6 +100,9 @@ def pytest_collection_modifyitems(config, items):
     ordered = sorted((items[i] for i in slots), key=position)  # stable within a module
     for slot, item in zip(slots, ordered):
         items[slot] = item
+        # One worker runs the whole suite in this order when pytest-xdist spreads the others:
+        # the run_last checks read every run the session made.
+        item.add_marker(pytest.mark.xdist_group("acceptance"))
 
 
 # -- session fixtures ------------------------------------------------------------------------
