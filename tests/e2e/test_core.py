@@ -1,5 +1,7 @@
-"""What a user of the stock ticker tutorial expects (issue 2): spec, check, discover, read, state
-in and out, the command line, and the close of the trading day.
+"""What a user of the stock ticker tutorial expects: spec, check, read, state in and out, the
+command line, and the close of the trading day. The exact output of spec, check and discover is
+in the golden transcripts (tests/golden), and the acceptance suite checks it as Airbyte's does;
+what is here is what neither of them shows.
 
 Every read runs with the connector's clock (libfaketime) and the server's clock (control API)
 fixed to the same instant, so the expected records are the server's published bars.
@@ -51,20 +53,6 @@ def test_faked_clock_reaches_the_connector(connector):
 # spec
 # --------------------------------------------------------------------------------------------
 
-def test_spec_is_one_spec_message(connector):
-    result = connector.spec()
-    assert result.returncode == 0, result.describe()
-    assert [m["type"] for m in result.messages] == ["SPEC"], result.describe()
-    spec = result.messages[0]["spec"]
-    jsonschema.Draft7Validator.check_schema(spec["connectionSpecification"])
-
-
-def test_spec_api_key_is_secret_and_required_fields(connector):
-    spec = connection_spec(connector)
-    assert spec["properties"]["api_key"].get("airbyte_secret") is True
-    assert sorted(spec["required"]) == ["api_key", "stock_ticker"]
-
-
 def test_spec_every_property_has_title_and_description(connector):
     spec = connection_spec(connector)
     assert spec["properties"], spec
@@ -76,24 +64,6 @@ def test_spec_every_property_has_title_and_description(connector):
 # --------------------------------------------------------------------------------------------
 # check
 # --------------------------------------------------------------------------------------------
-
-def test_check_succeeds_with_a_valid_key(connector):
-    result = connector.check(connector.config(), now=AFTER_CLOSE)
-    assert result.returncode == 0, result.describe()
-    assert result.connection_status["status"] == "SUCCEEDED", result.describe()
-    entries = connector.server.log()
-    assert entries and all(e["key_state"] == "valid" for e in entries), entries
-
-
-def test_check_unknown_key_fails_naming_the_api_key(connector):
-    result = connector.check(connector.config(api_key=UNKNOWN_KEY), now=AFTER_CLOSE)
-    assert result.returncode == 0, result.describe()
-    status = result.connection_status
-    assert status["status"] == "FAILED", result.describe()
-    assert "api_key" in status["message"] or "API key" in status["message"], status
-    assert "401" in status["message"], status
-    assert UNKNOWN_KEY not in result.stdout + result.stderr
-
 
 def test_check_forbidden_key_fails_with_polygons_reason(connector):
     result = connector.check(connector.config(api_key=FORBIDDEN), now=AFTER_CLOSE)
@@ -122,26 +92,6 @@ def test_check_invalid_config_fails_naming_the_field(connector, missing):
     assert status["status"] == "FAILED", result.describe()
     assert missing in status["message"], status
     assert connector.server.log() == [], "an invalid config must not reach the API"
-
-
-# --------------------------------------------------------------------------------------------
-# discover
-# --------------------------------------------------------------------------------------------
-
-def test_discover_catalog(connector):
-    result = connector.discover(connector.config())
-    assert result.returncode == 0, result.describe()
-    assert [m["type"] for m in result.messages] == ["CATALOG"], result.describe()
-    streams = result.messages[0]["catalog"]["streams"]
-    assert [s["name"] for s in streams] == [STREAM]
-    stream = streams[0]
-    assert sorted(stream["supported_sync_modes"]) == ["full_refresh", "incremental"]
-    assert stream["source_defined_cursor"] is True
-    assert stream["default_cursor_field"] == ["date"]
-    assert stream["source_defined_primary_key"] == [["stock_ticker"], ["date"]]
-    properties = stream["json_schema"]["properties"]
-    assert {"date", "price", "stock_ticker"} <= set(properties)
-    jsonschema.Draft7Validator.check_schema(stream["json_schema"])
 
 
 # --------------------------------------------------------------------------------------------
