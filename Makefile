@@ -32,7 +32,7 @@ UNIT_BIN   := $(BUILD)/unit-tests
 IMAGE_NAME  = $(shell sed -n 's/^ *dockerRepository: *//p' metadata.yaml)
 VERSION     = $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
 
-.PHONY: all deps demo test test-valgrind unit e2e golden clean image image-test bench
+.PHONY: all deps demo test test-valgrind golden clean image image-test bench
 all: $(BIN)
 
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj

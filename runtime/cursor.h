@@ -47,8 +47,9 @@ struct cursor_def {
 extern const char *const cursor_kind_names[];
 extern const char *const cursor_order_names[];
 
-/* Every kind's values are int64, ordered as the values are: days since 1970-01-01 for days,
- * microseconds since the epoch for datetimes, the number itself for integers. */
+/* The longest text of a cursor value, NUL included. Every kind's values are int64, ordered as the
+ * values are: days since 1970-01-01 for days, microseconds since the epoch for datetimes, the
+ * number itself for integers. */
 #define CURSOR_TEXT_MAX 64
 
 /* The bounds of one read of a stream, fixed when it starts (the clock does not move them). */

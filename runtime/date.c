@@ -1,7 +1,7 @@
 /*
  * date: calendar math for cursors and windows (the Lua `date` module is date_module.c's).
  *
- * Days are int64 counts since 1970-01-01 and instants int64 epoch seconds, so window arithmetic
+ * Days are int64 counts since 1970-01-01 and instants int64 epoch seconds or microseconds, so window arithmetic
  * is plain addition and never touches the host's time zone. Day <-> civil date conversions are
  * Howard Hinnant's integer algorithms rather than timegm/gmtime_r: every record's day passes
  * through them twice, and glibc's versions take a lock and consult the zone machinery each time.

@@ -12,7 +12,6 @@
 #include "runtime.h"
 #include "tz.h"
 
-/* The zone named by argument arg (default UTC); NULL stands for UTC. */
 static int civil_from_epoch(int64_t epoch, struct tm *tm)
 {
 	time_t t = (time_t)epoch;
@@ -90,9 +89,14 @@ static int date_lua_format(lua_State *L)
 	const char *fmt = luaL_optstring(L, 2, "%Y-%m-%d");
 	const struct tz_zone *zone = check_zone(L, 3);
 	struct tm tm;
+	/* The text is local time: that is what must fall in the years 1000 to 9999 (a day either side
+	 * first, so that adding the offset cannot overflow). */
+	int64_t first = DATE_MIN_DAY * DATE_SECONDS_PER_DAY, end = (DATE_MAX_DAY + 1) * DATE_SECONDS_PER_DAY;
+	if (epoch < first - DATE_SECONDS_PER_DAY || epoch >= end + DATE_SECONDS_PER_DAY)
+		return luaL_argerror(L, 1, "not an instant in the years 1000 to 9999");
 	int32_t offset = date_zone_offset(zone, epoch);
-	if (epoch < DATE_MIN_DAY * DATE_SECONDS_PER_DAY || epoch > (DATE_MAX_DAY + 1) * DATE_SECONDS_PER_DAY ||
-	    civil_from_epoch(epoch + offset, &tm))
+	int64_t local = epoch + offset;
+	if (local < first || local >= end || civil_from_epoch(local, &tm))
 		return luaL_argerror(L, 1, "not an instant in the years 1000 to 9999");
 	/* For %Z and %z: glibc's strftime reads them from these members. */
 	tm.tm_gmtoff = offset;

@@ -18,15 +18,12 @@
 #include "engine.h"
 
 #include <lauxlib.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "date.h"
 #include "emit.h"
-#include "engine.h"
 #include "host.h"
 #include "http.h"
 #include "json.h"
@@ -175,8 +172,8 @@ static const char *where(const struct stream_read *r, const struct partition *p,
 
 /* ---- ctx ---- */
 
-/* ctx:skip([n [, reason]]): the script drops n records (default 1) on purpose; they are counted
- * and logged with the partition's summary. */
+/* ctx:skip([n]): the script drops n records (default 1) on purpose; they are counted and logged
+ * with the partition's summary. */
 static int ctx_skip(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);

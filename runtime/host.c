@@ -150,6 +150,17 @@ static int host_setmetatable(lua_State *L)
 	return 1;
 }
 
+/* os.time() is the clock; os.time{...} would read the fields in the host's time zone, which must
+ * never change what a script computes. */
+static int host_os_time(lua_State *L)
+{
+	if (!lua_isnoneornil(L, 1))
+		return luaL_error(L, "os.time{...} reads the fields in the host's time zone: use date.parse(text, zone)");
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_call(L, 0, 1);
+	return 1;
+}
+
 static void log_level(lua_State *L, const char *level)
 {
 	int n = lua_gettop(L);
@@ -200,7 +211,8 @@ static void open_sandboxed_libs(lua_State *L)
 		{LUA_OSLIBNAME, luaopen_os},   {NULL, NULL},
 	};
 	static const char *const base_removed[] = {"dofile", "loadfile", "require", NULL};
-	/* os.date and os.time{} read the host's local time zone: scripts use the date module. */
+	/* os.date and os.time{} read the host's local time zone: scripts use the date module (os.time
+	 * without arguments stays, as host_os_time). */
 	static const char *const os_removed[] = {"execute", "exit", "getenv", "remove", "rename", "tmpname",
 						 "setlocale", "date", NULL};
 	for (const luaL_Reg *lib = libs; lib->func; lib++) {
@@ -217,6 +229,11 @@ static void open_sandboxed_libs(lua_State *L)
 	lua_setglobal(L, "setmetatable");
 	lua_pushcfunction(L, host_print);
 	lua_setglobal(L, "print");
+	lua_getglobal(L, LUA_OSLIBNAME);
+	lua_getfield(L, -1, "time");
+	lua_pushcclosure(L, host_os_time, 1);
+	lua_setfield(L, -2, "time");
+	lua_pop(L, 1);
 }
 
 static void open_runtime_modules(lua_State *L)

@@ -15,7 +15,8 @@ struct host_limits {
 	long long cpu_seconds_per_call; /* 0: derived from the instruction budget */
 };
 
-/* Set by the SIGTERM handler; the hook, the HTTP client and the sync loop all watch it. */
+/* Set by the SIGTERM (1) and SIGINT (2) handler; the hook, the HTTP client and the sync loop all
+ * watch it. */
 extern volatile sig_atomic_t host_cancelled;
 
 struct runtime;

@@ -11,7 +11,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <lauxlib.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +21,6 @@
 #include "date.h"
 #include "host.h"
 #include "proto.h"
-#include "secrets.h"
 
 #define MAX_BACKOFF_MS (120 * 1000)
 #define MAX_RETRY_AFTER_S (366.0 * 86400)

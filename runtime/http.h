@@ -108,7 +108,7 @@ void http_transfer_free(struct http_transfer *t);
 /* Percent-encodes text (free with curl_free); NULL when out of memory. */
 char *http_escape(struct http_client *c, const char *text, size_t len);
 
-/* Scheme and authority of url ("https://api.polygon.io"), for same-host checks. */
+/* Scheme, host and port of url ("https://api.polygon.io:443"), for same-host checks. */
 int http_origin(struct http_client *c, const char *url, char *out, size_t outlen);
 
 /* Turns opts.headers (a table of name = value) into a curl header list held by a userdata that

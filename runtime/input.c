@@ -1,5 +1,5 @@
 /*
- * input: the files the platform hands us. Each is decoded with cjson, then checked once here so
+ * input: the files the platform hands us. Each is decoded (json_decode.c), then checked once here so
  * that the rest of the runtime can trust its shape; every problem is a config_error that names
  * the file and the field. Unknown fields are ignored, as the protocol expects.
  */
@@ -132,7 +132,7 @@ static void add_stream_state(lua_State *L, int states, int idx, const char *wher
 static void add_state_message(lua_State *L, int states, int idx, int position);
 
 /* {stream_name: stream_state}. Values are kept whatever their type: the read decides, for the
- * streams it reads, whether one is usable (engine.c), and other keys pass through untouched. */
+ * streams it reads, whether one is usable (state.c), and other keys pass through untouched. */
 static void add_legacy_blob(lua_State *L, int states, int idx)
 {
 	lua_pushnil(L);

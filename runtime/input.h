@@ -6,7 +6,7 @@
 
 #include "proto.h"
 
-/* Raises {failure_type = config_error, message = ...}; the message must name what is wrong. */
+/* Raises {failure_type = type, message = ...}; the message must name what is wrong. */
 int input_raise(lua_State *L, enum proto_failure type, const char *fmt, ...);
 
 /* Reads and decodes a JSON file; what names it in errors ("config"). Raises a config_error. [-0, +1, e] */

@@ -2,12 +2,10 @@
  * json: the JSON writer of every message (and the mark that keeps an empty array an array).
  * Decoding is json_decode.c's, the Lua `json` module json_module.c's.
  *
- * Why our own writer: lua-cjson 2.1.0 prints numbers with 14 significant digits (prices and
- * volumes lose digits), cannot tell an empty array from an empty object, and turns integers
- * decoded as floats into "1.0e+12"-style text. Protocol messages must be exact, so every message
- * is written here: integers as integers, floats with the fewest digits that read back exactly,
- * arrays marked with json.array() staying arrays when empty, strings escaped to valid UTF-8.
- *
+ * Protocol messages must be exact, so every message is written here: integers as integers,
+ * floats with the fewest digits that read back exactly (lua-cjson, the usual Lua library, prints
+ * 14 significant digits), arrays marked with json.array() staying arrays when empty, strings
+ * escaped to valid UTF-8, object members in byte order of their names.
  */
 #define _GNU_SOURCE
 #include "json.h"
@@ -18,8 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 struct encoder {
 	lua_State *L;

@@ -9,8 +9,8 @@
 #include "buf.h"
 
 /* How deep JSON may nest, in the decoder, the page walker and the writer alike, so that what one
- * reads the others accept. Real answers stay within a few dozen levels; 1000 is where lua-cjson and
- * Python's json stop too. Deeper text is refused as too deep (a fault asking again will not
+ * reads the others accept. Real answers stay within a few dozen levels; 1000 is where Python's json
+ * and other common decoders stop too. Deeper text is refused as too deep (a fault asking again will not
  * mend), never as "not JSON". */
 #define JSON_MAX_DEPTH 1000
 

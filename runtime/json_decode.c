@@ -2,11 +2,10 @@
  * json_decode: JSON text into Lua values, for every text the runtime reads (config, catalog,
  * state, answers) and json.decode.
  *
- * Why our own decoder and not lua-cjson's (the writer is ours already, json.c): cjson 2.1.0 turns
- * every number into a double, so an id or sequence number past 2^53 comes back rounded (an
- * integer cursor could neither be read from a page nor round-trip through the state) and a
- * config's 100 becomes 100.0 in a URL; and it decodes [] and {} alike, which took a pre-pass to
- * tell apart. Here a number written without fraction or exponent that fits in 64 bits is a Lua
+ * Why our own decoder and not lua-cjson, the usual Lua library: cjson turns every number into a
+ * double, so an id or sequence number past 2^53 comes back rounded (an integer cursor could neither
+ * be read from a page nor round-trip through the state) and a config's 100 becomes 100.0 in a
+ * URL; and it decodes [] and {} alike. Here a number written without fraction or exponent that fits in 64 bits is a Lua
  * integer, any other a float (inf past a double's range, which the writer prints as null), and an
  * empty array comes back marked as one (json_mark_array).
  *
@@ -33,7 +32,7 @@ struct decoder {
 
 static int fail(struct decoder *d, const char *what)
 {
-	snprintf(d->error, sizeof d->error, "%s at byte %zu", what, (size_t)(d->p - d->start) + 1);
+	snprintf(d->error, sizeof d->error, "%s at byte %zu", what, (size_t)(d->p - d->start));
 	return -1;
 }
 
@@ -132,7 +131,7 @@ static int decode_string(struct decoder *d)
 			continue;
 		}
 		if (d->end - d->p < 2)
-			break;
+			return fail(d, "a string without its closing quote");
 		char e = d->p[1];
 		const char *plain = strchr("\"\\/bfnrt", e);
 		if (e && plain) {

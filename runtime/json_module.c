@@ -36,8 +36,10 @@ static int json_lua_encode(lua_State *L)
 /* json.array([t]) -> t, marked so that it is written as an array even when empty */
 static int json_lua_array(lua_State *L)
 {
-	if (lua_isnoneornil(L, 1))
+	if (lua_isnoneornil(L, 1)) {
+		lua_settop(L, 0);
 		lua_newtable(L);
+	}
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
 	json_mark_array(L, 1);
@@ -47,8 +49,10 @@ static int json_lua_array(lua_State *L)
 /* json.object([t]) -> t, unmarked, so that it is written as an object when empty */
 static int json_lua_object(lua_State *L)
 {
-	if (lua_isnoneornil(L, 1))
+	if (lua_isnoneornil(L, 1)) {
+		lua_settop(L, 0);
 		lua_newtable(L);
+	}
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
 	lua_pushnil(L);

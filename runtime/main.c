@@ -74,7 +74,7 @@ static const char **flag_slot(struct options *o, const char *name)
 	return NULL;
 }
 
-/* Returns 0, or the exit status to stop with (usage errors, --help). */
+/* Returns 0, -1 after --help, or the exit status of a usage error. */
 static int parse_args(int argc, char **argv, struct options *o)
 {
 	for (int i = 1; i < argc; i++) {
@@ -216,7 +216,7 @@ static void apply_runtime_settings(struct http_settings *http_settings, lua_Stat
 	http_settings->requests_per_minute = number_field(L, config, "requests_per_minute", 0);
 	double concurrency = number_field(L, config, "concurrency", 0);
 	if (concurrency >= 1)
-		http_settings->concurrency = concurrency > 64 ? 64 : (int)concurrency;
+		http_settings->concurrency = (int)concurrency; /* check_runtime_settings refused more than 64 */
 	double timeout = number_field(L, config, "request_timeout_seconds", 0);
 	if (timeout > 0)
 		http_settings->timeout_ms = (long)(timeout * 1000);

@@ -10,7 +10,7 @@
  * never decodes what it copies: a value is written as the page spelt it (numbers with an exponent
  * or a trailing zero are rewritten in the runtime's shortest form), which keeps every digit.
  *
- * No Lua and no shared state here (date.c's caches are per thread): walks run on worker threads.
+ * No Lua and no shared state here: walks run on worker threads.
  */
 #define _GNU_SOURCE
 #include "page_walk.h"
@@ -26,7 +26,6 @@
 
 #include "json.h"
 
-#define MAX_FIELDS WALK_MAX_FIELDS
 /* Items of more members, or with a name over 12 bytes, are read member by member. */
 #define SHAPE_MAX 16
 #define SHAPE_NAME_MAX 12
@@ -158,7 +157,7 @@ static const unsigned char *too_deep(struct walk *w, const unsigned char *p)
 			   (size_t)(p - w->start));
 }
 
-/* The text is a Lua string, so text[len] is a readable NUL: loops that stop at NUL need no bound
+/* The text is NUL-terminated (a Lua string or a page), so text[len] is readable: loops that stop at NUL need no bound
  * check of their own (NUL is neither space, digit nor string content). */
 static inline const unsigned char *ws(const unsigned char *p, const unsigned char *end)
 {
@@ -218,7 +217,7 @@ static const unsigned char *scan_string(struct walk *w, const unsigned char *p, 
 				if (!is_escape_u(p, end))
 					return syntax(w, p, "a \\u escape needs four hex digits");
 				unsigned cp = hex_value(p + 2);
-				/* As cjson: UTF-16 halves only in pairs, so that every string is valid UTF-8. */
+				/* As json_decode.c: UTF-16 halves only in pairs, so that every string is valid UTF-8. */
 				if (cp >= 0xdc00 && cp < 0xe000)
 					return syntax(w, p, "a low surrogate escape without its high half");
 				if (cp >= 0xd800 && cp < 0xdc00) {
@@ -448,7 +447,6 @@ static int same_bytes(const unsigned char *a, const char *b, size_t len)
 	return 1;
 }
 
-/* Rare: a member name with escapes, compared after cjson unescapes it. */
 static size_t put_utf8(unsigned char *out, unsigned cp)
 {
 	if (cp < 0x80) {
@@ -594,8 +592,6 @@ static inline long long nine_to_sixteen_digits(const unsigned char *p, size_t di
 	return eight_digits(p) * powers[digits - 8] + eight_digits((const unsigned char *)&rest);
 }
 
-/* math.tointeger's rule: an integral number that fits, else nothing. readable: bytes from the
- * value's start that may be read. */
 /* A number spelt with 19 or more digits and neither point nor exponent, exactly, when it fits in
  * 64 bits (ids and sequence numbers past 10^18): through a double it would be rounded. */
 static int exact_long_integer(const struct value *v, long long *out)
@@ -616,6 +612,8 @@ static int exact_long_integer(const struct value *v, long long *out)
 	return 0;
 }
 
+/* math.tointeger's rule: an integral number that fits, else nothing. readable: bytes from the
+ * value's start that may be read. */
 static int number_to_integer(const struct value *v, size_t readable, long long *out)
 {
 	if (v->is_integer) {

@@ -11,7 +11,7 @@ struct pool_job {
 	void (*run)(struct pool_job *job);
 	struct pool *pool; /* set by pool_submit */
 	struct pool_job *next;
-	int queued; /* submitted and not yet waited for */
+	int queued; /* ever submitted (a job never submitted needs no waiting for) */
 	int done;   /* read and written under the pool's lock */
 };
 

@@ -1,8 +1,10 @@
 /*
- * proto: every byte on stdout goes through here, so that each line is exactly one valid message.
+ * proto: every byte on stdout goes through here (but the CPU watchdog's prepared message, host.c),
+ * so that each line is exactly one valid message.
  * Messages are built in one large buffer and written at flush points (STATE, errors, statuses,
  * a full buffer, exit): records reach stdout in batches, and a STATE is never written before the
- * records it covers. Once stdout fails (the platform went away) writing stops quietly.
+ * records it covers. Once stdout fails (the platform went away) writing stops, and main says so
+ * on stderr.
  */
 #define _GNU_SOURCE
 #include "proto.h"

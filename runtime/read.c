@@ -6,7 +6,6 @@
  */
 #include "read.h"
 
-#include <lauxlib.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -39,7 +38,7 @@ static int map_threads(void)
 	if (env && *env) {
 		char *end;
 		long n = strtol(env, &end, 10);
-		return *end || n < 0 ? 0 : n > 16 ? 16 : (int)n;
+		return *end || n < 0 ? 0 : n > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int)n;
 	}
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	return cores <= 1 ? 0 : cores > 4 ? 4 : (int)cores;

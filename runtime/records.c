@@ -1,8 +1,8 @@
 /*
  * records: how a page of an API answer becomes records, as the script sees it.
  *
- * parse(ctx, response) gets a response object: status, url, text, and body, the text decoded by
- * lua-cjson on first use. The text stays in the buffer libcurl's transfer filled (a page userdata)
+ * parse(ctx, response) gets a response object: status, url, text, and body, the text decoded
+ * (json_decode.c) on first use. The text stays in the buffer libcurl's transfer filled (a page userdata)
  * and becomes a Lua string only when the script reads response.text: a mapper walks the buffer
  * itself, so a page is never copied. A script may build records from body in Lua, or declare them once
  * (records.declare) and return mapper:map(ctx, response): a batch, whose records page_walk.c
@@ -11,9 +11,10 @@
  * (waited for, its outcome read) by whoever uses it first: the engine, or #batch, batch[i] and
  * batch:next_url() in Lua. A page that is not JSON, or not shaped as declared, is reported then.
  *
- * Memory: a batch's buffers are malloc'ed, capped at the script's memory limit, owned by the
- * batch userdata (freed by its __gc after any walk still running on them has finished) and
- * handed back to the mapper for the next page, whose pages are then already mapped.
+ * Memory: a batch's buffers are malloc'ed, capped at the script's memory limit, and freed by the
+ * engine once its records are written (records_batch_release; the userdata's __gc frees those of a
+ * batch the engine never got, after any walk still running on them has finished); they go back
+ * to the mapper for the next page, whose pages are then already mapped.
  */
 #define _GNU_SOURCE
 #include "records.h"
@@ -65,7 +66,7 @@ struct page {
 	struct runtime *rt; /* counts the pages not freed yet (records_held) */
 	char *data;
 	size_t len;
-	int released; /* given back once the page's records were emitted: freed with its last batch */
+	int released; /* given back when parse returned: freed then, or with the last batch walking it */
 	int batches;  /* live batches walking or holding the text */
 };
 
@@ -481,8 +482,8 @@ static const struct record_batch *settled_batch(lua_State *L)
 {
 	const struct record_batch *b = luaL_checkudata(L, 1, BATCH_MT);
 	if (b->released)
-		luaL_error(L, "records: this batch's records were emitted and released when parse returned; look into "
-			      "a batch during the parse that made it");
+		luaL_error(L, "records: this batch's records were written and released after its parse returned; look "
+			      "into a batch during the parse that made it");
 	batch_wait(b);
 	if (b->out.outcome == WALK_NOT_JSON) {
 		/* Marked on the response too, so that a parse that looked into its batch and failed
@@ -593,7 +594,7 @@ static const char *push_response_text(lua_State *L, int response, size_t *len)
 	lua_remove(L, -2);
 	struct page *page = luaL_testudata(L, -1, PAGE_MT);
 	if (page && page->released)
-		luaL_error(L, "response: this page was released once its records were emitted; read response.text "
+		luaL_error(L, "response: this page was released when its parse returned; read response.text "
 			      "or response.body during the parse that got it");
 	if (page && page->data) {
 		*len = page->len;

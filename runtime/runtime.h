@@ -32,7 +32,6 @@ struct runtime {
 	struct host_limits limits;
 	struct http_settings http_settings;
 	struct checkpoint_policy checkpoints;
-	int map_threads;    /* workers that map declared pages during a read (pool.c) */
 	int debug;          /* --debug */
 	int64_t started_ms; /* the run's clock: "now" for every window and ceiling of the read */
 

@@ -1,6 +1,7 @@
 /*
  * secrets: every value of an airbyte_secret field is registered here once the config is read, and
- * every LOG, TRACE and stderr text passes through secrets_mask_into before it is printed.
+ * every LOG, TRACE and CONNECTION_STATUS text (and http.get's error text) passes through
+ * secrets_mask_into before a script or stdout sees it.
  *
  * A secret reaches a message in whatever form the text it came in had: an API echoes a key in
  * another case, a URL carries it percent-encoded (all of it, or only its reserved characters, in

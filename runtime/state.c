@@ -10,7 +10,7 @@
  *       checkpoint fell inside a run of records sharing one value; the rest of the run comes
  *       next time, and only the rest);
  *   "emitted_after_cursor": [{"cursor": "2026-12-01T08:00:00Z", "key": ["a7"]}, ...]
- *       records beyond the value emitted by a window of an unsorted stream that did not finish,
+ *       records beyond the value emitted by a window of a descending or unsorted stream that did not finish,
  *       each with its own value, so that the windows a resume reads first do not forget them.
  *
  * A stream with partitions keeps them under partition_state_key, with the least cursor of the

@@ -16,8 +16,8 @@ struct runtime;
  * A position says which records a partition has emitted, in three parts:
  * - every record whose cursor value is below cursor, and at cursor too unless open;
  * - when open, the records at cursor whose primary keys are in the set "at";
- * - the records beyond cursor whose keys are in the set "after" (a window of an unsorted stream
- *   that failed half-way).
+ * - the records beyond cursor whose keys are in the set "after" (a window of a descending or
+ *   unsorted stream that failed half-way).
  * A resumed read skips exactly those, so no record is lost and none is sent twice. Key sets are
  * Lua tables kept by the stream_state (0: none).
  */

@@ -33,7 +33,7 @@ void tz_db_close(struct tz_db *db);         /* frees every zone it loaded */
  * '/', or characters outside [A-Za-z0-9/_+-] is refused without touching the disk. */
 const struct tz_zone *tz_find(struct tz_db *db, const char *name, char *err, size_t errlen);
 const char *tz_zone_name(const struct tz_zone *z);
-/* Adds a zone called name from TZif bytes in memory (a test's damaged file, a fuzzer's input), with
+/* Adds a zone called name from TZif bytes in memory (a test's damaged file), with
  * tz_find's checks; NULL, and err, when the name is refused or taken or the data is not a zone. */
 const struct tz_zone *tz_load(struct tz_db *db, const char *name, const void *data, size_t len, char *err,
 			      size_t errlen);

@@ -618,9 +618,9 @@ def test_a_response_mapped_twice_keeps_its_page_for_both_walks(paged_connector, 
 
 KEPT_PAST_PARSE = {
     "batch": ("    if kept then local _ = #kept end\n    kept = BARS:map(ctx, response)\n    return kept\n",
-              "this batch's records were emitted and released"),
+              "this batch's records were written and released"),
     "response": ("    if kept then local _ = kept.text end\n    kept = response\n" + PARSE_CALL,
-                 "this page was released once its records were emitted"),
+                 "this page was released when its parse returned"),
     # returned again: the engine refuses it rather than read buffers another page now uses
     "batch-returned-again": ("    if kept then return kept end\n    kept = BARS:map(ctx, response)\n    return kept\n",
                              "parse returned a batch whose records were already written"),

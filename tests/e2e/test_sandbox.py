@@ -310,6 +310,15 @@ def test_a_finalizer_cannot_be_set(connector, tmp_path):
     assert_read_failed(result, position(script), "__gc (finalizers) is not available")
 
 
+def test_os_time_of_fields_is_refused_as_it_reads_the_host_zone(connector, tmp_path):
+    """os.time() is the clock; os.time{...} would read its fields in the host's zone (TZ), which
+    must never change what a script computes."""
+    script = broken(tmp_path, "parse", "assert(math.type(os.time()) == 'integer') "
+                    "os.time({year = 2022, month = 3, day = 1, hour = 0})")
+    result = read(connector, script)
+    assert_read_failed(result, position(script), "use date.parse(text, zone)")
+
+
 def test_text_load_with_its_own_environment(connector, tmp_path):
     script = broken(tmp_path, "parse",
                     "assert(load('return 1 + 1')() == 2) assert(load('return x * 2', 'n', 't', {x = 21})() == 42)")

@@ -5,6 +5,7 @@
  * to show that the host's zone never leaks into the results.
  */
 #define _DEFAULT_SOURCE /* tm_gmtoff, for comparing with the tz database */
+#include <lauxlib.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +292,43 @@ static void lua_from_ms(void)
 	test_lua_close(L);
 }
 
+/* The Lua functions at the edges of the years 1000 to 9999: a text inside, an argument error
+ * (never a wrapped or five-digit year) outside, whatever the integer. */
+static void lua_edges_of_the_range(void)
+{
+	static const struct {
+		const char *chunk;
+		const char *want; /* the text, or NULL for an error that names the range */
+	} cases[] = {
+		{"return date.format(253402300799)", "9999-12-31"},
+		{"return date.format(253402300800)", NULL},
+		{"return date.format(-30610224000)", "1000-01-01"},
+		{"return date.format(-30610224001)", NULL},
+		{"return date.format(253402300799, '%Y-%m-%d', 'Asia/Tokyo')", NULL},
+		{"return date.format(253402300799 - 9 * 3600, '%Y-%m-%d', 'Asia/Tokyo')", "9999-12-31"},
+		{"return date.format(math.maxinteger)", NULL},
+		{"return date.format(math.mininteger, '%Y', 'Pacific/Kiritimati')", NULL},
+		{"return date.add_days('9999-12-30', 1)", "9999-12-31"},
+		{"return date.add_days('9999-12-31', 1)", NULL},
+		{"return date.add_days('2024-01-01', math.maxinteger)", NULL},
+		{"return date.add_days('2024-01-01', math.mininteger)", NULL},
+	};
+	lua_State *L = test_lua_open();
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		int status = luaL_loadstring(L, cases[i].chunk) || lua_pcall(L, 0, 1, 0);
+		if (cases[i].want)
+			CHECK(status == LUA_OK && lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), cases[i].want),
+			      "%s gave %s", cases[i].chunk, lua_tostring(L, -1));
+		else
+			CHECK(status != LUA_OK && strstr(lua_tostring(L, -1), "years 1000 to 9999"), "%s gave %s",
+			      cases[i].chunk, lua_tostring(L, -1));
+		lua_settop(L, 0);
+	}
+	test_lua_close(L);
+}
+
 /* ---- date_parse ---- */
 
 struct parse_case {
@@ -445,6 +483,7 @@ static const struct test tests[] = {
 	{"date_zone_offset_span: the offset holds over the whole span, 1900..2100", zone_offset_span_is_exact},
 	{"date_day_in_zone and date_seconds_into_day", day_in_zone},
 	{"date.from_ms of Polygon bar timestamps", lua_from_ms},
+	{"date.format and date.add_days at the edges of the years 1000 to 9999", lua_edges_of_the_range},
 	{"date_parse RFC 3339 with offsets", parse_rfc3339_offsets},
 	{"date_parse local times in the zone", parse_local_times},
 	{"date_parse moves a time in the spring gap forward", parse_spring_gap_moves_forward},

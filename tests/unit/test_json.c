@@ -368,6 +368,8 @@ static void encode_empty_tables(void)
 	static const struct encode_case cases[] = {
 		{"return json.array()", "[]"},
 		{"return json.array({})", "[]"},
+		{"return json.array(nil)", "[]"},
+		{"return {a = json.object(nil)}", "{\"a\":{}}"},
 		{"return {list = json.array()}", "{\"list\":[]}"},
 		{"return json.array({json.array(), {}})", "[[],{}]"},
 		{"return json.array({1, 2})", "[1,2]"},
@@ -680,6 +682,7 @@ static void decode_rejects_bad_text(void)
 	static const char *const bad[] = {
 		"[1,2", "{\"a\":}", "[NaN]", "[Infinity]", "[0x10]", "nul", "[1,]", "01", "1.", ".5", "1e", "-",
 		"[\"\\ud800\"]", "[\"\\udc00\"]", "\"\\x\"", "\"a\tb\"", "{1:2}", "[1] 2", "", "  ",
+		"\"abc\\", "[\"a\\", /* a backslash that is the text's last byte */
 	};
 	lua_State *L = test_lua_open();
 	if (!L)

@@ -2180,7 +2180,7 @@ static void released_batches_and_pages(void)
 	lua_pushvalue(L, response);
 	if (CHECK(lua_pcall(L, 2, 4, 0) == LUA_OK, "looking into them: %s", lua_tostring(L, -1))) {
 		CHECK(!lua_toboolean(L, -4), "#batch after its release raised nothing");
-		CHECK_CONTAINS(lua_tostring(L, -3), "records were emitted and released", "the batch's error");
+		CHECK_CONTAINS(lua_tostring(L, -3), "records were written and released", "the batch's error");
 		CHECK(!lua_toboolean(L, -2), "response.text after its release raised nothing");
 		CHECK_CONTAINS(lua_tostring(L, -1), "this page was released", "the response's error");
 	}
