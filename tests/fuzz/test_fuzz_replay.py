@@ -14,6 +14,10 @@ FUZZ_MK = os.path.join("tests", "fuzz", "fuzz.mk")
 NAMES = ["state", "catalog", "config", "date", "json", "records"]
 SANITIZER_MARKERS = ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error"]
 
+# One xdist worker for the whole module: the build fixture is per worker, and two workers
+# running `make fuzz-build` at once would relink a binary while the other executes it.
+pytestmark = pytest.mark.xdist_group("fuzz")
+
 
 def make(goal, timeout, jobs=1):
     # MAKEFLAGS from an enclosing make (a jobserver, -n) must not leak into these runs.
