@@ -32,7 +32,7 @@ UNIT_BIN   := $(BUILD)/unit-tests
 IMAGE_NAME  = $(shell sed -n 's/^ *dockerRepository: *//p' metadata.yaml)
 VERSION     = $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
 
-.PHONY: all deps demo test test-valgrind golden clean image image-test bench
+.PHONY: all deps demo test test-valgrind golden format format-check clean image image-test bench
 all: $(BIN)
 
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
@@ -47,6 +47,15 @@ $(UNIT_BIN): $(UNIT_SRCS) $(LIB_OBJS)
 $(BUILD)/emit-bench: tests/bench/emit_bench.c $(LIB_OBJS)
 	$(CC) $(PROJECT_CFLAGS) $(CFLAGS) -Iruntime $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS_ALL)
 
+# The fuzz targets, each linked with tests/fuzz/replay_main.c instead of libFuzzer: `make test`
+# replays their corpora with the objects of the build under test. Fuzzing is tests/fuzz/fuzz.mk.
+FUZZ_REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+# Absolute sources, so that __FILE__ lets fuzz_config find scripts/ from any directory.
+$(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay_main.c tests/fuzz/fuzz_common.h $(wildcard runtime/*.h) $(LIB_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(PROJECT_CFLAGS) $(CFLAGS) -Iruntime $(LDFLAGS) -o $@ $(abspath $<) tests/fuzz/replay_main.c $(LIB_OBJS) $(LDLIBS_ALL)
+
 # Answers time zone queries on stdin, for tests/tz's comparison with Python's zoneinfo.
 $(BUILD)/tz-probe: tests/tz/tz_probe.c $(LIB_OBJS)
 	$(CC) $(PROJECT_CFLAGS) $(CFLAGS) -Iruntime $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS_ALL)
@@ -57,7 +66,7 @@ $(BUILD)/obj:
 # Installs what a fresh Debian 12 machine lacks; a no-op when everything is there.
 DEB_PKGS := build-essential pkg-config liblua5.4-dev libcurl4-openssl-dev \
             python3 python3-pytest python3-pytest-xdist python3-jsonschema python3-yaml python3-requests curl libfaketime time \
-            clang libclang-rt-14-dev tzdata
+            clang libclang-rt-14-dev clang-format-14 tzdata
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -70,12 +79,14 @@ demo: deps
 	$(MAKE) --no-print-directory all
 	$(PYTHON) tests/demo.py --binary $(BIN)
 
-# The fuzz targets replay their corpora once, in the normal build's suite (they carry ASan and UBSan
-# anyway); fuzzing itself is `make fuzz` (5 min a target) or `make fuzz-smoke` (10 s a target).
-TEST_SUITES := tests/server tests/bench tests/tz tests/golden tests/e2e tests/property tests/acceptance $(if $(filter 1,$(SANITIZE)),,tests/fuzz)
+# tests/fuzz replays the fuzz corpora once; fuzzing itself is `make fuzz` (5 min a target) or
+# `make fuzz-smoke` (10 s a target).
+TEST_SUITES := tests/style tests/server tests/bench tests/tz tests/golden tests/e2e tests/property tests/acceptance tests/fuzz
+# The build inside `make test` uses every core unless the caller chose -j.
+TEST_JOBS   = $(if $(findstring j,$(firstword $(filter-out --%,$(MAKEFLAGS)))),,-j$(shell nproc))
 
 test: deps
-	$(MAKE) --no-print-directory all $(UNIT_BIN) $(BUILD)/tz-probe
+	$(MAKE) --no-print-directory $(TEST_JOBS) all $(UNIT_BIN) $(BUILD)/tz-probe $(FUZZ_REPLAY_BINS)
 	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN) $(addprefix --suite ,$(TEST_SUITES))
 
 # Rewrites the golden transcripts (tests/golden/cases/*/transcript.txt) from this build; review
@@ -83,6 +94,16 @@ test: deps
 golden: deps
 	$(MAKE) --no-print-directory all
 	$(PYTHON) tests/golden/golden.py --binary $(BIN) --update
+
+# The house style (.clang-format) over every C file; tests/style checks it in `make test`. The
+# version is pinned: another clang-format may lay the same code out differently.
+CLANG_FORMAT := clang-format-14
+FORMAT_SRCS   = $(wildcard runtime/*.[ch]) $(shell find tests -name '*.[ch]')
+format: deps
+	$(CLANG_FORMAT) -i $(FORMAT_SRCS)
+
+format-check: deps
+	$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_SRCS)
 
 # The end-to-end tests with every connector run under valgrind (leaks and memory errors fail them).
 VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite,possible --error-exitcode=99 -q

@@ -7,8 +7,8 @@
 
 struct tz_zone; /* a NULL zone is UTC */
 
-#define DATE_DAY_LEN 11      /* "YYYY-MM-DD" and its NUL */
-#define DATE_INSTANT_LEN 32  /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" and its NUL */
+#define DATE_DAY_LEN 11     /* "YYYY-MM-DD" and its NUL */
+#define DATE_INSTANT_LEN 32 /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" and its NUL */
 #define DATE_SECONDS_PER_DAY 86400
 /* The days of the years 1000 to 9999, the range every text form here can spell. */
 #define DATE_MIN_DAY ((int64_t)-354285)

@@ -589,8 +589,9 @@ static int check_next_url(struct engine *e, struct slot *s, const char *next)
 	char next_origin[512];
 	size_t len = strlen(next);
 	if (len > MAX_URL_BYTES)
-		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': the API gave a next page URL of %zu bytes (at most %d)",
-				 r->def->name, len, MAX_URL_BYTES);
+		return read_fail(r, PROTO_SYSTEM_ERROR,
+				 "stream '%s': the API gave a next page URL of %zu bytes (at most %d)", r->def->name,
+				 len, MAX_URL_BYTES);
 	if (http_origin(&r->rt->http, next, next_origin, sizeof next_origin) || strcmp(s->origin, next_origin))
 		return read_fail(
 			r, PROTO_SYSTEM_ERROR,
@@ -906,7 +907,8 @@ static int prepare(struct stream_read *r, int states_idx)
 			   "stream '%s' has no primary_key: a read resumed after a failure sends again the records %s "
 			   "(at least once, never lost); declare primary_key for exactly once",
 			   r->def->name,
-			   c->order == ORDER_ASCENDING ? "of the cursor value it stopped at" : "of the window it stopped in");
+			   c->order == ORDER_ASCENDING ? "of the cursor value it stopped at"
+						       : "of the window it stopped in");
 	int keys;
 	if (push_partition_keys(r, &keys))
 		return -1;

@@ -140,8 +140,9 @@ static int host_setmetatable(lua_State *L)
 	if (lua_istable(L, 2)) {
 		lua_pushliteral(L, "__gc");
 		if (lua_rawget(L, 2) != LUA_TNIL)
-			return luaL_error(L, "setmetatable: __gc (finalizers) is not available to scripts: nothing could "
-					     "bound how long one runs");
+			return luaL_error(L,
+					  "setmetatable: __gc (finalizers) is not available to scripts: nothing could "
+					  "bound how long one runs");
 		lua_pop(L, 1);
 	}
 	lua_pushvalue(L, lua_upvalueindex(1));
@@ -155,7 +156,8 @@ static int host_setmetatable(lua_State *L)
 static int host_os_time(lua_State *L)
 {
 	if (!lua_isnoneornil(L, 1))
-		return luaL_error(L, "os.time{...} reads the fields in the host's time zone: use date.parse(text, zone)");
+		return luaL_error(L,
+				  "os.time{...} reads the fields in the host's time zone: use date.parse(text, zone)");
 	lua_pushvalue(L, lua_upvalueindex(1));
 	lua_call(L, 0, 1);
 	return 1;
@@ -179,10 +181,26 @@ static void log_level(lua_State *L, const char *level)
 }
 
 /* log.info(...) / log.warn(...) / log.error(...) / log.debug(...) -> nothing; one LOG message */
-static int log_info(lua_State *L) { log_level(L, "INFO"); return 0; }
-static int log_warn(lua_State *L) { log_level(L, "WARN"); return 0; }
-static int log_error(lua_State *L) { log_level(L, "ERROR"); return 0; }
-static int log_debug(lua_State *L) { log_level(L, "DEBUG"); return 0; }
+static int log_info(lua_State *L)
+{
+	log_level(L, "INFO");
+	return 0;
+}
+static int log_warn(lua_State *L)
+{
+	log_level(L, "WARN");
+	return 0;
+}
+static int log_error(lua_State *L)
+{
+	log_level(L, "ERROR");
+	return 0;
+}
+static int log_debug(lua_State *L)
+{
+	log_level(L, "DEBUG");
+	return 0;
+}
 
 static int open_log(lua_State *L)
 {
@@ -206,15 +224,16 @@ static void remove_fields(lua_State *L, const char *table, const char *const *na
 static void open_sandboxed_libs(lua_State *L)
 {
 	static const luaL_Reg libs[] = {
-		{LUA_GNAME, luaopen_base},     {LUA_TABLIBNAME, luaopen_table}, {LUA_STRLIBNAME, luaopen_string},
-		{LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_COLIBNAME, luaopen_coroutine},
-		{LUA_OSLIBNAME, luaopen_os},   {NULL, NULL},
+		{LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table},
+		{LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
+		{LUA_UTF8LIBNAME, luaopen_utf8},  {LUA_COLIBNAME, luaopen_coroutine},
+		{LUA_OSLIBNAME, luaopen_os},      {NULL, NULL},
 	};
 	static const char *const base_removed[] = {"dofile", "loadfile", "require", NULL};
 	/* os.date and os.time{} read the host's local time zone: scripts use the date module (os.time
 	 * without arguments stays, as host_os_time). */
-	static const char *const os_removed[] = {"execute", "exit", "getenv", "remove", "rename", "tmpname",
-						 "setlocale", "date", NULL};
+	static const char *const os_removed[] = {"execute", "exit",      "getenv", "remove", "rename",
+						 "tmpname", "setlocale", "date",   NULL};
 	for (const luaL_Reg *lib = libs; lib->func; lib++) {
 		luaL_requiref(L, lib->name, lib->func, 1);
 		lua_pop(L, 1);
@@ -239,8 +258,8 @@ static void open_sandboxed_libs(lua_State *L)
 static void open_runtime_modules(lua_State *L)
 {
 	static const luaL_Reg modules[] = {
-		{"json", json_open}, {"date", date_open}, {"http", http_open},
-		{"records", records_open}, {"log", open_log}, {NULL, NULL},
+		{"json", json_open},       {"date", date_open}, {"http", http_open},
+		{"records", records_open}, {"log", open_log},   {NULL, NULL},
 	};
 	for (const luaL_Reg *m = modules; m->func; m++) {
 		luaL_requiref(L, m->name, m->func, 1);
@@ -381,13 +400,15 @@ static void watchdog_lay_out(const char *stream, long long seconds)
 	if (stream) {
 		watchdog_add("{\"type\":\"TRACE\",\"trace\":{\"type\":\"STREAM_STATUS\",\"emitted_at\":", 1);
 		snprintf(text, sizeof text,
-			 ",\"stream_status\":{\"stream_descriptor\":{\"name\":\"%s\"},\"status\":\"INCOMPLETE\"}}}\n", stream);
+			 ",\"stream_status\":{\"stream_descriptor\":{\"name\":\"%s\"},\"status\":\"INCOMPLETE\"}}}\n",
+			 stream);
 		watchdog_add(text, 0);
 	}
 	watchdog_add("{\"type\":\"TRACE\",\"trace\":{\"type\":\"ERROR\",\"emitted_at\":", 1);
 	snprintf(text, sizeof text,
 		 ",\"error\":{\"message\":\"the script used more than %lld s of CPU in one call "
-		 "(stuck inside a library function?)\",\"failure_type\":\"system_error\"}}}\n", seconds);
+		 "(stuck inside a library function?)\",\"failure_type\":\"system_error\"}}}\n",
+		 seconds);
 	watchdog_add(text, 0);
 	watchdog_has_stream = stream != NULL;
 	if (stream)
@@ -473,8 +494,7 @@ int host_call(lua_State *L, int nargs, int nresults)
 		lua_pop(L, 1);
 		lua_gc(L, LUA_GCCOLLECT);
 		lua_createtable(L, 0, 1);
-		lua_pushfstring(L, "the script ran out of memory (limit %d MB)",
-				(int)(h->limits.memory_bytes >> 20));
+		lua_pushfstring(L, "the script ran out of memory (limit %d MB)", (int)(h->limits.memory_bytes >> 20));
 		lua_setfield(L, -2, "message");
 		h->memory_reserve = 0;
 	} else if (status != LUA_OK && !lua_istable(L, -1)) {

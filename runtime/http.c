@@ -319,10 +319,8 @@ static int is_permanent_failure(CURLcode code)
 	case CURLE_SSL_CRL_BADFILE:
 	case CURLE_SSL_ISSUER_ERROR:
 	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-	case CURLE_SSL_INVALIDCERTSTATUS:
-		return 1;
-	default:
-		return 0;
+	case CURLE_SSL_INVALIDCERTSTATUS: return 1;
+	default: return 0;
 	}
 }
 
@@ -491,4 +489,3 @@ int http_origin(struct http_client *c, const char *url, char *out, size_t outlen
 	curl_url_cleanup(u);
 	return rc;
 }
-

@@ -14,10 +14,10 @@ struct http_settings {
 	long connect_timeout_ms;
 	long timeout_ms;
 	size_t max_body_bytes;
-	int64_t retry_budget_ms;     /* give up retrying one request after this long */
-	int64_t rate_limit_wait_ms;  /* first wait after a 429 without Retry-After */
-	double requests_per_minute;  /* client-side budget; 0 = none */
-	int concurrency;             /* transfers at once during a read */
+	int64_t retry_budget_ms;    /* give up retrying one request after this long */
+	int64_t rate_limit_wait_ms; /* first wait after a 429 without Retry-After */
+	double requests_per_minute; /* client-side budget; 0 = none */
+	int concurrency;            /* transfers at once during a read */
 };
 
 /* The defaults, which a config's runtime settings override (main.c). */
@@ -37,9 +37,9 @@ void http_client_init(struct http_client *c, const struct http_settings *setting
 void http_client_cleanup(struct http_client *c);
 
 struct http_response {
-	long status;             /* 0 when no HTTP answer came back */
+	long status; /* 0 when no HTTP answer came back */
 	struct buf body;
-	struct buf headers;      /* raw header lines of the last response */
+	struct buf headers;         /* raw header lines of the last response */
 	size_t expected_body_bytes; /* its Content-Length, when it gave one */
 	size_t max_body_bytes;      /* the cap this transfer was started with */
 	int body_too_large;         /* the body passed max_body_bytes: the transfer was stopped */

@@ -213,7 +213,8 @@ void input_read_state(lua_State *L, const char *path)
 	}
 	json_decode_push(L, text, len);
 	if (lua_isnil(L, -2) && !lua_isnil(L, -1))
-		input_raise(L, PROTO_CONFIG_ERROR, "the state file '%s' is not valid JSON: %s", path, lua_tostring(L, -1));
+		input_raise(L, PROTO_CONFIG_ERROR, "the state file '%s' is not valid JSON: %s", path,
+			    lua_tostring(L, -1));
 	lua_pop(L, 1);
 	int root = lua_gettop(L);
 	if (lua_isnil(L, root) || (lua_type(L, root) == LUA_TLIGHTUSERDATA && !lua_touserdata(L, root))) {
@@ -276,7 +277,8 @@ void input_check_catalog(lua_State *L, int idx)
 			input_raise(L, PROTO_CONFIG_ERROR, "catalog: streams[%d].stream has no name", (int)i - 1);
 		const char *name = lua_tostring(L, -1);
 		if (strlen(name) != lua_rawlen(L, -1))
-			input_raise(L, PROTO_CONFIG_ERROR, "catalog: the name of streams[%d] contains a NUL character", (int)i - 1);
+			input_raise(L, PROTO_CONFIG_ERROR, "catalog: the name of streams[%d] contains a NUL character",
+				    (int)i - 1);
 		lua_pushvalue(L, -1);
 		if (lua_rawget(L, seen) != LUA_TNIL)
 			input_raise(L, PROTO_CONFIG_ERROR,
@@ -289,8 +291,8 @@ void input_check_catalog(lua_State *L, int idx)
 		const char *mode = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
 		if (!one_of(mode, sync_modes))
 			input_raise(L, PROTO_CONFIG_ERROR,
-				    "catalog: stream '%s' has sync_mode '%s'; it must be full_refresh or incremental", name,
-				    mode ? mode : luaL_typename(L, -1));
+				    "catalog: stream '%s' has sync_mode '%s'; it must be full_refresh or incremental",
+				    name, mode ? mode : luaL_typename(L, -1));
 		lua_pop(L, 4);
 	}
 	lua_pop(L, 2);

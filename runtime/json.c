@@ -364,7 +364,8 @@ static int encode_object(struct encoder *e, int idx, int depth)
 		if (!first)
 			buf_putc(e->out, ',');
 		first = 0;
-		if (encode_key(e, lua_gettop(L) - 1) || (buf_putc(e->out, ':'), encode_value(e, lua_gettop(L), depth + 1))) {
+		if (encode_key(e, lua_gettop(L) - 1) ||
+		    (buf_putc(e->out, ':'), encode_value(e, lua_gettop(L), depth + 1))) {
 			lua_pop(L, 2);
 			return -1;
 		}
@@ -395,12 +396,8 @@ static int encode_value(struct encoder *e, int idx, int depth)
 {
 	lua_State *L = e->L;
 	switch (lua_type(L, idx)) {
-	case LUA_TNIL:
-		buf_puts(e->out, "null");
-		return 0;
-	case LUA_TBOOLEAN:
-		buf_puts(e->out, lua_toboolean(L, idx) ? "true" : "false");
-		return 0;
+	case LUA_TNIL: buf_puts(e->out, "null"); return 0;
+	case LUA_TBOOLEAN: buf_puts(e->out, lua_toboolean(L, idx) ? "true" : "false"); return 0;
 	case LUA_TNUMBER:
 		if (lua_isinteger(L, idx))
 			json_write_int(e->out, (long long)lua_tointeger(L, idx));
@@ -413,8 +410,7 @@ static int encode_value(struct encoder *e, int idx, int depth)
 		json_write_string(e->out, s, len);
 		return 0;
 	}
-	case LUA_TTABLE:
-		return encode_table(e, idx, depth);
+	case LUA_TTABLE: return encode_table(e, idx, depth);
 	case LUA_TLIGHTUSERDATA:
 		if (lua_touserdata(L, idx) == NULL) {
 			buf_puts(e->out, "null");

@@ -178,7 +178,7 @@ static const struct runtime_setting {
 	double minimum, maximum; /* past the maximum a value is a mistake, or would overflow the
 				  * milliseconds it becomes (1e17 s of timeout disabled it) */
 } runtime_settings[] = {
-	{"requests_per_minute", 0, 1e6},         {"concurrency", 1, 64},
+	{"requests_per_minute", 0, 1e6},           {"concurrency", 1, 64},
 	{"request_timeout_seconds", 0.001, 86400}, {"retry_max_seconds", 0, 7 * 86400},
 	{"rate_limit_wait_seconds", 0, 86400},
 };
@@ -386,7 +386,8 @@ static int run_protected(struct run *r)
 	rt->limits.cpu_seconds_per_call = env_number("SOURCE_LUA_CPU_SECONDS", 0);
 	lua_State *L = rt->L = host_open(rt);
 	if (!L) {
-		proto_trace_error(&rt->out, PROTO_SYSTEM_ERROR, "cannot create the Lua state (out of memory)", NULL, NULL);
+		proto_trace_error(&rt->out, PROTO_SYSTEM_ERROR, "cannot create the Lua state (out of memory)", NULL,
+				  NULL);
 		return 1;
 	}
 	lua_pushcfunction(L, pmain);

@@ -105,7 +105,7 @@ struct walk {
 		int index_misses;
 		struct shape_member {
 			unsigned char bytes[16] __attribute__((aligned(16))); /* the separator, zero-padded */
-			unsigned care;  /* which of the 16 bytes count: the separator's (bit k: byte k) */
+			unsigned care; /* which of the 16 bytes count: the separator's (bit k: byte k) */
 			size_t len;
 			struct value *value; /* where its value goes */
 		} members[SHAPE_MAX];
@@ -117,7 +117,7 @@ struct walk {
 	struct plan {
 		struct plan_step {
 			struct piece piece;
-			struct field_op *op; /* the field whose value follows the piece; NULL after the last */
+			struct field_op *op;      /* the field whose value follows the piece; NULL after the last */
 			const struct value *copy; /* op's value when op copies it (FROM_COPY), else NULL */
 		} steps[WALK_MAX_FIELDS + 1];
 		char *text;
@@ -210,9 +210,14 @@ static const unsigned char *scan_string(struct walk *w, const unsigned char *p, 
 			if (end - p < 2)
 				return syntax(w, p, "a string is not closed");
 			switch (p[1]) {
-			case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-				p += 2;
-				continue;
+			case '"':
+			case '\\':
+			case '/':
+			case 'b':
+			case 'f':
+			case 'n':
+			case 'r':
+			case 't': p += 2; continue;
 			case 'u': {
 				if (!is_escape_u(p, end))
 					return syntax(w, p, "a \\u escape needs four hex digits");
@@ -229,8 +234,7 @@ static const unsigned char *scan_string(struct walk *w, const unsigned char *p, 
 				p += 6;
 				continue;
 			}
-			default:
-				return syntax(w, p, "invalid escape in a string");
+			default: return syntax(w, p, "invalid escape in a string");
 			}
 		}
 		if (*p < 0x20)
@@ -412,9 +416,7 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 		v->type = 'l';
 		q = scan_literal(w, p, "null", 4);
 		break;
-	default:
-		v->type = 'n';
-		q = scan_number(w, p, v);
+	default: v->type = 'n'; q = scan_number(w, p, v);
 	}
 	if (q)
 		v->len = (size_t)(q - p);
@@ -603,7 +605,8 @@ static int exact_long_integer(const struct value *v, long long *out)
 		return -1;
 	unsigned long long n = 0;
 	for (; p < end; p++) {
-		if (!is_digit(*p) || __builtin_mul_overflow(n, 10ull, &n) || __builtin_add_overflow(n, (unsigned)(*p - '0'), &n))
+		if (!is_digit(*p) || __builtin_mul_overflow(n, 10ull, &n) ||
+		    __builtin_add_overflow(n, (unsigned)(*p - '0'), &n))
 			return -1;
 	}
 	if (negative ? n > 9223372036854775808ull : n > 9223372036854775807ull)
@@ -867,7 +870,8 @@ static int day_from_text(struct walk *w, const struct walk_field *f, const struc
 		if (date_parse_day(text, out) == 0)
 			return 0;
 	}
-	wrong_shape(w, "item %d of '%s': '%s' is not a YYYY-MM-DD day", w->item, w->m->list, w->m->sources[f->source].name);
+	wrong_shape(w, "item %d of '%s': '%s' is not a YYYY-MM-DD day", w->item, w->m->list,
+		    w->m->sources[f->source].name);
 	return -1;
 }
 
@@ -969,7 +973,8 @@ static inline char *put_day(struct walk *w, char *out, int64_t day)
 /* Writes the value of a field after its key (inlined in both writers: it is the walk's inner
  * loop). NULL when the item cannot give the field a value it must have; out unchanged and *omit
  * set when the field has none in this item (it is left out). */
-static inline __attribute__((always_inline)) char *put_field_value(struct walk *w, char *out, struct field_op *op, int64_t *cols, int *omit)
+static inline __attribute__((always_inline)) char *put_field_value(struct walk *w, char *out, struct field_op *op,
+								   int64_t *cols, int *omit)
 {
 	const struct value *v = op->v;
 	long long integer;
@@ -1061,9 +1066,13 @@ static int build_pieces(struct walk *w)
 		at = put(at, f->key, f->key_len);
 		if (constant)
 			at = put(at, w->constants[i].text, w->constants[i].len);
-		w->ops[w->nops++] = (struct field_op){
-			constant ? FROM_CONTEXT : f->kind, f, constant ? NULL : &w->values[f->source],
-			{piece, (size_t)(at - piece)}, 0, 0, 0};
+		w->ops[w->nops++] = (struct field_op){constant ? FROM_CONTEXT : f->kind,
+						      f,
+						      constant ? NULL : &w->values[f->source],
+						      {piece, (size_t)(at - piece)},
+						      0,
+						      0,
+						      0};
 		at += PIECE_PAD;
 	}
 	return 0;
@@ -1109,7 +1118,8 @@ static int grow_buffers(struct walk *w, size_t data_bytes)
 	}
 	if (o->count == mem->entries_cap) {
 		size_t cap = mem->entries_cap ? mem->entries_cap * 2 : 1024;
-		size_t entries_bytes = mem->entries_cap * sizeof *mem->entries, cols_bytes = mem->entries_cap * ncolumns * 8;
+		size_t entries_bytes = mem->entries_cap * sizeof *mem->entries,
+		       cols_bytes = mem->entries_cap * ncolumns * 8;
 		struct walk_entry *entries = grow(w, mem->entries, &entries_bytes, cap * sizeof *entries, 1);
 		if (!entries)
 			return -1;
@@ -1164,8 +1174,8 @@ static inline int begin_record(struct walk *w, size_t item_len, int64_t **cols_o
 }
 
 /* Keeps the record written at the end of the records, [line, end), its data at data_offset. */
-static inline void end_record(struct walk *w, const int64_t *cols, const char *line, const char *end, size_t data_offset,
-		       size_t data_len)
+static inline void end_record(struct walk *w, const int64_t *cols, const char *line, const char *end,
+			      size_t data_offset, size_t data_len)
 {
 	struct walk_output *o = w->out;
 	for (int d = 0; d < w->m->ncolumns; d++)
@@ -1261,7 +1271,8 @@ static void build_plan(struct walk *w, const char present[WALK_MAX_FIELDS])
 		first = 0;
 		if (constant)
 			continue;
-		plan->steps[count++] = (struct plan_step){{piece, (size_t)(at - piece)}, op, op->kind == FROM_COPY ? op->v : NULL};
+		plan->steps[count++] =
+			(struct plan_step){{piece, (size_t)(at - piece)}, op, op->kind == FROM_COPY ? op->v : NULL};
 		at += PLAN_PAD;
 		piece = at;
 	}
@@ -1405,7 +1416,8 @@ static inline const unsigned char *scan_number_short(struct walk *w, const unsig
 
 /* The bytes a JSON number starts with. */
 static const unsigned char starts_number[256] = {
-	['-'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+	['-'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+	['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
 };
 
 /* The 16 bytes at p start with the member's separator. */
@@ -1480,7 +1492,8 @@ static inline uint64_t value_ends64(const unsigned char *p)
 static inline void digit_and_point_bits16(const unsigned char *p, unsigned *digits, unsigned *points)
 {
 	__m128i c = _mm_loadu_si128((const __m128i *)p);
-	__m128i digit = _mm_and_si128(_mm_cmpgt_epi8(c, _mm_set1_epi8('0' - 1)), _mm_cmplt_epi8(c, _mm_set1_epi8('9' + 1)));
+	__m128i digit =
+		_mm_and_si128(_mm_cmpgt_epi8(c, _mm_set1_epi8('0' - 1)), _mm_cmplt_epi8(c, _mm_set1_epi8('9' + 1)));
 	*digits = (unsigned)_mm_movemask_epi8(digit);
 	*points = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(c, _mm_set1_epi8('.')));
 }

@@ -27,8 +27,8 @@ struct walk_field {
 	const char *name;
 	const char *key; /* "name": */
 	size_t key_len;
-	int source; /* the item member it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*, FROM_DATETIME) */
-	int column; /* where its value goes, for the kinds walk_kind_has_column names */
+	int source;                 /* the item member it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*, FROM_DATETIME) */
+	int column;                 /* where its value goes, for the kinds walk_kind_has_column names */
 	const struct tz_zone *zone; /* FROM_DAY_MS's days, FROM_DATETIME's texts without an offset; NULL: UTC */
 };
 

@@ -22,7 +22,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-
 /* A nice value is per thread on Linux; failing to lower one's own priority only costs speed. */
 #define WORKER_NICE 10
 

@@ -48,8 +48,7 @@ static void write_all(struct output *o, const char *data, size_t len)
 		if (n <= 0) {
 			o->failed = 1;
 			o->error = n < 0 ? errno : EIO;
-		}
-		else
+		} else
 			done += (size_t)n;
 	}
 }
@@ -161,7 +160,8 @@ static void begin_trace(struct output *o, const char *trace_type)
 		   (long long)date_now_ms());
 }
 
-void proto_trace_error(struct output *o, enum proto_failure type, const char *message, const char *internal, const char *stack)
+void proto_trace_error(struct output *o, enum proto_failure type, const char *message, const char *internal,
+		       const char *stack)
 {
 	begin_trace(o, "ERROR");
 	buf_puts(&o->buf, ",\"error\":{\"message\":");
@@ -185,7 +185,8 @@ void proto_stream_status(struct output *o, const char *stream, const char *statu
 	json_write_string(&o->buf, stream, strlen(stream));
 	buf_printf(&o->buf, "},\"status\":\"%s\"", status);
 	if (rate_limited_until_ms > 0)
-		buf_printf(&o->buf, ",\"reasons\":[{\"type\":\"RATE_LIMITED\",\"rate_limited\":{\"quota_reset\":%lld}}]",
+		buf_printf(&o->buf,
+			   ",\"reasons\":[{\"type\":\"RATE_LIMITED\",\"rate_limited\":{\"quota_reset\":%lld}}]",
 			   (long long)rate_limited_until_ms);
 	buf_puts(&o->buf, "}}}");
 	end_message(o, 1);
@@ -203,7 +204,8 @@ void proto_connection_status(struct output *o, int succeeded, const char *messag
 	end_message(o, 1);
 }
 
-int proto_record(struct output *o, lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err, size_t errlen)
+int proto_record(struct output *o, lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err,
+		 size_t errlen)
 {
 	size_t mark = o->buf.len;
 	buf_puts(&o->buf, "{\"type\":\"RECORD\",\"record\":{\"stream\":");
@@ -261,11 +263,12 @@ int proto_message(struct output *o, lua_State *L, const char *type, const char *
 	return 0;
 }
 
-int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
-			    int64_t record_count, char *err, size_t errlen)
+int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, const char *state, size_t state_len,
+			    int legacy_idx, int64_t record_count, char *err, size_t errlen)
 {
 	if (!legacy_idx) {
-		buf_puts(&o->buf, "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":");
+		buf_puts(&o->buf, "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_"
+				  "descriptor\":{\"name\":");
 		json_write_string(&o->buf, stream, strlen(stream));
 		buf_puts(&o->buf, "},\"stream_state\":");
 		buf_append(&o->buf, state, state_len);
@@ -286,7 +289,8 @@ int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, 
 		buf_free(&others);
 		return -1;
 	}
-	buf_puts(&o->buf, "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":");
+	buf_puts(&o->buf,
+		 "{\"type\":\"STATE\",\"state\":{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":");
 	json_write_string(&o->buf, stream, strlen(stream));
 	buf_puts(&o->buf, "},\"stream_state\":");
 	buf_append(&o->buf, state, state_len);
@@ -307,4 +311,3 @@ int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, 
 	end_message(o, 1);
 	return 0;
 }
-

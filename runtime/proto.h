@@ -12,9 +12,9 @@ struct secrets;
 /* stdout, as the protocol's messages go out on it: one buffer, flushed at the points that matter. */
 struct output {
 	struct buf buf;
-	uint64_t flushed; /* bytes handed to write(2) so far */
-	int failed; /* stdout is gone (the platform stopped reading): later writes are dropped */
-	int error;  /* the errno of the write that failed */
+	uint64_t flushed;              /* bytes handed to write(2) so far */
+	int failed;                    /* stdout is gone (the platform stopped reading): later writes are dropped */
+	int error;                     /* the errno of the write that failed */
 	const struct secrets *secrets; /* masked out of every text written */
 };
 
@@ -33,7 +33,8 @@ void proto_log(struct output *o, const char *level, const char *text);
 /* The same for text that may hold NUL bytes (Lua strings). */
 void proto_log_text(struct output *o, const char *level, const char *text, size_t len);
 void proto_logf(struct output *o, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void proto_trace_error(struct output *o, enum proto_failure type, const char *message, const char *internal, const char *stack);
+void proto_trace_error(struct output *o, enum proto_failure type, const char *message, const char *internal,
+		       const char *stack);
 const char *proto_failure_name(enum proto_failure type);
 int proto_failure_from_name(const char *name, enum proto_failure *type);
 /* status: STARTED, RUNNING, COMPLETE, INCOMPLETE; rate_limited_until_ms > 0 adds a RATE_LIMITED reason. */
@@ -41,7 +42,8 @@ void proto_stream_status(struct output *o, const char *stream, const char *statu
 void proto_connection_status(struct output *o, int succeeded, const char *message);
 
 /* RECORD for the data table at data_idx; -1 with err when data cannot be written as JSON. */
-int proto_record(struct output *o, lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err, size_t errlen);
+int proto_record(struct output *o, lua_State *L, const char *stream, int data_idx, int64_t emitted_at_ms, char *err,
+		 size_t errlen);
 
 /* The fixed parts of a stream's RECORD messages, so that a page's records are written with three
  * copies each around their data. */
@@ -62,7 +64,7 @@ int proto_message(struct output *o, lua_State *L, const char *type, const char *
 /* STATE of one stream: its stream_state as JSON text (an object), and, when legacy_idx is not 0,
  * as data the whole-source blob at legacy_idx with that state in place of the blob's own entry for
  * the stream (in the message only: the blob is left as it was). */
-int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, const char *state, size_t state_len, int legacy_idx,
-			    int64_t record_count, char *err, size_t errlen);
+int proto_stream_state_json(struct output *o, lua_State *L, const char *stream, const char *state, size_t state_len,
+			    int legacy_idx, int64_t record_count, char *err, size_t errlen);
 
 #endif

@@ -74,7 +74,7 @@ struct record_batch {
 	struct pool_job job; /* first: the job is the batch */
 	struct runtime *rt;
 	struct mapper *m;
-	const char *text; /* the page (a Lua string or page) kept alive as the batch's second uservalue */
+	const char *text;  /* the page (a Lua string or page) kept alive as the batch's second uservalue */
 	struct page *page; /* that page, when it is one: its text is not freed while the batch lives */
 	size_t text_len;
 	size_t memory_cap;
@@ -110,9 +110,12 @@ static const char *checked_name(lua_State *L, int idx, const char *what, size_t 
 	const char *s = lua_tolstring(L, idx, len);
 	const unsigned char *p = (const unsigned char *)s;
 	for (size_t i = 0; i < *len;) {
-		int n = p[i] >= 0x80 ? json_utf8_sequence_length(p + i, *len - i) : (p[i] >= 0x20 && p[i] != '"' && p[i] != '\\');
+		int n = p[i] >= 0x80 ? json_utf8_sequence_length(p + i, *len - i)
+				     : (p[i] >= 0x20 && p[i] != '"' && p[i] != '\\');
 		if (n == 0)
-			luaL_error(L, "records.declare: %s '%s' must be UTF-8 without quotes, backslashes or control characters",
+			luaL_error(L,
+				   "records.declare: %s '%s' must be UTF-8 without quotes, backslashes or control "
+				   "characters",
 				   what, s);
 		i += (size_t)n;
 	}
@@ -126,9 +129,9 @@ static void refuse_unknown_keys(lua_State *L, int idx, const char *const *known,
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
 		lua_pop(L, 1);
-		const char *key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+		const char *key = lua_type(L, -1) == LUA_TSTRING                      ? lua_tostring(L, -1)
 				  : lua_isinteger(L, -1) && lua_tointeger(L, -1) == 1 ? "1"
-										    : NULL;
+										      : NULL;
 		int ok = 0;
 		for (const char *const *k = known; key && !ok && *k; k++)
 			ok = !strcmp(key, *k);
@@ -137,7 +140,8 @@ static void refuse_unknown_keys(lua_State *L, int idx, const char *const *known,
 			const char *typed = luaL_tolstring(L, -1, NULL);
 			const char *closest = suggest_closest(typed, known);
 			if (closest)
-				luaL_error(L, "records.declare: %s has an unknown key '%s' (did you mean %s?)", where, typed, closest);
+				luaL_error(L, "records.declare: %s has an unknown key '%s' (did you mean %s?)", where,
+					   typed, closest);
 			luaL_error(L, "records.declare: %s has an unknown key '%s'", where, typed);
 		}
 	}
@@ -183,7 +187,8 @@ static enum walk_kind field_kind_of(lua_State *L, int spec, const char *name)
 		kind = FROM_DATETIME;
 	else
 		luaL_error(L,
-			   "records.declare: field '%s': as must be \"integer\", \"day_from_ms\", \"day\" or \"datetime\", "
+			   "records.declare: field '%s': as must be \"integer\", \"day_from_ms\", \"day\" or "
+			   "\"datetime\", "
 			   "not '%s'",
 			   name, as_name);
 	lua_pop(L, 4);
@@ -219,8 +224,10 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 	f->zone = NULL;
 	if (lua_getfield(L, spec, "zone") != LUA_TNIL) {
 		if ((f->kind != FROM_DAY_MS && f->kind != FROM_DATETIME) || lua_type(L, -1) != LUA_TSTRING)
-			luaL_error(L, "records.declare: field '%s': zone goes with as = \"day_from_ms\" or \"datetime\" and is "
-				      "a time zone name",
+			luaL_error(L,
+				   "records.declare: field '%s': zone goes with as = \"day_from_ms\" or \"datetime\" "
+				   "and is "
+				   "a time zone name",
 				   f->name);
 		char err[300];
 		if (strcmp(lua_tostring(L, -1), "UTC") &&
@@ -779,14 +786,9 @@ enum records_outcome records_batch_settle(const struct record_batch *b, char *wh
 {
 	batch_wait(b);
 	switch (b->out.outcome) {
-	case WALK_OK:
-		return RECORDS_OK;
-	case WALK_NOT_JSON:
-		snprintf(why, whylen, "%s", b->out.message);
-		return RECORDS_NOT_JSON;
-	default:
-		snprintf(why, whylen, "%srecords: %s", b->where, b->out.message);
-		return RECORDS_WRONG_SHAPE;
+	case WALK_OK: return RECORDS_OK;
+	case WALK_NOT_JSON: snprintf(why, whylen, "%s", b->out.message); return RECORDS_NOT_JSON;
+	default: snprintf(why, whylen, "%srecords: %s", b->where, b->out.message); return RECORDS_WRONG_SHAPE;
 	}
 }
 
@@ -808,8 +810,7 @@ int records_batch_column(const struct record_batch *b, const char *name)
 	return -1;
 }
 
-void records_batch_get(const struct record_batch *b, size_t i, int column, const char **data, size_t *len,
-		       int64_t *day)
+void records_batch_get(const struct record_batch *b, size_t i, int column, const char **data, size_t *len, int64_t *day)
 {
 	const struct walk_output *o = &b->out;
 	const struct walk_entry *e = &o->mem.entries[i];

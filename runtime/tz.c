@@ -1190,8 +1190,8 @@ static void unknown_zone(struct tz_db *db, const char *name, char *err, size_t e
 	shown_name(name, shown);
 	size_t n = suggest(db, name, s);
 	if (n == 0 && db->nnames <= 1)
-		snprintf(err, errlen, "unknown time zone '%s' (no tz database in %s: install tzdata or set TZDIR)", shown,
-			 db->dir);
+		snprintf(err, errlen, "unknown time zone '%s' (no tz database in %s: install tzdata or set TZDIR)",
+			 shown, db->dir);
 	else if (n == 0)
 		snprintf(err, errlen, "unknown time zone '%s'", shown);
 	else if (n == 1)

@@ -21,8 +21,9 @@ struct tz_period {
 /* The largest TZif file read (the biggest in tzdata is ~3 KB). */
 #define TZ_FILE_MAX ((size_t)1 << 20)
 
-struct tz_db *tz_db_open(const char *dir); /* dir NULL: $TZDIR, else /usr/share/zoneinfo; NULL only when out of memory */
-void tz_db_close(struct tz_db *db);         /* frees every zone it loaded */
+struct tz_db *
+tz_db_open(const char *dir);        /* dir NULL: $TZDIR, else /usr/share/zoneinfo; NULL only when out of memory */
+void tz_db_close(struct tz_db *db); /* frees every zone it loaded */
 
 /* Finds or loads the zone called name ("UTC", "Europe/London", "America/New_York", links such as
  * "US/Eastern"): the names the database has, and "UTC", which works even when no tz database is

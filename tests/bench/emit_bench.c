@@ -87,7 +87,8 @@ static long long write_tables(lua_State *L, int records)
 	char err[128];
 	for (lua_Integer i = 1; i <= n; i++) {
 		lua_rawgeti(L, records, i);
-		if (proto_record(&runtime_of(L)->out, L, "stock_prices", lua_gettop(L), 1700000000000LL, err, sizeof err))
+		if (proto_record(&runtime_of(L)->out, L, "stock_prices", lua_gettop(L), 1700000000000LL, err,
+				 sizeof err))
 			luaL_error(L, "record %d: %s", (int)i, err);
 		lua_pop(L, 1);
 	}

@@ -21,14 +21,14 @@
 #define FUZZ_INSTRUCTIONS 100000000LL
 
 /* Reports a broken property and stops, so that libFuzzer saves the input as a crash. */
-#define FUZZ_CHECK(cond, ...)                                                                        \
-	do {                                                                                         \
-		if (!(cond)) {                                                                       \
+#define FUZZ_CHECK(cond, ...)                                                                                   \
+	do {                                                                                                    \
+		if (!(cond)) {                                                                                  \
 			fprintf(stderr, "fuzz: property violated at %s:%d: %s\n  ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                                                \
-			fputc('\n', stderr);                                                         \
-			abort();                                                                     \
-		}                                                                                    \
+			fprintf(stderr, __VA_ARGS__);                                                           \
+			fputc('\n', stderr);                                                                    \
+			abort();                                                                                \
+		}                                                                                               \
 	} while (0)
 
 /* FUZZ_LENIENT=1 tolerates the bugs already reported (each has a file under regressions/), so

@@ -85,8 +85,8 @@ static void check_instant(const char *input, int64_t epoch, int zone)
 	if (zone == DATE_UTC)
 		FUZZ_CHECK(offset == 0, "UTC offset %d", offset);
 	else
-		FUZZ_CHECK(offset == -14400 || offset == -18000 || offset == -17762, "New York offset %d at %lld", offset,
-			   (long long)epoch); /* -17762: local mean time, before 1883 */
+		FUZZ_CHECK(offset == -14400 || offset == -18000 || offset == -17762, "New York offset %d at %lld",
+			   offset, (long long)epoch); /* -17762: local mean time, before 1883 */
 	int seconds = date_seconds_into_day(epoch, zone_of(zone));
 	FUZZ_CHECK(seconds >= 0 && seconds < SECONDS_PER_DAY, "seconds into day %d for '%s' in %s", seconds, input,
 		   zone_name(zone));
@@ -108,11 +108,14 @@ static void check_day(const char *s)
 	static const int zones[] = {DATE_UTC, DATE_NEW_YORK};
 	for (size_t i = 0; i < 2; i++) {
 		int64_t epoch;
-		FUZZ_CHECK(date_parse(s, zone_of(zones[i]), &epoch) == 0, "day '%s' is not a date in %s", s, zone_name(zones[i]));
-		FUZZ_CHECK(date_day_in_zone(epoch, zone_of(zones[i])) == days, "day '%s' in %s starts on day %lld, not %lld", s,
-			   zone_name(zones[i]), (long long)date_day_in_zone(epoch, zone_of(zones[i])), (long long)days);
-		FUZZ_CHECK(date_seconds_into_day(epoch, zone_of(zones[i])) == 0, "day '%s' in %s starts %d s after midnight", s,
-			   zone_name(zones[i]), date_seconds_into_day(epoch, zone_of(zones[i])));
+		FUZZ_CHECK(date_parse(s, zone_of(zones[i]), &epoch) == 0, "day '%s' is not a date in %s", s,
+			   zone_name(zones[i]));
+		FUZZ_CHECK(date_day_in_zone(epoch, zone_of(zones[i])) == days,
+			   "day '%s' in %s starts on day %lld, not %lld", s, zone_name(zones[i]),
+			   (long long)date_day_in_zone(epoch, zone_of(zones[i])), (long long)days);
+		FUZZ_CHECK(date_seconds_into_day(epoch, zone_of(zones[i])) == 0,
+			   "day '%s' in %s starts %d s after midnight", s, zone_name(zones[i]),
+			   date_seconds_into_day(epoch, zone_of(zones[i])));
 	}
 }
 

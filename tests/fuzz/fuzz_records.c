@@ -64,7 +64,6 @@
 #include "records.h"
 #include "tz.h"
 
-
 /* ------------------------------------------------------------------------------------------
  * The declaration, and what the reference loop does for each field
  * ---------------------------------------------------------------------------------------- */
@@ -94,7 +93,7 @@ static const struct field fields[] = {
 	{"shares", INTEGER, "v", NULL},
 	{"extra", COPY, "x", NULL},
 	{"\xc3\xa9t\xc3\xa9", COPY, "\xc3\xa9", NULL},
-	{"emoji", COPY, "\xf0\x9f\x98\x80/x", NULL}, /* matched by "\ud83d\ude00\/x" too */
+	{"emoji", COPY, "\xf0\x9f\x98\x80/x", NULL},         /* matched by "\ud83d\ude00\/x" too */
 	{"volume_weighted_average_price", COPY, "vw", NULL}, /* a key longer than 16 bytes */
 	{"source", VALUE, "'polygon'", NULL},
 	{"adjusted", VALUE, "true", NULL},
@@ -131,8 +130,12 @@ enum strict_reason {
 	STRICT_TOO_DEEP,     /* nested deeper than JSON_MAX_DEPTH: a shape error, never "not JSON" */
 };
 
-static const char *const reason_names[] = {"ok", "control character in a string", "malformed number",
-					   "NUL after the value", "lone surrogate escape", "other",
+static const char *const reason_names[] = {"ok",
+					   "control character in a string",
+					   "malformed number",
+					   "NUL after the value",
+					   "lone surrogate escape",
+					   "other",
 					   "nested too deeply"};
 
 struct strict {
@@ -196,7 +199,13 @@ static int hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
 	unsigned v = 0;
 	for (int i = 0; i < 4; i++) {
 		unsigned char c = p[i];
-		unsigned d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10u : c >= 'A' && c <= 'F' ? c - 'A' + 10u : 16;
+		unsigned d = 16;
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10u;
+		else if (c >= 'A' && c <= 'F')
+			d = c - 'A' + 10u;
 		if (d == 16)
 			return -1;
 		v = v << 4 | d;
@@ -322,10 +331,8 @@ static const unsigned char *st_value(struct strict *st, const unsigned char *p, 
 		return st_fail(st, p, STRICT_OTHER);
 	switch (*p) {
 	case '{':
-	case '[':
-		return st_container(st, p, depth + 1);
-	case '"':
-		return st_string(st, p);
+	case '[': return st_container(st, p, depth + 1);
+	case '"': return st_string(st, p);
 	case 't':
 	case 'f':
 	case 'n': {
@@ -405,10 +412,10 @@ static void dump(const char *label, const void *data, size_t len)
 static const uint8_t *input_data;
 static size_t input_size;
 
-#define MISMATCH(...)                                                                                \
-	do {                                                                                         \
-		dump("input", input_data, input_size);                                               \
-		FUZZ_CHECK(0, __VA_ARGS__);                                                          \
+#define MISMATCH(...)                                  \
+	do {                                           \
+		dump("input", input_data, input_size); \
+		FUZZ_CHECK(0, __VA_ARGS__);            \
 	} while (0)
 
 /* ------------------------------------------------------------------------------------------
@@ -528,8 +535,7 @@ static int reference_record(lua_State *L, int item, int ctx, int values, int64_t
 		switch (f->kind) {
 		case COPY:
 		case CONTEXT:
-		case VALUE:
-			break;
+		case VALUE: break;
 		case INTEGER: {
 			int ok = 0;
 			lua_Integer n = lua_type(L, v) == LUA_TNUMBER ? lua_tointegerx(L, v, &ok) : 0;
@@ -575,9 +581,10 @@ static int reference_record(lua_State *L, int item, int ctx, int values, int64_t
 				lua_pushstring(L, f->zone);
 			lua_call(L, f->zone ? 2 : 1, 1);
 			int64_t parsed;
-			FUZZ_CHECK(lua_type(L, -1) == LUA_TSTRING && date_parse_day(lua_tostring(L, -1), &parsed) == 0 &&
-					   parsed == day,
-				   "date.from_ms(%.17g) gives '%s', not day %lld", ms, lua_tostring(L, -1), (long long)day);
+			FUZZ_CHECK(lua_type(L, -1) == LUA_TSTRING &&
+					   date_parse_day(lua_tostring(L, -1), &parsed) == 0 && parsed == day,
+				   "date.from_ms(%.17g) gives '%s', not day %lld", ms, lua_tostring(L, -1),
+				   (long long)day);
 			days[i] = day;
 			lua_replace(L, v);
 			break;
@@ -650,7 +657,7 @@ static int name_reads_as(lua_State *L, const unsigned char *name, size_t len, co
 
 struct page_scan {
 	lua_State *L;
-	struct span list; /* the value of the page's `results` */
+	struct span list;   /* the value of the page's `results` */
 	struct span *items; /* per item, per field: the member it reads (the last one with that name) */
 	size_t count, cap;
 };
@@ -660,7 +667,8 @@ static void item_member(void *ud, const unsigned char *name, size_t len, const u
 	struct page_scan *ps = ud;
 	struct span *item = ps->items + (ps->count - 1) * NFIELDS;
 	for (int i = 0; i < NFIELDS; i++)
-		if (fields[i].kind != CONTEXT && fields[i].kind != VALUE && name_reads_as(ps->L, name, len, fields[i].arg))
+		if (fields[i].kind != CONTEXT && fields[i].kind != VALUE &&
+		    name_reads_as(ps->L, name, len, fields[i].arg))
 			item[i] = (struct span){value, vlen};
 }
 
@@ -755,9 +763,9 @@ static void expected_value(lua_State *L, int i, int idx, const struct span *v, s
 		   fields[i].arg);
 	switch (fields[i].kind) {
 	case COPY: {
-		int rewrite = is_number_text(v) && (memchr(v->at, 'e', v->len) || memchr(v->at, 'E', v->len) ||
-						    (memchr(v->at, '.', v->len) && v->at[v->len - 1] == '0') ||
-						    integer_digits(v) > 300);
+		int rewrite = is_number_text(v) &&
+			      (memchr(v->at, 'e', v->len) || memchr(v->at, 'E', v->len) ||
+			       (memchr(v->at, '.', v->len) && v->at[v->len - 1] == '0') || integer_digits(v) > 300);
 		if (rewrite) /* strtod stops at the ',' or '}' after the value */
 			buf_append(out, number, json_double_text(strtod((const char *)v->at, NULL), number));
 		else if (*v->at == '{' || *v->at == '[')
@@ -787,12 +795,8 @@ static void expected_value(lua_State *L, int i, int idx, const struct span *v, s
 		buf_puts(out, lua_tostring(L, idx));
 		buf_putc(out, '"');
 		return;
-	case DAY:
-		buf_append(out, v->at, v->len);
-		return;
-	default:
-		encode_or_fail(L, idx, out);
-		return;
+	case DAY: buf_append(out, v->at, v->len); return;
+	default: encode_or_fail(L, idx, out); return;
 	}
 }
 
@@ -805,13 +809,15 @@ static void compare_records(lua_State *L, const struct record_batch *batch, int 
 	FUZZ_CHECK(ps.count == n, "the harness sees %zu items in the text and %zu decoded", ps.count, n);
 	FUZZ_CHECK(records_batch_count(batch) == n, "%zu records for %zu items", records_batch_count(batch), n);
 	lua_len(L, batch_idx);
-	FUZZ_CHECK(lua_tointeger(L, -1) == (lua_Integer)n, "#batch is %lld, not %zu", (long long)lua_tointeger(L, -1), n);
+	FUZZ_CHECK(lua_tointeger(L, -1) == (lua_Integer)n, "#batch is %lld, not %zu", (long long)lua_tointeger(L, -1),
+		   n);
 	lua_pop(L, 1);
 	int columns[NFIELDS];
 	for (int i = 0; i < NFIELDS; i++) {
 		columns[i] = records_batch_column(batch, fields[i].name);
 		int has_column = fields[i].kind == DAY || fields[i].kind == DAY_MS || fields[i].kind == INTEGER;
-		FUZZ_CHECK((columns[i] >= 0) == has_column, "field '%s' has value column %d", fields[i].name, columns[i]);
+		FUZZ_CHECK((columns[i] >= 0) == has_column, "field '%s' has value column %d", fields[i].name,
+			   columns[i]);
 	}
 	FUZZ_CHECK(records_batch_framed_for(batch, STREAM) && !records_batch_framed_for(batch, "stock_prices"), "%s",
 		   "the batch is not framed for ctx.stream alone");
@@ -846,7 +852,8 @@ static void compare_records(lua_State *L, const struct record_batch *batch, int 
 		} else {
 			FUZZ_CHECK(line == last_end, "record %zu's line does not follow the previous one", k);
 			FUZZ_CHECK((size_t)(data - line) == head_len && !memcmp(line, head, head_len) &&
-					   (size_t)(line + line_len - (data + len)) == tail_len && !memcmp(data + len, tail, tail_len),
+					   (size_t)(line + line_len - (data + len)) == tail_len &&
+					   !memcmp(data + len, tail, tail_len),
 				   "record %zu is framed unlike record 1", k);
 		}
 		last_end = line + line_len;
@@ -854,13 +861,14 @@ static void compare_records(lua_State *L, const struct record_batch *batch, int 
 		int message = lua_gettop(L);
 		lua_getfield(L, message, "type");
 		lua_getfield(L, message, "record");
-		FUZZ_CHECK(lua_type(L, -2) == LUA_TSTRING && !strcmp(lua_tostring(L, -2), "RECORD") && lua_istable(L, -1),
+		FUZZ_CHECK(lua_type(L, -2) == LUA_TSTRING && !strcmp(lua_tostring(L, -2), "RECORD") &&
+				   lua_istable(L, -1),
 			   "record %zu's line is not a RECORD message", k);
 		lua_getfield(L, -1, "stream");
 		lua_getfield(L, -2, "emitted_at");
 		lua_getfield(L, -3, "data");
-		FUZZ_CHECK(lua_type(L, -3) == LUA_TSTRING && !strcmp(lua_tostring(L, -3), STREAM) && lua_isnumber(L, -2) &&
-				   same_value(L, -1, got, 0),
+		FUZZ_CHECK(lua_type(L, -3) == LUA_TSTRING && !strcmp(lua_tostring(L, -3), STREAM) &&
+				   lua_isnumber(L, -2) && same_value(L, -1, got, 0),
 			   "record %zu's RECORD message has another stream, no emitted_at, or other data", k);
 		lua_settop(L, got);
 
@@ -909,8 +917,8 @@ static void compare_records(lua_State *L, const struct record_batch *batch, int 
 				if (want != RECORDS_NO_VALUE && (want >= (1LL << 53) || want <= -(1LL << 53)))
 					want = day;
 			}
-			FUZZ_CHECK(day == want, "record %zu: value column of '%s' holds %lld, not %lld", k, fields[i].name,
-				   (long long)day, (long long)want);
+			FUZZ_CHECK(day == want, "record %zu: value column of '%s' holds %lld, not %lld", k,
+				   fields[i].name, (long long)day, (long long)want);
 		}
 		buf_putc(&expected, '}');
 		records_batch_get(batch, k - 1, -1, &data, &len, &day);
@@ -1020,8 +1028,8 @@ static void check_lua_view(lua_State *L, int batch, enum records_outcome outcome
 			FUZZ_CHECK(status == LUA_OK, "%s raises after a walk that went well: %s", names[i],
 				   lua_isstring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
 		} else if (outcome == RECORDS_NOT_JSON) {
-			FUZZ_CHECK(status != LUA_OK && lua_istable(L, -1), "%s does not raise a table for a page that is not JSON",
-				   names[i]);
+			FUZZ_CHECK(status != LUA_OK && lua_istable(L, -1),
+				   "%s does not raise a table for a page that is not JSON", names[i]);
 			lua_getfield(L, -1, "failure_type");
 			lua_getfield(L, -2, "message");
 			const char *failure = lua_tostring(L, -2);
@@ -1029,11 +1037,12 @@ static void check_lua_view(lua_State *L, int batch, enum records_outcome outcome
 			char want[600];
 			snprintf(want, sizeof want, "the answer is not JSON (%s)", why);
 			FUZZ_CHECK(failure && !strcmp(failure, "transient_error") && message && !strcmp(message, want),
-				   "%s raises %s / %s, not the not-JSON error for '%s'", names[i], failure ? failure : "(none)",
-				   message ? message : "(none)", why);
+				   "%s raises %s / %s, not the not-JSON error for '%s'", names[i],
+				   failure ? failure : "(none)", message ? message : "(none)", why);
 			lua_pop(L, 2);
 		} else {
-			FUZZ_CHECK(status != LUA_OK && lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), why),
+			FUZZ_CHECK(status != LUA_OK && lua_type(L, -1) == LUA_TSTRING &&
+					   !strcmp(lua_tostring(L, -1), why),
 				   "%s raises %s, not the shape error '%s'", names[i],
 				   lua_isstring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1), why);
 		}
@@ -1053,7 +1062,8 @@ static const struct record_batch *map_page(lua_State *L, int mapper, int ctx, in
 		   lua_isstring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
 	const struct record_batch *batch = records_to_batch(L, -1);
 	FUZZ_CHECK(batch != NULL, "map returned a %s, not a batch", luaL_typename(L, -1));
-	FUZZ_CHECK(pool_running(&runtime_of(L)->pool) || records_batch_ready(batch), "%s", "no worker runs, yet the walk is not done");
+	FUZZ_CHECK(pool_running(&runtime_of(L)->pool) || records_batch_ready(batch), "%s",
+		   "no worker runs, yet the walk is not done");
 	return batch;
 }
 
@@ -1080,8 +1090,9 @@ static int run(lua_State *L)
 		FUZZ_CHECK(strict == STRICT_OK, "json_decode_push accepts a text refused for '%s' at byte %zu",
 			   reason_names[strict], strict_at);
 	if (decoded == JSON_TOO_DEEP)
-		FUZZ_CHECK(strict == STRICT_TOO_DEEP, "json_decode_push calls too deep a text refused for '%s' at byte %zu",
-			   reason_names[strict], strict_at);
+		FUZZ_CHECK(strict == STRICT_TOO_DEEP,
+			   "json_decode_push calls too deep a text refused for '%s' at byte %zu", reason_names[strict],
+			   strict_at);
 	int is_json = strict == STRICT_OK;
 
 	/* mapper:map(ctx, response) -> batch; the walk's outcome is read when the batch is settled */
@@ -1098,7 +1109,8 @@ static int run(lua_State *L)
 	int not_json = outcome == RECORDS_NOT_JSON;
 	const char *shape_error = outcome == RECORDS_WRONG_SHAPE ? why : NULL;
 	if (shape_error)
-		FUZZ_CHECK(starts_with(shape_error, "records: "), "a shape error that is not a 'records:' one: %s", shape_error);
+		FUZZ_CHECK(starts_with(shape_error, "records: "), "a shape error that is not a 'records:' one: %s",
+			   shape_error);
 
 	/* (d) response.body, what a script that builds its records in Lua reads: cjson's decoding, or
 	 * the not-JSON error, with the response marked so that the engine asks again; JSON nested too
@@ -1110,8 +1122,8 @@ static int run(lua_State *L)
 		FUZZ_CHECK(cjson_ok, "%s", "response.body decodes a text json_decode_push refuses");
 		FUZZ_CHECK(same_value(L, -1, body, 0), "%s", "response.body is not the text decoded");
 	} else if (decoded == JSON_TOO_DEEP) {
-		FUZZ_CHECK(lua_type(L, -1) == LUA_TSTRING && strstr(lua_tostring(L, -1), "nested deeper than"),
-			   "%s", "response.body raises something else than the too-deep error");
+		FUZZ_CHECK(lua_type(L, -1) == LUA_TSTRING && strstr(lua_tostring(L, -1), "nested deeper than"), "%s",
+			   "response.body raises something else than the too-deep error");
 		FUZZ_CHECK(!records_response_not_json(L, response, marked_why, sizeof marked_why), "%s",
 			   "response.body marked a too-deep answer to be asked for again");
 	} else {
@@ -1182,7 +1194,8 @@ static int run(lua_State *L)
 			size_t a = 0, b = 0;
 			const char *w = lua_tolstring(L, want, &a);
 			const char *g = lua_type(L, got) == LUA_TSTRING ? lua_tolstring(L, got, &b) : NULL;
-			dump(got == want + 1 ? "next_url (engine)   " : "next_url (Lua)      ", g ? g : "nil", g ? b : 3);
+			dump(got == want + 1 ? "next_url (engine)   " : "next_url (Lua)      ", g ? g : "nil",
+			     g ? b : 3);
 			dump("next_url (reference)", w ? w : "nil", w ? a : 3);
 			MISMATCH("%s", "next_url differs");
 		}
@@ -1193,7 +1206,8 @@ static int run(lua_State *L)
 	 * same records. */
 	if (input_size % 2) {
 		const struct record_batch *again = map_page(L, mapper, ctx, response);
-		FUZZ_CHECK(records_batch_settle(again, why, sizeof why) == RECORDS_OK, "mapping the page again: %s", why);
+		FUZZ_CHECK(records_batch_settle(again, why, sizeof why) == RECORDS_OK, "mapping the page again: %s",
+			   why);
 		FUZZ_CHECK(again != batch && records_batch_count(again) == records_batch_count(batch), "%s",
 			   "mapping the page again gave another count");
 		for (size_t k = 0; k < records_batch_count(batch); k++) {
@@ -1202,8 +1216,8 @@ static int run(lua_State *L)
 			int64_t day;
 			records_batch_get(batch, k, -1, &a, &alen, &day);
 			records_batch_get(again, k, -1, &b, &blen, &day);
-			FUZZ_CHECK(a != b && alen == blen && !memcmp(a, b, alen), "record %zu differs when the page is mapped again",
-				   k + 1);
+			FUZZ_CHECK(a != b && alen == blen && !memcmp(a, b, alen),
+				   "record %zu differs when the page is mapped again", k + 1);
 		}
 		lua_pop(L, 1);
 	}
@@ -1308,7 +1322,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (status != LUA_OK) {
 		/* The harness itself must not raise: a memory error here would hide a comparison. */
 		dump("input", data, size);
-		FUZZ_CHECK(0, "the harness raised: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
+		FUZZ_CHECK(0, "the harness raised: %s",
+			   lua_tostring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1));
 	}
 	fuzz_collect(L);
 	return 0;

@@ -1,46 +1,40 @@
-"""The libFuzzer targets in `make test`: each replays its seed corpus and its regressions
-(`make -f tests/fuzz/fuzz.mk fuzz-replay-<name>`). A crash, a sanitizer report or a broken
-property fails the test. Fuzzing itself is `make fuzz` (a short run of each: `make fuzz-smoke`).
-Skipped when clang is not installed.
+"""The fuzz targets in `make test`: each replays its seed corpus and its regressions once, linked
+with tests/fuzz/replay_main.c and the objects of the build under test (so the sanitizer build's
+suite replays them under ASan and UBSan). A crash, a sanitizer report or a broken property fails
+the test. Fuzzing itself is `make fuzz` (a short run of each: `make fuzz-smoke`).
 """
 import os
-import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FUZZ_MK = os.path.join("tests", "fuzz", "fuzz.mk")
+HERE = Path(__file__).resolve().parent
 NAMES = ["state", "catalog", "config", "date", "json", "records"]
 SANITIZER_MARKERS = ["ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error"]
-
-# One xdist worker for the whole module: the build fixture is per worker, and two workers
-# running `make fuzz-build` at once would relink a binary while the other executes it.
-pytestmark = pytest.mark.xdist_group("fuzz")
+BUILD = Path(os.environ.get("SOURCE_LUA_BINARY", HERE.parents[1] / "build" / "source-lua")).resolve().parent
 
 
-def make(goal, timeout, jobs=1):
-    # MAKEFLAGS from an enclosing make (a jobserver, -n) must not leak into these runs.
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    return subprocess.run(
-        ["make", "--no-print-directory", f"-j{jobs}", "-f", FUZZ_MK, goal],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-@pytest.fixture(scope="session")
-def fuzz_build():
-    if shutil.which("clang") is None:
-        pytest.skip("clang is not installed (apt-get install clang libclang-rt-14-dev)")
-    proc = make("fuzz-build", timeout=300, jobs=os.cpu_count() or 1)
-    assert proc.returncode == 0, f"fuzz-build failed:\n{proc.stdout}\n{proc.stderr}"
+def inputs(name):
+    found = []
+    for directory in (HERE / "corpus" / f"fuzz_{name}", HERE / "regressions" / f"fuzz_{name}"):
+        if directory.is_dir():
+            found += [p for p in directory.rglob("*")
+                      if p.is_file() and not p.name.startswith(".") and p.suffix != ".md"]
+    return sorted(found)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_fuzz_corpus_replays(fuzz_build, name):
-    proc = make(f"fuzz-replay-{name}", timeout=120)
+def test_fuzz_corpus_replays(name):
+    binary = BUILD / "fuzz-replay" / f"fuzz_{name}"
+    if not binary.exists():
+        pytest.fail(f"{binary} does not exist: run `make {binary.relative_to(HERE.parents[1])}`")
+    files = inputs(name)
+    assert files, f"fuzz_{name} has no corpus"
+    proc = subprocess.run([str(binary), *map(str, files)], capture_output=True, text=True, timeout=120)
     output = proc.stdout + proc.stderr
     tail = output[-6000:]
     for marker in SANITIZER_MARKERS:
         assert marker not in output, f"fuzz_{name}: {marker}\n{tail}"
     assert proc.returncode == 0, f"fuzz_{name} exited {proc.returncode}\n{tail}"
+    assert f"{len(files)} inputs replayed" in proc.stdout, tail

@@ -54,8 +54,7 @@ static void answer(struct probe *p, const char *cmd, const char *name, const cha
 	}
 	struct tz_period at;
 	tz_lookup(z, v, &at);
-	printf("%" PRId32 " %d %s %" PRId64 " %" PRId64 "\n", at.offset, at.is_dst, at.abbreviation, at.from,
-	       at.until);
+	printf("%" PRId32 " %d %s %" PRId64 " %" PRId64 "\n", at.offset, at.is_dst, at.abbreviation, at.from, at.until);
 }
 
 int main(void)

@@ -19,8 +19,8 @@
 #define DETAIL_MAX 600
 
 static const struct suite *const suites[] = {
-	&buf_suite, &json_suite, &date_suite_los_angeles, &date_suite_tokyo, &input_suite, &validate_suite,
-	&secrets_suite, &heap_suite, &records_suite, &tz_suite,
+	&buf_suite,     &json_suite, &date_suite_los_angeles, &date_suite_tokyo, &input_suite, &validate_suite,
+	&secrets_suite, &heap_suite, &records_suite,          &tz_suite,
 };
 
 static struct {
@@ -98,8 +98,8 @@ void test_escape(const char *s, size_t len, char *out, size_t outlen)
 	out[o] = '\0';
 }
 
-int test_check_bytes(const char *got, size_t got_len, const char *want, size_t want_len, const char *file,
-		     int line, const char *what)
+int test_check_bytes(const char *got, size_t got_len, const char *want, size_t want_len, const char *file, int line,
+		     const char *what)
 {
 	if (got && got_len == want_len && memcmp(got, want, want_len) == 0)
 		return 1;

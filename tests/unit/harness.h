@@ -48,13 +48,13 @@ extern const struct suite tz_suite;
 /* Records a failure unless ok; returns ok. */
 int test_check(int ok, const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Compares byte strings (got may be NULL); the detail shows both, with unprintable bytes escaped. */
-int test_check_bytes(const char *got, size_t got_len, const char *want, size_t want_len, const char *file,
-		     int line, const char *what);
+int test_check_bytes(const char *got, size_t got_len, const char *want, size_t want_len, const char *file, int line,
+		     const char *what);
 /* Records a failure when needle does not occur in haystack (haystack may be NULL). */
 int test_check_contains(const char *haystack, const char *needle, const char *file, int line, const char *what);
 
 #define CHECK(cond, ...) test_check((cond) ? 1 : 0, __FILE__, __LINE__, __VA_ARGS__)
-#define CHECK_STR(got, want, what)                                                                        \
+#define CHECK_STR(got, want, what) \
 	test_check_bytes((got), (got) ? strlen(got) : 0, (want), strlen(want), __FILE__, __LINE__, (what))
 #define CHECK_BUF(b, want, what) test_check_bytes((b)->data, (b)->len, (want), strlen(want), __FILE__, __LINE__, (what))
 #define CHECK_CONTAINS(haystack, needle, what) test_check_contains((haystack), (needle), __FILE__, __LINE__, (what))

@@ -69,8 +69,8 @@ static void host_zone_in_effect(void)
 		CHECK(tm.tm_mday == 30 && tm.tm_hour == 17, "local time is day %d %02d:00, not 30 17:00 (PDT)",
 		      tm.tm_mday, tm.tm_hour);
 	else if (!strcmp(zone, "Asia/Tokyo"))
-		CHECK(tm.tm_mday == 1 && tm.tm_hour == 9, "local time is day %d %02d:00, not 1 09:00 (JST)",
-		      tm.tm_mday, tm.tm_hour);
+		CHECK(tm.tm_mday == 1 && tm.tm_hour == 9, "local time is day %d %02d:00, not 1 09:00 (JST)", tm.tm_mday,
+		      tm.tm_hour);
 	else
 		CHECK(0, "no expectation for TZ=%s", zone);
 }
@@ -83,16 +83,9 @@ struct day_case {
 };
 
 static const struct day_case valid_days[] = {
-	{"1970-01-01", 0},
-	{"1969-12-31", -1},
-	{"2022-03-11", 19062},
-	{"2022-03-07", 19058},
-	{"2024-02-29", 19782},
-	{"2000-02-29", 11016},
-	{"1900-01-01", -25567},
-	{"1000-01-01", -354285},
-	{"9999-12-31", 2932896},
-	{"2100-12-31", 47846},
+	{"1970-01-01", 0},       {"1969-12-31", -1},    {"2022-03-11", 19062},  {"2022-03-07", 19058},
+	{"2024-02-29", 19782},   {"2000-02-29", 11016}, {"1900-01-01", -25567}, {"1000-01-01", -354285},
+	{"9999-12-31", 2932896}, {"2100-12-31", 47846},
 };
 
 static void parse_day_accepts(void)
@@ -109,10 +102,18 @@ static void parse_day_accepts(void)
 static void parse_day_rejects(void)
 {
 	static const char *const bad[] = {
-		"2022-13-45", "2022-02-29", "2023-02-29", "1900-02-29", "2100-02-29", "2022-04-31", "2022-00-10",
-		"2022-01-00", "2022-01-32", "yesterday",  "20220101",   "2022-1-01",  "2022-01-1",  "",
-		"2022-01-01 ", " 2022-01-01", "2022-01-01x", "2022/01/01", "2022-0a-01", "0999-12-31", "+022-01-01",
-		"2022-01-01T00:00:00Z", "-2022-01-01",
+		"2022-13-45",  "2022-02-29",
+		"2023-02-29",  "1900-02-29",
+		"2100-02-29",  "2022-04-31",
+		"2022-00-10",  "2022-01-00",
+		"2022-01-32",  "yesterday",
+		"20220101",    "2022-1-01",
+		"2022-01-1",   "",
+		"2022-01-01 ", " 2022-01-01",
+		"2022-01-01x", "2022/01/01",
+		"2022-0a-01",  "0999-12-31",
+		"+022-01-01",  "2022-01-01T00:00:00Z",
+		"-2022-01-01",
 	};
 	for (size_t i = 0; i < COUNT_OF(bad); i++) {
 		int64_t days = 0;
@@ -186,7 +187,8 @@ static void zone_offset_dst(void)
 	for (size_t i = 0; i < COUNT_OF(offsets); i++) {
 		int got = date_zone_offset(zone_of(DATE_NEW_YORK), offsets[i].epoch);
 		CHECK(got == offsets[i].offset, "%s: offset %d, want %d", offsets[i].label, got, offsets[i].offset);
-		CHECK(date_zone_offset(zone_of(DATE_UTC), offsets[i].epoch) == 0, "%s: UTC offset is not 0", offsets[i].label);
+		CHECK(date_zone_offset(zone_of(DATE_UTC), offsets[i].epoch) == 0, "%s: UTC offset is not 0",
+		      offsets[i].label);
 	}
 }
 
@@ -223,12 +225,13 @@ static void zone_offset_span_is_exact(void)
 			failures++;
 		/* A change of offset inside the span would be missed by the walk's cache. */
 		for (int64_t probe = from; probe < until && failures < 3; probe += 86400 / 4)
-			if (!CHECK(date_zone_offset(zone_of(DATE_NEW_YORK), probe) == offset, "epoch %lld: offset changes at %lld",
-				   (long long)t, (long long)probe))
+			if (!CHECK(date_zone_offset(zone_of(DATE_NEW_YORK), probe) == offset,
+				   "epoch %lld: offset changes at %lld", (long long)t, (long long)probe))
 				failures++;
 	}
 	int64_t from, until;
-	CHECK(date_zone_offset_span(zone_of(DATE_UTC), 1646708400, &from, &until) == 0 && from == INT64_MIN && until == INT64_MAX,
+	CHECK(date_zone_offset_span(zone_of(DATE_UTC), 1646708400, &from, &until) == 0 && from == INT64_MIN &&
+		      until == INT64_MAX,
 	      "UTC: offset 0 for all time");
 }
 
@@ -434,8 +437,9 @@ static void zone_from_name(void)
 		const char *name;
 		int found;
 	} cases[] = {
-		{"UTC", 1},           {"Etc/UTC", 1},          {"America/New_York", 1}, {"US/Eastern", 1},
-		{"Europe/London", 1}, {"america/new_york", 0}, {"", 0},                 {"../etc/passwd", 0},
+		{"UTC", 1},        {"Etc/UTC", 1},       {"America/New_York", 1},
+		{"US/Eastern", 1}, {"Europe/London", 1}, {"america/new_york", 0},
+		{"", 0},           {"../etc/passwd", 0},
 	};
 	struct tz_db *db = tz_db_open(NULL);
 	for (size_t i = 0; db && i < COUNT_OF(cases); i++) {
@@ -453,15 +457,15 @@ static void check_quotients(const char *name, int64_t (*quotient)(uint64_t), uin
 {
 	uint64_t x = 0x9E3779B97F4A7C15u;
 	for (uint64_t k = 0; k < 100000; k++) {
-		uint64_t edges[] = {k * divisor, k * divisor + divisor - 1, limit - 1 - k, (limit / divisor - k) * divisor,
-				    (limit / divisor - k) * divisor - 1};
+		uint64_t edges[] = {k * divisor, k * divisor + divisor - 1, limit - 1 - k,
+				    (limit / divisor - k) * divisor, (limit / divisor - k) * divisor - 1};
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		uint64_t spread = x % limit;
 		for (size_t i = 0; i < COUNT_OF(edges); i++)
 			CHECK((uint64_t)quotient(edges[i]) == edges[i] / divisor, "%s(%llu) = %lld", name,
 			      (unsigned long long)edges[i], (long long)quotient(edges[i]));
-		CHECK((uint64_t)quotient(spread) == spread / divisor, "%s(%llu) = %lld", name, (unsigned long long)spread,
-		      (long long)quotient(spread));
+		CHECK((uint64_t)quotient(spread) == spread / divisor, "%s(%llu) = %lld", name,
+		      (unsigned long long)spread, (long long)quotient(spread));
 	}
 }
 

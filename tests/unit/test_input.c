@@ -141,12 +141,9 @@ static void run_state_cases(const struct state_case *cases, size_t count)
 static void state_empty_forms(void)
 {
 	static const struct state_case cases[] = {
-		{"empty file", "", NULL},
-		{"blank file", " \n\t\r\n", NULL},
-		{"[]", "[]", NULL},
-		{"[ ] with spaces", "[ ]\n", NULL},
-		{"{}", "{}", NULL},
-		{"null", "null", NULL},
+		{"empty file", "", NULL}, {"blank file", " \n\t\r\n", NULL},
+		{"[]", "[]", NULL},       {"[ ] with spaces", "[ ]\n", NULL},
+		{"{}", "{}", NULL},       {"null", "null", NULL},
 	};
 	run_state_cases(cases, COUNT_OF(cases));
 }
@@ -289,10 +286,12 @@ static void state_malformed(void)
 		{"a boolean", "true", {"state", "boolean", NULL}},
 		{"a list entry that is a number", "[1]", {"entry 1", "object", NULL}},
 		{"a later list entry that is a string",
-		 "[{\"type\":\"LEGACY\",\"data\":{}},\"x\"]", {"entry 2", "object", NULL}},
+		 "[{\"type\":\"LEGACY\",\"data\":{}},\"x\"]",
+		 {"entry 2", "object", NULL}},
 		{"an unknown type", "[{\"type\":\"BOGUS\"}]", {"unknown type", "BOGUS", NULL}},
 		{"an unknown type in an object", "{\"type\":\"PER_STREAM\"}", {"unknown type", "PER_STREAM", NULL}},
-		{"STREAM without stream_descriptor", "[{\"type\":\"STREAM\",\"stream\":{\"stream_state\":{}}}]",
+		{"STREAM without stream_descriptor",
+		 "[{\"type\":\"STREAM\",\"stream\":{\"stream_state\":{}}}]",
 		 {"stream_descriptor", NULL}},
 		{"STREAM whose stream_state is a string",
 		 "[{\"type\":\"STREAM\",\"stream\":{\"stream_descriptor\":{\"name\":\"stock_prices\"},"
@@ -381,9 +380,11 @@ static void catalog_invalid(void)
 		{"streams is not a list", "{\"streams\":\"stock_prices\"}", {"streams", NULL}},
 		{"a list, not an object", "[1]", {"streams", NULL}},
 		{"a stream entry that is a number", "{\"streams\":[1]}", {"streams[0]", NULL}},
-		{"a stream without 'stream'", "{\"streams\":[{\"sync_mode\":\"incremental\"}]}",
+		{"a stream without 'stream'",
+		 "{\"streams\":[{\"sync_mode\":\"incremental\"}]}",
 		 {"streams[0]", "stream", NULL}},
-		{"a stream without a name", "{\"streams\":[{\"stream\":{},\"sync_mode\":\"incremental\"}]}",
+		{"a stream without a name",
+		 "{\"streams\":[{\"stream\":{},\"sync_mode\":\"incremental\"}]}",
 		 {"streams[0]", "name", NULL}},
 		{"a stream with an empty name",
 		 "{\"streams\":[{\"stream\":{\"name\":\"\"},\"sync_mode\":\"incremental\"}]}",
@@ -392,15 +393,18 @@ static void catalog_invalid(void)
 		 "{\"streams\":[{\"stream\":{\"name\":\"a\"},\"sync_mode\":\"incremental\"},{\"stream\":{\"name\":5},"
 		 "\"sync_mode\":\"incremental\"}]}",
 		 {"streams[1]", "name", NULL}},
-		{"sync_mode bogus", "{\"streams\":[{\"stream\":{\"name\":\"stock_prices\"},\"sync_mode\":\"bogus\"}]}",
+		{"sync_mode bogus",
+		 "{\"streams\":[{\"stream\":{\"name\":\"stock_prices\"},\"sync_mode\":\"bogus\"}]}",
 		 {"stock_prices", "bogus", NULL}},
-		{"sync_mode missing", "{\"streams\":[{\"stream\":{\"name\":\"stock_prices\"}}]}",
+		{"sync_mode missing",
+		 "{\"streams\":[{\"stream\":{\"name\":\"stock_prices\"}}]}",
 		 {"stock_prices", "sync_mode", NULL}},
 		{"one stream listed twice (its records would be sent twice)",
 		 "{\"streams\":[{\"stream\":{\"name\":\"stock_prices\"},\"sync_mode\":\"incremental\"},"
 		 "{\"stream\":{\"name\":\"stock_prices\"},\"sync_mode\":\"full_refresh\"}]}",
 		 {"stock_prices", "listed twice", NULL}},
-		{"a NUL in a stream name", "{\"streams\":[{\"stream\":{\"name\":\"stock\\u0000prices\"},"
+		{"a NUL in a stream name",
+		 "{\"streams\":[{\"stream\":{\"name\":\"stock\\u0000prices\"},"
 		 "\"sync_mode\":\"incremental\"}]}",
 		 {"streams[0]", "NUL", NULL}},
 	};

@@ -197,7 +197,10 @@ static const struct string_case strings[] = {
 	{"3-byte UTF-8", BYTES("\xe2\x82\xac \xe0\xa0\x80 \xed\x9f\xbf \xee\x80\x80 \xef\xbf\xbd"),
 	 "\"\xe2\x82\xac \xe0\xa0\x80 \xed\x9f\xbf \xee\x80\x80 \xef\xbf\xbd\"", NULL},
 	{"4-byte UTF-8", BYTES("\xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf"), "\"\xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf\"", NULL},
-	{"invalid byte 0xff", BYTES("a\xff" "b"), "\"a\\ufffdb\"", NULL},
+	{"invalid byte 0xff",
+	 BYTES("a\xff"
+	       "b"),
+	 "\"a\\ufffdb\"", NULL},
 	{"lone continuation byte", BYTES("\x80"), "\"\\ufffd\"", NULL},
 	{"overlong 2-byte '/'", BYTES("\xc0\xaf"), "\"\\ufffd\\ufffd\"", NULL},
 	{"overlong 2-byte 0xc1", BYTES("\xc1\xbf"), "\"\\ufffd\\ufffd\"", NULL},
@@ -208,8 +211,14 @@ static const struct string_case strings[] = {
 	{"above U+10FFFF", BYTES("\xf4\x90\x80\x80"), "\"\\ufffd\\ufffd\\ufffd\\ufffd\"", NULL},
 	{"0xf5 lead", BYTES("\xf5\x80"), "\"\\ufffd\\ufffd\"", NULL},
 	{"truncated at the end", BYTES("a\xe2\x82"), "\"a\\ufffd\\ufffd\"", "\"a\\ufffd\""},
-	{"truncated before ASCII", BYTES("\xe2\x82" "A"), "\"\\ufffd\\ufffdA\"", "\"\\ufffdA\""},
-	{"lead byte before ASCII", BYTES("\xf0" "AB"), "\"\\ufffdAB\"", NULL},
+	{"truncated before ASCII",
+	 BYTES("\xe2\x82"
+	       "A"),
+	 "\"\\ufffd\\ufffdA\"", "\"\\ufffdA\""},
+	{"lead byte before ASCII",
+	 BYTES("\xf0"
+	       "AB"),
+	 "\"\\ufffdAB\"", NULL},
 	{"valid after invalid", BYTES("\xff\xc3\xa9"), "\"\\ufffd\xc3\xa9\"", NULL},
 };
 
@@ -345,7 +354,8 @@ static void encode_members_in_name_order(void)
 		 "\"k4\":4,\"k40\":40,\"k41\":41,\"k42\":42,\"k43\":43,\"k44\":44,\"k45\":45,\"k46\":46,"
 		 "\"k47\":47,\"k48\":48,\"k49\":49,\"k5\":5,\"k50\":50,\"k6\":6,\"k7\":7,\"k8\":8,\"k9\":9}"},
 		/* number keys sort by the text they are written as */
-		{"return {[10] = 'a', [2] = 'b', [1.5] = 'c', x = 'd'}", "{\"1.5\":\"c\",\"10\":\"a\",\"2\":\"b\",\"x\":\"d\"}"},
+		{"return {[10] = 'a', [2] = 'b', [1.5] = 'c', x = 'd'}",
+		 "{\"1.5\":\"c\",\"10\":\"a\",\"2\":\"b\",\"x\":\"d\"}"},
 		{"return {b = {d = 1, c = 2}, a = {}}", "{\"a\":{},\"b\":{\"c\":2,\"d\":1}}"},
 	};
 	run_encode_cases(cases, COUNT_OF(cases));
@@ -679,11 +689,31 @@ static void round_trip_sentinel_lookalike(void)
 
 static void decode_rejects_bad_text(void)
 {
-	static const char *const bad[] = {
-		"[1,2", "{\"a\":}", "[NaN]", "[Infinity]", "[0x10]", "nul", "[1,]", "01", "1.", ".5", "1e", "-",
-		"[\"\\ud800\"]", "[\"\\udc00\"]", "\"\\x\"", "\"a\tb\"", "{1:2}", "[1] 2", "", "  ",
-		"\"abc\\", "[\"a\\", /* a backslash that is the text's last byte */
-	};
+	static const char *const bad[] =
+		{
+			"[1,2",
+			"{\"a\":}",
+			"[NaN]",
+			"[Infinity]",
+			"[0x10]",
+			"nul",
+			"[1,]",
+			"01",
+			"1.",
+			".5",
+			"1e",
+			"-",
+			"[\"\\ud800\"]",
+			"[\"\\udc00\"]",
+			"\"\\x\"",
+			"\"a\tb\"",
+			"{1:2}",
+			"[1] 2",
+			"",
+			"  ",
+			"\"abc\\",
+			"[\"a\\", /* a backslash that is the text's last byte */
+		};
 	lua_State *L = test_lua_open();
 	if (!L)
 		return;

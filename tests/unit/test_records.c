@@ -32,26 +32,25 @@
 #define BYTES(s) s, sizeof(s) - 1
 
 /* The declaration of the feature's description, and a one-field one for the scanner's cases. */
-static const char FULL[] =
-	"return records.declare { list = 'results', next_url = 'next_url', fields = {\n"
-	"  { 'date', from = 't', as = 'day_from_ms', zone = 'America/New_York' },\n"
-	"  { 'stock_ticker', context = 'partition' },\n"
-	"  { 'price', from = 'c' },\n"
-	"  { 'transactions', from = 'n', as = 'integer' },\n"
-	"  { 'x', value = 'k' },\n"
-	"  { 'd2', from = 'day_text', as = 'day' },\n"
-	"} }";
+static const char FULL[] = "return records.declare { list = 'results', next_url = 'next_url', fields = {\n"
+			   "  { 'date', from = 't', as = 'day_from_ms', zone = 'America/New_York' },\n"
+			   "  { 'stock_ticker', context = 'partition' },\n"
+			   "  { 'price', from = 'c' },\n"
+			   "  { 'transactions', from = 'n', as = 'integer' },\n"
+			   "  { 'x', value = 'k' },\n"
+			   "  { 'd2', from = 'day_text', as = 'day' },\n"
+			   "} }";
 static const char ONE[] =
 	"return records.declare { list = 'results', next_url = 'next_url', fields = { { 'c', from = 'c' } } }";
 
 /* What one mapper:map call and the settling of its batch gave. */
 struct mapped {
-	int status;                    /* of the map call: LUA_OK, or what it raised (in error) */
-	enum records_outcome outcome;  /* records_batch_settle's verdict */
-	char why[600];                 /* its reason */
-	char error[600];               /* what map raised, or what #batch raised in Lua */
-	int error_is_table;            /* #batch raised {message, failure_type} */
-	char failure[32];              /* its failure_type */
+	int status;                   /* of the map call: LUA_OK, or what it raised (in error) */
+	enum records_outcome outcome; /* records_batch_settle's verdict */
+	char why[600];                /* its reason */
+	char error[600];              /* what map raised, or what #batch raised in Lua */
+	int error_is_table;           /* #batch raised {message, failure_type} */
+	char failure[32];             /* its failure_type */
 	int has_next;
 	char next[600];
 	const struct record_batch *batch; /* left on the stack until the caller's lua_settop */
@@ -176,10 +175,10 @@ static void check_records(lua_State *L, int mapper, const char *label, const cha
 	lua_settop(L, top);
 }
 
-#define ONE_RECORD(L, mapper, label, page, want, next)                                                            \
-	do {                                                                                                      \
-		const char *const want_[] = {want};                                                               \
-		check_records(L, mapper, label, page, strlen(page), want_, 1, next);                              \
+#define ONE_RECORD(L, mapper, label, page, want, next)                               \
+	do {                                                                         \
+		const char *const want_[] = {want};                                  \
+		check_records(L, mapper, label, page, strlen(page), want_, 1, next); \
 	} while (0)
 
 /* Checks that a page is not JSON: settling says so with a reason containing reason (when given),
@@ -195,7 +194,8 @@ static void check_not_json(lua_State *L, int mapper, const char *label, const ch
 			 m.outcome == RECORDS_OK ? "accepted" : "not refused as not JSON",
 			 m.outcome == RECORDS_OK ? records_batch_count(m.batch) : 0, (int)m.outcome, m.why)) {
 		CHECK(m.error_is_table && !strcmp(m.failure, "transient_error"),
-		      "%s: #batch raised '%s' (failure_type '%s'), not a transient error table", label, m.error, m.failure);
+		      "%s: #batch raised '%s' (failure_type '%s'), not a transient error table", label, m.error,
+		      m.failure);
 		CHECK_CONTAINS(m.error, "the answer is not JSON (", label);
 		if (reason) {
 			CHECK_CONTAINS(m.why, reason, label);
@@ -217,8 +217,8 @@ static void check_shape_error(lua_State *L, int mapper, const char *label, const
 	} else if (CHECK(m.outcome == RECORDS_WRONG_SHAPE, "%s: outcome %d (%s), not a wrong shape", label,
 			 (int)m.outcome, m.why)) {
 		CHECK_CONTAINS(m.why, words, label);
-		CHECK(!strncmp(m.why, "test:1: records: ", 17), "%s: '%s' does not start with the map call's line", label,
-		      m.why);
+		CHECK(!strncmp(m.why, "test:1: records: ", 17), "%s: '%s' does not start with the map call's line",
+		      label, m.why);
 		CHECK(!m.error_is_table, "%s: #batch raised a table (%s: %s)", label, m.failure, m.error);
 		CHECK_CONTAINS(m.error, words, label);
 		CHECK_CONTAINS(m.error, "test:1: records: ", label);
@@ -265,8 +265,8 @@ static lua_State *open_with(const char *declaration)
 	lua_State *L = test_lua_open();
 	if (!L)
 		return NULL;
-	if (push_mapper(L, declaration) || !CHECK(lua_type(L, 1) == LUA_TUSERDATA, "the declaration gave a %s",
-						  luaL_typename(L, 1))) {
+	if (push_mapper(L, declaration) ||
+	    !CHECK(lua_type(L, 1) == LUA_TUSERDATA, "the declaration gave a %s", luaL_typename(L, 1))) {
 		test_lua_close(L);
 		return NULL;
 	}
@@ -284,11 +284,14 @@ static void declarations_are_checked(void)
 		{"return records.declare()", "table expected"},
 		{"return records.declare('results')", "table expected"},
 		{"return records.declare { fields = { { 'c', from = 'c' } } }", "list must be a non-empty string"},
-		{"return records.declare { list = '', fields = { { 'c', from = 'c' } } }", "list must be a non-empty string"},
-		{"return records.declare { list = 5, fields = { { 'c', from = 'c' } } }", "list must be a non-empty string"},
+		{"return records.declare { list = '', fields = { { 'c', from = 'c' } } }",
+		 "list must be a non-empty string"},
+		{"return records.declare { list = 5, fields = { { 'c', from = 'c' } } }",
+		 "list must be a non-empty string"},
 		{"return records.declare { list = 'results' }", "fields must be a non-empty list"},
 		{"return records.declare { list = 'results', fields = {} }", "fields must be a non-empty list"},
-		{"return records.declare { list = 'results', fields = { c = { from = 'c' } } }", "fields must be a non-empty list"},
+		{"return records.declare { list = 'results', fields = { c = { from = 'c' } } }",
+		 "fields must be a non-empty list"},
 		{"return records.declare { list = 'results', next_url = 5, fields = { { 'c', from = 'c' } } }",
 		 "next_url must be a non-empty string"},
 		{"return records.declare { list = 'results', lists = 'x', fields = { { 'c', from = 'c' } } }",
@@ -316,11 +319,13 @@ static void declarations_are_checked(void)
 		{"{ 'c', context = 'partition', as = 'day' }", "as goes with from and is a string"},
 		{"{ 'c', value = 1, as = 'integer' }", "as goes with from and is a string"},
 		{"{ 'c', from = 'c', as = 5 }", "as goes with from and is a string"},
-		{"{ 'c', from = 'c', as = 'int' }", "as must be \"integer\", \"day_from_ms\", \"day\" or \"datetime\", not 'int'"},
+		{"{ 'c', from = 'c', as = 'int' }",
+		 "as must be \"integer\", \"day_from_ms\", \"day\" or \"datetime\", not 'int'"},
 		{"{ 'c', from = 'c', as = 'day_from_s' }", "not 'day_from_s'"},
 		{"{ 'c', from = 'c', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
 		{"{ 'c', from = 'c', as = 'day', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
-		{"{ 'c', from = 'c', as = 'day_from_ms', zone = 'Europe/Pariss' }", "unknown time zone 'Europe/Pariss' (did you mean Europe/Paris"},
+		{"{ 'c', from = 'c', as = 'day_from_ms', zone = 'Europe/Pariss' }",
+		 "unknown time zone 'Europe/Pariss' (did you mean Europe/Paris"},
 		{"{ 'c', from = 'c', as = 'day_from_ms', zone = true }", "zone goes with"},
 		{"{ 'c', from = '' }", "from must be a non-empty string"},
 		{"{ 'c', from = 5 }", "from must be a non-empty string"},
@@ -337,13 +342,14 @@ static void declarations_are_checked(void)
 			snprintf(chunk, sizeof chunk, "return records.declare { list = 'results', fields = { %s } }",
 				 bad[i].fields);
 		char wrapped[1200];
-		snprintf(wrapped, sizeof wrapped, "local ok, err = pcall(function() %s end) return ok and 'accepted' or tostring(err)",
-			 chunk);
+		snprintf(wrapped, sizeof wrapped,
+			 "local ok, err = pcall(function() %s end) return ok and 'accepted' or tostring(err)", chunk);
 		test_push_lua(L, wrapped);
 		const char *got = lua_tostring(L, -1);
 		CHECK(got && strcmp(got, "accepted"), "%s: accepted", chunk);
 		CHECK_CONTAINS(got, bad[i].words, chunk);
-		if (strncmp(bad[i].fields, "return records.declare()", 24) && strncmp(bad[i].fields, "return records.declare('", 24))
+		if (strncmp(bad[i].fields, "return records.declare()", 24) &&
+		    strncmp(bad[i].fields, "return records.declare('", 24))
 			CHECK_CONTAINS(got, "records.declare: ", chunk);
 		test_lua_close(L);
 	}
@@ -376,8 +382,9 @@ static void declarations_that_work(void)
 	}
 	lua_settop(L, 0);
 	buf_free(&chunk);
-	test_push_lua(L, "local f = {} for i = 1, 65 do f[i] = { 'f' .. i, from = 'k' } end "
-			 "local ok, err = pcall(records.declare, { list = 'results', fields = f }) return tostring(err)");
+	test_push_lua(L,
+		      "local f = {} for i = 1, 65 do f[i] = { 'f' .. i, from = 'k' } end "
+		      "local ok, err = pcall(records.declare, { list = 'results', fields = f }) return tostring(err)");
 	CHECK_CONTAINS(lua_tostring(L, -1), "at most 64 fields", "65 fields");
 	lua_settop(L, 0);
 	test_lua_close(L);
@@ -399,12 +406,14 @@ static void records_of_the_description(void)
 		"{\"t\":1646802000000,\"c\":null,\"n\":null,\"day_text\":null}"
 		"],\"status\":\"OK\",\"next_url\":\"https://api.polygon.io/v2/aggs/ticker/TSLA?cursor=abc\"}";
 	const char *const want[] = {
-		"{\"date\":\"2022-03-07\",\"stock_ticker\":\"TSLA\",\"price\":804.58,\"transactions\":663567,\"x\":\"k\","
+		"{\"date\":\"2022-03-07\",\"stock_ticker\":\"TSLA\",\"price\":804.58,\"transactions\":663567,\"x\":"
+		"\"k\","
 		"\"d2\":\"2022-03-07\"}",
 		"{\"date\":\"2022-03-08\",\"stock_ticker\":\"TSLA\",\"x\":\"k\"}",
 		"{\"date\":\"2022-03-09\",\"stock_ticker\":\"TSLA\",\"price\":null,\"x\":\"k\"}",
 	};
-	check_records(L, 1, "description", BYTES(page), want, 3, "https://api.polygon.io/v2/aggs/ticker/TSLA?cursor=abc");
+	check_records(L, 1, "description", BYTES(page), want, 3,
+		      "https://api.polygon.io/v2/aggs/ticker/TSLA?cursor=abc");
 	test_lua_close(L);
 }
 
@@ -477,7 +486,8 @@ static void numbers_and_the_integer_rule(void)
 		char page[256], want[256];
 		snprintf(page, sizeof page, "{\"results\":[{\"v\":%s}]}", cases[i].in);
 		if (cases[i].integer)
-			snprintf(want, sizeof want, "{\"copied\":%s,\"integer\":%s}", cases[i].copied, cases[i].integer);
+			snprintf(want, sizeof want, "{\"copied\":%s,\"integer\":%s}", cases[i].copied,
+				 cases[i].integer);
 		else
 			snprintf(want, sizeof want, "{\"copied\":%s}", cases[i].copied);
 		ONE_RECORD(L, 1, cases[i].in, page, want, NULL);
@@ -549,8 +559,8 @@ static void check_alone_and_after(lua_State *L, const char *first, const char *i
 		return;
 	}
 	if (!CHECK(alone.outcome == after.outcome && !strcmp(alone.why, after.why),
-		   "%s: outcome %d (%s) alone, %d (%s) after an item of its shape", item, (int)alone.outcome,
-		   alone.why, (int)after.outcome, after.why) ||
+		   "%s: outcome %d (%s) alone, %d (%s) after an item of its shape", item, (int)alone.outcome, alone.why,
+		   (int)after.outcome, after.why) ||
 	    alone.outcome != RECORDS_OK ||
 	    !CHECK(records_batch_count(after.batch) == 2, "%s: %zu records", item, records_batch_count(after.batch))) {
 		lua_settop(L, top);
@@ -615,14 +625,9 @@ static void items_of_a_learnt_shape_as_alone(void)
 static void random_value(char *out, size_t cap)
 {
 	switch (pick(16)) {
-	case 0:
-		snprintf(out, cap, "\"%u,}\"", pick(1000));
-		return;
-	case 1:
-		snprintf(out, cap, "%s", pick(2) ? "null" : "true");
-		return;
-	default:
-		break;
+	case 0: snprintf(out, cap, "\"%u,}\"", pick(1000)); return;
+	case 1: snprintf(out, cap, "%s", pick(2) ? "null" : "true"); return;
+	default: break;
 	}
 	size_t at = 0;
 #define PUT(c) (at + 1 < cap ? (void)(out[at++] = (char)(c)) : (void)0)
@@ -705,9 +710,10 @@ static void strings_are_copied_verbatim(void)
 
 static void absent_null_and_declared_order(void)
 {
-	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
-				 " { 'a', from = 'a' }, { 'b', from = 'b', as = 'integer' }, { 'c', from = 'c', as = 'day' },"
-				 " { 'd', from = 'd', as = 'day_from_ms' }, { 'e', from = 'a' } } }");
+	lua_State *L =
+		open_with("return records.declare { list = 'results', fields = {"
+			  " { 'a', from = 'a' }, { 'b', from = 'b', as = 'integer' }, { 'c', from = 'c', as = 'day' },"
+			  " { 'd', from = 'd', as = 'day_from_ms' }, { 'e', from = 'a' } } }");
 	if (!L)
 		return;
 	const char page[] = "{\"results\":["
@@ -730,12 +736,13 @@ static void absent_null_and_declared_order(void)
 
 static void constants_and_context_fields(void)
 {
-	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
-				 " { 'p', context = 'partition' }, { 'f', context = 'from' }, { 'cfg', context = 'config' },"
-				 " { 'none', context = 'nothing_here' }, { 's', value = 'polygon' }, { 'i', value = 3 },"
-				 " { 'r', value = 0.5 }, { 'no', value = false }, { 'n', value = json.null },"
-				 " { 't', value = { 'a', 'b' } }, { 'o', value = { k = 1 } }, { 'u', value = 'caf\\u{e9} \"' },"
-				 " { 'c', from = 'c' } } }");
+	lua_State *L = open_with(
+		"return records.declare { list = 'results', fields = {"
+		" { 'p', context = 'partition' }, { 'f', context = 'from' }, { 'cfg', context = 'config' },"
+		" { 'none', context = 'nothing_here' }, { 's', value = 'polygon' }, { 'i', value = 3 },"
+		" { 'r', value = 0.5 }, { 'no', value = false }, { 'n', value = json.null },"
+		" { 't', value = { 'a', 'b' } }, { 'o', value = { k = 1 } }, { 'u', value = 'caf\\u{e9} \"' },"
+		" { 'c', from = 'c' } } }");
 	if (!L)
 		return;
 	const char page[] = "{\"results\":[{\"c\":1},{}]}";
@@ -789,7 +796,8 @@ static void day_fields(void)
 		ONE_RECORD(L, 1, cases[i].t, page, cases[i].want, NULL);
 	}
 	test_lua_close(L);
-	L = open_with("return records.declare { list = 'results', fields = { { 'utc', from = 't', as = 'day_from_ms' } } }");
+	L = open_with(
+		"return records.declare { list = 'results', fields = { { 'utc', from = 't', as = 'day_from_ms' } } }");
 	if (!L)
 		return;
 	ONE_RECORD(L, 1, "first day", "{\"results\":[{\"t\":-30610224000000}]}", "{\"utc\":\"1000-01-01\"}", NULL);
@@ -801,8 +809,9 @@ static void whitespace_everywhere(void)
 	lua_State *L = open_with(FULL);
 	if (!L)
 		return;
-	const char page[] = " \t\r\n{ \"status\" : \"OK\" ,\n\t\"results\"\r\n:\n[ { \"t\" : 1646629200000 , \"c\" :\t1.5 ,"
-			    " \"n\" : 3 } ,\r\n { } ] , \"next_url\" : \"u\" , \"x\" : [ 1 , { \"y\" : [ ] } ] }\r\n\t ";
+	const char page[] =
+		" \t\r\n{ \"status\" : \"OK\" ,\n\t\"results\"\r\n:\n[ { \"t\" : 1646629200000 , \"c\" :\t1.5 ,"
+		" \"n\" : 3 } ,\r\n { } ] , \"next_url\" : \"u\" , \"x\" : [ 1 , { \"y\" : [ ] } ] }\r\n\t ";
 	const char *const want[] = {
 		"{\"date\":\"2022-03-07\",\"stock_ticker\":\"TSLA\",\"price\":1.5,\"transactions\":3,\"x\":\"k\"}",
 		"{\"stock_ticker\":\"TSLA\",\"x\":\"k\"}",
@@ -819,9 +828,10 @@ static void duplicate_members_last_wins(void)
 	ONE_RECORD(L, 1, "c twice", "{\"results\":[{\"c\":1,\"c\":2}]}", "{\"c\":2}", NULL);
 	ONE_RECORD(L, 1, "c then null", "{\"results\":[{\"c\":1,\"x\":0,\"c\":null}]}", "{\"c\":null}", NULL);
 	ONE_RECORD(L, 1, "c and its escape", "{\"results\":[{\"c\":1,\"\\u0063\":[2]}]}", "{\"c\":[2]}", NULL);
-	ONE_RECORD(L, 1, "next_url twice", "{\"next_url\":\"a\",\"results\":[{\"c\":1}],\"next_url\":\"b\"}", "{\"c\":1}", "b");
-	ONE_RECORD(L, 1, "next_url then null", "{\"next_url\":\"a\",\"next_url\":null,\"results\":[{\"c\":1}]}", "{\"c\":1}",
-		   NULL);
+	ONE_RECORD(L, 1, "next_url twice", "{\"next_url\":\"a\",\"results\":[{\"c\":1}],\"next_url\":\"b\"}",
+		   "{\"c\":1}", "b");
+	ONE_RECORD(L, 1, "next_url then null", "{\"next_url\":\"a\",\"next_url\":null,\"results\":[{\"c\":1}]}",
+		   "{\"c\":1}", NULL);
 	/* What the page decodes to agrees: cjson keeps the last one too. */
 	test_push_lua(L, "return json.decode('{\"c\":1,\"c\":2}').c");
 	CHECK(lua_tonumber(L, -1) == 2, "cjson kept %s", lua_tostring(L, -1));
@@ -847,10 +857,15 @@ static void members_in_any_order_and_escaped_names(void)
 			    "{\"a\":19,\"b\":0,\"bb\":20}"
 			    "]}";
 	const char *const want[] = {
-		"{\"a\":1,\"bb\":2,\"c\":3}", "{\"a\":4,\"bb\":5,\"c\":6}", "{\"a\":8,\"bb\":9,\"c\":7}",
-		"{\"c\":10}", "{\"a\":11,\"bb\":12,\"c\":13}", "{\"a\":17,\"bb\":15,\"c\":16}",
+		"{\"a\":1,\"bb\":2,\"c\":3}",
+		"{\"a\":4,\"bb\":5,\"c\":6}",
+		"{\"a\":8,\"bb\":9,\"c\":7}",
+		"{\"c\":10}",
+		"{\"a\":11,\"bb\":12,\"c\":13}",
+		"{\"a\":17,\"bb\":15,\"c\":16}",
 		/* names that begin as the last item's did at the same place are other names */
-		"{\"a\":18}", "{\"a\":19,\"bb\":20}",
+		"{\"a\":18}",
+		"{\"a\":19,\"bb\":20}",
 	};
 	check_records(L, 1, "member order", BYTES(page), want, COUNT_OF(want), NULL);
 	/* Members past the 64th are matched too. */
@@ -867,7 +882,8 @@ static void members_in_any_order_and_escaped_names(void)
 	check_records(L, 1, "70 members before", wide.data, wide.len, wide_want, 3, NULL);
 	buf_free(&wide);
 	/* The list and next_url may be spelt with escapes too. */
-	const char escaped[] = "{\"\\u0072esults\":[{\"a\":1}],\"next\\u005Furl\":\"https:\\/\\/h\\/p?a=1\\u0026b=\\u00e9\"}";
+	const char escaped[] =
+		"{\"\\u0072esults\":[{\"a\":1}],\"next\\u005Furl\":\"https:\\/\\/h\\/p?a=1\\u0026b=\\u00e9\"}";
 	ONE_RECORD(L, 1, "escaped list and next_url", escaped, "{\"a\":1}", "https://h/p?a=1&b=\xc3\xa9");
 	/* Names that only look alike are other members. */
 	ONE_RECORD(L, 1, "look-alikes", "{\"results \":7,\"Results\":7,\"results\":[{\"a\":1}],\"next_url \":\"x\"}",
@@ -914,7 +930,8 @@ static void next_url_values(void)
 	L = open_with("return records.declare { list = 'results', fields = { { 'c', from = 'c' } } }");
 	if (!L)
 		return;
-	ONE_RECORD(L, 1, "no next_url declared", "{\"results\":[{\"c\":1}],\"next_url\":\"https://h/p\"}", "{\"c\":1}", NULL);
+	ONE_RECORD(L, 1, "no next_url declared", "{\"results\":[{\"c\":1}],\"next_url\":\"https://h/p\"}", "{\"c\":1}",
+		   NULL);
 	test_lua_close(L);
 }
 
@@ -924,8 +941,14 @@ static void pages_without_records(void)
 	if (!L)
 		return;
 	static const char *const pages[] = {
-		"{\"results\":[]}", "{\"results\":null}", "{}", "{\"status\":\"OK\",\"resultsCount\":0}", " { } ",
-		"{\"results\" : [ ] }", "{\"results\":\n\tnull\n}", "{\"result\":[{\"c\":1}]}",
+		"{\"results\":[]}",
+		"{\"results\":null}",
+		"{}",
+		"{\"status\":\"OK\",\"resultsCount\":0}",
+		" { } ",
+		"{\"results\" : [ ] }",
+		"{\"results\":\n\tnull\n}",
+		"{\"result\":[{\"c\":1}]}",
 	};
 	for (size_t i = 0; i < COUNT_OF(pages); i++)
 		check_records(L, 1, pages[i], pages[i], strlen(pages[i]), NULL, 0, NULL);
@@ -1014,13 +1037,13 @@ static void syntax_errors_are_not_json(void)
 		{"{\"results\":[{\"c\":\"\xc3\x28\"}]}", 0, "not valid UTF-8 at byte 18"},
 		{"{\"results\":[{\"c\":\"\xff\"}]}", 0, "not valid UTF-8"},
 		{"{\"results\":[{\"c\":\"\x80\"}]}", 0, "not valid UTF-8"},
-		{"{\"results\":[{\"c\":\"\xc0\xaf\"}]}", 0, "not valid UTF-8"},            /* overlong */
-		{"{\"results\":[{\"c\":\"\xe0\x80\xaf\"}]}", 0, "not valid UTF-8"},        /* overlong */
-		{"{\"results\":[{\"c\":\"\xed\xa0\x80\"}]}", 0, "not valid UTF-8"},        /* a surrogate */
-		{"{\"results\":[{\"c\":\"\xf4\x90\x80\x80\"}]}", 0, "not valid UTF-8"},    /* > U+10FFFF */
+		{"{\"results\":[{\"c\":\"\xc0\xaf\"}]}", 0, "not valid UTF-8"},         /* overlong */
+		{"{\"results\":[{\"c\":\"\xe0\x80\xaf\"}]}", 0, "not valid UTF-8"},     /* overlong */
+		{"{\"results\":[{\"c\":\"\xed\xa0\x80\"}]}", 0, "not valid UTF-8"},     /* a surrogate */
+		{"{\"results\":[{\"c\":\"\xf4\x90\x80\x80\"}]}", 0, "not valid UTF-8"}, /* > U+10FFFF */
 		{"{\"results\":[{\"c\":\"\xf8\x88\x80\x80\x80\"}]}", 0, "not valid UTF-8"},
-		{"{\"results\":[{\"c\":\"\xe2\x82\"}]}", 0, "not valid UTF-8"},            /* cut short */
-		{"{\"results\":[{\"c\":\"\xe2\x82", 0, "not valid UTF-8"},                 /* cut at the end */
+		{"{\"results\":[{\"c\":\"\xe2\x82\"}]}", 0, "not valid UTF-8"}, /* cut short */
+		{"{\"results\":[{\"c\":\"\xe2\x82", 0, "not valid UTF-8"},      /* cut at the end */
 		{"{\"status\":\"O\xffK\",\"results\":[]}", 0, "not valid UTF-8"},
 		{"{\"results\":[{\"c\":1}],\"status\":\"\xffOK\"}", 0, "not valid UTF-8"},
 		{"{\"results\":[{\"\xff\":1}]}", 0, "not valid UTF-8"},
@@ -1092,13 +1115,13 @@ static void nesting_past_the_limit_is_too_deep_not_invalid(void)
 		const char *before, *after;
 		int levels_before; /* containers opened before the nest */
 	} places[] = {
-		{"{\"x\":", "}", 1},                              /* a member of the page that is skipped */
-		{"{\"results\":[{\"c\":", "}]}", 3},             /* a copied member of an item */
-		{"{\"results\":[{\"z\":", "}]}", 3},             /* a skipped member of an item */
-		{"{\"next_url\":", "}", 1},                       /* the next_url member */
-		{"", "", 0},                                      /* the page itself (an array: a shape error) */
-		{"{\"results\":", "}", 1},                        /* the list itself (as an array of arrays) */
-		{"{\"results\":[", "]}", 2},                      /* an item (an array: a shape error) */
+		{"{\"x\":", "}", 1},                 /* a member of the page that is skipped */
+		{"{\"results\":[{\"c\":", "}]}", 3}, /* a copied member of an item */
+		{"{\"results\":[{\"z\":", "}]}", 3}, /* a skipped member of an item */
+		{"{\"next_url\":", "}", 1},          /* the next_url member */
+		{"", "", 0},                         /* the page itself (an array: a shape error) */
+		{"{\"results\":", "}", 1},           /* the list itself (as an array of arrays) */
+		{"{\"results\":[", "]}", 2},         /* an item (an array: a shape error) */
 	};
 	char label[64];
 	for (size_t i = 0; i < COUNT_OF(places); i++) {
@@ -1116,7 +1139,7 @@ static void nesting_past_the_limit_is_too_deep_not_invalid(void)
 		lua_pop(L, 2);
 		check_shape_error(L, 1, label, deep, strlen(deep), "nests deeper than 1000 levels");
 	}
-/* Objects count as arrays do; the copied value at the limit is written as it came. */
+	/* Objects count as arrays do; the copied value at the limit is written as it came. */
 	struct buf page = {0};
 	buf_puts(&page, "{\"results\":[{\"c\":");
 	for (int i = 0; i < JSON_MAX_DEPTH - 3; i++)
@@ -1153,13 +1176,48 @@ static const char *const LAXER_THAN_RFC[] = {
 static void scanner_agrees_with_cjson(void)
 {
 	static const char *const pages[] = {
-		"{}", "{\"results\":[]}", "{\"results\":null}", "[]", "7", "\"s\"", "null", "true", " {} ",
-		"{\"results\":[{\"c\":1}]}", "{\"c\":-0.0e-0}", "{\"c\":1E5}", "{\"c\":1e999}", "{\"c\":\"\\u0000\"}",
-		"{\"c\":\"\\ud834\\udd1e\"}", "{\"c\":\"\\udbff\\udfff\"}", "{\"c\":\"\x7f\"}", "{\"c\":[[],{},[{}]]}",
-		"", " ", "{", "}", "{\"c\":01}", "{\"c\":+1}", "{\"c\":.5}", "{\"c\":0x10}", "{\"c\":NaN}",
-		"{\"c\":Infinity}", "{\"c\":tRue}", "[1,]", "{\"a\":1,}", "{\"c\":[1 2]}", "{\"c\":{1:2}}",
-		"{\"c\":\"\\U0041\"}", "{\"c\":\"\\u004\"}", "{\"c\":\"\\'\"}", "{\"c\":1e5.}", "{\"c\":\"\xc3\x28\"}",
-		"{\"c\":\"\xed\xa0\x80\"}", "\xef\xbb\xbf{}", "{\"c\":1} x", "{} {}",
+		"{}",
+		"{\"results\":[]}",
+		"{\"results\":null}",
+		"[]",
+		"7",
+		"\"s\"",
+		"null",
+		"true",
+		" {} ",
+		"{\"results\":[{\"c\":1}]}",
+		"{\"c\":-0.0e-0}",
+		"{\"c\":1E5}",
+		"{\"c\":1e999}",
+		"{\"c\":\"\\u0000\"}",
+		"{\"c\":\"\\ud834\\udd1e\"}",
+		"{\"c\":\"\\udbff\\udfff\"}",
+		"{\"c\":\"\x7f\"}",
+		"{\"c\":[[],{},[{}]]}",
+		"",
+		" ",
+		"{",
+		"}",
+		"{\"c\":01}",
+		"{\"c\":+1}",
+		"{\"c\":.5}",
+		"{\"c\":0x10}",
+		"{\"c\":NaN}",
+		"{\"c\":Infinity}",
+		"{\"c\":tRue}",
+		"[1,]",
+		"{\"a\":1,}",
+		"{\"c\":[1 2]}",
+		"{\"c\":{1:2}}",
+		"{\"c\":\"\\U0041\"}",
+		"{\"c\":\"\\u004\"}",
+		"{\"c\":\"\\'\"}",
+		"{\"c\":1e5.}",
+		"{\"c\":\"\xc3\x28\"}",
+		"{\"c\":\"\xed\xa0\x80\"}",
+		"\xef\xbb\xbf{}",
+		"{\"c\":1} x",
+		"{} {}",
 	};
 	lua_State *L = open_with(ONE);
 	if (!L)
@@ -1176,12 +1234,11 @@ static void scanner_agrees_with_cjson(void)
 	for (size_t i = 0; i < COUNT_OF(LAXER_THAN_RFC); i++) {
 		char label[120];
 		test_escape(LAXER_THAN_RFC[i], strlen(LAXER_THAN_RFC[i]), label, sizeof label);
-		CHECK(!scanner_accepts(L, 1, LAXER_THAN_RFC[i], strlen(LAXER_THAN_RFC[i])), "%s: the scanner accepts it",
-		      label);
+		CHECK(!scanner_accepts(L, 1, LAXER_THAN_RFC[i], strlen(LAXER_THAN_RFC[i])),
+		      "%s: the scanner accepts it", label);
 	}
 	test_lua_close(L);
 }
-
 
 /* Each page: cjson refuses it, and map (declaration decl) reports it as not JSON. */
 static void refused_by_both(const char *decl, const char *const *pages, size_t count)
@@ -1260,11 +1317,13 @@ static void shape_errors_name_the_item(void)
 		{"{\"results\":[],\"results\":[]}", "the page has 'results' twice"},
 		{"{\"results\":null,\"results\":null}", "the page has 'results' twice"},
 		{"{\"results\":[],\"\\u0072esults\":[]}", "the page has 'results' twice"},
-		{"{\"results\":[{\"t\":\"1646629200000\"}]}", "item 1 of 'results': 't' is a string, not a number of milliseconds"},
+		{"{\"results\":[{\"t\":\"1646629200000\"}]}",
+		 "item 1 of 'results': 't' is a string, not a number of milliseconds"},
 		{"{\"results\":[{},{\"t\":true}]}", "item 2 of 'results': 't' is a boolean, not a number"},
 		{"{\"results\":[{\"t\":{}}]}", "'t' is an object, not a number"},
 		{"{\"results\":[{\"t\":[1646629200000]}]}", "'t' is an array, not a number"},
-		{"{\"results\":[{\"day_text\":\"2022-02-30\"}]}", "item 1 of 'results': 'day_text' is not a YYYY-MM-DD day"},
+		{"{\"results\":[{\"day_text\":\"2022-02-30\"}]}",
+		 "item 1 of 'results': 'day_text' is not a YYYY-MM-DD day"},
 		{"{\"results\":[{\"day_text\":\"2022-3-1\"}]}", "'day_text' is not a YYYY-MM-DD day"},
 		{"{\"results\":[{\"day_text\":\"2022-03-01T00:00:00Z\"}]}", "'day_text' is not a YYYY-MM-DD day"},
 		{"{\"results\":[{\"day_text\":\"0999-12-31\"}]}", "'day_text' is not a YYYY-MM-DD day"},
@@ -1289,8 +1348,10 @@ static void out_of_range_ms_names_the_item(void)
 		const char *page;
 		const char *words;
 	} cases[] = {
-		{"{\"results\":[{\"t\":1e300}]}", "item 1 of 'results': 't' = 1e300 ms is not a time in the years 1000 to 9999"},
-		{"{\"results\":[{},{\"t\":-1e300}]}", "item 2 of 'results': 't' = -1e300 ms is not a time in the years 1000"},
+		{"{\"results\":[{\"t\":1e300}]}",
+		 "item 1 of 'results': 't' = 1e300 ms is not a time in the years 1000 to 9999"},
+		{"{\"results\":[{},{\"t\":-1e300}]}",
+		 "item 2 of 'results': 't' = -1e300 ms is not a time in the years 1000"},
 		{"{\"results\":[{\"t\":1e400}]}", "'t' = 1e400 ms is not a time"},
 		/* 10000-01-01 in New York; 999-12-31 in New York */
 		{"{\"results\":[{\"t\":253402318800000}]}", "'t' = 253402318800000 ms is not a time"},
@@ -1382,7 +1443,8 @@ static void generated_numbers_agree_with_the_runtime_writer(void)
 		struct mapped m;
 		int failures = 0;
 		if (map_page(L, 1, text.data, text.len, &m) == LUA_OK && m.outcome == RECORDS_OK &&
-		    CHECK(records_batch_count(m.batch) == ITEMS, "page %d: %zu records", page, records_batch_count(m.batch))) {
+		    CHECK(records_batch_count(m.batch) == ITEMS, "page %d: %zu records", page,
+			  records_batch_count(m.batch))) {
 			for (int i = 0; i < ITEMS && failures < 3; i++) {
 				char copied[JSON_NUMBER_MAX + 64], integer[JSON_NUMBER_MAX + 1], want[200];
 				expected_number(numbers[i], copied, integer);
@@ -1426,18 +1488,13 @@ static void generated_days_agree_with_the_date_functions(void)
 	buf_puts(&text, "{\"results\":[");
 	for (int i = 0; i < ITEMS; i++) {
 		switch (pick(4)) {
-		case 0: /* anywhere */
-			ms[i] = first + (int64_t)(rng() % (uint64_t)(last - first));
-			break;
+		case 0: /* anywhere */ ms[i] = first + (int64_t)(rng() % (uint64_t)(last - first)); break;
 		case 1: /* near a New York midnight or a month's end in recent years */
 			ms[i] = 946684800000LL + (int64_t)pick(40 * 366) * 86400000LL + 4 * 3600000LL +
 				(int64_t)pick(2 * 3600000) - 3600000;
 			break;
-		case 2: /* the next day of the one before */
-			ms[i] = i ? ms[i - 1] + 86400000LL : 0;
-			break;
-		default: /* before 1970 */
-			ms[i] = -(int64_t)(rng() % 30610224000000ULL) + 2 * 86400000LL;
+		case 2: /* the next day of the one before */ ms[i] = i ? ms[i - 1] + 86400000LL : 0; break;
+		default: /* before 1970 */ ms[i] = -(int64_t)(rng() % 30610224000000ULL) + 2 * 86400000LL;
 		}
 		buf_printf(&text, "%s{\"t\":%lld}", i ? "," : "", (long long)ms[i]);
 	}
@@ -1487,7 +1544,8 @@ static void generated_days_agree_with_the_date_functions(void)
 			char text_day[DATE_DAY_LEN];
 			date_format_day(day, text_day);
 			/* noon UTC: the same day in both zones */
-			buf_printf(&page, "%s{\"t\":%lld}", day > a ? "," : "", (long long)(day * 86400 + 43200) * 1000);
+			buf_printf(&page, "%s{\"t\":%lld}", day > a ? "," : "",
+				   (long long)(day * 86400 + 43200) * 1000);
 			buf_printf(&want, "{\"ny\":\"%s\",\"utc\":\"%s\"}\n", text_day, text_day);
 		}
 		buf_puts(&page, "]}");
@@ -1554,7 +1612,8 @@ static void batch_accessors(void)
 		records_batch_get(m.batch, i, date, &data, &len, &day);
 		if (dates[i]) {
 			date_parse_day(dates[i], &want);
-			CHECK(day == want, "record %zu: date column %lld, want %lld", i, (long long)day, (long long)want);
+			CHECK(day == want, "record %zu: date column %lld, want %lld", i, (long long)day,
+			      (long long)want);
 		} else {
 			CHECK(day == RECORDS_NO_VALUE, "record %zu: date column %lld, want none", i, (long long)day);
 		}
@@ -1567,7 +1626,8 @@ static void batch_accessors(void)
 		}
 		CHECK(again == data && again_len == len, "record %zu: the text depends on the column", i);
 		records_batch_get(m.batch, i, -1, &again, &again_len, &none);
-		CHECK(none == RECORDS_NO_VALUE && again == data, "record %zu: column -1 gives day %lld", i, (long long)none);
+		CHECK(none == RECORDS_NO_VALUE && again == data, "record %zu: column -1 gives day %lld", i,
+		      (long long)none);
 	}
 	const char *data;
 	size_t len;
@@ -1576,8 +1636,9 @@ static void batch_accessors(void)
 	test_check_bytes(data, len, BYTES("{\"stock_ticker\":\"TSLA\",\"x\":\"k\"}"), __FILE__, __LINE__, "record 4");
 
 	/* From Lua: #batch, batch[i] as a table, nothing outside 1..#batch. */
-	test_push_lua(L, "return function(b) local t = b[1] return #b, t.date, t.price, t.x, b[0], b[5], b['1'], b[1.5],"
-			 " b[2].date, b[4].stock_ticker end");
+	test_push_lua(L,
+		      "return function(b) local t = b[1] return #b, t.date, t.price, t.x, b[0], b[5], b['1'], b[1.5],"
+		      " b[2].date, b[4].stock_ticker end");
 	lua_pushvalue(L, batch);
 	if (CHECK(lua_pcall(L, 1, 10, 0) == LUA_OK, "batch from Lua: %s", lua_tostring(L, -1))) {
 		int base = lua_gettop(L) - 9;
@@ -1664,9 +1725,10 @@ static void day_spans(void)
  * is collected, and serve the next page; a record copying one big member twice fits. */
 static void big_pages_and_reused_buffers(void)
 {
-	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
-				 " { 'date', from = 't', as = 'day_from_ms' }, { 'a', from = 's' }, { 'b', from = 's' },"
-				 " { 'n', from = 'n', as = 'integer' } } }");
+	lua_State *L =
+		open_with("return records.declare { list = 'results', fields = {"
+			  " { 'date', from = 't', as = 'day_from_ms' }, { 'a', from = 's' }, { 'b', from = 's' },"
+			  " { 'n', from = 'n', as = 'integer' } } }");
 	if (!L)
 		return;
 	for (int round = 0; round < 3; round++) {
@@ -1680,7 +1742,8 @@ static void big_pages_and_reused_buffers(void)
 		int top = lua_gettop(L);
 		struct mapped m;
 		if (map_page(L, 1, page.data, page.len, &m) == LUA_OK &&
-		    CHECK(records_batch_count(m.batch) == count, "round %d: %zu records", round, records_batch_count(m.batch))) {
+		    CHECK(records_batch_count(m.batch) == count, "round %d: %zu records", round,
+			  records_batch_count(m.batch))) {
 			int column = records_batch_column(m.batch, "date");
 			int64_t first;
 			date_parse_day("2022-03-07", &first);
@@ -1691,11 +1754,13 @@ static void big_pages_and_reused_buffers(void)
 				records_batch_get(m.batch, i, column, &data, &len, &day);
 				char want[128], text[DATE_DAY_LEN];
 				date_format_day(first + (int64_t)i, text);
-				snprintf(want, sizeof want, "{\"date\":\"%s\",\"a\":\"r%d-%zu\",\"b\":\"r%d-%zu\",\"n\":%zu}", text,
-					 round, i, round, i, i);
+				snprintf(want, sizeof want,
+					 "{\"date\":\"%s\",\"a\":\"r%d-%zu\",\"b\":\"r%d-%zu\",\"n\":%zu}", text, round,
+					 i, round, i, i);
 				if (!test_check_bytes(data, len, want, strlen(want), __FILE__, __LINE__, "big page"))
 					break;
-				CHECK(day == first + (int64_t)i, "round %d record %zu: day %lld", round, i, (long long)day);
+				CHECK(day == first + (int64_t)i, "round %d record %zu: day %lld", round, i,
+				      (long long)day);
 			}
 		} else {
 			CHECK(0, "round %d: map failed: %s", round, m.error);
@@ -1711,7 +1776,8 @@ static void big_pages_and_reused_buffers(void)
 		buf_putc(&page, (char)('a' + i % 26));
 	buf_puts(&page, "\"}]}");
 	struct mapped m;
-	if (map_page(L, 1, page.data, page.len, &m) == LUA_OK && CHECK(records_batch_count(m.batch) == 1, "one record")) {
+	if (map_page(L, 1, page.data, page.len, &m) == LUA_OK &&
+	    CHECK(records_batch_count(m.batch) == 1, "one record")) {
 		const char *data;
 		size_t len;
 		int64_t day;
@@ -1769,12 +1835,13 @@ static void records_beyond_the_memory_limit(void)
 	lua_settop(L, 1);
 	buf_free(&page);
 	lua_gc(L, LUA_GCCOLLECT, 0);
-	ONE_RECORD(L, 1, "the next page", "{\"results\":[{\"s\":1}]}",
-		   "{\"f1\":1,\"f2\":1,\"f3\":1,\"f4\":1,\"f5\":1,\"f6\":1,\"f7\":1,\"f8\":1,\"f9\":1,\"f10\":1,\"f11\":1,"
-		   "\"f12\":1,\"f13\":1,\"f14\":1,\"f15\":1,\"f16\":1,\"f17\":1,\"f18\":1,\"f19\":1,\"f20\":1,\"f21\":1,"
-		   "\"f22\":1,\"f23\":1,\"f24\":1,\"f25\":1,\"f26\":1,\"f27\":1,\"f28\":1,\"f29\":1,\"f30\":1,\"f31\":1,"
-		   "\"f32\":1,\"f33\":1,\"f34\":1,\"f35\":1,\"f36\":1,\"f37\":1,\"f38\":1,\"f39\":1,\"f40\":1}",
-		   NULL);
+	ONE_RECORD(
+		L, 1, "the next page", "{\"results\":[{\"s\":1}]}",
+		"{\"f1\":1,\"f2\":1,\"f3\":1,\"f4\":1,\"f5\":1,\"f6\":1,\"f7\":1,\"f8\":1,\"f9\":1,\"f10\":1,\"f11\":1,"
+		"\"f12\":1,\"f13\":1,\"f14\":1,\"f15\":1,\"f16\":1,\"f17\":1,\"f18\":1,\"f19\":1,\"f20\":1,\"f21\":1,"
+		"\"f22\":1,\"f23\":1,\"f24\":1,\"f25\":1,\"f26\":1,\"f27\":1,\"f28\":1,\"f29\":1,\"f30\":1,\"f31\":1,"
+		"\"f32\":1,\"f33\":1,\"f34\":1,\"f35\":1,\"f36\":1,\"f37\":1,\"f38\":1,\"f39\":1,\"f40\":1}",
+		NULL);
 	test_lua_close(L);
 }
 
@@ -1797,8 +1864,10 @@ static void map_checks_its_arguments(void)
 	};
 	for (size_t i = 0; i < COUNT_OF(cases); i++) {
 		char chunk[256];
-		snprintf(chunk, sizeof chunk, "local m = ... local ok, err = pcall(function() return %s end) "
-			 "return ok and 'accepted' or tostring(err)", cases[i].call);
+		snprintf(chunk, sizeof chunk,
+			 "local m = ... local ok, err = pcall(function() return %s end) "
+			 "return ok and 'accepted' or tostring(err)",
+			 cases[i].call);
 		if (luaL_loadstring(L, chunk) != LUA_OK) {
 			CHECK(0, "%s: %s", chunk, lua_tostring(L, -1));
 			lua_settop(L, 1);
@@ -1810,12 +1879,13 @@ static void map_checks_its_arguments(void)
 		lua_settop(L, 1);
 	}
 	/* A plain table with text is a response too. */
-	test_push_lua(L, "return function(m) local b = m:map({}, { text = '{\"results\":[{\"c\":1}],\"next_url\":\"u\"}' })"
-			 " return #b, b:next_url() end");
+	test_push_lua(
+		L, "return function(m) local b = m:map({}, { text = '{\"results\":[{\"c\":1}],\"next_url\":\"u\"}' })"
+		   " return #b, b:next_url() end");
 	lua_pushvalue(L, 1);
 	if (CHECK(lua_pcall(L, 1, 2, 0) == LUA_OK, "a plain table: %s", lua_tostring(L, -1)))
-		CHECK(lua_tointeger(L, -2) == 1 && !strcmp(lua_tostring(L, -1), "u"), "a plain table: %s records, next %s",
-		      lua_tostring(L, -2), lua_tostring(L, -1));
+		CHECK(lua_tointeger(L, -2) == 1 && !strcmp(lua_tostring(L, -1), "u"),
+		      "a plain table: %s records, next %s", lua_tostring(L, -2), lua_tostring(L, -1));
 	test_lua_close(L);
 }
 
@@ -1825,18 +1895,21 @@ static void map_refuses_a_number_as_the_text(void)
 	lua_State *L = open_with(ONE);
 	if (!L)
 		return;
-	test_push_lua(L, "return function(m) local ok, err = pcall(m.map, m, {}, { text = 5 }) return tostring(err) end");
+	test_push_lua(L,
+		      "return function(m) local ok, err = pcall(m.map, m, {}, { text = 5 }) return tostring(err) end");
 	lua_pushvalue(L, 1);
 	if (CHECK(lua_pcall(L, 1, 1, 0) == LUA_OK, "%s", lua_tostring(L, -1)))
 		CHECK_CONTAINS(lua_tostring(L, -1), "response.text is a number, not a string", "text = 5");
 	/* The same on a response of the engine's, whose text is still in its page. */
-	test_push_lua(L, "return function(m, r) r.text = 5 local ok, err = pcall(m.map, m, {}, r) return tostring(err) end");
+	test_push_lua(
+		L, "return function(m, r) r.text = 5 local ok, err = pcall(m.map, m, {}, r) return tostring(err) end");
 	lua_pushvalue(L, 1);
 	lua_pushliteral(L, "u");
 	records_push_response(L, 200, -1, BYTES("{\"results\":[]}"));
 	lua_remove(L, -2);
 	if (CHECK(lua_pcall(L, 2, 1, 0) == LUA_OK, "%s", lua_tostring(L, -1)))
-		CHECK_CONTAINS(lua_tostring(L, -1), "response.text is a number, not a string", "engine's response, text = 5");
+		CHECK_CONTAINS(lua_tostring(L, -1), "response.text is a number, not a string",
+			       "engine's response, text = 5");
 	test_lua_close(L);
 }
 
@@ -1865,12 +1938,13 @@ static void response_body_is_decoded_on_first_use(void)
 	lua_State *L = test_lua_open();
 	if (!L)
 		return;
-	test_push_lua(L, "return function(r)"
-			 " local before = rawget(r, 'body')"
-			 " local body = r.body"
-			 " return before == nil, type(body), body.results[1].c, rawget(r, 'body') == body, r.body == body,"
-			 " r.status, r.url, r.text, r.headers, r[1]"
-			 " end");
+	test_push_lua(L,
+		      "return function(r)"
+		      " local before = rawget(r, 'body')"
+		      " local body = r.body"
+		      " return before == nil, type(body), body.results[1].c, rawget(r, 'body') == body, r.body == body,"
+		      " r.status, r.url, r.text, r.headers, r[1]"
+		      " end");
 	lua_pushliteral(L, "https://h/p");
 	const char text[] = "{\"results\":[{\"c\":1.5}]}";
 	records_push_response(L, 200, -1, BYTES(text));
@@ -1916,8 +1990,8 @@ static void response_body_is_decoded_on_first_use(void)
 				lua_getfield(L, -2, "message");
 				CHECK_CONTAINS(lua_tostring(L, -1), "the answer is not JSON (", bad[i].text);
 			}
-			CHECK(records_response_not_json(L, response, why, sizeof why), "'%s': the response is not marked",
-			      bad[i].text);
+			CHECK(records_response_not_json(L, response, why, sizeof why),
+			      "'%s': the response is not marked", bad[i].text);
 			if (bad[i].why)
 				CHECK_CONTAINS(why, bad[i].why, bad[i].text);
 		}
@@ -1956,9 +2030,10 @@ static void the_not_json_mark(void)
 	CHECK(records_response_not_json(L, response, why, sizeof why) && strstr(why, "at byte 33"),
 	      "#batch of a page that is not JSON did not mark its response");
 	lua_settop(L, 1);
-	test_push_lua(L, "return function(r) pcall(function() return r.body end)"
-			 " local names = {} for k in pairs(r) do if type(k) == 'string' then names[#names + 1] = k end end"
-			 " table.sort(names) return table.concat(names, ',') end");
+	test_push_lua(L,
+		      "return function(r) pcall(function() return r.body end)"
+		      " local names = {} for k in pairs(r) do if type(k) == 'string' then names[#names + 1] = k end end"
+		      " table.sort(names) return table.concat(names, ',') end");
 	lua_pushliteral(L, "u");
 	records_push_response(L, 200, -1, BYTES("{"));
 	lua_remove(L, -2);
@@ -2004,8 +2079,8 @@ static void worker_page(struct buf *page, int k)
 	}
 	buf_puts(page, "{\"results\":[");
 	for (int i = 0; i < k * 37; i++)
-		buf_printf(page, "%s{\"t\":%lld,\"c\":%d.50,\"n\":%d}", i ? "," : "", 1646629200000LL + i * 86400000LL, i,
-			   k);
+		buf_printf(page, "%s{\"t\":%lld,\"c\":%d.50,\"n\":%d}", i ? "," : "", 1646629200000LL + i * 86400000LL,
+			   i, k);
 	buf_printf(page, "],\"next_url\":\"https://h/p?page=%d\"}", k + 1);
 }
 
@@ -2078,7 +2153,8 @@ static void batches_walked_on_workers(void)
 		}
 		if (k % 7 == 5) {
 			CHECK(outcome == RECORDS_WRONG_SHAPE, "page %d: outcome %d (%s)", k, (int)outcome, why);
-			CHECK_CONTAINS(why, "test:1: records: item 2 of 'results' is a number, not an object", "worker");
+			CHECK_CONTAINS(why, "test:1: records: item 2 of 'results' is a number, not an object",
+				       "worker");
 			continue;
 		}
 		if (!CHECK(outcome == RECORDS_OK, "page %d: outcome %d (%s)", k, (int)outcome, why) ||
@@ -2096,9 +2172,11 @@ static void batches_walked_on_workers(void)
 			want_day += (int64_t)i;
 			date_format_day(want_day, text);
 			snprintf(want, sizeof want,
-				 "{\"date\":\"%s\",\"stock_ticker\":\"TSLA\",\"price\":%zu.5,\"transactions\":%d,\"x\":\"k\"}", text,
-				 i, k);
-			if (!test_check_bytes(data, len, want, strlen(want), __FILE__, __LINE__, "a page walked on a worker"))
+				 "{\"date\":\"%s\",\"stock_ticker\":\"TSLA\",\"price\":%zu.5,\"transactions\":%d,\"x\":"
+				 "\"k\"}",
+				 text, i, k);
+			if (!test_check_bytes(data, len, want, strlen(want), __FILE__, __LINE__,
+					      "a page walked on a worker"))
 				break;
 			CHECK(day == want_day, "page %d record %zu: day %lld", k, i, (long long)day);
 		}
@@ -2205,7 +2283,8 @@ static const struct test tests[] = {
 	{"map writes the description's records in declared order", records_of_the_description},
 	{"map: numbers rewritten only with an exponent or trailing zero; the integer rule",
 	 numbers_and_the_integer_rule},
-	{"numbers with an exponent in a long page: the shortest form, by both writers", numbers_with_an_exponent_in_a_long_page},
+	{"numbers with an exponent in a long page: the shortest form, by both writers",
+	 numbers_with_an_exponent_in_a_long_page},
 	{"generated items read member by member and from the learnt shape: the same records and errors",
 	 generated_items_alone_and_after},
 	{"items read after one of their shape are written as when alone", items_of_a_learnt_shape_as_alone},
@@ -2236,8 +2315,7 @@ static const struct test tests[] = {
 	{"map checks its arguments", map_checks_its_arguments},
 	{"map refuses a number as response.text", map_refuses_a_number_as_the_text},
 	{"a response's keys are its fields: its page is kept apart", response_keys_are_its_fields},
-	{"response.body is decoded on first use, kept, retryable when not JSON",
-	 response_body_is_decoded_on_first_use},
+	{"response.body is decoded on first use, kept, retryable when not JSON", response_body_is_decoded_on_first_use},
 	{"reading a body or a batch that is not JSON marks the response", the_not_json_mark},
 	{"batches walked on worker threads: settled in any order, collected, closed", batches_walked_on_workers},
 	{"released batches and pages: freed at once or with the last batch, counted, errors in Lua",

@@ -188,9 +188,9 @@ static const struct instant_case instants[] = {
 	{"America/New_York", 4133376000LL, -18000, 0, "EST"},
 	{"America/New_York", -2717650801LL, -17762, 0, "LMT"},
 	{"America/New_York", -2717650800LL, -18000, 0, "EST"},
-	{"America/New_York", -5364662400LL, -17762, 0, "LMT"}, /* 1800 */
-	{"America/New_York", 253386403200LL, -14400, 1, "EDT"}, /* 9999-07-01 */
-	{"America/New_York", 253402257600LL, -18000, 0, "EST"}, /* 9999-12-31 */
+	{"America/New_York", -5364662400LL, -17762, 0, "LMT"},   /* 1800 */
+	{"America/New_York", 253386403200LL, -14400, 1, "EDT"},  /* 9999-07-01 */
+	{"America/New_York", 253402257600LL, -18000, 0, "EST"},  /* 9999-12-31 */
 	{"America/New_York", -377705203200LL, -17762, 0, "LMT"}, /* -9999-01-01 */
 	{"US/Eastern", 1647154800LL, -14400, 1, "EDT"},
 	{"Europe/London", 1648342799LL, 0, 0, "GMT"},
@@ -313,22 +313,22 @@ struct local_case {
 };
 
 static const struct local_case locals[] = {
-	{"America/New_York", 1647138600LL, 1647156600LL},  /* 2022-03-13 02:30, skipped: EST's reading */
-	{"America/New_York", 1647136799LL, 1647154799LL},  /* 01:59:59 EST */
-	{"America/New_York", 1647140400LL, 1647154800LL},  /* 03:00 EDT */
-	{"America/New_York", 1667698200LL, 1667712600LL},  /* 2022-11-06 01:30, twice: the EDT one */
-	{"America/New_York", 1667696399LL, 1667710799LL},  /* 00:59:59 EDT */
-	{"America/New_York", 1667700000LL, 1667718000LL},  /* 02:00 EST */
-	{"America/New_York", 4108674600LL, 4108692600LL},  /* 2100-03-14 02:30, footer gap */
-	{"America/New_York", 4129234200LL, 4129248600LL},  /* 2100-11-07 01:30, footer fold */
+	{"America/New_York", 1647138600LL, 1647156600LL},   /* 2022-03-13 02:30, skipped: EST's reading */
+	{"America/New_York", 1647136799LL, 1647154799LL},   /* 01:59:59 EST */
+	{"America/New_York", 1647140400LL, 1647154800LL},   /* 03:00 EDT */
+	{"America/New_York", 1667698200LL, 1667712600LL},   /* 2022-11-06 01:30, twice: the EDT one */
+	{"America/New_York", 1667696399LL, 1667710799LL},   /* 00:59:59 EDT */
+	{"America/New_York", 1667700000LL, 1667718000LL},   /* 02:00 EST */
+	{"America/New_York", 4108674600LL, 4108692600LL},   /* 2100-03-14 02:30, footer gap */
+	{"America/New_York", 4129234200LL, 4129248600LL},   /* 2100-11-07 01:30, footer fold */
 	{"America/New_York", -2717668680LL, -2717650918LL}, /* 1883-11-18 12:02, repeated: LMT's */
 	{"America/New_York", -5364662400LL, -5364644638LL}, /* 1800, before any transition */
-	{"Europe/Dublin", 1648344600LL, 1648344600LL},     /* 2022-03-27 01:30, skipped: GMT's */
-	{"Europe/Dublin", 1667093400LL, 1667089800LL},     /* 2022-10-30 01:30, twice: IST's */
-	{"Europe/Dublin", 4109880600LL, 4109880600LL},     /* 2100, footer with negative DST */
+	{"Europe/Dublin", 1648344600LL, 1648344600LL},      /* 2022-03-27 01:30, skipped: GMT's */
+	{"Europe/Dublin", 1667093400LL, 1667089800LL},      /* 2022-10-30 01:30, twice: IST's */
+	{"Europe/Dublin", 4109880600LL, 4109880600LL},      /* 2100, footer with negative DST */
 	{"Europe/Dublin", 4128629400LL, 4128625800LL},
-	{"America/Nuuk", 4109873400LL, 4109880600LL},      /* 2100-03-27 23:30, a gap at -1:00 */
-	{"America/Nuuk", 4128622200LL, 4128625800LL},      /* 2100-10-30 23:30, a fold at 0:00 */
+	{"America/Nuuk", 4109873400LL, 4109880600LL},        /* 2100-03-27 23:30, a gap at -1:00 */
+	{"America/Nuuk", 4128622200LL, 4128625800LL},        /* 2100-10-30 23:30, a fold at 0:00 */
 	{"Australia/Lord_Howe", 1664676900LL, 1664639100LL}, /* 2022-10-02 02:15, a 30-minute gap */
 	{"Australia/Lord_Howe", 1648950300LL, 1648910700LL}, /* 2022-04-03 01:45, a 30-minute fold */
 	{"UTC", 1667698200LL, 1667698200LL},
@@ -353,8 +353,8 @@ static void local_times_resolve_as_zoneinfo(void)
 static void ends_of_int64(void)
 {
 	static const char *const zones[] = {"America/New_York", "Europe/Dublin", "Australia/Lord_Howe", "UTC"};
-	static const int64_t ts[] = {INT64_MIN, INT64_MIN + 1, -(INT64_C(1) << 62), -1, 0,
-				     INT64_C(1) << 62, INT64_MAX - 1, INT64_MAX};
+	static const int64_t ts[] = {INT64_MIN, INT64_MIN + 1,    -(INT64_C(1) << 62), -1,
+				     0,         INT64_C(1) << 62, INT64_MAX - 1,       INT64_MAX};
 	struct tz_db *db = system_db();
 	if (!db)
 		return;
@@ -473,8 +473,8 @@ static void unknown_names_get_suggestions(void)
 static void refused_names(void)
 {
 	static const char *const refused[] = {
-		"../Planted", "../etc/passwd", "/etc/passwd", "zones/../../Planted", "", "Europe//London",
-		"Europe/London/", "Europe London", "Europe/London\n", "Europe/Lon.don", "\x01", "..",
+		"../Planted",     "../etc/passwd", "/etc/passwd",     "zones/../../Planted", "",     "Europe//London",
+		"Europe/London/", "Europe London", "Europe/London\n", "Europe/Lon.don",      "\x01", "..",
 	};
 	char dir[512];
 	if (make_temp_dir(dir, sizeof dir) < 0)
@@ -517,11 +517,11 @@ static const struct footer_case footers[] = {
 	{"EST5EDT,0/0,J365/25", 1735689599LL, -14400, 1, "EDT"}, /* 2024-12-31T23:59:59Z */
 	/* POSIX: n counts from 0 (day 100 of 2023 is April 11); Jn never counts February 29 (J59 is
 	 * February 28, J60 March 1, in every year). */
-	{"AAA0BBB,100/0,J300/0", 1681171199LL, 0, 0, "AAA"}, /* 2023-04-10T23:59:59Z */
+	{"AAA0BBB,100/0,J300/0", 1681171199LL, 0, 0, "AAA"},    /* 2023-04-10T23:59:59Z */
 	{"AAA0BBB,100/0,J300/0", 1681171200LL, 3600, 1, "BBB"}, /* 2023-04-11T00:00Z */
-	{"AAA0BBB,J59/0,J300/0", 1709078399LL, 0, 0, "AAA"}, /* 2024-02-27T23:59:59Z */
+	{"AAA0BBB,J59/0,J300/0", 1709078399LL, 0, 0, "AAA"},    /* 2024-02-27T23:59:59Z */
 	{"AAA0BBB,J59/0,J300/0", 1709078400LL, 3600, 1, "BBB"}, /* 2024-02-28T00:00Z */
-	{"AAA0BBB,J60/0,J300/0", 1709251199LL, 0, 0, "AAA"}, /* 2024-02-29T23:59:59Z */
+	{"AAA0BBB,J60/0,J300/0", 1709251199LL, 0, 0, "AAA"},    /* 2024-02-29T23:59:59Z */
 	{"AAA0BBB,J60/0,J300/0", 1709251200LL, 3600, 1, "BBB"}, /* 2024-03-01T00:00Z */
 	/* Hours beyond a day, and negative: M3.1.0/167 is 2024-03-03 + 6 days 23 h, M10.1.0/-167 is
 	 * 2024-10-06 - 6 days 23 h (in DST, so 00:00Z). */
@@ -639,8 +639,8 @@ static void version_1_and_zoneinfo_edges(void)
 /* A zone that loaded from a damaged file must still answer sanely everywhere. */
 static void check_plausible(const struct tz_zone *z, const char *what)
 {
-	static const int64_t ts[] = {INT64_MIN, -(INT64_C(1) << 59), -5364662400LL, -2717650800LL, 0,
-				     1647154800LL, 2147483647LL, 4118342400LL, INT64_MAX};
+	static const int64_t ts[] = {INT64_MIN,    -(INT64_C(1) << 59), -5364662400LL, -2717650800LL, 0,
+				     1647154800LL, 2147483647LL,        4118342400LL,  INT64_MAX};
 	for (size_t i = 0; i < COUNT_OF(ts); i++) {
 		struct tz_period p;
 		tz_lookup(z, ts[i], &p);
@@ -767,10 +767,14 @@ static void absurd_counts(void)
 		buf_free(&b);
 	}
 	/* Transitions out of order, and to a type that does not exist. */
-	struct tzif_spec order = {.footer = "EST5", .ntypes = 1, .types = {{-18000, 0, "EST"}}, .ntrans = 2,
-				  .trans = {2000, 1000}};
-	struct tzif_spec undefined = {.footer = "EST5", .ntypes = 1, .types = {{-18000, 0, "EST"}}, .ntrans = 1,
-				      .trans = {1000}, .type_of = {1}};
+	struct tzif_spec order = {
+		.footer = "EST5", .ntypes = 1, .types = {{-18000, 0, "EST"}}, .ntrans = 2, .trans = {2000, 1000}};
+	struct tzif_spec undefined = {.footer = "EST5",
+				      .ntypes = 1,
+				      .types = {{-18000, 0, "EST"}},
+				      .ntrans = 1,
+				      .trans = {1000},
+				      .type_of = {1}};
 	struct tzif_spec offset = {.footer = "EST5", .ntypes = 1, .types = {{100000, 0, "EST"}}};
 	const struct tzif_spec *specs[] = {&order, &undefined, &offset};
 	for (size_t i = 0; i < COUNT_OF(specs); i++) {

@@ -50,7 +50,7 @@ static lua_State *open_spec(void)
 
 struct config_case {
 	const char *label;
-	const char *config; /* JSON */
+	const char *config;   /* JSON */
 	const char *words[3]; /* words[0] NULL: the config is valid */
 };
 
@@ -114,9 +114,11 @@ static void valid_configs(void)
 		{"minimal config", "{\"api_key\":\"k3y\",\"stock_ticker\":\"TSLA\"}", {NULL}},
 		{"unknown fields allowed", "{\"api_key\":\"k3y\",\"stock_ticker\":\"TSLA\",\"extra\":[1]}", {NULL}},
 		{"lookback_days 0 and 366", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"lookback_days\":366}", {NULL}},
-		{"requests_per_minute 0.5", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"requests_per_minute\":0.5}",
+		{"requests_per_minute 0.5",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"requests_per_minute\":0.5}",
 		 {NULL}},
-		{"start_date 2024-02-29", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"start_date\":\"2024-02-29\"}",
+		{"start_date 2024-02-29",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"start_date\":\"2024-02-29\"}",
 		 {NULL}},
 	};
 	spec_cases(cases, COUNT_OF(cases));
@@ -137,22 +139,30 @@ static void required_fields(void)
 static void field_errors(void)
 {
 	static const struct config_case cases[] = {
-		{"start_date 2022-13-45", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"start_date\":\"2022-13-45\"}",
+		{"start_date 2022-13-45",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"start_date\":\"2022-13-45\"}",
 		 {"start_date", "2022-13-45", NULL}},
-		{"start_date 2023-02-29", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"start_date\":\"2023-02-29\"}",
+		{"start_date 2023-02-29",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"start_date\":\"2023-02-29\"}",
 		 {"start_date", NULL}},
-		{"start_date yesterday", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"start_date\":\"yesterday\"}",
+		{"start_date yesterday",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"start_date\":\"yesterday\"}",
 		 {"start_date", NULL}},
-		{"lookback_days \"3\"", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"lookback_days\":\"3\"}",
+		{"lookback_days \"3\"",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"lookback_days\":\"3\"}",
 		 {"lookback_days", "type integer", "string"}},
-		{"lookback_days 2.5", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"lookback_days\":2.5}",
+		{"lookback_days 2.5",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"lookback_days\":2.5}",
 		 {"lookback_days", "type integer", NULL}},
-		{"lookback_days -1", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"lookback_days\":-1}",
+		{"lookback_days -1",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"lookback_days\":-1}",
 		 {"lookback_days", "at least 0", NULL}},
-		{"lookback_days 367", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"lookback_days\":367}",
+		{"lookback_days 367",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"lookback_days\":367}",
 		 {"lookback_days", "at most 366", NULL}},
 		{"api_key a number", "{\"api_key\":12345,\"stock_ticker\":\"T\"}", {"api_key", "type string", NULL}},
-		{"base_url ftp", "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"base_url\":\"ftp://x\"}",
+		{"base_url ftp",
+		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"base_url\":\"ftp://x\"}",
 		 {"base_url", NULL}},
 		{"requests_per_minute \"5\"",
 		 "{\"api_key\":\"k\",\"stock_ticker\":\"T\",\"requests_per_minute\":\"5\"}",
