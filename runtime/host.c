@@ -326,15 +326,23 @@ void host_load_script(lua_State *L, const char *path)
  * string.rep), so each call from C also gets a CPU-time budget from setitimer. When it runs out
  * the process cannot safely unwind, so the handler writes one prepared TRACE error with write(2)
  * and ends the process. Messages before the last STATE are already out; anything after it is
- * not covered by a state, so the next sync reads it again.
+ * not covered by a state, so the next sync reads it again. SIGTERM and SIGINT during a call cut
+ * its budget to CANCEL_GRACE_SECONDS: the hook acts on them at once in Lua code, and a call stuck
+ * in C ends with the prepared cancellation message instead of running out its budget.
  */
-static char watchdog_text[1024]; /* the message, each emitted_at's value left out */
-static size_t watchdog_text_len;
-static size_t watchdog_stamp_at[2]; /* where the call's start time goes */
-static int watchdog_stamps;
-/* What watchdog_text was laid out for: it is laid out again only when that changes. Formatting
- * it (and installing the handler) on every call cost 2-3 us a call, a fifth of a sync's typical
- * script call. */
+#define CANCEL_GRACE_SECONDS 1
+
+/* A message laid out before the call, each emitted_at's value left out. */
+struct prepared_message {
+	char text[1024];
+	size_t len;
+	size_t stamp_at[2]; /* where the call's start time goes */
+	int stamps;
+};
+static struct prepared_message watchdog_overrun, watchdog_cancel;
+/* What the messages were laid out for: they are laid out again only when that changes.
+ * Formatting them (and installing the handler) on every call cost 2-3 us a call, a fifth of a
+ * sync's typical script call. */
 static char watchdog_stream[200];
 static int watchdog_has_stream;
 static long long watchdog_seconds = -1;
@@ -342,12 +350,15 @@ static long long watchdog_seconds = -1;
 /* When the current call began: the messages' emitted_at, as it was when they were formatted on
  * every call. */
 static volatile long long watchdog_armed_ms;
+/* Whether a call runs under the timer (for the cancellation signals' handler). */
+static volatile sig_atomic_t watchdog_running;
 
 /* Async-signal-safe: only write and _exit; no stdio, no clock (under the tests' libfaketime,
  * clock_gettime is not a plain system call). */
 static void watchdog_fire(int sig)
 {
 	(void)sig;
+	const struct prepared_message *m = host_cancelled ? &watchdog_cancel : &watchdog_overrun;
 	long long stamp = watchdog_armed_ms;
 	unsigned long long ms = stamp < 0 ? 0 - (unsigned long long)stamp : (unsigned long long)stamp;
 	char digits[24];
@@ -357,18 +368,32 @@ static void watchdog_fire(int sig)
 	while ((ms /= 10) > 0);
 	if (stamp < 0)
 		digits[--first] = '-';
-	static char out[sizeof watchdog_text + 2 * sizeof digits];
+	static char out[sizeof m->text + 2 * sizeof digits];
 	size_t len = 0, from = 0;
-	for (int i = 0; i <= watchdog_stamps; i++) {
-		size_t to = i < watchdog_stamps ? watchdog_stamp_at[i] : watchdog_text_len;
+	for (int i = 0; i <= m->stamps; i++) {
+		size_t to = i < m->stamps ? m->stamp_at[i] : m->len;
 		while (from < to)
-			out[len++] = watchdog_text[from++];
-		for (size_t d = first; i < watchdog_stamps && d < sizeof digits; d++)
+			out[len++] = m->text[from++];
+		for (size_t d = first; i < m->stamps && d < sizeof digits; d++)
 			out[len++] = digits[d];
 	}
 	ssize_t ignored = write(STDOUT_FILENO, out, len);
 	(void)ignored;
 	_exit(1);
+}
+
+void host_on_cancel_signal(int sig)
+{
+	host_cancelled = sig == SIGINT ? 2 : 1;
+	if (!watchdog_running)
+		return;
+	/* getitimer and setitimer are plain system calls on Linux (not on POSIX's list of
+	 * async-signal-safe functions, which has no way to shorten a timer). */
+	struct itimerval left;
+	if (getitimer(ITIMER_VIRTUAL, &left) == 0 && left.it_value.tv_sec >= CANCEL_GRACE_SECONDS) {
+		struct itimerval soon = {{0, 0}, {CANCEL_GRACE_SECONDS, 0}};
+		setitimer(ITIMER_VIRTUAL, &soon, NULL);
+	}
 }
 
 /* Whether text needs no escape inside a JSON string: no quote, backslash or control byte. */
@@ -381,35 +406,47 @@ static int spelt_as_is_in_json(const char *text)
 }
 
 /* Appends text to the message; stamp: the call's start time goes after it. */
-static void watchdog_add(const char *text, int stamp)
+static void prepared_add(struct prepared_message *m, const char *text, int stamp)
 {
 	size_t len = strlen(text);
-	if (len >= sizeof watchdog_text - watchdog_text_len)
-		len = sizeof watchdog_text - watchdog_text_len - 1;
-	memcpy(watchdog_text + watchdog_text_len, text, len);
-	watchdog_text_len += len;
+	if (len >= sizeof m->text - m->len)
+		len = sizeof m->text - m->len - 1;
+	memcpy(m->text + m->len, text, len);
+	m->len += len;
 	if (stamp)
-		watchdog_stamp_at[watchdog_stamps++] = watchdog_text_len;
+		m->stamp_at[m->stamps++] = m->len;
+}
+
+/* The stream's INCOMPLETE status when there is a stream, then an error with this text. */
+static void prepare(struct prepared_message *m, const char *stream, const char *error_fields)
+{
+	m->len = 0;
+	m->stamps = 0;
+	char text[512];
+	if (stream) {
+		prepared_add(m, "{\"type\":\"TRACE\",\"trace\":{\"type\":\"STREAM_STATUS\",\"emitted_at\":", 1);
+		snprintf(text, sizeof text,
+			 ",\"stream_status\":{\"stream_descriptor\":{\"name\":\"%s\"},\"status\":\"INCOMPLETE\"}}}\n",
+			 stream);
+		prepared_add(m, text, 0);
+	}
+	prepared_add(m, "{\"type\":\"TRACE\",\"trace\":{\"type\":\"ERROR\",\"emitted_at\":", 1);
+	snprintf(text, sizeof text, ",\"error\":{%s}}}\n", error_fields);
+	prepared_add(m, text, 0);
 }
 
 static void watchdog_lay_out(const char *stream, long long seconds)
 {
-	watchdog_text_len = 0;
-	watchdog_stamps = 0;
-	char text[512];
-	if (stream) {
-		watchdog_add("{\"type\":\"TRACE\",\"trace\":{\"type\":\"STREAM_STATUS\",\"emitted_at\":", 1);
-		snprintf(text, sizeof text,
-			 ",\"stream_status\":{\"stream_descriptor\":{\"name\":\"%s\"},\"status\":\"INCOMPLETE\"}}}\n",
-			 stream);
-		watchdog_add(text, 0);
-	}
-	watchdog_add("{\"type\":\"TRACE\",\"trace\":{\"type\":\"ERROR\",\"emitted_at\":", 1);
-	snprintf(text, sizeof text,
-		 ",\"error\":{\"message\":\"the script used more than %lld s of CPU in one call "
-		 "(stuck inside a library function?)\",\"failure_type\":\"system_error\"}}}\n",
+	char error[256];
+	snprintf(error, sizeof error,
+		 "\"message\":\"the script used more than %lld s of CPU in one call (stuck inside a library "
+		 "function?)\",\"failure_type\":\"system_error\"",
 		 seconds);
-	watchdog_add(text, 0);
+	prepare(&watchdog_overrun, stream, error);
+	/* SIGINT and SIGTERM are told apart by the hook's message; here one text serves both. */
+	prepare(&watchdog_cancel, stream,
+		"\"message\":\"the sync was cancelled (SIGTERM or SIGINT) while the script was inside a "
+		"library function\",\"failure_type\":\"transient_error\"");
 	watchdog_has_stream = stream != NULL;
 	if (stream)
 		strcpy(watchdog_stream, stream);
@@ -438,12 +475,17 @@ static void watchdog_arm(const struct host_state *h)
 		installed = 1;
 	}
 	watchdog_armed_ms = date_now_ms();
-	struct itimerval timer = {{0, 0}, {(time_t)seconds, 0}};
+	/* A signal that came before the call: the hook stops it at its first instructions, or the
+	 * grace ends it if it goes straight into C. */
+	long long budget = host_cancelled && seconds > CANCEL_GRACE_SECONDS ? CANCEL_GRACE_SECONDS : seconds;
+	struct itimerval timer = {{0, 0}, {(time_t)budget, 0}};
 	setitimer(ITIMER_VIRTUAL, &timer, NULL);
+	watchdog_running = 1;
 }
 
 static void watchdog_disarm(void)
 {
+	watchdog_running = 0;
 	struct itimerval off = {{0, 0}, {0, 0}};
 	setitimer(ITIMER_VIRTUAL, &off, NULL);
 }

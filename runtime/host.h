@@ -19,6 +19,10 @@ struct host_limits {
  * watch it. */
 extern volatile sig_atomic_t host_cancelled;
 
+/* The handler of SIGTERM and SIGINT: sets host_cancelled, and gives a script call stuck inside C
+ * a second of CPU before the watchdog ends the process with a cancellation message. */
+void host_on_cancel_signal(int sig);
+
 struct runtime;
 
 /* Creates the state with the sandboxed standard library, under rt's limits, and ties it to rt

@@ -175,12 +175,14 @@ static const char *number_text(lua_State *L, double d)
  * runtime cannot use is a config error, never silently the default. */
 static const struct runtime_setting {
 	const char *name;
-	double minimum, maximum; /* past the maximum a value is a mistake, or would overflow the
+	double minimum, maximum; /* past these a value is a mistake, or would overflow the
 				  * milliseconds it becomes (1e17 s of timeout disabled it) */
+	int zero_is_off;         /* 0 is also accepted: the setting is off */
 } runtime_settings[] = {
-	{"requests_per_minute", 0, 1e6},           {"concurrency", 1, 64},
-	{"request_timeout_seconds", 0.001, 86400}, {"retry_max_seconds", 0, 7 * 86400},
-	{"rate_limit_wait_seconds", 0, 86400},
+	/* At least one request a day: fewer made the interval overflow its milliseconds. */
+	{"requests_per_minute", 1.0 / 1440, 1e6, 1},  {"concurrency", 1, 64, 0},
+	{"request_timeout_seconds", 0.001, 86400, 0}, {"retry_max_seconds", 0, 7 * 86400, 0},
+	{"rate_limit_wait_seconds", 0, 86400, 0},
 };
 
 /* Checks the runtime settings; on a bad one pushes the message and returns -1. */
@@ -190,11 +192,13 @@ static int check_runtime_settings(lua_State *L, int config)
 		const struct runtime_setting *r = &runtime_settings[i];
 		int type = lua_getfield(L, config, r->name);
 		double value = lua_tonumber(L, -1);
-		int bad = type != LUA_TNIL && (type != LUA_TNUMBER || !(value >= r->minimum && value <= r->maximum));
+		int in_range = (value >= r->minimum && value <= r->maximum) || (r->zero_is_off && value == 0);
+		int bad = type != LUA_TNIL && (type != LUA_TNUMBER || !in_range);
 		lua_pop(L, 1);
 		if (bad) {
-			lua_pushfstring(L, "config field '%s' must be a number from %s to %s", r->name,
-					number_text(L, r->minimum), number_text(L, r->maximum));
+			lua_pushfstring(L, "config field '%s' must be %sa number from %s to %s", r->name,
+					r->zero_is_off ? "0 (off) or " : "", number_text(L, r->minimum),
+					number_text(L, r->maximum));
 			lua_remove(L, -2);
 			lua_remove(L, -2);
 			return -1;
@@ -350,17 +354,11 @@ static void report_pmain_error(struct runtime *rt, lua_State *L)
 	proto_trace_error(&rt->out, type, message ? message : "unknown error", NULL, NULL);
 }
 
-/* 2 for SIGINT, 1 for SIGTERM: the message says which ended the sync. */
-static void on_sigterm(int sig)
-{
-	host_cancelled = sig == SIGINT ? 2 : 1;
-}
-
 static void install_signals(void)
 {
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_sigterm;
+	sa.sa_handler = host_on_cancel_signal;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);

@@ -232,6 +232,8 @@ RUNTIME_SETTINGS = {
     "retry_max_seconds-huge": ("retry_max_seconds", 1e300),
     "rate_limit_wait_seconds-huge": ("rate_limit_wait_seconds", 1e300),
     "requests_per_minute-huge": ("requests_per_minute", 1e300),
+    # One request in 1e298 minutes: the interval overflowed a 64-bit count of milliseconds.
+    "requests_per_minute-tiny": ("requests_per_minute", 1e-300),
     "concurrency-too-many": ("concurrency", 65),
 }
 

@@ -245,6 +245,24 @@ def test_sigterm_stops_an_endless_loop(connector, tmp_path):
     assert "cancel" in result.errors[0]["message"], result.errors
 
 
+@timing
+def test_sigterm_stops_a_call_stuck_inside_a_library_function(connector, tmp_path):
+    """Inside C the count hook never runs, so it cannot see SIGTERM: the signal cuts the call's
+    CPU budget to a second, and the watchdog ends the run with the stream INCOMPLETE and a
+    cancellation (before, the run went on until its 402 s budget ran out)."""
+    script = broken(tmp_path, "parse",
+                    "log.info('looping') string.find(string.rep('a', 200000), string.rep('a*', 50) .. 'b')")
+    run = connector.start_read(connector.config(), now=AFTER_CLOSE, flags=("--script", script))
+    run.wait_for(lambda m: m["type"] == "LOG" and m["log"]["message"] == "looping")
+    run.send_signal(signal.SIGTERM)
+    result = run.finish(timeout=30)
+    assert result.returncode != 0
+    status, error = result.messages[-2:]
+    assert status["trace"]["stream_status"]["status"] == "INCOMPLETE", result.describe()
+    assert "cancelled" in error["trace"]["error"]["message"], result.describe()
+    assert error["trace"]["error"]["failure_type"] == "transient_error", result.describe()
+
+
 # --------------------------------------------------------------------------------------------
 # the restricted standard library
 # --------------------------------------------------------------------------------------------
