@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE /* struct tm's tm_gmtoff and tm_zone */
 #include <lauxlib.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -73,9 +74,14 @@ static int date_lua_parse(lua_State *L)
 {
 	const struct tz_zone *zone = check_zone(L, 2);
 	int64_t epoch;
-	if (lua_type(L, 1) != LUA_TSTRING || date_parse(lua_tostring(L, 1), zone, &epoch)) {
+	if (lua_type(L, 1) != LUA_TSTRING) {
 		lua_pushnil(L);
-		lua_pushfstring(L, "'%s' is not a date (YYYY-MM-DD or RFC 3339)", luaL_tolstring(L, 1, NULL));
+		lua_pushfstring(L, "a %s is not a date (YYYY-MM-DD or RFC 3339)", luaL_typename(L, 1));
+		return 2;
+	}
+	if (date_parse(lua_tostring(L, 1), zone, &epoch)) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "'%s' is not a date (YYYY-MM-DD or RFC 3339)", lua_tostring(L, 1));
 		return 2;
 	}
 	lua_pushinteger(L, epoch);
@@ -114,10 +120,16 @@ static int date_lua_from_ms(lua_State *L)
 {
 	lua_Number ms = luaL_checknumber(L, 1);
 	const struct tz_zone *zone = check_zone(L, 2);
-	int64_t seconds = (int64_t)(ms / 1000.0);
-	if ((lua_Number)seconds * 1000.0 > ms)
-		seconds--;
-	return push_day(L, date_day_in_zone(seconds, zone));
+	/* A day past either end, so that any zone's offset still lands outside the range below; the
+	 * bound also keeps the conversion to an integer defined (NaN fails it too). */
+	const lua_Number bound_ms = 1000.0 * DATE_SECONDS_PER_DAY;
+	if (!(ms >= (DATE_MIN_DAY - 1) * bound_ms && ms < (DATE_MAX_DAY + 2) * bound_ms))
+		return luaL_argerror(L, 1, "not an instant in the years 1000 to 9999");
+	int64_t seconds = (int64_t)floor(ms / 1000.0);
+	int64_t day = date_day_in_zone(seconds, zone);
+	if (day < DATE_MIN_DAY || day > DATE_MAX_DAY)
+		return luaL_argerror(L, 1, "not an instant in the years 1000 to 9999");
+	return push_day(L, day);
 }
 
 /* date.add_days("YYYY-MM-DD", n) -> "YYYY-MM-DD" */

@@ -315,6 +315,17 @@ static void lua_edges_of_the_range(void)
 		{"return date.add_days('9999-12-31', 1)", NULL},
 		{"return date.add_days('2024-01-01', math.maxinteger)", NULL},
 		{"return date.add_days('2024-01-01', math.mininteger)", NULL},
+		{"return date.from_ms(253402300799999)", "9999-12-31"},
+		{"return date.from_ms(253402300800000)", NULL},
+		{"return date.from_ms(-30610224000000)", "1000-01-01"},
+		{"return date.from_ms(-30610224000001)", NULL},
+		{"return date.from_ms(253402300799999 - 9 * 3600000, 'Asia/Tokyo')", "9999-12-31"},
+		{"return date.from_ms(253402300799999, 'Asia/Tokyo')", NULL},
+		{"return date.from_ms(math.maxinteger)", NULL},
+		{"return date.from_ms(math.mininteger)", NULL},
+		{"return date.from_ms(1e300)", NULL},
+		{"return date.from_ms(-1e300)", NULL},
+		{"return date.from_ms(0/0)", NULL},
 	};
 	lua_State *L = test_lua_open();
 	if (!L)
@@ -327,6 +338,28 @@ static void lua_edges_of_the_range(void)
 		else
 			CHECK(status != LUA_OK && strstr(lua_tostring(L, -1), "years 1000 to 9999"), "%s gave %s",
 			      cases[i].chunk, lua_tostring(L, -1));
+		lua_settop(L, 0);
+	}
+	test_lua_close(L);
+}
+
+/* date.parse's failure is nil and a message, whatever it was given. */
+static void lua_parse_failure_is_nil_and_a_message(void)
+{
+	static const char *const chunks[] = {
+		"return date.parse('garbage')",
+		"return date.parse('99999-01-01T00:00:00Z')",
+		"return date.parse(42)",
+		"return date.parse(setmetatable({}, {__tostring = function() return '2024-01-01' end}))",
+	};
+	lua_State *L = test_lua_open();
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(chunks); i++) {
+		int status = luaL_loadstring(L, chunks[i]) || lua_pcall(L, 0, 2, 0);
+		CHECK(status == LUA_OK && lua_isnil(L, -2) && lua_type(L, -1) == LUA_TSTRING &&
+			      strstr(lua_tostring(L, -1), "is not a date"),
+		      "%s gave %s, %s", chunks[i], luaL_typename(L, -2), lua_tostring(L, -1));
 		lua_settop(L, 0);
 	}
 	test_lua_close(L);
@@ -487,7 +520,8 @@ static const struct test tests[] = {
 	{"date_zone_offset_span: the offset holds over the whole span, 1900..2100", zone_offset_span_is_exact},
 	{"date_day_in_zone and date_seconds_into_day", day_in_zone},
 	{"date.from_ms of Polygon bar timestamps", lua_from_ms},
-	{"date.format and date.add_days at the edges of the years 1000 to 9999", lua_edges_of_the_range},
+	{"date.format, date.from_ms and date.add_days at the edges of the years 1000 to 9999", lua_edges_of_the_range},
+	{"date.parse fails with nil and a message", lua_parse_failure_is_nil_and_a_message},
 	{"date_parse RFC 3339 with offsets", parse_rfc3339_offsets},
 	{"date_parse local times in the zone", parse_local_times},
 	{"date_parse moves a time in the spring gap forward", parse_spring_gap_moves_forward},
