@@ -7,6 +7,10 @@
  * libcurl as usual; each forwards to the real function once libcurl.so.4 is loaded. Only the
  * functions the runtime uses are here; a missing library makes them fail the way libcurl reports
  * failure (NULL handles, CURLE_FAILED_INIT), never crash.
+ *
+ * The loaded library and its function table are process-wide, as libcurl's own globals are: the
+ * shims keep libcurl's signatures, so they cannot be handed the runtime. For a sync, main starts
+ * the load on a thread of its own (curl_lazy_preload) while the script and config load.
  */
 #define _GNU_SOURCE
 #define CURL_DISABLE_TYPECHECK /* the type-checking macros would shadow the definitions below */
@@ -15,7 +19,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,59 +131,10 @@ static int preloading;
 static int preloaded_init;
 static CURLcode preloaded_init_code;
 
-/* Debian's libcurl uses OpenSSL, and curl_global_init is all OpenSSL's start (~0.7 ms: reading
- * openssl.cnf, the built-in engines), which needs libssl only. So that start runs on a thread of
- * its own while the preloader maps libcurl's other libraries (dlopen takes one library at a time,
- * but a library already mapped may start meanwhile); curl_global_init then finds it done. The
- * flags are libcurl 7.88's (OPENSSL_INIT_ENGINE_ALL_BUILTIN | OPENSSL_INIT_LOAD_CONFIG, values
- * from OpenSSL's crypto.h; its headers are not needed to build). Where libssl.so.3 is not there,
- * or libcurl uses another TLS library, nothing is lost but this thread's time. */
-#define TLS_SONAME "libssl.so.3"
-#define TLS_INIT_FLAGS (0x200u | 0x400u | 0x1000u | 0x2000u | 0x4000u | 0x40u)
-
-struct tls_start {
-	void *library;
-	int (*init)(uint64_t, const void *);
-	pthread_t thread;
-	int started;
-};
-
-static void *tls_start_main(void *start)
-{
-	const struct tls_start *tls = start;
-	tls->init(TLS_INIT_FLAGS, NULL);
-	return NULL;
-}
-
-static void start_tls_library(struct tls_start *tls)
-{
-	*tls = (struct tls_start){0};
-	tls->library = dlopen(TLS_SONAME, RTLD_LAZY | RTLD_LOCAL);
-	void *init = tls->library ? dlsym(tls->library, "OPENSSL_init_ssl") : NULL;
-	if (!init)
-		return;
-	memcpy(&tls->init, &init, sizeof init);
-	tls->started = pthread_create(&tls->thread, NULL, tls_start_main, tls) == 0;
-	if (tls->started)
-		pthread_setname_np(tls->thread, "source-lua-tls");
-}
-
-static void finish_tls_start(struct tls_start *tls)
-{
-	if (tls->started)
-		pthread_join(tls->thread, NULL);
-	if (tls->library)
-		dlclose(tls->library); /* libcurl holds it now */
-}
-
 static void *preload_main(void *unused)
 {
 	(void)unused;
-	struct tls_start tls;
-	start_tls_library(&tls);
-	int loaded = load_library();
-	finish_tls_start(&tls);
-	if (loaded == 0) {
+	if (load_library() == 0) {
 		preloaded_init_code = fn.global_init(CURL_GLOBAL_DEFAULT);
 		preloaded_init = 1;
 	}
@@ -191,12 +145,6 @@ void curl_lazy_preload(void)
 {
 	if (library || preloading)
 		return;
-	/* GnuTLS is mapped only for libraries the runtime never calls into (librtmp, libldap:
-	 * libcurl speaks TLS through OpenSSL, and only http and https here), yet it starts itself
-	 * as it is mapped: ~0.5 ms of parsing its ASN.1 tables before the first request. GnuTLS's
-	 * documented switch leaves that to an explicit gnutls_global_init by whoever uses it. Set
-	 * before any thread runs that could read the environment; a value the user set is kept. */
-	setenv("GNUTLS_NO_IMPLICIT_INIT", "1", 0);
 	/* Signals stay with the main thread, which acts on them. */
 	sigset_t all, saved;
 	sigfillset(&all);
