@@ -173,10 +173,10 @@ int64_t cursor_add(const struct cursor_def *c, int64_t v, const struct cursor_st
 	case CURSOR_DAY: return add_calendar(v, step->months * sign, step->days * sign);
 	case CURSOR_DATETIME: {
 		if (step->months || step->days) {
-			int64_t seconds = date_floor_div(v, MICROS);
+			int64_t seconds = civil_floor_div(v, MICROS);
 			int64_t fraction = v - seconds * MICROS;
 			int64_t local = seconds + date_zone_offset(c->zone, seconds);
-			int64_t day = date_floor_div(local, DATE_SECONDS_PER_DAY);
+			int64_t day = civil_floor_div(local, DATE_SECONDS_PER_DAY);
 			int64_t clock = local - day * DATE_SECONDS_PER_DAY;
 			day = add_calendar(day, step->months * sign, step->days * sign);
 			v = date_local_to_epoch(day * DATE_SECONDS_PER_DAY + clock, c->zone) * MICROS + fraction;
@@ -349,15 +349,15 @@ void cursor_push(const struct cursor_def *c, lua_State *L, int64_t v)
 		return;
 	}
 	if (c->kind == CURSOR_DATETIME && c->format == FORMAT_EPOCH_S) {
-		lua_pushinteger(L, (lua_Integer)date_floor_div(v, MICROS));
+		lua_pushinteger(L, (lua_Integer)civil_floor_div(v, MICROS));
 		return;
 	}
 	if (c->kind == CURSOR_DATETIME && c->format == FORMAT_EPOCH_MS) {
-		lua_pushinteger(L, (lua_Integer)date_floor_div(v, 1000));
+		lua_pushinteger(L, (lua_Integer)civil_floor_div(v, 1000));
 		return;
 	}
 	if (c->kind == CURSOR_DATETIME && c->format == FORMAT_STRFTIME) {
-		int64_t seconds = date_floor_div(v, MICROS);
+		int64_t seconds = civil_floor_div(v, MICROS);
 		int32_t offset = date_zone_offset(c->zone, seconds);
 		time_t local = (time_t)(seconds + offset);
 		struct tm tm;
@@ -467,7 +467,7 @@ static int64_t day_ceiling(const struct cursor_def *c, int64_t now)
 	if (c->ceiling_lag.set) {
 		int64_t lagged = cursor_add(&(struct cursor_def){.kind = CURSOR_DATETIME, .zone = c->zone},
 					    now * MICROS, &c->ceiling_lag, -1);
-		return date_day_in_zone(date_floor_div(lagged, MICROS), c->zone);
+		return date_day_in_zone(civil_floor_div(lagged, MICROS), c->zone);
 	}
 	int64_t today = date_day_in_zone(now, c->zone);
 	return date_seconds_into_day(now, c->zone) >= c->complete_at ? today + 1 : today;
@@ -490,7 +490,7 @@ int cursor_plan_load(lua_State *L, const struct cursor_def *c, int def_idx, int 
 				 cursor_kind_names[c->kind], NULL);
 	/* An end the script gives is final up to it, unless the script also says when data is final.
 	 * Datetime bounds are whole seconds: APIs that take a time in a query rarely take fractions. */
-	int64_t now = date_floor_div(now_ms, 1000);
+	int64_t now = civil_floor_div(now_ms, 1000);
 	now_ms = now * 1000;
 	if (c->kind == CURSOR_DAY) {
 		plan->has_ceiling = c->ceiling_declared || !plan->has_end;

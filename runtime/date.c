@@ -62,13 +62,13 @@ int32_t date_zone_offset_span(const struct tz_zone *zone, int64_t epoch, int64_t
 
 int64_t date_day_in_zone(int64_t epoch, const struct tz_zone *zone)
 {
-	return date_floor_div(epoch + date_zone_offset(zone, epoch), DATE_SECONDS_PER_DAY);
+	return civil_floor_div(epoch + date_zone_offset(zone, epoch), DATE_SECONDS_PER_DAY);
 }
 
 int date_seconds_into_day(int64_t epoch, const struct tz_zone *zone)
 {
 	int64_t local = epoch + date_zone_offset(zone, epoch);
-	return (int)(local - date_floor_div(local, DATE_SECONDS_PER_DAY) * DATE_SECONDS_PER_DAY);
+	return (int)(local - civil_floor_div(local, DATE_SECONDS_PER_DAY) * DATE_SECONDS_PER_DAY);
 }
 
 int64_t date_local_to_epoch(int64_t local, const struct tz_zone *zone)
@@ -235,15 +235,15 @@ int date_parse(const char *s, const struct tz_zone *zone, int64_t *epoch)
 	int64_t us;
 	if (date_parse_instant(s, strlen(s), zone, &us))
 		return -1;
-	*epoch = date_floor_div(us, 1000000);
+	*epoch = civil_floor_div(us, 1000000);
 	return 0;
 }
 
 size_t date_format_instant(int64_t us, char out[DATE_INSTANT_LEN])
 {
-	int64_t seconds = date_floor_div(us, 1000000);
+	int64_t seconds = civil_floor_div(us, 1000000);
 	int64_t micros = us - seconds * 1000000;
-	int64_t days = date_floor_div(seconds, DATE_SECONDS_PER_DAY);
+	int64_t days = civil_floor_div(seconds, DATE_SECONDS_PER_DAY);
 	int64_t clock = seconds - days * DATE_SECONDS_PER_DAY;
 	char day[DATE_DAY_LEN];
 	date_format_day(days, day);

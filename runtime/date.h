@@ -5,6 +5,8 @@
 #include <lua.h>
 #include <stdint.h>
 
+#include "civil.h"
+
 struct tz_zone; /* a NULL zone is UTC */
 
 #define DATE_DAY_LEN 11     /* "YYYY-MM-DD" and its NUL */
@@ -13,13 +15,6 @@ struct tz_zone; /* a NULL zone is UTC */
 /* The days of the years 1000 to 9999, the range every text form here can spell. */
 #define DATE_MIN_DAY ((int64_t)-354285)
 #define DATE_MAX_DAY ((int64_t)2932896)
-
-/* a / b rounded towards minus infinity (C rounds towards zero), for b > 0: the day of a negative
- * instant. */
-static inline int64_t date_floor_div(int64_t a, int64_t b)
-{
-	return a / b - (a % b < 0);
-}
 
 /* ms / 1000 for 0 <= ms < 2^54 (every stamp of up to 16 digits), and seconds / 86400 for
  * 0 <= seconds < 2^45, each as one multiply. The walk needs both for every bar's day, and there

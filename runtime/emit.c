@@ -480,9 +480,8 @@ static int stays_open(const struct stream_read *r)
 	return cursor_of(r)->kind == CURSOR_DATETIME && r->pk_paths;
 }
 
-void emit_window_done(struct stream_read *r, struct partition *p, const struct cursor_window *w)
+void emit_window_done(struct stream_read *r, struct partition *p)
 {
-	(void)w;
 	const struct cursor_def *c = cursor_of(r);
 	if (c->kind == CURSOR_NONE)
 		return;

@@ -15,8 +15,8 @@ int emit_tables(struct stream_read *r, struct partition *p, const struct cursor_
 int emit_batch(struct stream_read *r, struct partition *p, const struct cursor_window *w,
 	       const struct record_batch *batch);
 
-/* Every page of window w was read: the partition is complete up to its cursor. */
-void emit_window_done(struct stream_read *r, struct partition *p, const struct cursor_window *w);
+/* Every page of the partition's current window was read: it is complete up to its cursor. */
+void emit_window_done(struct stream_read *r, struct partition *p);
 
 /* The partition is finished: one LOG line for what was skipped and why, if anything was. */
 void emit_partition_done(struct stream_read *r, struct partition *p);

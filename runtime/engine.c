@@ -692,7 +692,7 @@ static enum step window_done(struct engine *e, struct slot *s)
 {
 	struct stream_read *r = e->r;
 	struct cursor_window next;
-	emit_window_done(r, s->p, &s->window);
+	emit_window_done(r, s->p);
 	if (r->def->cursor.kind != CURSOR_NONE && cursor_next_window(&r->def->cursor, &r->plan, &s->window, &next)) {
 		s->window = next;
 		s->phase = PHASE_REQUEST;

@@ -34,9 +34,6 @@
 #define PLAN_PAD 32
 /* Bytes a record may write past its end before the next one overwrites them. */
 #define RECORD_SLACK 64
-/* 1000-01-01 and 9999-12-31, the days date_format_day can spell. */
-#define FIRST_DAY (-354285)
-#define LAST_DAY 2932896
 
 struct value {
 	const unsigned char *at; /* NULL when the item lacks the member */
@@ -529,10 +526,8 @@ static int escaped_name_is(const unsigned char *p, const unsigned char *q, const
 }
 
 /* Whether the member name spelt at [p, q) (between its quotes) is name. */
-static int name_is(struct walk *w, const unsigned char *p, const unsigned char *q, char escaped, const char *name,
-		   size_t len)
+static int name_is(const unsigned char *p, const unsigned char *q, char escaped, const char *name, size_t len)
 {
-	(void)w;
 	if (escaped)
 		return escaped_name_is(p, q, name, len);
 	return (size_t)(q - p) == len && same_bytes(p, name, len);
@@ -542,7 +537,7 @@ static int search_source(struct walk *w, const unsigned char *p, const unsigned 
 {
 	const struct walk_mapping *m = w->m;
 	for (int i = 0; i < m->nsources; i++)
-		if (name_is(w, p, q, escaped, m->sources[i].name, m->sources[i].len))
+		if (name_is(p, q, escaped, m->sources[i].name, m->sources[i].len))
 			return i;
 	return -1;
 }
@@ -805,7 +800,7 @@ static inline int zone_offset_at(struct field_op *op, int64_t seconds)
 
 static int64_t day_in_zone(struct field_op *op, int64_t seconds)
 {
-	return date_floor_div(seconds + zone_offset_at(op, seconds), DATE_SECONDS_PER_DAY);
+	return civil_floor_div(seconds + zone_offset_at(op, seconds), DATE_SECONDS_PER_DAY);
 }
 
 /* day_from_ms for the usual value, a positive stamp of 9 to 16 digits giving a day in range;
@@ -818,7 +813,7 @@ static inline int quick_day_from_ms(const struct walk *w, struct field_op *op, i
 	int64_t seconds = date_ms_to_seconds((uint64_t)nine_to_sixteen_digits(v->at, v->len));
 	/* At least 10^8 ms: local time is past 1970-01-02, so the day is a quotient of positives. */
 	int64_t day = date_seconds_to_day((uint64_t)(seconds + zone_offset_at(op, seconds)));
-	if (day < FIRST_DAY || day > LAST_DAY)
+	if (day < DATE_MIN_DAY || day > DATE_MAX_DAY)
 		return 0;
 	*out = day;
 	return 1;
@@ -837,7 +832,7 @@ static int day_from_ms(struct walk *w, struct field_op *op, int64_t *out)
 	long long ms;
 	int64_t seconds;
 	if (number_to_integer(v, (size_t)(w->end - v->at), &ms) == 0 && ms > -(1LL << 53) && ms < (1LL << 53)) {
-		seconds = date_floor_div(ms, 1000);
+		seconds = civil_floor_div(ms, 1000);
 	} else {
 		double d = number_value(v);
 		if (!(fabs(d) < 1e15))
@@ -846,7 +841,7 @@ static int day_from_ms(struct walk *w, struct field_op *op, int64_t *out)
 			seconds = (int64_t)floor(d / 1000.0);
 	}
 	int64_t day = seconds == INT64_MAX ? INT64_MAX : day_in_zone(op, seconds);
-	if (day < FIRST_DAY || day > LAST_DAY) {
+	if (day < DATE_MIN_DAY || day > DATE_MAX_DAY) {
 		wrong_shape(w, "item %d of '%s': '%s' = %.*s ms is not a time in the years 1000 to 9999", w->item,
 			    w->m->list, source, (int)(v->len > 40 ? 40 : v->len), (const char *)v->at);
 		return -1;
@@ -1634,8 +1629,8 @@ static const unsigned char *walk_member(struct walk *w, const unsigned char *p, 
 	const unsigned char *name = p + 1;
 	if (!(p = scan_string(w, name, &escaped)))
 		return NULL;
-	int is_list = name_is(w, name, p, escaped, w->m->list, w->m->list_len);
-	int is_next = !is_list && w->m->next && name_is(w, name, p, escaped, w->m->next, w->m->next_len);
+	int is_list = name_is(name, p, escaped, w->m->list, w->m->list_len);
+	int is_next = !is_list && w->m->next && name_is(name, p, escaped, w->m->next, w->m->next_len);
 	p = ws(p + 1, end);
 	if (p >= end || *p != ':')
 		return syntax(w, p, "expected ':'");

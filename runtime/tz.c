@@ -59,11 +59,6 @@ static int64_t add_sat(int64_t a, int64_t b)
 	return b > 0 ? INT64_MAX : INT64_MIN;
 }
 
-static int64_t floor_div(int64_t a, int64_t b)
-{
-	return a / b - (a % b < 0);
-}
-
 static int64_t floor_mod(int64_t a, int64_t b)
 {
 	int64_t r = a % b;
@@ -260,10 +255,10 @@ static int group_first(const struct rule_change c[RULE_CHANGES], int i)
  * which that holds. */
 static int rule_at(const struct rule *r, int64_t t, int64_t *from, int64_t *until)
 {
-	int64_t cycles = floor_div(t, CYCLE);
+	int64_t cycles = civil_floor_div(t, CYCLE);
 	int64_t base = floor_mod(t, CYCLE);
 	struct rule_change c[RULE_CHANGES];
-	rule_changes(r, year_of_day(floor_div(base, DAY)), c);
+	rule_changes(r, year_of_day(civil_floor_div(base, DAY)), c);
 	int k = -1; /* the last change at or before base: the last of its group, as c is ordered */
 	for (int i = 0; i < RULE_CHANGES; i++)
 		if (c[i].at <= base)
@@ -298,7 +293,7 @@ static int rule_at_local(const struct rule *r, int64_t local)
 {
 	int64_t base = floor_mod(local, CYCLE);
 	struct rule_change c[RULE_CHANGES];
-	rule_changes(r, year_of_day(floor_div(base, DAY)), c);
+	rule_changes(r, year_of_day(civil_floor_div(base, DAY)), c);
 	int dst = !c[0].to_dst;
 	for (int i = 0; i < RULE_CHANGES; i++)
 		if (c[i].wall <= base)
