@@ -240,6 +240,8 @@ def test_taken_targets_are_forgotten(server):
     for ticker in ("AAA", "BBB", "AAA"):
         conn.request("GET", path(ticker))
         conn.getresponse().read()
+    # The client may read an answer before the server's thread notes its target.
+    assert server.wait_served(3)
     assert server.take_targets() == [path("AAA"), path("BBB")]
     assert server.targets == [] and server.take_targets() == []
     conn.request("GET", path("BBB"))
