@@ -10,7 +10,7 @@ CFLAGS     ?= -O2 -g
 PROJECT_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -MMD -MP \
                   $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # Lua is linked in too (liblua5.4-dev ships the archive): the dynamic loader then has one library
-# fewer to map and relocate before main(), ~0.5 ms of a sync's CPU (docs/PERFORMANCE.md, item 14).
+# fewer to map and relocate before main(), ~0.5 ms of a sync's CPU (docs/PERFORMANCE.md).
 # Scripts cannot load C modules (no require), so no symbol needs exporting for them.
 LUA_A      := $(firstword $(wildcard /usr/lib/*/liblua5.4.a))
 LDLIBS_ALL := $(or $(LUA_A),$(shell pkg-config --libs lua5.4 2>/dev/null)) -ldl -lm

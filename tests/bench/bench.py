@@ -25,8 +25,7 @@ STATEs + 5% of the output bytes; peak RSS <= 64 MB.
 
 `--compare OTHER` prints none of that: it tells two builds apart, with the /dev/null syncs of
 --binary and OTHER run in turn, each pair in the opposite order to the last, against the same
-server. A difference of a millisecond needs a few hundred pairs on a shared VM
-(docs/PERFORMANCE.md, item 14).
+server. A difference of a millisecond needs a few hundred pairs on a shared VM.
 """
 import argparse
 import collections
@@ -547,7 +546,7 @@ def main():
           f"{cpu['null'] / cores * 1000:.1f} ms of wall, every core busy all along  [for comparison]")
     print(f"emission: {emit:,.0f} records/s on one core (the script's parse(): declared records mapped from the "
           f"page's text, written as RECORD messages)  [{verdict(emit >= 1e6)}: >= 1,000,000]")
-    print(f"emission, same mapping as a Lua loop over response.body (cjson tables): {loop:,.0f} records/s "
+    print(f"emission, same mapping as a Lua loop over response.body (Lua tables): {loop:,.0f} records/s "
           f"on one core  [for comparison]")
     sys.stdout.flush()
     if args.scale_tickers:
