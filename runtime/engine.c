@@ -498,6 +498,8 @@ static enum step parse_page(struct engine *e, struct slot *s)
 	records_push_response_taking(L, resp->status, -1, &s->transfer.resp.body);
 	lua_remove(L, -2);
 	int response = top + 2;
+	http_push_response_headers(L, resp);
+	lua_setfield(L, response, "headers");
 	lua_pushvalue(L, top + 1);
 	push_anchor(e, s, "ctx");
 	lua_pushvalue(L, response);
@@ -581,17 +583,36 @@ static void push_next_url(struct engine *e, struct slot *s, const struct record_
 	}
 }
 
+/* Replaces the next URL on top with itself resolved against the page's URL, as a browser
+ * resolves a link ("/v2/items?cursor=x", "?page=3"). */
+static int resolve_next_url(struct engine *e, struct slot *s)
+{
+	struct stream_read *r = e->r;
+	lua_State *L = r->L;
+	size_t len;
+	const char *next = lua_tolstring(L, -1, &len);
+	if (len > MAX_URL_BYTES)
+		return read_fail(r, PROTO_SYSTEM_ERROR,
+				 "stream '%s': the API gave a next page URL of %zu bytes (at most %d)", r->def->name,
+				 len, MAX_URL_BYTES);
+	push_anchor(e, s, "url");
+	char *resolved = http_resolve_url(&r->rt->http, lua_tostring(L, -1), next);
+	lua_pop(L, 1);
+	if (!resolved)
+		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': the next page URL '%s' is not a URL",
+				 r->def->name, next);
+	lua_pushstring(L, resolved);
+	curl_free(resolved);
+	lua_replace(L, -2);
+	return 0;
+}
+
 /* Credentials go only to the first URL's host, each page once. */
 static int check_next_url(struct engine *e, struct slot *s, const char *next)
 {
 	struct stream_read *r = e->r;
 	lua_State *L = r->L;
 	char next_origin[512];
-	size_t len = strlen(next);
-	if (len > MAX_URL_BYTES)
-		return read_fail(r, PROTO_SYSTEM_ERROR,
-				 "stream '%s': the API gave a next page URL of %zu bytes (at most %d)", r->def->name,
-				 len, MAX_URL_BYTES);
 	if (http_origin(&r->rt->http, next, next_origin, sizeof next_origin) || strcmp(s->origin, next_origin))
 		return read_fail(
 			r, PROTO_SYSTEM_ERROR,
@@ -676,7 +697,7 @@ static enum step emit_page(struct engine *e, struct slot *s)
 		return STEP_FAIL;
 	}
 	s->pages++;
-	if (check_next_url(e, s, lua_tostring(L, -1))) {
+	if (resolve_next_url(e, s) || check_next_url(e, s, lua_tostring(L, -1))) {
 		lua_settop(L, top);
 		return STEP_FAIL;
 	}

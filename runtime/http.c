@@ -465,6 +465,19 @@ char *http_escape(struct http_client *c, const char *text, size_t len)
 	return curl_easy_escape(c->easy, text, (int)len);
 }
 
+char *http_resolve_url(struct http_client *c, const char *base, const char *ref)
+{
+	if (ensure_started(c))
+		return NULL;
+	CURLU *u = curl_url();
+	char *resolved = NULL;
+	if (u && curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
+	    curl_url_set(u, CURLUPART_URL, ref, 0) == CURLUE_OK)
+		curl_url_get(u, CURLUPART_URL, &resolved, 0);
+	curl_url_cleanup(u);
+	return resolved;
+}
+
 int http_origin(struct http_client *c, const char *url, char *out, size_t outlen)
 {
 	if (ensure_started(c))

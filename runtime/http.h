@@ -108,6 +108,14 @@ void http_transfer_free(struct http_transfer *t);
 /* Percent-encodes text (free with curl_free); NULL when out of memory. */
 char *http_escape(struct http_client *c, const char *text, size_t len);
 
+/* Pushes a table of the answer's header fields: names lower-case (looking one up in any case
+ * finds it), a field sent twice joined with ", ". [-0, +1, m] */
+void http_push_response_headers(lua_State *L, const struct http_response *resp);
+
+/* ref resolved against base as a browser resolves a link (RFC 3986: "/v2/x?cursor=1", "?page=2",
+ * "https://other/"): the absolute URL (free with curl_free), or NULL when either cannot be read. */
+char *http_resolve_url(struct http_client *c, const char *base, const char *ref);
+
 /* Scheme, host and port of url ("https://api.polygon.io:443"), for same-host checks. */
 int http_origin(struct http_client *c, const char *url, char *out, size_t outlen);
 

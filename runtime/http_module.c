@@ -80,9 +80,27 @@ const struct curl_slist *http_header_list(lua_State *L, int idx)
 	return h ? h->list : NULL;
 }
 
-static void push_headers_table(lua_State *L, const struct http_response *resp)
+/* headers["Link"] finds headers.link: names are stored lower-case, and a key that is not found
+ * is looked up again lower-cased. */
+static int headers_index(lua_State *L)
+{
+	if (lua_type(L, 2) != LUA_TSTRING)
+		return 0;
+	size_t len;
+	const char *key = lua_tolstring(L, 2, &len);
+	luaL_Buffer lower;
+	luaL_buffinit(L, &lower);
+	for (size_t i = 0; i < len; i++)
+		luaL_addchar(&lower, (char)tolower((unsigned char)key[i]));
+	luaL_pushresult(&lower);
+	lua_rawget(L, 1);
+	return 1;
+}
+
+void http_push_response_headers(lua_State *L, const struct http_response *resp)
 {
 	lua_newtable(L);
+	int headers = lua_gettop(L);
 	size_t pos = 0;
 	struct http_header_line line;
 	while (http_header_next(resp, &pos, &line)) {
@@ -91,9 +109,23 @@ static void push_headers_table(lua_State *L, const struct http_response *resp)
 		for (size_t i = 0; i < line.name_len; i++)
 			luaL_addchar(&name, (char)tolower((unsigned char)line.name[i]));
 		luaL_pushresult(&name);
-		lua_pushlstring(L, line.value, line.value_len);
-		lua_rawset(L, -3);
+		/* A field sent twice (two Link lines) is one value joined with ", " (RFC 9110, 5.3). */
+		lua_pushvalue(L, -1);
+		if (lua_rawget(L, headers) == LUA_TSTRING) {
+			lua_pushliteral(L, ", ");
+			lua_pushlstring(L, line.value, line.value_len);
+			lua_concat(L, 3);
+		} else {
+			lua_pop(L, 1);
+			lua_pushlstring(L, line.value, line.value_len);
+		}
+		lua_rawset(L, headers);
 	}
+	if (luaL_newmetatable(L, "source_lua.http.response_headers")) {
+		lua_pushcfunction(L, headers_index);
+		lua_setfield(L, -2, "__index");
+	}
+	lua_setmetatable(L, headers);
 }
 
 static int opt_retries(lua_State *L, int opts_idx)
@@ -139,7 +171,7 @@ static int http_lua_get(lua_State *L)
 	}
 	lua_pushinteger(L, resp->status);
 	lua_pushlstring(L, resp->body.data ? resp->body.data : "", resp->body.len);
-	push_headers_table(L, resp);
+	http_push_response_headers(L, resp);
 	return 3;
 }
 

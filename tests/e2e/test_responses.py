@@ -1,0 +1,68 @@
+"""What parse is handed and what it may hand back: the answer's header fields (any case), and a
+next page URL relative to the page's own, resolved as a browser resolves a link."""
+from __future__ import annotations
+
+import pytest
+
+from .conftest import duplicates, script_copy, utc
+
+AFTER_CLOSE = utc(2022, 3, 11, 22, 0)  # Friday 2022-03-11, 17:00 New York
+PARSE_CALL = "    return BARS:map(ctx, response)\n"
+TICKERS = "AAPL,TSLA"
+
+# Lua that turns the absolute next_url the server gave into another spelling of the same link.
+RELATIVE_FORMS = {
+    # "/v2/aggs/...?cursor=..."
+    "path-absolute": 'next_url:gsub("^https?://[^/]+", "")',
+    # "//127.0.0.1:PORT/v2/aggs/...?cursor=..."
+    "scheme-relative": 'next_url:gsub("^https?:", "")',
+    # "../LO/HI?cursor=...": the page's URL ends .../day/FROM/TO, the next one .../day/LO/HI.
+    "path-relative": '"../" .. next_url:match("/day/([^/]+/[^/?]+%?.*)$")',
+}
+
+
+def relative_next_script(tmp_path, form: str):
+    code = (f"    local batch = BARS:map(ctx, response)\n"
+            f"    local next_url = response.body.next_url\n"
+            f"    if next_url then next_url = ({RELATIVE_FORMS[form]}) end\n"
+            f"    return batch, next_url\n")
+    return script_copy(tmp_path, (PARSE_CALL, code), name=f"relative-{form}.lua")
+
+
+@pytest.mark.parametrize("form", list(RELATIVE_FORMS))
+def test_a_relative_next_url_is_resolved_against_the_page(paged_connector, tmp_path, form):
+    config = paged_connector.config(stock_ticker=TICKERS, start_date="2020-01-01")
+    plain = paged_connector.read(config, catalog="full_refresh", now=AFTER_CLOSE).assert_complete()
+    relative = paged_connector.read(config, catalog="full_refresh", now=AFTER_CLOSE,
+                                    flags=("--script", relative_next_script(tmp_path, form))).assert_complete()
+    assert len(plain.data) > 10 * 50, "many pages a ticker"
+    # Tickers are read at once, so only each ticker's own order is fixed.
+    for ticker in TICKERS.split(","):
+        assert ([d for d in relative.data if d["stock_ticker"] == ticker]
+                == [d for d in plain.data if d["stock_ticker"] == ticker])
+    assert len(relative.data) == len(plain.data)
+    assert duplicates(relative.keys) == []
+
+
+def test_a_next_url_that_is_not_a_url_fails_the_read(paged_connector, tmp_path):
+    code = "    return BARS:map(ctx, response), 'http://[::1'\n"
+    script = script_copy(tmp_path, (PARSE_CALL, code), name="bad-next.lua")
+    result = paged_connector.read(paged_connector.config(stock_ticker="AAPL", start_date="2020-01-01"),
+                                  catalog="full_refresh", now=AFTER_CLOSE, flags=("--script", script))
+    assert result.returncode != 0
+    assert any("is not a URL" in e["message"] for e in result.errors), result.describe()
+
+
+def test_parse_sees_the_answers_header_fields_in_any_case(connector, tmp_path):
+    code = ("    local h = response.headers\n"
+            "    log.info('headers: ' .. tostring(h['content-type']) .. ' | ' .. tostring(h['Content-Type'])\n"
+            "             .. ' | ' .. tostring(h.CONTENT_TYPE) .. ' | ' .. tostring(h['X-Not-Sent']))\n"
+            + PARSE_CALL)
+    script = script_copy(tmp_path, (PARSE_CALL, code), name="headers.lua")
+    result = connector.read(connector.config(stock_ticker="AAPL", start_date="2022-03-01"), now=AFTER_CLOSE,
+                            flags=("--script", script)).assert_complete()
+    logged = [m["log"]["message"] for m in result.of("LOG") if m["log"]["message"].startswith("headers: ")]
+    assert logged, result.describe()
+    content_type = logged[0].split(" | ")[0][len("headers: "):]
+    assert content_type.startswith("application/json"), logged
+    assert logged[0] == f"headers: {content_type} | {content_type} | nil | nil", logged
