@@ -486,6 +486,31 @@ static int mapping_full(const struct engine *e)
 	return pool_running(pool) && e->mapping >= pool_threads(pool) + 1;
 }
 
+/* Whether the table at idx has a key other than 1..#t; if so, pushes that key's description. A
+ * list keeps its keys in the array part, so this looks at nothing but what follows it. */
+static int not_a_list(lua_State *L, int idx)
+{
+	lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+	if (n > 0)
+		lua_pushinteger(L, n);
+	else
+		lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		if (lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 && lua_tointeger(L, -1) <= n)
+			continue;
+		if (lua_type(L, -1) == LUA_TSTRING)
+			lua_pushfstring(L, "'%s'", lua_tostring(L, -1));
+		else if (lua_type(L, -1) == LUA_TNUMBER)
+			lua_pushfstring(L, "%s", lua_tostring(L, -1));
+		else
+			lua_pushfstring(L, "of type %s", luaL_typename(L, -1));
+		lua_remove(L, -2);
+		return 1;
+	}
+	return 0;
+}
+
 /* parse(ctx, response) on a 2xx answer: records (a list or a batch) and the next URL. */
 static enum step parse_page(struct engine *e, struct slot *s)
 {
@@ -527,10 +552,18 @@ static enum step parse_page(struct engine *e, struct slot *s)
 				  "stream '%s': parse returned a batch whose records were already written (one "
 				  "kept from an earlier page); return the batch of this page's response",
 				  r->def->name));
-	if (!batch && !lua_isnil(L, records) && !lua_istable(L, records))
+	if (!batch && !lua_istable(L, records))
 		return step_failed(read_fail(r, PROTO_SYSTEM_ERROR,
-					     "stream '%s': parse must return a list of records, not a %s", r->def->name,
-					     luaL_typename(L, records)));
+					     "stream '%s': parse must return a list of records (or a batch), not %s%s",
+					     r->def->name,
+					     lua_isnil(L, records) ? "nil; a page without records is " : "a ",
+					     lua_isnil(L, records) ? "{}" : luaL_typename(L, records)));
+	if (!batch && not_a_list(L, records))
+		return step_failed(
+			read_fail(r, PROTO_SYSTEM_ERROR,
+				  "stream '%s': parse returned a table with the key %s, not a list of records "
+				  "(one record is returned as {record})",
+				  r->def->name, lua_tostring(L, -1)));
 	lua_pushvalue(L, records);
 	set_anchor(e, s, "records");
 	lua_pushvalue(L, next);

@@ -66,3 +66,41 @@ def test_parse_sees_the_answers_header_fields_in_any_case(connector, tmp_path):
     content_type = logged[0].split(" | ")[0][len("headers: "):]
     assert content_type.startswith("application/json"), logged
     assert logged[0] == f"headers: {content_type} | {content_type} | nil | nil", logged
+
+
+# parse's records: a list (or a batch); anything else was read as no records, and the read
+# ended "successfully" with nothing.
+NOT_LISTS = {
+    "one-record": ("    return { date = '2022-03-01', stock_ticker = 'AAPL', price = 1 }\n",
+                   "with the key '"),
+    "nil": ("    return nil\n", "not nil; a page without records is {}"),
+    "list-and-a-key": ("    local t = {} t.next = 'x' return t\n", "with the key 'next'"),
+    "a-gap": ("    return { [1] = {}, [3] = {} }\n", "with the key 3"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_LISTS))
+def test_parse_returning_anything_but_a_list_fails_the_read(connector, tmp_path, case):
+    code, message = NOT_LISTS[case]
+    script = script_copy(tmp_path, (PARSE_CALL, code), name=f"{case}.lua")
+    result = connector.read(connector.config(stock_ticker="AAPL", start_date="2022-03-01"), now=AFTER_CLOSE,
+                            flags=("--script", script))
+    assert result.returncode != 0 and result.data == [], result.describe()
+    assert any(message in e["message"] for e in result.errors), result.describe()
+
+
+def test_a_list_built_backwards_is_a_list(connector, tmp_path):
+    """Filled from its end, a list's keys may live in the table's hash part: still a list."""
+    code = ("    local bars, list = response.body.results or {}, {}\n"
+            "    for i = #bars, 1, -1 do\n"
+            "      local b = bars[i]\n"
+            "      list[i] = { date = date.from_ms(b.t, 'America/New_York'), stock_ticker = ctx.partition,\n"
+            "                  price = b.c, open = b.o, high = b.h, low = b.l, close = b.c, volume = b.v,\n"
+            "                  vwap = b.vw, transactions = b.n }\n"
+            "    end\n"
+            "    return list\n")
+    script = script_copy(tmp_path, (PARSE_CALL, code), name="backwards.lua")
+    config = connector.config(stock_ticker="AAPL", start_date="2022-03-01")
+    built = connector.read(config, now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    declared = connector.read(config, now=AFTER_CLOSE).assert_complete()
+    assert [d["date"] for d in built.data] == [d["date"] for d in declared.data] != []
