@@ -77,6 +77,7 @@ struct slot {
 	int64_t not_before_ms;
 	int pages;
 	struct http_retry retry;
+	int idempotent; /* the request may be sent again whatever became of it (not a POST) */
 	char origin[512];
 };
 
@@ -88,7 +89,7 @@ struct slots {
 struct engine {
 	struct stream_read *r;
 	struct slots *slots;
-	int anchors; /* anchors[i] = {ctx, headers, seen, url, records, next} of slot i: its Lua values */
+	int anchors; /* anchors[i] = {ctx, request, seen, url, records, next} of slot i: its Lua values */
 	size_t next_partition;
 	int mapping; /* pages handed to the workers and not emitted yet */
 	int live_kb; /* what Lua held after the last full collection */
@@ -318,7 +319,40 @@ static enum step take_partition(struct engine *e, struct slot *s)
 	return STEP_WAIT;
 }
 
-/* request(ctx) -> url [, {headers = {...}}] for the window's first page. */
+/* The key under which a request is remembered in "seen": its URL, and for a request with a
+ * method other than GET or a body, those too (a search API posts to one URL, page after page). */
+static void push_seen_key(lua_State *L, int prepared)
+{
+	lua_getfield(L, prepared, "url");
+	lua_getfield(L, prepared, "method");
+	lua_getfield(L, prepared, "body");
+	if (!strcmp(lua_tostring(L, -2), "GET") && lua_isnil(L, -1)) {
+		lua_pop(L, 2);
+		return;
+	}
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		lua_pushliteral(L, "");
+	}
+	lua_pushliteral(L, "\n");
+	lua_insert(L, -3);
+	lua_pushliteral(L, "\n");
+	lua_insert(L, -2);
+	lua_concat(L, 5);
+}
+
+/* The prepared request on top becomes the slot's: anchored with its URL; pops it. */
+static void set_request(struct engine *e, struct slot *s)
+{
+	lua_State *L = e->r->L;
+	struct http_request req;
+	s->idempotent = http_request_of(L, -1, &req);
+	lua_getfield(L, -1, "url");
+	set_anchor(e, s, "url");
+	set_anchor(e, s, "request");
+}
+
+/* request(ctx) -> url [, opts] or a request table, for the window's first page. */
 static enum step ask_for_request(struct engine *e, struct slot *s)
 {
 	struct stream_read *r = e->r;
@@ -336,23 +370,29 @@ static enum step ask_for_request(struct engine *e, struct slot *s)
 		collect_skipped(e, s);
 	if (called != LUA_OK)
 		return step_failed(fail_script(r, "request(ctx) failed"));
-	if (lua_type(L, -2) != LUA_TSTRING)
+	if (lua_type(L, -2) != LUA_TSTRING && lua_type(L, -2) != LUA_TTABLE)
 		return step_failed(read_fail(r, PROTO_SYSTEM_ERROR,
-					     "stream '%s': request(ctx) must return a URL string, not a %s",
+					     "stream '%s': request(ctx) must return a URL or a request table, not %s",
 					     r->def->name, luaL_typename(L, -2)));
-	if (http_push_headers(L, -1) != LUA_OK)
-		return step_failed(read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': request options: %s", r->def->name,
+	if (lua_type(L, -2) == LUA_TTABLE && !lua_isnil(L, -1))
+		return step_failed(read_fail(r, PROTO_SYSTEM_ERROR,
+					     "stream '%s': request(ctx) returned a request table and a second value: "
+					     "put everything in the table",
+					     r->def->name));
+	if (http_push_request(L, -2, lua_isnil(L, -1) ? 0 : -1, "GET") != LUA_OK)
+		return step_failed(read_fail(r, PROTO_CONFIG_ERROR, "stream '%s': request(ctx): %s", r->def->name,
 					     lua_tostring(L, -1)));
-	set_anchor(e, s, "headers");
-	lua_pop(L, 1);
-	if (lua_rawlen(L, -1) > MAX_URL_BYTES)
+	lua_getfield(L, -1, "url");
+	size_t url_len = lua_rawlen(L, -1);
+	if (url_len > MAX_URL_BYTES)
 		return step_failed(read_fail(r, PROTO_CONFIG_ERROR,
 					     "stream '%s': request(ctx) built a URL of %zu bytes (at most %d)",
-					     r->def->name, (size_t)lua_rawlen(L, -1), MAX_URL_BYTES));
+					     r->def->name, url_len, MAX_URL_BYTES));
 	if (http_origin(&r->rt->http, lua_tostring(L, -1), s->origin, sizeof s->origin))
 		return step_failed(read_fail(r, PROTO_CONFIG_ERROR, "stream '%s': '%s' is not a valid URL",
 					     r->def->name, lua_tostring(L, -1)));
-	set_anchor(e, s, "url");
+	lua_pop(L, 1);
+	set_request(e, s);
 	lua_newtable(L);
 	set_anchor(e, s, "seen");
 	lua_settop(L, top);
@@ -378,13 +418,14 @@ static enum step start_fetch(struct engine *e, struct slot *s, int64_t *wake_at)
 		return STEP_WAIT;
 	}
 	push_anchor(e, s, "seen");
-	push_anchor(e, s, "url");
-	lua_pushvalue(L, -1);
+	push_anchor(e, s, "request");
+	push_seen_key(L, lua_gettop(L));
 	lua_pushboolean(L, 1);
 	lua_rawset(L, -4);
-	push_anchor(e, s, "headers");
-	int rc = http_transfer_start(&r->rt->http, &s->transfer, lua_tostring(L, -2), http_header_list(L, -1));
-	lua_pop(L, 3);
+	struct http_request req;
+	http_request_of(L, -1, &req);
+	int rc = http_transfer_start(&r->rt->http, &s->transfer, &req);
+	lua_pop(L, 2);
 	if (rc)
 		return step_failed(
 			read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': cannot start an HTTP transfer", r->def->name));
@@ -585,7 +626,7 @@ static enum step on_answer(struct engine *e, struct slot *s)
 	const struct http_response *resp = &s->transfer.resp;
 	if (host_cancelled)
 		return step_failed(read_fail(r, PROTO_TRANSIENT_ERROR, "%s", cancel_reason()));
-	int retryable = http_is_retryable(resp);
+	int retryable = s->idempotent ? http_is_retryable(resp) : http_is_retryable_once_sent(resp);
 	if (!retryable && resp->code != CURLE_OK)
 		return fail_transfer(e, s); /* before the status: a 200 whose body was cut off is no page */
 	if (!retryable && (resp->status < 200 || resp->status >= 300))
@@ -610,7 +651,8 @@ static void push_next_url(struct engine *e, struct slot *s, const struct record_
 		lua_pop(L, 1);
 		records_batch_push_next_url(L, batch);
 	}
-	if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)) {
+	int is_table = lua_type(L, -1) == LUA_TTABLE;
+	if (!lua_isnil(L, -1) && !is_table && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) == 0)) {
 		lua_pop(L, 1);
 		lua_pushnil(L);
 	}
@@ -640,26 +682,71 @@ static int resolve_next_url(struct engine *e, struct slot *s)
 	return 0;
 }
 
-/* Credentials go only to the first URL's host, each page once. */
-static int check_next_url(struct engine *e, struct slot *s, const char *next)
+/* Credentials go only to the first URL's host, each page once (the prepared request on top). */
+static int check_next_request(struct engine *e, struct slot *s)
 {
 	struct stream_read *r = e->r;
 	lua_State *L = r->L;
-	char next_origin[512];
-	if (http_origin(&r->rt->http, next, next_origin, sizeof next_origin) || strcmp(s->origin, next_origin))
+	int prepared = lua_gettop(L);
+	char next_origin[512] = "";
+	lua_getfield(L, prepared, "url");
+	int elsewhere = http_origin(&r->rt->http, lua_tostring(L, -1), next_origin, sizeof next_origin) ||
+			strcmp(s->origin, next_origin);
+	lua_pop(L, 1);
+	if (elsewhere)
 		return read_fail(
 			r, PROTO_SYSTEM_ERROR,
 			"stream '%s': the next page is on another host (%s); refusing to send credentials there",
 			r->def->name, next_origin);
 	push_anchor(e, s, "seen");
-	int repeated = lua_getfield(L, -1, next) != LUA_TNIL;
+	push_seen_key(L, prepared);
+	int repeated = lua_rawget(L, -2) != LUA_TNIL;
 	lua_pop(L, 2);
 	if (repeated)
 		return read_fail(r, PROTO_SYSTEM_ERROR,
-				 "stream '%s': pagination loop, the API sent the same next URL twice", r->def->name);
+				 "stream '%s': pagination loop, the same next page was asked for twice", r->def->name);
 	if (s->pages >= MAX_PAGES_PER_WINDOW)
 		return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': more than %d pages in one window", r->def->name,
 				 MAX_PAGES_PER_WINDOW);
+	return 0;
+}
+
+/* Replaces the next page on top (a URL, or a request table from parse) with its prepared request:
+ * a URL is a GET with this page's headers; a table without headers keeps them too. Its URL is
+ * resolved against this page's. */
+static int prepare_next_request(struct engine *e, struct slot *s)
+{
+	struct stream_read *r = e->r;
+	lua_State *L = r->L;
+	int next = lua_gettop(L);
+	int inherit = 1;
+	if (lua_istable(L, next)) {
+		inherit = lua_getfield(L, next, "headers") == LUA_TNIL;
+		lua_pop(L, 1);
+		if (http_push_request(L, next, 0, "GET") != LUA_OK)
+			return read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': the next request parse gave: %s",
+					 r->def->name, lua_tostring(L, -1));
+	} else {
+		lua_createtable(L, 0, 4);
+		lua_pushvalue(L, next);
+		lua_setfield(L, -2, "url");
+		lua_pushliteral(L, "GET");
+		lua_setfield(L, -2, "method");
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "idempotent");
+	}
+	int prepared = lua_gettop(L);
+	if (inherit) {
+		push_anchor(e, s, "request");
+		lua_getfield(L, -1, "headers");
+		lua_setfield(L, prepared, "headers");
+		lua_pop(L, 1);
+	}
+	lua_getfield(L, prepared, "url");
+	if (resolve_next_url(e, s))
+		return -1;
+	lua_setfield(L, prepared, "url");
+	lua_replace(L, next);
 	return 0;
 }
 
@@ -730,11 +817,11 @@ static enum step emit_page(struct engine *e, struct slot *s)
 		return STEP_FAIL;
 	}
 	s->pages++;
-	if (resolve_next_url(e, s) || check_next_url(e, s, lua_tostring(L, -1))) {
+	if (prepare_next_request(e, s) || check_next_request(e, s)) {
 		lua_settop(L, top);
 		return STEP_FAIL;
 	}
-	set_anchor(e, s, "url");
+	set_request(e, s);
 	lua_settop(L, top);
 	http_retry_start(&s->retry);
 	s->not_before_ms = 0;

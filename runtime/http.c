@@ -167,13 +167,27 @@ static void wait_for_request_budget(struct http_client *c)
 /* Bytes libcurl reads from a connection at a time (it allocates this much per transfer). */
 #define HTTP_READ_BUFFER (128L * 1024)
 
-static void configure(const struct http_client *c, CURL *easy, const char *url, const struct curl_slist *headers,
+static void configure(const struct http_client *c, CURL *easy, const struct http_request *req,
 		      struct http_response *resp)
 {
 	curl_easy_reset(easy);
 	resp->max_body_bytes = c->settings->max_body_bytes;
-	curl_easy_setopt(easy, CURLOPT_URL, url);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	if (req->body) {
+		/* Copied: the caller's string need not outlive the call. A body makes the request a POST
+		 * unless another method is named. */
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, req->body);
+	}
+	if (req->method && strcmp(req->method, "GET")) {
+		if (!strcmp(req->method, "POST") && !req->body) {
+			curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+			curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, "");
+		} else if (strcmp(req->method, "POST")) {
+			curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+		}
+	}
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, c->settings->connect_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, c->settings->timeout_ms);
@@ -226,7 +240,7 @@ static void describe_transfer_error(struct http_response *resp)
 		snprintf(resp->error, sizeof resp->error, "%s", curl_easy_strerror(resp->code));
 }
 
-int http_perform(struct http_client *c, const char *url, const struct curl_slist *headers, struct http_response *resp)
+int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp)
 {
 	http_response_reset(resp);
 	if (ensure_started(c)) {
@@ -236,7 +250,7 @@ int http_perform(struct http_client *c, const char *url, const struct curl_slist
 		return -1;
 	}
 	wait_for_request_budget(c);
-	configure(c, c->easy, url, headers, resp);
+	configure(c, c->easy, req, resp);
 	resp->code = curl_easy_perform(c->easy);
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &resp->status);
 	buf_cstr(&resp->body);
@@ -331,6 +345,14 @@ int http_is_retryable(const struct http_response *resp)
 	return resp->status == 408 || resp->status == 429 || resp->status >= 500;
 }
 
+int http_is_retryable_once_sent(const struct http_response *resp)
+{
+	if (resp->code != CURLE_OK)
+		return resp->code == CURLE_COULDNT_CONNECT || resp->code == CURLE_COULDNT_RESOLVE_HOST;
+	char value[128];
+	return resp->status == 429 || (resp->status == 503 && !http_header(resp, "Retry-After", value, sizeof value));
+}
+
 /* Retry-After is either delta-seconds or an HTTP date; -1 when absent or unreadable. */
 static int64_t retry_after_ms(const struct http_response *resp)
 {
@@ -393,8 +415,7 @@ int http_retry_wait(struct http_client *c, struct http_retry *r, const struct ht
 	return host_cancelled ? -1 : 0;
 }
 
-int http_transfer_start(struct http_client *c, struct http_transfer *t, const char *url,
-			const struct curl_slist *headers)
+int http_transfer_start(struct http_client *c, struct http_transfer *t, const struct http_request *req)
 {
 	if (ensure_started(c))
 		return -1;
@@ -403,7 +424,7 @@ int http_transfer_start(struct http_client *c, struct http_transfer *t, const ch
 	if (!t->easy)
 		return -1;
 	http_response_reset(&t->resp);
-	configure(c, t->easy, url, headers, &t->resp);
+	configure(c, t->easy, req, &t->resp);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
 	http_budget_take(c);
 	if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK)

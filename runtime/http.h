@@ -47,8 +47,18 @@ struct http_response {
 	char error[CURL_ERROR_SIZE];
 };
 
+/* What is sent: the method (NULL: GET), the URL, the header list and the body (NULL: none), each
+ * owned by the caller; the body is copied when the transfer starts. */
+struct http_request {
+	const char *method;
+	const char *url;
+	const struct curl_slist *headers;
+	const char *body;
+	size_t body_len;
+};
+
 /* One attempt, no retry. Returns 0 when an HTTP answer arrived (any status), -1 otherwise. */
-int http_perform(struct http_client *c, const char *url, const struct curl_slist *headers, struct http_response *resp);
+int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp);
 void http_response_reset(struct http_response *resp);
 void http_response_free(struct http_response *resp);
 /* Iterates the header lines of the last response: start with *pos = 0; returns 0 at the end. */
@@ -72,6 +82,9 @@ void http_retry_start(struct http_retry *r);
  * not a certificate problem, a URL libcurl cannot fetch, too many redirects, a body past
  * max_body_bytes). */
 int http_is_retryable(const struct http_response *resp);
+/* http_is_retryable for a request that is not idempotent (a POST): only what says the request was
+ * not processed, a 429, a 503 with Retry-After, or a connection that was never made. */
+int http_is_retryable_once_sent(const struct http_response *resp);
 /* Sleeps before the next attempt (honouring Retry-After, backoff with jitter); returns -1 when the
  * retry budget is spent or the sync was cancelled. why is logged, masked. */
 int http_retry_wait(struct http_client *c, struct http_retry *r, const struct http_response *resp, const char *why,
@@ -97,8 +110,7 @@ struct http_transfer {
 	struct http_client *client; /* while it runs */
 	struct http_response resp;
 };
-int http_transfer_start(struct http_client *c, struct http_transfer *t, const char *url,
-			const struct curl_slist *headers);
+int http_transfer_start(struct http_client *c, struct http_transfer *t, const struct http_request *req);
 /* Drives every transfer; returns one that finished (its resp filled) or NULL after timeout_ms,
  * or sooner when wake_fd (unless -1) becomes readable. */
 struct http_transfer *http_transfers_wait(struct http_client *c, int timeout_ms, int wake_fd);
@@ -119,10 +131,16 @@ char *http_resolve_url(struct http_client *c, const char *base, const char *ref)
 /* Scheme, host and port of url ("https://api.polygon.io:443"), for same-host checks. */
 int http_origin(struct http_client *c, const char *url, char *out, size_t outlen);
 
-/* Turns opts.headers (a table of name = value) into a curl header list held by a userdata that
- * frees it when collected. Pushes the userdata, or an error message; returns the pcall status. */
-int http_push_headers(lua_State *L, int opts_idx);
 const struct curl_slist *http_header_list(lua_State *L, int idx);
+
+/* Prepares a request from spec (a URL or a request table: url, method, query, headers, body,
+ * content_type, json, form, retry, idempotent) and opts (0, or a table of the same keys merged
+ * into a URL spec), under lua_pcall. Pushes the prepared table, or the error message; returns the
+ * pcall status. Unknown keys are errors that name the closest known one. */
+int http_push_request(lua_State *L, int spec_idx, int opts_idx, const char *default_method);
+/* Fills req from a prepared table (whose strings it keeps alive); returns whether the request
+ * may be repeated (idempotent). */
+int http_request_of(lua_State *L, int prepared_idx, struct http_request *req);
 
 /* Opens the `http` module (http_module.c). [-0, +1, m] */
 int http_open(lua_State *L);

@@ -1,0 +1,209 @@
+"""Requests as tables: what request(ctx), parse's next page and http.request/get/post may send
+(method, query, headers, a body as text, JSON or form), against a small server of the test's own
+that records every request and pages a search API by a cursor in the POST body, as HubSpot's
+CRM search does (POST .../search, {"after": ...} -> {"results": [...], "paging": {"next":
+{"after": ...}}})."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from .conftest import utc
+
+AFTER_CLOSE = utc(2022, 3, 11, 22, 0)
+ITEMS = [{"id": str(i), "name": f"item {i}"} for i in range(1, 8)]
+
+
+class Recorder(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.requests = []
+        self.statuses = {}  # path -> list of statuses to answer, in turn
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body, headers=()):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else None
+        url = urllib.parse.urlsplit(self.path)
+        seen = {"method": self.command, "path": url.path, "query": url.query,
+                "content_type": self.headers.get("Content-Type"), "auth": self.headers.get("Authorization"),
+                "body": body}
+        self.server.requests.append(seen)
+        queue = self.server.statuses.get(url.path)
+        if queue:
+            status, headers = queue.pop(0)
+            return self.answer(status, {"status": "error", "message": f"HTTP {status}"}, headers)
+        if url.path == "/crm/v3/objects/contacts/search":
+            if self.command != "POST":
+                return self.answer(405, {"status": "error", "message": "Method Not Allowed"})
+            ask = json.loads(body or "{}")
+            after = int(ask.get("after") or 0)
+            limit = int(ask.get("limit") or 3)
+            page = ITEMS[after:after + limit]
+            reply = {"total": len(ITEMS), "results": page}
+            if after + limit < len(ITEMS):
+                reply["paging"] = {"next": {"after": str(after + limit)}}
+            return self.answer(200, reply)
+        return self.answer(200, seen)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+
+
+@pytest.fixture
+def recorder():
+    server = Recorder()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+SEARCH_SCRIPT = """\
+return {
+  spec = { connectionSpecification = { type = "object", properties = {
+    api_key = { type = "string", airbyte_secret = true }, base_url = { type = "string" } } } },
+  check = function() return true end,
+  streams = { {
+    name = "stock_prices",
+    json_schema = { type = "object", properties = { id = { type = "string" }, name = { type = "string" } } },
+    primary_key = "id",
+    request = function(ctx)
+      return %(first)s
+    end,
+    parse = function(ctx, response)
+      local body = response.body
+      local next = body.paging and body.paging.next
+      if not next then return body.results end
+      return body.results, { url = response.url, method = "POST", json = { limit = 3, after = next.after } }
+    end,
+  } },
+}
+"""
+FIRST_SEARCH = ('{ url = ctx.config.base_url .. "/crm/v3/objects/contacts/search", method = "post",\n'
+                '        headers = { Authorization = "Bearer " .. ctx.config.api_key }, json = { limit = 3 } }')
+
+
+def search_script(tmp_path, first=FIRST_SEARCH, name="search.lua"):
+    path = tmp_path / name
+    path.write_text(SEARCH_SCRIPT % {"first": first}, encoding="utf-8")
+    return path
+
+
+def read(connector, recorder, script, **kw):
+    return connector.read(connector.config(base_url=recorder.url), catalog="full_refresh", now=AFTER_CLOSE,
+                          flags=("--script", script), **kw)
+
+
+def test_a_search_api_is_paged_by_a_cursor_in_the_post_body(connector, recorder, tmp_path):
+    result = read(connector, recorder, search_script(tmp_path)).assert_complete()
+    assert [d["id"] for d in result.data] == [item["id"] for item in ITEMS]
+    sent = recorder.requests
+    assert [r["method"] for r in sent] == ["POST"] * 3
+    assert [json.loads(r["body"]) for r in sent] == [{"limit": 3}, {"after": "3", "limit": 3},
+                                                     {"after": "6", "limit": 3}]
+    assert all(r["content_type"] == "application/json" for r in sent)
+    # The next request had no headers of its own: it kept the first one's.
+    assert all(r["auth"] == "Bearer " + connector.config()["api_key"] for r in sent)
+
+
+def test_a_post_is_not_repeated_after_an_answer_that_may_have_processed_it(connector, recorder, tmp_path):
+    recorder.statuses["/crm/v3/objects/contacts/search"] = [(500, ())]
+    result = read(connector, recorder, search_script(tmp_path))
+    assert result.returncode != 0 and result.data == [], result.describe()
+    assert len(recorder.requests) == 1
+    assert "HTTP 500" in result.errors[-1]["message"], result.describe()
+
+
+def test_a_post_is_repeated_after_a_429(connector, recorder, tmp_path):
+    recorder.statuses["/crm/v3/objects/contacts/search"] = [(429, [("Retry-After", "0")]),
+                                                            (503, [("Retry-After", "0")])]
+    result = read(connector, recorder, search_script(tmp_path)).assert_complete()
+    assert [d["id"] for d in result.data] == [item["id"] for item in ITEMS]
+    assert len(recorder.requests) == 5
+
+
+def test_an_idempotent_post_is_repeated_after_a_500(connector, recorder, tmp_path):
+    recorder.statuses["/crm/v3/objects/contacts/search"] = [(500, ())]
+    first = FIRST_SEARCH.replace("json = {", "idempotent = true, json = {")
+    result = read(connector, recorder, search_script(tmp_path, first))
+    assert result.returncode == 0, result.describe()
+    assert len(recorder.requests) == 4
+
+
+@pytest.mark.parametrize("first,message", [
+    ('{ url = ctx.config.base_url .. "/x", methd = "POST" }', "unknown key 'methd' (did you mean 'method'?)"),
+    ('{ url = ctx.config.base_url .. "/x", method = "FETCH" }', "method 'FETCH'"),
+    ('{ url = ctx.config.base_url .. "/x", body = "a", json = {} }', "one of body, json and form"),
+    ('{ url = ctx.config.base_url .. "/x", json = { a = 1 } }', "a GET has no body"),
+    ('{ method = "POST" }', "url is missing"),
+    ('{ url = ctx.config.base_url .. "/x", query = { a = {} , b = function() end } }', "query.b is a function"),
+])
+def test_a_request_table_with_a_mistake_is_a_config_error(connector, recorder, tmp_path, first, message):
+    result = read(connector, recorder, search_script(tmp_path, first))
+    assert result.returncode != 0 and recorder.requests == [], result.describe()
+    error = result.errors[-1]
+    assert message in error["message"] and error["failure_type"] == "config_error", error
+
+
+CHECK_SCRIPT = """\
+return {
+  spec = { connectionSpecification = { type = "object", properties = { base_url = { type = "string" } } } },
+  check = function(config)
+    local out = {}
+    for _, call in ipairs({
+      function() return http.get(config.base_url .. "/echo", { query = { q = "a b&c", n = 32923, list = { 1, 2 } } }) end,
+      function() return http.post(config.base_url .. "/echo", { form = { user = "me", note = "x=y" } }) end,
+      function() return http.request({ url = config.base_url .. "/echo?x=1", method = "PUT", body = "raw",
+                                       content_type = "text/plain" }) end,
+      function() return http.request(config.base_url .. "/echo") end,
+    }) do
+      local status, body, headers = call()
+      local seen = json.decode(body)
+      local function text(v) return type(v) == "string" and v or "null" end
+      out[#out + 1] = table.concat({ status, headers["Content-Type"], seen.method, seen.query,
+                                     text(seen.content_type), text(seen.body) }, " ")
+    end
+    return false, table.concat(out, "\\n")
+  end,
+  streams = { { name = "s", json_schema = { type = "object" }, request = function() return "http://x/" end,
+                parse = function() return {} end } },
+}
+"""
+
+
+def test_http_request_get_and_post_send_what_they_are_given(connector, recorder, tmp_path):
+    path = tmp_path / "check.lua"
+    path.write_text(CHECK_SCRIPT, encoding="utf-8")
+    result = connector.check({"base_url": recorder.url}, flags=("--script", path))
+    lines = result.connection_status["message"].split("\n")
+    assert lines == [
+        "200 application/json GET list=1&list=2&n=32923&q=a%20b%26c null null",
+        "200 application/json POST  application/x-www-form-urlencoded note=x%3Dy&user=me",
+        "200 application/json PUT x=1 text/plain raw",
+        "200 application/json GET  null null",
+    ], lines
