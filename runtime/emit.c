@@ -527,7 +527,8 @@ void emit_window_done(struct stream_read *r, struct partition *p)
 void emit_partition_done(struct stream_read *r, struct partition *p)
 {
 	const struct partition_counts *n = &p->counts;
-	if (!n->outside_window && !n->already_emitted && !n->past_ceiling && !n->skipped_by_script)
+	if (!n->outside_window && !n->already_emitted && !n->past_ceiling && !n->skipped_by_script &&
+	    !n->ignored_answers)
 		return;
 	char text[600];
 	int len = snprintf(text, sizeof text, "%s%s%s%s: %lld records emitted", r->def->name, p->key ? "[" : "",
@@ -541,6 +542,10 @@ void emit_partition_done(struct stream_read *r, struct partition *p)
 	if (n->skipped_by_script && len < (int)sizeof text)
 		len += snprintf(text + len, sizeof text - (size_t)len, "; %lld skipped by the script",
 				(long long)n->skipped_by_script);
+	if (n->ignored_answers && len < (int)sizeof text)
+		len += snprintf(text + len, sizeof text - (size_t)len,
+				"; %lld answers ignored by an errors rule (their windows count as read)",
+				(long long)n->ignored_answers);
 	if (n->past_ceiling && len < (int)sizeof text)
 		snprintf(text + len, sizeof text - (size_t)len,
 			 "; %lld not final yet (past the ceiling): the next read sends them again",

@@ -15,6 +15,7 @@
  * Lua runs only between transfers, never inside a libcurl callback. What records are written and
  * how positions move is emit.c's; what a position is and how it is saved, state.c's.
  */
+#define _GNU_SOURCE /* memmem */
 #include "engine.h"
 
 #include <lauxlib.h>
@@ -474,7 +475,7 @@ static void api_message(lua_State *L, const struct http_response *resp, char *ou
 
 /* An HTTP status that asking again would not mend: the script may phrase it
  * (describe_error(status, body, ctx) -> message [, failure_type]). */
-static enum step fail_http_status(struct engine *e, struct slot *s)
+static enum step fail_http_status(struct engine *e, struct slot *s, int failure_type)
 {
 	struct stream_read *r = e->r;
 	lua_State *L = r->L;
@@ -496,6 +497,8 @@ static enum step fail_http_status(struct engine *e, struct slot *s)
 			proto_failure_from_name(lua_tostring(L, -1), &type);
 		lua_pop(L, 2);
 	}
+	if (failure_type >= 0)
+		type = (enum proto_failure)failure_type; /* the stream's errors rule said so */
 	push_anchor(e, s, "url");
 	read_fail(r, type, "stream '%s': HTTP %ld from %s: %s", r->def->name, resp->status, lua_tostring(L, -1),
 		  message);
@@ -619,6 +622,52 @@ static enum step parse_page(struct engine *e, struct slot *s)
 	return STEP_AGAIN;
 }
 
+/* The first of the stream's errors rules that matches the answer's status and body, or NULL. */
+static const struct error_rule *error_rule_for(const struct stream_def *def, const struct http_response *resp)
+{
+	for (int i = 0; i < def->error_rule_count; i++) {
+		const struct error_rule *rule = &def->error_rules[i];
+		int status_matches = rule->status_count == 0;
+		for (int k = 0; k < rule->status_count && !status_matches; k++)
+			status_matches = rule->statuses[k] == resp->status;
+		if (!status_matches)
+			continue;
+		if (rule->message &&
+		    !(resp->body.data && memmem(resp->body.data, resp->body.len, rule->message, strlen(rule->message))))
+			continue;
+		return rule;
+	}
+	return NULL;
+}
+
+static enum step apply_error_rule(struct engine *e, struct slot *s, const struct error_rule *rule)
+{
+	struct stream_read *r = e->r;
+	lua_State *L = r->L;
+	const struct http_response *resp = &s->transfer.resp;
+	int number = (int)(rule - r->def->error_rules) + 1;
+	if (rule->action == ERROR_FAIL)
+		return fail_http_status(e, s, rule->failure_type);
+	if (rule->action == ERROR_RETRY) {
+		char why[CURL_ERROR_SIZE + 640];
+		http_describe_failure(resp, why, sizeof why);
+		size_t len = strlen(why);
+		snprintf(why + len, sizeof why - len, " (errors[%d]: retry)", number);
+		return retry_later(e, s, why);
+	}
+	char message[1024], text[1600];
+	api_message(L, resp, message, sizeof message);
+	push_anchor(e, s, "url");
+	snprintf(text, sizeof text, "%s%s%s%s: HTTP %ld from %s ignored (errors[%d]): %s", r->def->name,
+		 s->p->key ? "[" : "", s->p->key ? s->p->key : "", s->p->key ? "]" : "", resp->status,
+		 lua_tostring(L, -1), number, message);
+	lua_pop(L, 1);
+	proto_log(&r->rt->out, "WARN", text);
+	s->p->counts.ignored_answers++;
+	s->phase = PHASE_WINDOW;
+	return STEP_AGAIN;
+}
+
 /* A finished transfer: a page, an error, or a retry later. */
 static enum step on_answer(struct engine *e, struct slot *s)
 {
@@ -629,8 +678,13 @@ static enum step on_answer(struct engine *e, struct slot *s)
 	int retryable = s->idempotent ? http_is_retryable(resp) : http_is_retryable_once_sent(resp);
 	if (!retryable && resp->code != CURLE_OK)
 		return fail_transfer(e, s); /* before the status: a 200 whose body was cut off is no page */
+	if (resp->code == CURLE_OK && (resp->status < 200 || resp->status >= 300)) {
+		const struct error_rule *rule = error_rule_for(r->def, resp);
+		if (rule)
+			return apply_error_rule(e, s, rule);
+	}
 	if (!retryable && (resp->status < 200 || resp->status >= 300))
-		return fail_http_status(e, s);
+		return fail_http_status(e, s, -1);
 	if (retryable) {
 		char why[CURL_ERROR_SIZE + 640];
 		http_describe_failure(resp, why, sizeof why);

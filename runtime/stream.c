@@ -25,32 +25,23 @@ static const char SCRIPT_MT[] = "source_lua.script";
 static const char *const script_keys[] = {"spec", "check", "streams", "legacy_state", NULL};
 
 static const char *const stream_keys[] = {
-	"name",
-	"json_schema",
-	"namespace",
-	"primary_key",
-	"cursor_field",
-	"cursor_kind",
-	"cursor_format",
-	"cursor_order",
-	"start",
-	"start_date",
-	"end",
-	"end_date",
-	"timezone",
-	"day_complete_at",
-	"ceiling_lag",
-	"window",
-	"window_days",
-	"lookback",
-	"lookback_days",
-	"partitions",
-	"request",
-	"partition_state_key",
-	"parse",
-	"describe_error",
-	NULL,
+	"name",          "json_schema",
+	"namespace",     "primary_key",
+	"cursor_field",  "cursor_kind",
+	"cursor_format", "cursor_order",
+	"start",         "start_date",
+	"end",           "end_date",
+	"timezone",      "day_complete_at",
+	"ceiling_lag",   "window",
+	"window_days",   "lookback",
+	"lookback_days", "partitions",
+	"request",       "partition_state_key",
+	"parse",         "describe_error",
+	"errors",        NULL,
 };
+
+static const char *const error_rule_keys[] = {"status", "message", "action", "failure_type", NULL};
+static const char *const error_actions[] = {"retry", "ignore", "fail", NULL};
 
 /* Keys that only mean something for a stream with a cursor. */
 static const char *const cursor_keys[] = {
@@ -377,6 +368,93 @@ static void read_cursor(struct runtime *rt, lua_State *L, int def, int pins, str
 	lua_pop(L, 1);
 }
 
+/* rule.status: an HTTP status, or a list of them. */
+static void read_rule_statuses(lua_State *L, int rule, const struct place *where, struct error_rule *out)
+{
+	int type = lua_getfield(L, rule, "status");
+	int list = lua_gettop(L);
+	lua_Integer n = type == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, list) : type == LUA_TNIL ? 0 : 1;
+	if (n > STREAM_MAX_RULE_STATUSES)
+		fail(L, where, "status lists more than %s statuses", "16", NULL);
+	for (lua_Integer i = 1; i <= n; i++) {
+		if (type == LUA_TTABLE)
+			lua_rawgeti(L, list, i);
+		else
+			lua_pushvalue(L, list);
+		int is_integer;
+		lua_Integer status = lua_tointegerx(L, -1, &is_integer);
+		if (!is_integer || status < 100 || status > 599)
+			fail(L, where, "status must be an HTTP status (100 to 599) or a list of them, not %s",
+			     luaL_tolstring(L, -1, NULL), NULL);
+		out->statuses[out->status_count++] = (int)status;
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+}
+
+/* errors = { {status = 404, action = "ignore"}, {message = "...", action = "fail", failure_type = ...} }:
+ * the first rule whose status and message both match an answer that is not a page decides. */
+static void read_error_rules(lua_State *L, int def, int pins, const struct place *stream, struct stream_def *s)
+{
+	if (lua_getfield(L, def, "errors") == LUA_TNIL) {
+		lua_pop(L, 1);
+		return;
+	}
+	int rules = lua_gettop(L);
+	if (!lua_istable(L, rules))
+		fail(L, stream, "errors must be a list of rules such as {status = 404, action = \"ignore\"}, not a %s",
+		     luaL_typename(L, rules), NULL);
+	lua_Integer n = (lua_Integer)lua_rawlen(L, rules);
+	if (n > STREAM_MAX_ERROR_RULES)
+		fail(L, stream, "errors has more than %s rules", "16", NULL);
+	for (lua_Integer i = 1; i <= n; i++) {
+		struct place where;
+		snprintf(where.text, sizeof where.text, "%.130s: errors[%d]", stream->text, (int)i);
+		lua_rawgeti(L, rules, i);
+		int rule = lua_gettop(L);
+		if (!lua_istable(L, rule))
+			fail(L, &where, "must be a table such as {status = 404, action = \"ignore\"}, not a %s",
+			     luaL_typename(L, rule), NULL);
+		check_keys(L, rule, &where, error_rule_keys);
+		struct error_rule *out = &s->error_rules[s->error_rule_count++];
+		memset(out, 0, sizeof *out);
+		read_rule_statuses(L, rule, &where, out);
+		out->message = string_field(L, rule, pins, "message", &where);
+		if (!out->status_count && !out->message)
+			fail(L, &where, "needs a status or a message to match", NULL, NULL);
+		const char *action = string_field(L, rule, pins, "action", &where);
+		if (!action)
+			fail(L, &where, "needs an action: \"retry\", \"ignore\" or \"fail\"", NULL, NULL);
+		int found = -1;
+		for (int k = 0; error_actions[k]; k++)
+			if (!strcmp(action, error_actions[k]))
+				found = k;
+		if (found < 0) {
+			const char *close = suggest_closest(action, error_actions);
+			char hint[64] = "";
+			if (close)
+				snprintf(hint, sizeof hint, " (did you mean %s?)", close);
+			fail(L, &where, "action '%s' is none of retry, ignore and fail%s", action, hint);
+		}
+		out->action = (enum error_action)found;
+		out->failure_type = -1;
+		const char *failure = string_field(L, rule, pins, "failure_type", &where);
+		if (failure) {
+			enum proto_failure type;
+			if (out->action != ERROR_FAIL)
+				fail(L, &where, "failure_type goes with action \"fail\" only", NULL, NULL);
+			if (proto_failure_from_name(failure, &type))
+				fail(L, &where,
+				     "failure_type '%s' is none of config_error, system_error and "
+				     "transient_error",
+				     failure, NULL);
+			out->failure_type = (int)type;
+		}
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+}
+
 static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua_Integer position, struct stream_def *s)
 {
 	struct place where;
@@ -398,6 +476,7 @@ static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua
 	function_field(L, def, "request", &where, 1);
 	function_field(L, def, "parse", &where, 1);
 	s->has_describe_error = function_field(L, def, "describe_error", &where, 0);
+	read_error_rules(L, def, pins, &where, s);
 	s->partitioned = function_field(L, def, "partitions", &where, 0);
 	s->partition_state_key = string_field(L, def, pins, "partition_state_key", &where);
 	if (!s->partition_state_key)

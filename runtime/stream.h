@@ -10,6 +10,24 @@
 
 struct runtime;
 
+/* What to do with an answer that is not a page (errors = {...} in the stream's definition). */
+enum error_action {
+	ERROR_RETRY,  /* ask again later, within the retry budget */
+	ERROR_IGNORE, /* the window counts as read with no records; one WARN line */
+	ERROR_FAIL,   /* the read fails, with the rule's failure_type */
+};
+
+#define STREAM_MAX_ERROR_RULES 16
+#define STREAM_MAX_RULE_STATUSES 16
+
+struct error_rule {
+	int statuses[STREAM_MAX_RULE_STATUSES]; /* none: any status */
+	int status_count;
+	const char *message; /* text the answer's body must contain; NULL: any */
+	enum error_action action;
+	int failure_type; /* an enum proto_failure for ERROR_FAIL; -1: as without the rule */
+};
+
 struct stream_def {
 	const char *name;
 	int index; /* 1-based position in the script's streams */
@@ -18,6 +36,8 @@ struct stream_def {
 	int partitioned;
 	const char *partition_state_key;
 	int has_describe_error;
+	int error_rule_count;
+	struct error_rule error_rules[STREAM_MAX_ERROR_RULES];
 };
 
 struct script_def {

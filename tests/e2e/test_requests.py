@@ -59,6 +59,11 @@ class Handler(BaseHTTPRequestHandler):
         if queue:
             status, headers = queue.pop(0)
             return self.answer(status, {"status": "error", "message": f"HTTP {status}"}, headers)
+        if url.path.startswith("/tickers/"):
+            name = url.path.rsplit("/", 1)[1]
+            if name.startswith("GONE"):
+                return self.answer(404, {"status": "NOT_FOUND", "message": f"Ticker not found: {name}"})
+            return self.answer(200, {"status": "OK", "results": {"id": name, "name": f"{name} Inc."}})
         if url.path == "/crm/v3/objects/contacts/search":
             if self.command != "POST":
                 return self.answer(405, {"status": "error", "message": "Method Not Allowed"})
@@ -207,3 +212,79 @@ def test_http_request_get_and_post_send_what_they_are_given(connector, recorder,
         "200 application/json PUT x=1 text/plain raw",
         "200 application/json GET  null null",
     ], lines
+
+
+CHILD_SCRIPT = """\
+return {
+  spec = { connectionSpecification = { type = "object", properties = {
+    api_key = { type = "string", airbyte_secret = true }, base_url = { type = "string" } } } },
+  check = function() return true end,
+  streams = { {
+    name = "stock_prices",
+    json_schema = { type = "object", properties = { id = { type = "string" }, name = { type = "string" } } },
+    primary_key = "id",
+    partitions = function() return { "AAA", "GONE1", "BBB" } end,
+    errors = { %(rules)s },
+    request = function(ctx) return ctx.config.base_url .. "/tickers/" .. ctx.partition end,
+    parse = function(ctx, response) return { response.body.results } end,
+  } },
+}
+"""
+
+
+def child_script(tmp_path, rules: str, name="children.lua"):
+    path = tmp_path / name
+    path.write_text(CHILD_SCRIPT % {"rules": rules}, encoding="utf-8")
+    return path
+
+
+def test_an_ignored_404_skips_that_partition_and_the_read_goes_on(connector, recorder, tmp_path):
+    script = child_script(tmp_path, '{ status = 404, action = "ignore" }')
+    result = read(connector, recorder, script).assert_complete()
+    assert sorted(d["id"] for d in result.data) == ["AAA", "BBB"]
+    warnings = [m["log"]["message"] for m in result.of("LOG") if m["log"]["level"] == "WARN"]
+    assert len(warnings) == 1 and "stock_prices[GONE1]: HTTP 404" in warnings[0], warnings
+    assert "ignored (errors[1]): Ticker not found: GONE1" in warnings[0], warnings
+    summaries = [m["log"]["message"] for m in result.of("LOG") if "answers ignored" in m["log"]["message"]]
+    assert summaries == ["stock_prices[GONE1]: 0 records emitted; 1 answers ignored by an errors rule "
+                         "(their windows count as read)"], summaries
+
+
+def test_without_a_rule_a_404_ends_the_read(connector, recorder, tmp_path):
+    result = read(connector, recorder, child_script(tmp_path, ""))
+    assert result.returncode != 0
+    assert result.errors[-1]["failure_type"] == "config_error", result.describe()
+
+
+@pytest.mark.parametrize("rules,failure_type", [
+    ('{ status = { 400, 404 }, action = "fail", failure_type = "transient_error" }', "transient_error"),
+    ('{ message = "not found", action = "fail", failure_type = "system_error" }', "system_error"),
+    ('{ message = "no such text", action = "ignore" }, { status = 404, action = "fail" }', "config_error"),
+])
+def test_a_fail_rule_sets_the_failure_type(connector, recorder, tmp_path, rules, failure_type):
+    result = read(connector, recorder, child_script(tmp_path, rules))
+    assert result.returncode != 0
+    error = result.errors[-1]
+    assert error["failure_type"] == failure_type and "HTTP 404" in error["message"], error
+
+
+def test_a_retry_rule_asks_again(connector, recorder, tmp_path):
+    recorder.statuses["/tickers/BBB"] = [(409, [("Retry-After", "0")])]
+    script = child_script(tmp_path, '{ status = 409, action = "retry" }, { status = 404, action = "ignore" }')
+    result = read(connector, recorder, script).assert_complete()
+    assert sorted(d["id"] for d in result.data) == ["AAA", "BBB"]
+    assert [r["path"] for r in recorder.requests].count("/tickers/BBB") == 2
+
+
+@pytest.mark.parametrize("rules,message", [
+    ('{ status = 404, actoin = "ignore" }', "errors[1]: unknown key 'actoin' (did you mean action?)"),
+    ('{ status = 404, action = "ignor" }', "action 'ignor' is none of retry, ignore and fail (did you mean ignore?)"),
+    ('{ action = "ignore" }', "errors[1]: needs a status or a message to match"),
+    ('{ status = 99, action = "ignore" }', "status must be an HTTP status"),
+    ('{ status = 404, action = "ignore", failure_type = "config_error" }', "failure_type goes with action"),
+    ('{ status = 404, action = "fail", failure_type = "fatal" }', "failure_type 'fatal'"),
+])
+def test_an_errors_rule_with_a_mistake_is_refused_at_load(connector, recorder, tmp_path, rules, message):
+    result = read(connector, recorder, child_script(tmp_path, rules))
+    assert result.returncode != 0 and recorder.requests == [], result.describe()
+    assert message in result.errors[-1]["message"], result.errors
