@@ -105,12 +105,13 @@ format: deps
 format-check: deps
 	$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_SRCS)
 
-# The end-to-end tests with every connector run under valgrind (leaks and memory errors fail them).
+# The end-to-end tests with every connector run under valgrind (leaks and memory errors fail them),
+# a pytest worker a core: valgrind keeps the cores busy, and a second worker only slows each run.
 VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite,possible --error-exitcode=99 -q
 test-valgrind: deps
 	@command -v valgrind >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq valgrind; }
 	$(MAKE) --no-print-directory all $(UNIT_BIN)
-	SOURCE_LUA_WRAPPER="$(VALGRIND)" $(PYTHON) tests/run_all.py --binary $(BIN) --suite tests/e2e
+	SOURCE_LUA_WRAPPER="$(VALGRIND)" $(PYTHON) tests/run_all.py --binary $(BIN) --suite tests/e2e -- -n $$(nproc) --dist loadgroup
 	valgrind --leak-check=full --error-exitcode=99 -q $(UNIT_BIN) >/dev/null
 
 # The Airbyte image, built with buildah (no Docker engine needed), and the acceptance suite run
