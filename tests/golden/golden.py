@@ -6,9 +6,11 @@ Each directory under tests/golden/cases/ is one case:
     case.json        {"argv": [...], "now": "2022-03-11T22:00:00Z"}: the command line (relative
                      paths are the case's files; {repo} is the repository) and the instant both
                      the connector's and the server's clocks stand at; "records_built_in_lua":
-                     true when the script's parse returns Lua tables (see below)
+                     true when the script's parse returns Lua tables (see below); "server":
+                     "github" for tests/server/github_server.py (a fresh one for the case)
+                     instead of the Polygon-compatible server
     config.json, catalog.json, state.json      the inputs the command line names ({base_url} is
-                     the bundled Polygon-compatible server's address)
+                     the server's address)
     transcript.txt   the command line, every stdout line as printed, and the exit status
 
 A run compares its transcript with transcript.txt byte for byte, after putting {base_url} and
@@ -41,6 +43,7 @@ FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 TRANSCRIPT = "transcript.txt"
 
 sys.path.insert(0, str(REPO / "tests" / "server"))
+from github_server import GitHubServer  # noqa: E402
 from launch import PolygonServer  # noqa: E402
 
 
@@ -77,13 +80,24 @@ def sorted_record(line: str) -> str:
     return json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def run_case(name: str, binary: Path, server: PolygonServer) -> str:
+def run_case(name: str, binary: Path, polygon: PolygonServer) -> str:
     """The transcript of one case, with the server's address and the repository as placeholders."""
     case_dir = CASES / name
     case = json.loads((case_dir / "case.json").read_text(encoding="utf-8"))
     now = instant(case["now"])
-    server.reset()
-    server.set_clock(now)
+    if case.get("server") == "github":
+        server = GitHubServer().start()
+        try:
+            return run_against(name, binary, case, now, server)
+        finally:
+            server.stop()
+    polygon.reset()
+    polygon.set_clock(now)
+    return run_against(name, binary, case, now, polygon)
+
+
+def run_against(name: str, binary: Path, case: dict, now: dt.datetime, server) -> str:
+    case_dir = CASES / name
     with tempfile.TemporaryDirectory(prefix=f"golden-{name}-") as work:
         for path in case_dir.glob("*.json"):
             if path.name != "case.json":
