@@ -79,6 +79,7 @@ struct slot {
 	int pages;
 	struct http_retry retry;
 	int idempotent; /* the request may be sent again whatever became of it (not a POST) */
+	int paginated;  /* the next page's request is the declared paginator's, not parse's */
 	char origin[512];
 };
 
@@ -383,6 +384,7 @@ static enum step ask_for_request(struct engine *e, struct slot *s)
 	if (http_push_request(L, -2, lua_isnil(L, -1) ? 0 : -1, "GET") != LUA_OK)
 		return step_failed(read_fail(r, PROTO_CONFIG_ERROR, "stream '%s': request(ctx): %s", r->def->name,
 					     lua_tostring(L, -1)));
+	paginate_first(L, &r->def->paginator, -1);
 	lua_getfield(L, -1, "url");
 	size_t url_len = lua_rawlen(L, -1);
 	if (url_len > MAX_URL_BYTES)
@@ -555,6 +557,30 @@ static int not_a_list(lua_State *L, int idx)
 	return 0;
 }
 
+static int push_paginated_next(lua_State *L)
+{
+	paginate_push_next(L, lua_touserdata(L, 1), 3, 4, lua_touserdata(L, 2));
+	return 1;
+}
+
+/* Pushes the next page's request by the stream's paginator (nil: none); -1 when the answer does
+ * not give what it needs (a body that is not JSON, say). */
+static int paginated_next(struct engine *e, struct slot *s, int response)
+{
+	struct stream_read *r = e->r;
+	lua_State *L = r->L;
+	lua_pushcfunction(L, push_paginated_next);
+	lua_pushlightuserdata(L, (void *)&r->def->paginator);
+	lua_pushlightuserdata(L, &s->transfer.resp);
+	push_anchor(e, s, "request");
+	lua_pushvalue(L, response);
+	if (lua_pcall(L, 4, 1, 0) == LUA_OK)
+		return 0;
+	read_fail(r, PROTO_SYSTEM_ERROR, "stream '%s': paginator: %s", r->def->name, lua_tostring(L, -1));
+	lua_pop(L, 1);
+	return -1;
+}
+
 /* parse(ctx, response) on a 2xx answer: records (a list or a batch) and the next URL. */
 static enum step parse_page(struct engine *e, struct slot *s)
 {
@@ -573,6 +599,15 @@ static enum step parse_page(struct engine *e, struct slot *s)
 	push_anchor(e, s, "ctx");
 	lua_pushvalue(L, response);
 	int called = host_call(L, 2, 2);
+	s->paginated = 0;
+	if (called == LUA_OK && lua_isnil(L, top + 4) && r->def->paginator.kind != PAGINATOR_NONE) {
+		if (paginated_next(e, s, response)) {
+			records_response_release(L, response);
+			return STEP_FAIL;
+		}
+		lua_replace(L, top + 4);
+		s->paginated = 1;
+	}
 	/* Whatever parse made of the answer, its buffer is not the collector's to free: it goes now,
 	 * or with the last batch still walking it. */
 	records_response_release(L, response);
@@ -851,6 +886,11 @@ static enum step emit_page(struct engine *e, struct slot *s)
 		return STEP_FAIL;
 	}
 	push_next_url(e, s, batch);
+	size_t count = batch ? records_batch_count(batch) : lua_rawlen(L, records);
+	if (s->paginated && paginate_was_last(&r->def->paginator, count)) {
+		lua_pop(L, 1);
+		lua_pushnil(L); /* a short page: the API has no more */
+	}
 	records_batch_release(L, records);
 	lua_pushnil(L);
 	set_anchor(e, s, "records");

@@ -25,19 +25,33 @@ static const char SCRIPT_MT[] = "source_lua.script";
 static const char *const script_keys[] = {"spec", "check", "streams", "legacy_state", NULL};
 
 static const char *const stream_keys[] = {
-	"name",          "json_schema",
-	"namespace",     "primary_key",
-	"cursor_field",  "cursor_kind",
-	"cursor_format", "cursor_order",
-	"start",         "start_date",
-	"end",           "end_date",
-	"timezone",      "day_complete_at",
-	"ceiling_lag",   "window",
-	"window_days",   "lookback",
-	"lookback_days", "partitions",
-	"request",       "partition_state_key",
-	"parse",         "describe_error",
-	"errors",        NULL,
+	"name",
+	"json_schema",
+	"namespace",
+	"primary_key",
+	"cursor_field",
+	"cursor_kind",
+	"cursor_format",
+	"cursor_order",
+	"start",
+	"start_date",
+	"end",
+	"end_date",
+	"timezone",
+	"day_complete_at",
+	"ceiling_lag",
+	"window",
+	"window_days",
+	"lookback",
+	"lookback_days",
+	"partitions",
+	"request",
+	"partition_state_key",
+	"parse",
+	"describe_error",
+	"errors",
+	"paginator",
+	NULL,
 };
 
 static const char *const error_rule_keys[] = {"status", "message", "action", "failure_type", NULL};
@@ -455,6 +469,13 @@ static void read_error_rules(lua_State *L, int def, int pins, const struct place
 	lua_pop(L, 1);
 }
 
+/* paginate_read_def under lua_pcall (its errors are plain messages): def, pins, the output. */
+static int read_paginator(lua_State *L)
+{
+	paginate_read_def(L, 1, 2, "paginator", lua_touserdata(L, 3));
+	return 0;
+}
+
 static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua_Integer position, struct stream_def *s)
 {
 	struct place where;
@@ -477,6 +498,12 @@ static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua
 	function_field(L, def, "parse", &where, 1);
 	s->has_describe_error = function_field(L, def, "describe_error", &where, 0);
 	read_error_rules(L, def, pins, &where, s);
+	lua_pushcfunction(L, read_paginator);
+	lua_pushvalue(L, def);
+	lua_pushvalue(L, pins);
+	lua_pushlightuserdata(L, &s->paginator);
+	if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+		fail(L, &where, "%s", lua_tostring(L, -1), NULL);
 	s->partitioned = function_field(L, def, "partitions", &where, 0);
 	s->partition_state_key = string_field(L, def, pins, "partition_state_key", &where);
 	if (!s->partition_state_key)

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "cursor.h"
+#include "paginate.h"
 
 struct runtime;
 
@@ -38,6 +39,7 @@ struct stream_def {
 	int has_describe_error;
 	int error_rule_count;
 	struct error_rule error_rules[STREAM_MAX_ERROR_RULES];
+	struct paginator_def paginator;
 };
 
 struct script_def {

@@ -59,6 +59,22 @@ class Handler(BaseHTTPRequestHandler):
         if queue:
             status, headers = queue.pop(0)
             return self.answer(status, {"status": "error", "message": f"HTTP {status}"}, headers)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/offset":
+            offset, limit = int(query.get("offset", 0)), int(query.get("limit", 2))
+            return self.answer(200, {"items": ITEMS[offset:offset + limit]})
+        if url.path == "/pages":
+            page, size = int(query.get("page", 1)), int(query.get("per_page", 2))
+            return self.answer(200, ITEMS[(page - 1) * size:page * size])
+        if url.path == "/linked":
+            page = int(query.get("page", 1))
+            links = [f'<{self.server.url}/linked?page={page + 1}>; rel="next"'] if page * 3 < len(ITEMS) else []
+            links.append(f'<{self.server.url}/linked?page=1>; rel="first"')
+            return self.answer(200, ITEMS[(page - 1) * 3:page * 3], [("Link", ", ".join(links))])
+        if url.path == "/cursor":
+            at = int(query.get("after", 0))
+            reply = {"data": ITEMS[at:at + 3], "meta": {"next": str(at + 3) if at + 3 < len(ITEMS) else None}}
+            return self.answer(200, reply)
         if url.path.startswith("/tickers/"):
             name = url.path.rsplit("/", 1)[1]
             if name.startswith("GONE"):
@@ -287,4 +303,68 @@ def test_a_retry_rule_asks_again(connector, recorder, tmp_path):
 def test_an_errors_rule_with_a_mistake_is_refused_at_load(connector, recorder, tmp_path, rules, message):
     result = read(connector, recorder, child_script(tmp_path, rules))
     assert result.returncode != 0 and recorder.requests == [], result.describe()
+    assert message in result.errors[-1]["message"], result.errors
+
+
+PAGED_SCRIPT = """\
+return {
+  spec = { connectionSpecification = { type = "object", properties = {
+    api_key = { type = "string", airbyte_secret = true }, base_url = { type = "string" } } } },
+  check = function() return true end,
+  streams = { {
+    name = "stock_prices",
+    json_schema = { type = "object", properties = { id = { type = "string" }, name = { type = "string" } } },
+    primary_key = "id",
+    paginator = %(paginator)s,
+    request = function(ctx) return %(request)s end,
+    parse = function(ctx, response) return %(records)s end,
+  } },
+}
+"""
+
+PAGINATORS = {
+    "offset": ('{ type = "offset", limit = 2 }', 'ctx.config.base_url .. "/offset"', "response.body.items",
+               ["offset=0&limit=2", "limit=2&offset=2", "limit=2&offset=4", "limit=2&offset=6"]),
+    "page": ('{ type = "page", size = 3, size_param = "per_page" }', 'ctx.config.base_url .. "/pages?sort=id"',
+             "response.body", ["sort=id&page=1&per_page=3", "sort=id&per_page=3&page=2",
+                               "sort=id&per_page=3&page=3"]),
+    "link": ('{ type = "link" }', 'ctx.config.base_url .. "/linked"', "response.body",
+             ["", "page=2", "page=3"]),
+    "cursor-query": ('{ type = "cursor", path = "meta.next", param = "after" }', 'ctx.config.base_url .. "/cursor"',
+                     "response.body.data", ["", "after=3", "after=6"]),
+    "cursor-json": ('{ type = "cursor", path = "paging.next.after", param = "after", into = "json" }',
+                    '{ url = ctx.config.base_url .. "/crm/v3/objects/contacts/search", method = "POST", '
+                    'json = { limit = 3 } }', "response.body.results", ["", "", ""]),
+}
+
+
+@pytest.mark.parametrize("kind", list(PAGINATORS))
+def test_a_declared_paginator_reads_every_page(connector, recorder, tmp_path, kind):
+    paginator, request, records, queries = PAGINATORS[kind]
+    path = tmp_path / f"{kind}.lua"
+    path.write_text(PAGED_SCRIPT % {"paginator": paginator, "request": request, "records": records},
+                    encoding="utf-8")
+    result = read(connector, recorder, path).assert_complete()
+    assert [d["id"] for d in result.data] == [item["id"] for item in ITEMS]
+    assert [r["query"] for r in recorder.requests] == queries
+    if kind == "cursor-json":
+        assert [json.loads(r["body"]) for r in recorder.requests] == [
+            {"limit": 3}, {"after": "3", "limit": 3}, {"after": "6", "limit": 3}]
+
+
+@pytest.mark.parametrize("paginator,message", [
+    ('{ type = "links" }', 'type must be "link", "offset", "page" or "cursor" (did you mean link?)'),
+    ('{ type = "offset" }', "needs limit"),
+    ('{ type = "offset", limit = 2, ofset_param = "o" }', "unknown key 'ofset_param' (did you mean offset_param?)"),
+    ('{ type = "cursor", path = "next" }', "needs path"),
+    ('{ type = "cursor", path = "next", param = "after", into = "body" }', 'into must be "query" or "json"'),
+    ('"link"', "paginator must be a table"),
+])
+def test_a_paginator_with_a_mistake_is_refused_at_load(connector, recorder, tmp_path, paginator, message):
+    path = tmp_path / "bad.lua"
+    path.write_text(PAGED_SCRIPT % {"paginator": paginator, "request": 'ctx.config.base_url .. "/offset"',
+                                    "records": "response.body.items"}, encoding="utf-8")
+    result = read(connector, recorder, path)
+    assert result.returncode != 0 and recorder.requests == [], result.describe()
+    assert "stream 'stock_prices': paginator" in result.errors[-1]["message"], result.errors
     assert message in result.errors[-1]["message"], result.errors
