@@ -4,7 +4,7 @@ from GitHub's GET /repos/{owner}/{repo}/issues.
 
 A stream with a datetime cursor, updated_at: each repository is a partition that asks for the
 issues updated since its cursor, oldest first (sort=updated, direction=asc, state=all), 100 a
-page, following the Link header's rel="next" URL. Many issues can share an updated_at second and a
+page, following the Link header's rel="next" URL (the declared paginator). Many issues can share an updated_at second and a
 page may end inside such a run; the runtime's checkpoints keep the ids already sent at that second,
 so a read that stopped anywhere resumes without losing or repeating an issue. An issue updated
 again after it was read comes back with its new updated_at: destinations dedupe on id.
@@ -41,15 +41,6 @@ end
 local function issues_path(repository)
   local owner, repo = repository:match("^([^/]+)/([^/]+)$")
   return "/repos/" .. http.escape(owner) .. "/" .. http.escape(repo) .. "/issues"
-end
-
--- The URL of rel="next" in a Link header: <https://...?page=2>; rel="next", <...>; rel="last"
-local function next_link(link)
-  for target, params in (link or ""):gmatch("<([^>]*)>([^,]*)") do
-    if params:match('rel="?next"?') then
-      return target
-    end
-  end
 end
 
 local function describe_error(status, body, ctx)
@@ -102,6 +93,8 @@ local issues = {
 
   partitions = repositories,
   partition_state_key = "repositories",
+  -- GitHub links the next page in a Link header: <...?page=2>; rel="next", <...>; rel="last"
+  paginator = { type = "link" },
 
   request = function(ctx)
     -- A second early: whether GitHub's since is inclusive or not, no issue updated at ctx.from is
@@ -138,7 +131,7 @@ local issues = {
         url = issue.url,
       }
     end
-    return records, next_link(response.headers.link)
+    return records
   end,
 
   describe_error = describe_error,
