@@ -25,6 +25,7 @@
 #include "proto.h"
 #include "records.h"
 #include "runtime.h"
+#include "validate.h"
 
 /* Where a page's records come from: a Lua list, or a batch and its value column. */
 struct page {
@@ -314,10 +315,48 @@ static int finish_page(struct page *pg, size_t processed, int64_t written, uint6
 	return r->err.set ? -1 : 0;
 }
 
+/* A record built in Lua against the stream's json_schema (at schema; 0: not checked): 0 when it
+ * may go out (it matches, or the stream is lenient and the mismatch is warned about once), -1 when
+ * the read fails on it. */
+static int check_record_schema(struct stream_read *r, size_t i, int record, int schema)
+{
+	lua_State *L = r->L;
+	char err[400];
+	if (!schema || !validate_record(L, schema, record, err, sizeof err))
+		return 0;
+	if (r->def->schema_check == SCHEMA_CHECK_ERROR)
+		return read_fail(r, PROTO_SYSTEM_ERROR,
+				 "stream '%s': record %zu from parse does not match the stream's json_schema: %s "
+				 "(schema_check = \"warn\" lets such records through with a warning)",
+				 r->def->name, i + 1, err);
+	/* Once a mismatch: the warnings of this read are kept under its address in the registry. */
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, r) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushvalue(L, -1);
+		lua_rawsetp(L, LUA_REGISTRYINDEX, r);
+	}
+	if (lua_getfield(L, -1, err) == LUA_TNIL) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -3, err);
+		proto_logf(
+			&r->rt->out, "WARN",
+			"stream '%s': a record does not match the stream's json_schema: %s (sent as it is; said once)",
+			r->def->name, err);
+	}
+	lua_pop(L, 2);
+	return 0;
+}
+
 int emit_tables(struct stream_read *r, struct partition *p, const struct cursor_window *w, int records_idx)
 {
 	lua_State *L = r->L;
 	struct page pg = {r, p, w, lua_absindex(L, records_idx), NULL, -1, 0, 0};
+	int schema = 0;
+	if (r->def->schema_check != SCHEMA_CHECK_OFF) {
+		lua_getfield(L, r->def_idx, "json_schema");
+		schema = lua_gettop(L);
+	}
 	size_t n = lua_rawlen(L, pg.records);
 	int64_t emitted_at = date_now_ms();
 	int has_cursor = cursor_of(r)->kind != CURSOR_NONE;
@@ -338,6 +377,10 @@ int emit_tables(struct stream_read *r, struct partition *p, const struct cursor_
 			lua_settop(L, record - 1);
 			break;
 		}
+		if (verdict && check_record_schema(r, i, record, schema)) {
+			lua_settop(L, record - 1);
+			break;
+		}
 		if (verdict) {
 			char err[256];
 			running(r);
@@ -355,6 +398,8 @@ int emit_tables(struct stream_read *r, struct partition *p, const struct cursor_
 		}
 		lua_settop(L, record - 1);
 	}
+	if (schema)
+		lua_remove(L, schema);
 	return finish_page(&pg, i, written, before);
 }
 

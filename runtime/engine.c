@@ -1238,6 +1238,8 @@ int engine_read_stream(struct runtime *rt, const struct script_def *script, int 
 		state_push_current(&r->state);
 		lua_setfield(L, legacy_idx, name);
 	}
+	lua_pushnil(L); /* emit.c's schema warnings of this read */
+	lua_rawsetp(L, LUA_REGISTRYINDEX, r);
 	buf_free(&r->state.json);
 	rt->stream = NULL;
 	lua_settop(L, top);

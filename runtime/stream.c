@@ -25,33 +25,20 @@ static const char SCRIPT_MT[] = "source_lua.script";
 static const char *const script_keys[] = {"spec", "check", "streams", "legacy_state", NULL};
 
 static const char *const stream_keys[] = {
-	"name",
-	"json_schema",
-	"namespace",
-	"primary_key",
-	"cursor_field",
-	"cursor_kind",
-	"cursor_format",
-	"cursor_order",
-	"start",
-	"start_date",
-	"end",
-	"end_date",
-	"timezone",
-	"day_complete_at",
-	"ceiling_lag",
-	"window",
-	"window_days",
-	"lookback",
-	"lookback_days",
-	"partitions",
-	"request",
-	"partition_state_key",
-	"parse",
-	"describe_error",
-	"errors",
-	"paginator",
-	NULL,
+	"name",          "json_schema",
+	"namespace",     "primary_key",
+	"cursor_field",  "cursor_kind",
+	"cursor_format", "cursor_order",
+	"start",         "start_date",
+	"end",           "end_date",
+	"timezone",      "day_complete_at",
+	"ceiling_lag",   "window",
+	"window_days",   "lookback",
+	"lookback_days", "partitions",
+	"request",       "partition_state_key",
+	"parse",         "describe_error",
+	"errors",        "paginator",
+	"schema_check",  NULL,
 };
 
 static const char *const error_rule_keys[] = {"status", "message", "action", "failure_type", NULL};
@@ -498,6 +485,14 @@ static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua
 	function_field(L, def, "parse", &where, 1);
 	s->has_describe_error = function_field(L, def, "describe_error", &where, 0);
 	read_error_rules(L, def, pins, &where, s);
+	const char *check = string_field(L, def, pins, "schema_check", &where);
+	s->schema_check = SCHEMA_CHECK_ERROR;
+	if (check && !strcmp(check, "warn"))
+		s->schema_check = SCHEMA_CHECK_WARN;
+	else if (check && !strcmp(check, "off"))
+		s->schema_check = SCHEMA_CHECK_OFF;
+	else if (check && strcmp(check, "error"))
+		fail(L, &where, "schema_check must be \"error\", \"warn\" or \"off\", not \"%s\"", check, NULL);
 	lua_pushcfunction(L, read_paginator);
 	lua_pushvalue(L, def);
 	lua_pushvalue(L, pins);

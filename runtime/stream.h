@@ -40,6 +40,7 @@ struct stream_def {
 	int error_rule_count;
 	struct error_rule error_rules[STREAM_MAX_ERROR_RULES];
 	struct paginator_def paginator;
+	enum schema_check { SCHEMA_CHECK_ERROR, SCHEMA_CHECK_WARN, SCHEMA_CHECK_OFF } schema_check;
 };
 
 struct script_def {

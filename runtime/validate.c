@@ -21,13 +21,15 @@ struct check {
 	char *err;
 	size_t errlen;
 	char path[256];
+	const char *subject; /* "config field", "field" */
+	int types_only;      /* type, required and their nesting only (records) */
 };
 
 static int fail(struct check *c, const char *fmt, const char *detail)
 {
 	char what[512];
 	snprintf(what, sizeof what, fmt, detail ? detail : "");
-	snprintf(c->err, c->errlen, "config field '%s': %s", c->path[0] ? c->path : "(root)", what);
+	snprintf(c->err, c->errlen, "%s '%s': %s", c->subject, c->path[0] ? c->path : "(root)", what);
 	return -1;
 }
 
@@ -245,13 +247,16 @@ static int check_array(struct check *c, int schema, int value)
 	int top = lua_gettop(L);
 	lua_Integer count = (lua_Integer)lua_rawlen(L, value);
 	int rc = 0;
-	if (lua_getfield(L, schema, "minItems") == LUA_TNUMBER && (lua_Number)count < lua_tonumber(L, -1))
-		rc = fail(c, "needs at least %s items", lua_tostring(L, -1));
-	if (!rc && lua_getfield(L, schema, "maxItems") == LUA_TNUMBER && (lua_Number)count > lua_tonumber(L, -1))
-		rc = fail(c, "takes at most %s items", lua_tostring(L, -1));
-	lua_settop(L, top);
-	if (rc)
-		return rc;
+	if (!c->types_only) {
+		if (lua_getfield(L, schema, "minItems") == LUA_TNUMBER && (lua_Number)count < lua_tonumber(L, -1))
+			rc = fail(c, "needs at least %s items", lua_tostring(L, -1));
+		if (!rc && lua_getfield(L, schema, "maxItems") == LUA_TNUMBER &&
+		    (lua_Number)count > lua_tonumber(L, -1))
+			rc = fail(c, "takes at most %s items", lua_tostring(L, -1));
+		lua_settop(L, top);
+		if (rc)
+			return rc;
+	}
 	if (lua_getfield(L, schema, "items") != LUA_TTABLE) {
 		lua_pop(L, 1);
 		return 0;
@@ -278,12 +283,12 @@ static int check_value(struct check *c, int schema, int value)
 	if (!lua_checkstack(L, 8))
 		return fail(c, "%s", "is nested too deeply");
 	int top = lua_gettop(L);
-	int rc = check_type(c, schema, value) || check_enum(c, schema, value);
+	int rc = check_type(c, schema, value) || (!c->types_only && check_enum(c, schema, value));
 	if (!rc) {
 		const char *type = json_type_of(L, value);
-		if (!strcmp(type, "string"))
+		if (!strcmp(type, "string") && !c->types_only)
 			rc = check_string(c, schema, value);
-		else if (!strcmp(type, "integer") || !strcmp(type, "number"))
+		else if ((!strcmp(type, "integer") || !strcmp(type, "number")) && !c->types_only)
 			rc = check_number(c, schema, value);
 		else if (!strcmp(type, "object"))
 			rc = check_object(c, schema, value);
@@ -296,7 +301,13 @@ static int check_value(struct check *c, int schema, int value)
 
 int validate_config(lua_State *L, int schema_idx, int value_idx, char *err, size_t errlen)
 {
-	struct check c = {L, err, errlen, {0}};
+	struct check c = {L, err, errlen, {0}, "config field", 0};
+	return check_value(&c, lua_absindex(L, schema_idx), lua_absindex(L, value_idx));
+}
+
+int validate_record(lua_State *L, int schema_idx, int value_idx, char *err, size_t errlen)
+{
+	struct check c = {L, err, errlen, {0}, "field", 1};
 	return check_value(&c, lua_absindex(L, schema_idx), lua_absindex(L, value_idx));
 }
 

@@ -10,6 +10,10 @@
  * date-time), minimum, maximum, minLength, maxLength, minItems, maxItems. [-0, +0, m] */
 int validate_config(lua_State *L, int schema_idx, int value_idx, char *err, size_t errlen);
 
+/* validate_config for a record against its stream's json_schema: type and required only (with
+ * properties and items), the message naming the field. [-0, +0, m] */
+int validate_record(lua_State *L, int schema_idx, int value_idx, char *err, size_t errlen);
+
 /* Calls fn(ctx, value) for every value in the config that the schema marks airbyte_secret. [-0, +0, m] */
 void validate_each_secret(lua_State *L, int schema_idx, int value_idx, void (*fn)(void *ctx, const char *value),
 			  void *ctx);

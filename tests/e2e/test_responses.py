@@ -104,3 +104,44 @@ def test_a_list_built_backwards_is_a_list(connector, tmp_path):
     built = connector.read(config, now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
     declared = connector.read(config, now=AFTER_CLOSE).assert_complete()
     assert [d["date"] for d in built.data] == [d["date"] for d in declared.data] != []
+
+
+# Records built in Lua are checked against the stream's json_schema (type and required).
+WRONG_PRICE = ("    local batch = response.body.results or {}\n"
+               "    local list = {}\n"
+               "    for i, b in ipairs(batch) do\n"
+               "      list[i] = { date = date.from_ms(b.t, 'America/New_York'), stock_ticker = ctx.partition,\n"
+               "                  price = tostring(b.c), close = b.c }\n"
+               "    end\n"
+               "    return list\n")
+
+
+def test_a_record_that_breaks_the_schema_fails_the_read_naming_the_field(connector, tmp_path):
+    script = script_copy(tmp_path, (PARSE_CALL, WRONG_PRICE), name="wrong.lua")
+    result = connector.read(connector.config(stock_ticker="AAPL", start_date="2022-03-01"), now=AFTER_CLOSE,
+                            flags=("--script", script))
+    assert result.returncode != 0 and result.data == [], result.describe()
+    message = result.errors[-1]["message"]
+    assert "record 1 from parse does not match the stream's json_schema: field 'price'" in message, message
+    assert "string" in message and "number" in message, message
+
+
+def test_a_lenient_stream_sends_such_records_with_one_warning_a_field(connector, tmp_path):
+    script = script_copy(tmp_path, (PARSE_CALL, WRONG_PRICE),
+                         ("  describe_error = describe_error,\n",
+                          "  describe_error = describe_error,\n  schema_check = \"warn\",\n"), name="lenient.lua")
+    result = connector.read(connector.config(stock_ticker="AAPL", start_date="2022-03-01"), now=AFTER_CLOSE,
+                            flags=("--script", script)).assert_complete()
+    assert len(result.data) > 3 and all(isinstance(d["price"], str) for d in result.data)
+    warnings = [m["log"]["message"] for m in result.of("LOG") if m["log"]["level"] == "WARN"]
+    assert len(warnings) == 1 and "field 'price'" in warnings[0], warnings
+
+
+def test_schema_check_takes_error_warn_or_off(connector, tmp_path):
+    script = script_copy(tmp_path, ("  describe_error = describe_error,\n",
+                                    "  describe_error = describe_error,\n  schema_check = \"lenient\",\n"),
+                         name="bad-check.lua")
+    result = connector.read(connector.config(stock_ticker="AAPL", start_date="2022-03-01"), now=AFTER_CLOSE,
+                            flags=("--script", script))
+    assert result.returncode != 0
+    assert 'schema_check must be "error", "warn" or "off"' in result.errors[-1]["message"], result.errors
