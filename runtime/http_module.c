@@ -5,6 +5,7 @@
  */
 #include <ctype.h>
 #include <lauxlib.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -164,7 +165,11 @@ static void add_pair(lua_State *L, luaL_Buffer *b, const char *what, const char 
 	if (lua_type(L, value) == LUA_TTABLE) {
 		lua_Integer n = (lua_Integer)lua_rawlen(L, value);
 		for (lua_Integer i = 1; i <= n; i++) {
-			lua_rawgeti(L, value, i);
+			/* One level: a list of lists (or a list holding itself) has no query spelling. */
+			if (lua_rawgeti(L, value, i) == LUA_TTABLE)
+				luaL_error(L,
+					   "request: %s.%s holds a table (a list of strings, numbers or booleans only)",
+					   what, name);
 			add_pair(L, b, what, name, lua_gettop(L));
 			lua_pop(L, 1);
 		}
@@ -193,6 +198,33 @@ static void add_pair(lua_State *L, luaL_Buffer *b, const char *what, const char 
 	}
 }
 
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorts the list of strings at idx in byte order, in C: the script's table.sort is the script's. */
+static void sort_names(lua_State *L, int idx)
+{
+	size_t n = lua_rawlen(L, idx);
+	if (n < 2)
+		return;
+	const char **sorted = lua_newuserdatauv(L, n * sizeof *sorted, 0); /* collected, even on error */
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, idx, (lua_Integer)i + 1);
+		sorted[i] = lua_tostring(L, -1); /* kept alive by the list until it is rewritten below */
+		lua_pop(L, 1);
+	}
+	qsort(sorted, n, sizeof *sorted, compare_names);
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_pushstring(L, sorted[i]);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	lua_replace(L, idx);
+	lua_pop(L, 1);
+}
+
 /* Pushes the table at idx encoded as name=value pairs joined by '&', in name order. */
 static void push_encoded_pairs(lua_State *L, int idx, const char *what)
 {
@@ -208,11 +240,7 @@ static void push_encoded_pairs(lua_State *L, int idx, const char *what)
 		lua_pushvalue(L, -1);
 		lua_rawseti(L, names, (lua_Integer)lua_rawlen(L, names) + 1);
 	}
-	lua_getglobal(L, "table");
-	lua_getfield(L, -1, "sort");
-	lua_pushvalue(L, names);
-	lua_call(L, 1, 0);
-	lua_pop(L, 1);
+	sort_names(L, names);
 	luaL_Buffer b;
 	luaL_buffinit(L, &b);
 	lua_Integer n = (lua_Integer)lua_rawlen(L, names);

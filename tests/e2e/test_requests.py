@@ -183,6 +183,8 @@ def test_an_idempotent_post_is_repeated_after_a_500(connector, recorder, tmp_pat
     ('{ url = ctx.config.base_url .. "/x", json = { a = 1 } }', "a GET has no body"),
     ('{ method = "POST" }', "url is missing"),
     ('{ url = ctx.config.base_url .. "/x", query = { a = {} , b = function() end } }', "query.b is a function"),
+    # A list in a list, or a list that holds itself, has no query spelling (it recursed without end).
+    ('{ url = ctx.config.base_url .. "/x", query = { a = { { 1 } } } }', "query.a holds a table"),
 ])
 def test_a_request_table_with_a_mistake_is_a_config_error(connector, recorder, tmp_path, first, message):
     result = read(connector, recorder, search_script(tmp_path, first))
