@@ -55,6 +55,9 @@ struct walk {
 	const unsigned char *start, *end;
 	int failed;
 	int item;
+	/* Added to a container's depth: -1 when the page itself is the list ("$"), whose items sit a
+	 * level higher than in an object's member. */
+	int depth_bias;
 	/* Numbers scanned so far that may be past a double's range (see scan_number). */
 	unsigned long maybe_huge;
 	struct value values[WALK_MAX_FIELDS];
@@ -332,7 +335,7 @@ static int after_item(struct walk *w, const unsigned char **p, unsigned char clo
 static const unsigned char *skip_members(struct walk *w, const unsigned char *p, int depth)
 {
 	const unsigned char *end = w->end;
-	if (depth > JSON_MAX_DEPTH)
+	if (depth + w->depth_bias > JSON_MAX_DEPTH)
 		return too_deep(w, p);
 	p = ws(p + 1, end);
 	if (p < end && *p == '}')
@@ -357,7 +360,7 @@ static const unsigned char *skip_members(struct walk *w, const unsigned char *p,
 static const unsigned char *skip_elements(struct walk *w, const unsigned char *p, int depth)
 {
 	const unsigned char *end = w->end;
-	if (depth > JSON_MAX_DEPTH)
+	if (depth + w->depth_bias > JSON_MAX_DEPTH)
 		return too_deep(w, p);
 	p = ws(p + 1, end);
 	if (p < end && *p == ']')
@@ -1654,7 +1657,19 @@ static void walk_page(struct walk *w)
 	const unsigned char *end = w->end;
 	const unsigned char *p = ws(w->start, end);
 	int list_seen = 0;
-	if (p < end && *p == '{') {
+	if (w->m->list_is_root) {
+		struct value v;
+		if (p < end && *p == '[') {
+			w->depth_bias = -1;
+			if (!(p = walk_items(w, p)))
+				return;
+		} else if (!(p = scan_value(w, p, 0, &v))) {
+			return;
+		} else if (ws(p, end) == end) {
+			wrong_shape(w, "the page is %s, not an array", type_name(v.type));
+			return;
+		}
+	} else if (p < end && *p == '{') {
 		p = ws(p + 1, end);
 		if (p < end && *p == '}') {
 			p++;

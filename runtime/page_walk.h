@@ -35,6 +35,7 @@ struct walk_field {
 struct walk_mapping {
 	const char *list; /* the member holding the items */
 	size_t list_len;
+	int list_is_root; /* list is "$": the page itself is the array of items */
 	const char *next; /* the member holding the next page's URL; NULL for none */
 	size_t next_len;
 	int nfields, nsources, ncolumns;

@@ -281,8 +281,16 @@ static int records_declare(lua_State *L)
 	lua_setiuservalue(L, 2, 1);
 	lua_getfield(L, 1, "list");
 	m->list = checked_name(L, -1, "list", &m->list_len);
+	m->list_is_root = !strcmp(m->list, "$");
 	pin_string(L, pins, -1);
 	lua_pop(L, 1);
+	if (m->list_is_root) {
+		int has_next = lua_getfield(L, 1, "next_url") != LUA_TNIL;
+		lua_pop(L, 1);
+		if (has_next)
+			return luaL_error(L, "records.declare: list = \"$\" (the page is the array) leaves no member "
+					     "for next_url: use a paginator");
+	}
 	if (lua_getfield(L, 1, "next_url") != LUA_TNIL) {
 		m->next = checked_name(L, -1, "next_url", &m->next_len);
 		pin_string(L, pins, -1);

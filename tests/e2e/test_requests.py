@@ -370,3 +370,38 @@ def test_a_paginator_with_a_mistake_is_refused_at_load(connector, recorder, tmp_
     assert result.returncode != 0 and recorder.requests == [], result.describe()
     assert "stream 'stock_prices': paginator" in result.errors[-1]["message"], result.errors
     assert message in result.errors[-1]["message"], result.errors
+
+
+DECLARED_ROOT = """\
+local ITEMS = records.declare { list = "$", fields = { { "id", from = "id" }, { "name", from = "name" } } }
+return {
+  spec = { connectionSpecification = { type = "object", properties = {
+    api_key = { type = "string", airbyte_secret = true }, base_url = { type = "string" } } } },
+  check = function() return true end,
+  streams = { {
+    name = "stock_prices",
+    json_schema = { type = "object", properties = { id = { type = "string" }, name = { type = "string" } } },
+    primary_key = "id",
+    paginator = { type = "page", size = 3 },
+    request = function(ctx) return ctx.config.base_url .. "/pages" end,
+    parse = function(ctx, response) return ITEMS:map(ctx, response) end,
+  } },
+}
+"""
+
+
+def test_declared_records_from_a_page_that_is_an_array(connector, recorder, tmp_path):
+    path = tmp_path / "root.lua"
+    path.write_text(DECLARED_ROOT, encoding="utf-8")
+    result = read(connector, recorder, path).assert_complete()
+    assert result.data == ITEMS
+    assert [r["query"] for r in recorder.requests] == ["page=1&per_page=3", "per_page=3&page=2",
+                                                      "per_page=3&page=3"]
+
+
+def test_a_root_list_with_a_next_url_member_is_refused(connector, recorder, tmp_path):
+    path = tmp_path / "root-next.lua"
+    path.write_text(DECLARED_ROOT.replace('list = "$",', 'list = "$", next_url = "next",'), encoding="utf-8")
+    result = read(connector, recorder, path)
+    assert result.returncode != 0 and recorder.requests == []
+    assert "leaves no member for next_url" in result.errors[-1]["message"], result.errors
