@@ -56,8 +56,9 @@ struct walk {
 	int failed;
 	int item;
 	/* Added to a container's depth: -1 when the page itself is the list ("$"), whose items sit a
-	 * level higher than in an object's member. */
+	 * level higher than in an object's member; +1 a segment of a dotted list ("data.items"). */
 	int depth_bias;
+	size_t list_at; /* where the list's segment at this level of the page starts in m->list */
 	/* Numbers scanned so far that may be past a double's range (see scan_number). */
 	unsigned long maybe_huge;
 	struct value values[WALK_MAX_FIELDS];
@@ -1623,6 +1624,23 @@ static const unsigned char *walk_list(struct walk *w, const unsigned char *p)
 	return p;
 }
 
+static const unsigned char *walk_members(struct walk *w, const unsigned char *p, int *list_seen);
+
+/* The object at p holds the rest of a dotted list ("items" of "data.items"): walked one level
+ * down; an object that is not there, or not an object, holds no records. */
+static const unsigned char *walk_list_parent(struct walk *w, const unsigned char *p, size_t rest_at, int *list_seen)
+{
+	if (p >= w->end || *p != '{')
+		return skip_value(w, p, 1);
+	size_t saved_at = w->list_at;
+	w->list_at = rest_at;
+	w->depth_bias++;
+	p = walk_members(w, p, list_seen);
+	w->depth_bias--;
+	w->list_at = saved_at;
+	return p;
+}
+
 static const unsigned char *walk_member(struct walk *w, const unsigned char *p, int *list_seen)
 {
 	const unsigned char *end = w->end;
@@ -1632,12 +1650,19 @@ static const unsigned char *walk_member(struct walk *w, const unsigned char *p, 
 	const unsigned char *name = p + 1;
 	if (!(p = scan_string(w, name, &escaped)))
 		return NULL;
-	int is_list = name_is(name, p, escaped, w->m->list, w->m->list_len);
-	int is_next = !is_list && w->m->next && name_is(name, p, escaped, w->m->next, w->m->next_len);
+	const char *segment = w->m->list + w->list_at;
+	const char *dot = memchr(segment, '.', w->m->list_len - w->list_at);
+	size_t segment_len = dot ? (size_t)(dot - segment) : w->m->list_len - w->list_at;
+	int on_path = name_is(name, p, escaped, segment, segment_len);
+	int is_list = on_path && !dot;
+	int is_next =
+		!on_path && w->list_at == 0 && w->m->next && name_is(name, p, escaped, w->m->next, w->m->next_len);
 	p = ws(p + 1, end);
 	if (p >= end || *p != ':')
 		return syntax(w, p, "expected ':'");
 	p = ws(p + 1, end);
+	if (on_path && dot)
+		return walk_list_parent(w, p, (size_t)(dot - w->m->list) + 1, list_seen);
 	if (is_list) {
 		if ((*list_seen)++)
 			return wrong_shape(w, "the page has '%s' twice", w->m->list);
@@ -1650,6 +1675,24 @@ static const unsigned char *walk_member(struct walk *w, const unsigned char *p, 
 		return NULL;
 	w->next = v.type == 's' ? v : (struct value){0};
 	return p;
+}
+
+/* p is at an object's '{': its members, the list's (or its parent's) walked. */
+static const unsigned char *walk_members(struct walk *w, const unsigned char *p, int *list_seen)
+{
+	const unsigned char *end = w->end;
+	p = ws(p + 1, end);
+	if (p < end && *p == '}')
+		return p + 1;
+	for (;;) {
+		if (!(p = walk_member(w, p, list_seen)))
+			return NULL;
+		int more = after_item(w, &p, '}');
+		if (more < 0)
+			return NULL;
+		if (!more)
+			return p;
+	}
 }
 
 static void walk_page(struct walk *w)
@@ -1670,20 +1713,8 @@ static void walk_page(struct walk *w)
 			return;
 		}
 	} else if (p < end && *p == '{') {
-		p = ws(p + 1, end);
-		if (p < end && *p == '}') {
-			p++;
-		} else {
-			for (;;) {
-				if (!(p = walk_member(w, p, &list_seen)))
-					return;
-				int more = after_item(w, &p, '}');
-				if (more < 0)
-					return;
-				if (!more)
-					break;
-			}
-		}
+		if (!(p = walk_members(w, p, &list_seen)))
+			return;
 	} else {
 		struct value v;
 		if (!(p = scan_value(w, p, 0, &v)))

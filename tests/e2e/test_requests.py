@@ -71,6 +71,10 @@ class Handler(BaseHTTPRequestHandler):
             links = [f'<{self.server.url}/linked?page={page + 1}>; rel="next"'] if page * 3 < len(ITEMS) else []
             links.append(f'<{self.server.url}/linked?page=1>; rel="first"')
             return self.answer(200, ITEMS[(page - 1) * 3:page * 3], [("Link", ", ".join(links))])
+        if url.path == "/nested":
+            reply = {"meta": {"count": len(ITEMS)}, "data": {"kind": "list", "items": ITEMS[:4]},
+                     "other": {"items": [{"id": "not me"}]}}
+            return self.answer(200, reply)
         if url.path == "/cursor":
             at = int(query.get("after", 0))
             reply = {"data": ITEMS[at:at + 3], "meta": {"next": str(at + 3) if at + 3 < len(ITEMS) else None}}
@@ -405,3 +409,14 @@ def test_a_root_list_with_a_next_url_member_is_refused(connector, recorder, tmp_
     result = read(connector, recorder, path)
     assert result.returncode != 0 and recorder.requests == []
     assert "leaves no member for next_url" in result.errors[-1]["message"], result.errors
+
+
+DECLARED_NESTED = DECLARED_ROOT.replace('list = "$"', 'list = "data.items"').replace(
+    'paginator = { type = "page", size = 3 },', '').replace('"/pages"', '"/nested"')
+
+
+def test_declared_records_under_a_dotted_path(connector, recorder, tmp_path):
+    path = tmp_path / "nested.lua"
+    path.write_text(DECLARED_NESTED, encoding="utf-8")
+    result = read(connector, recorder, path).assert_complete()
+    assert result.data == ITEMS[:4]
