@@ -26,7 +26,8 @@ class Recorder(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.requests = []
         self.statuses = {}  # path -> list of statuses to answer, in turn
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        # A short poll: shutdown() waits for it, once a test.
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
     @property
     def url(self) -> str:

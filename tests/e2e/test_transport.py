@@ -49,7 +49,7 @@ def untrusted_https():
         connections.append(address)
         return context.wrap_socket(conn, server_side=True), address
     server.get_request = get_request
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield f"https://127.0.0.1:{server.server_address[1]}", connections
     server.shutdown()
     server.server_close()
@@ -110,7 +110,7 @@ def endless_http():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessPage)
     server.daemon_threads = True
     server.requests = 0
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield server
     server.shutdown()
     server.server_close()

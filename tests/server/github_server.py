@@ -104,7 +104,8 @@ class GitHubServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def start(self) -> "GitHubServer":
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        # A short poll: stop() waits for it, once a test or golden case.
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def stop(self) -> None:
