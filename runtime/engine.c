@@ -78,8 +78,10 @@ struct slot {
 	int64_t not_before_ms;
 	int pages;
 	struct http_retry retry;
-	int idempotent; /* the request may be sent again whatever became of it (not a POST) */
-	int paginated;  /* the next page's request is the declared paginator's, not parse's */
+	int idempotent;           /* the request may be sent again whatever became of it (not a POST) */
+	int paginated;            /* the next page's request is the declared paginator's, not parse's */
+	unsigned auth_generation; /* the OAuth2 token the request went with */
+	int reauthed;             /* a 401 to this page already had a token fetched anew */
 	char origin[512];
 };
 
@@ -400,6 +402,7 @@ static enum step ask_for_request(struct engine *e, struct slot *s)
 	set_anchor(e, s, "seen");
 	lua_settop(L, top);
 	s->pages = 0;
+	s->reauthed = 0;
 	s->not_before_ms = 0;
 	http_retry_start(&s->retry);
 	s->phase = PHASE_READY;
@@ -427,6 +430,12 @@ static enum step start_fetch(struct engine *e, struct slot *s, int64_t *wake_at)
 	lua_rawset(L, -4);
 	struct http_request req;
 	http_request_of(L, -1, &req);
+	enum proto_failure failure;
+	char why[1200];
+	if (auth_prepare(r->rt, &req, &s->auth_generation, &failure, why, sizeof why)) {
+		lua_pop(L, 2);
+		return step_failed(read_fail(r, failure, "stream '%s': %s", r->def->name, why));
+	}
 	int rc = http_transfer_start(&r->rt->http, &s->transfer, &req);
 	lua_pop(L, 2);
 	if (rc)
@@ -713,6 +722,12 @@ static enum step on_answer(struct engine *e, struct slot *s)
 	int retryable = s->idempotent ? http_is_retryable(resp) : http_is_retryable_once_sent(resp);
 	if (!retryable && resp->code != CURLE_OK)
 		return fail_transfer(e, s); /* before the status: a 200 whose body was cut off is no page */
+	if (resp->code == CURLE_OK && resp->status == 401 &&
+	    auth_retry_after_401(r->rt, s->auth_generation, &s->reauthed)) {
+		s->not_before_ms = 0;
+		s->phase = PHASE_READY;
+		return STEP_AGAIN;
+	}
 	if (resp->code == CURLE_OK && (resp->status < 200 || resp->status >= 300)) {
 		const struct error_rule *rule = error_rule_for(r->def, resp);
 		if (rule)
@@ -801,7 +816,7 @@ static int check_next_request(struct engine *e, struct slot *s)
 }
 
 /* Replaces the next page on top (a URL, or a request table from parse) with its prepared request:
- * a URL is a GET with this page's headers; a table without headers keeps them too. Its URL is
+ * a URL is a GET with this page's headers and auth; a table without headers keeps them too. Its URL is
  * resolved against this page's. */
 static int prepare_next_request(struct engine *e, struct slot *s)
 {
@@ -823,6 +838,10 @@ static int prepare_next_request(struct engine *e, struct slot *s)
 		lua_setfield(L, -2, "method");
 		lua_pushboolean(L, 1);
 		lua_setfield(L, -2, "idempotent");
+		push_anchor(e, s, "request");
+		lua_getfield(L, -1, "auth");
+		lua_setfield(L, -3, "auth");
+		lua_pop(L, 1);
 	}
 	int prepared = lua_gettop(L);
 	if (inherit) {
@@ -911,6 +930,7 @@ static enum step emit_page(struct engine *e, struct slot *s)
 		return STEP_FAIL;
 	}
 	s->pages++;
+	s->reauthed = 0;
 	if (prepare_next_request(e, s) || check_next_request(e, s)) {
 		lua_settop(L, top);
 		return STEP_FAIL;

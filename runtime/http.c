@@ -167,6 +167,69 @@ static void wait_for_request_budget(struct http_client *c)
 /* Bytes libcurl reads from a connection at a time (it allocates this much per transfer). */
 #define HTTP_READ_BUFFER (128L * 1024)
 
+/* Whether the URL's query already has a parameter called name (the next page's URL an API gave
+ * often repeats the key it was asked with). */
+static int query_has(const char *url, const char *name)
+{
+	const char *q = strchr(url, '?');
+	size_t len = strlen(name);
+	const char *end = strchr(url, '#');
+	for (const char *p = q; p && (!end || p < end); p = strchr(p + 1, '&'))
+		if (!strncmp(p + 1, name, len) && (p[1 + len] == '=' || p[1 + len] == '&' || !p[1 + len]))
+			return 1;
+	return 0;
+}
+
+/* The URL with name=value added to its query, before any fragment (free with free). */
+static char *url_with_pair(const char *url, const char *name, const char *value)
+{
+	const char *hash = strchr(url, '#');
+	size_t head = hash ? (size_t)(hash - url) : strlen(url);
+	const char *sep = !memchr(url, '?', head) ? "?" : url[head - 1] == '?' || url[head - 1] == '&' ? "" : "&";
+	size_t len = head + 1 + strlen(name) + 1 + strlen(value) + (hash ? strlen(hash) : 0) + 1;
+	char *out = malloc(len);
+	if (out)
+		snprintf(out, len, "%.*s%s%s=%s%s", (int)head, url, sep, name, value, hash ? hash : "");
+	return out;
+}
+
+/* Adds the credentials: libcurl writes Bearer and Basic itself (and keeps them from another host
+ * a redirect leads to); the API key's header line and query pair are added to copies. */
+static void add_credentials(CURL *easy, const struct http_request *req, struct http_response *resp)
+{
+	const struct http_credentials *cr = req->credentials;
+	if (cr->bearer) {
+		curl_easy_setopt(easy, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
+		curl_easy_setopt(easy, CURLOPT_XOAUTH2_BEARER, cr->bearer);
+	} else if (cr->username) {
+		curl_easy_setopt(easy, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+		curl_easy_setopt(easy, CURLOPT_USERNAME, cr->username);
+		curl_easy_setopt(easy, CURLOPT_PASSWORD, cr->password ? cr->password : "");
+	}
+	if (cr->header_line) {
+		struct curl_slist *list = NULL;
+		for (const struct curl_slist *h = req->headers; h; h = h->next)
+			list = curl_slist_append(list, h->data);
+		resp->sent_headers = curl_slist_append(list, cr->header_line);
+		if (!resp->sent_headers)
+			curl_slist_free_all(list);
+		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, resp->sent_headers);
+	}
+	if (cr->query_name && !query_has(req->url, cr->query_name)) {
+		resp->sent_url = url_with_pair(req->url, cr->query_name, cr->query_value_escaped);
+		if (resp->sent_url)
+			curl_easy_setopt(easy, CURLOPT_URL, resp->sent_url);
+	}
+}
+
+static void forget_credentials(struct http_response *resp)
+{
+	curl_slist_free_all(resp->sent_headers);
+	resp->sent_headers = NULL;
+	free(resp->sent_url);
+	resp->sent_url = NULL;
+}
+
 static void configure(const struct http_client *c, CURL *easy, const struct http_request *req,
 		      struct http_response *resp)
 {
@@ -174,6 +237,8 @@ static void configure(const struct http_client *c, CURL *easy, const struct http
 	resp->max_body_bytes = c->settings->max_body_bytes;
 	curl_easy_setopt(easy, CURLOPT_URL, req->url);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	if (req->credentials)
+		add_credentials(easy, req, resp);
 	if (req->body) {
 		/* Copied: the caller's string need not outlive the call. A body makes the request a POST
 		 * unless another method is named. */
@@ -221,12 +286,14 @@ void http_response_reset(struct http_response *resp)
 	resp->body_too_large = 0;
 	buf_clear(&resp->body);
 	buf_clear(&resp->headers);
+	forget_credentials(resp);
 }
 
 void http_response_free(struct http_response *resp)
 {
 	buf_free(&resp->body);
 	buf_free(&resp->headers);
+	forget_credentials(resp);
 }
 
 /* The error of a transfer that failed: libcurl's words, but for a body it stopped at the cap,

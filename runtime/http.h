@@ -39,12 +39,27 @@ void http_client_cleanup(struct http_client *c);
 struct http_response {
 	long status; /* 0 when no HTTP answer came back */
 	struct buf body;
-	struct buf headers;         /* raw header lines of the last response */
+	struct buf headers; /* raw header lines of the last response */
+	/* What configure made for the credentials and keeps alive until the next transfer: the
+	 * header list with the API key's line, the URL with its query pair. */
+	struct curl_slist *sent_headers;
+	char *sent_url;
 	size_t expected_body_bytes; /* its Content-Length, when it gave one */
 	size_t max_body_bytes;      /* the cap this transfer was started with */
 	int body_too_large;         /* the body passed max_body_bytes: the transfer was stopped */
 	CURLcode code;
 	char error[CURL_ERROR_SIZE];
+};
+
+/* Credentials added to a request as it is sent, so that the URLs and headers a script sees, logs
+ * and errors hold none of them, and a token fetched again is used by the next attempt. Any NULL
+ * member is not sent. */
+struct http_credentials {
+	const char *bearer;              /* Authorization: Bearer (libcurl's CURLAUTH_BEARER) */
+	const char *username, *password; /* Basic (CURLAUTH_BASIC) */
+	const char *header_line;         /* "Name: value" */
+	const char *query_name;          /* a query parameter, unless the URL already has it */
+	const char *query_value_escaped;
 };
 
 /* What is sent: the method (NULL: GET), the URL, the header list and the body (NULL: none), each
@@ -55,6 +70,8 @@ struct http_request {
 	const struct curl_slist *headers;
 	const char *body;
 	size_t body_len;
+	int with_auth; /* the script's declared credentials apply (not auth = false) */
+	const struct http_credentials *credentials;
 };
 
 /* One attempt, no retry. Returns 0 when an HTTP answer arrived (any status), -1 otherwise. */

@@ -131,7 +131,7 @@ static int opt_retries(lua_State *L, int opts_idx)
 /* ---- requests as tables ---- */
 
 static const char *const REQUEST_KEYS[] = {"url",  "method", "query", "headers",    "body", "content_type",
-					   "json", "form",   "retry", "idempotent", NULL};
+					   "json", "form",   "retry", "idempotent", "auth", NULL};
 static const char *const METHODS[] = {"GET", "POST", "PUT", "PATCH", "DELETE", NULL};
 
 static void check_request_keys(lua_State *L, int spec)
@@ -152,7 +152,7 @@ static void check_request_keys(lua_State *L, int spec)
 				luaL_error(L, "request: unknown key '%s' (did you mean '%s'?)", key, close);
 			luaL_error(L,
 				   "request: unknown key '%s' (known: url, method, query, headers, body, "
-				   "content_type, json, form, retry, idempotent)",
+				   "content_type, json, form, retry, idempotent, auth)",
 				   key);
 		}
 	}
@@ -436,6 +436,12 @@ static int prepare_request(lua_State *L)
 	lua_setfield(L, out, "idempotent");
 	lua_pushboolean(L, opt_retries(L, spec));
 	lua_setfield(L, out, "retry");
+	int auth = lua_getfield(L, spec, "auth");
+	if (auth != LUA_TNIL && auth != LUA_TBOOLEAN)
+		luaL_error(L, "request: auth is a %s, not a boolean (false: without the script's auth)",
+			   luaL_typename(L, -1));
+	lua_pushboolean(L, auth == LUA_TNIL || lua_toboolean(L, -1));
+	lua_setfield(L, out, "auth");
 	lua_settop(L, out);
 	return 1;
 }
@@ -467,11 +473,25 @@ int http_request_of(lua_State *L, int prepared_idx, struct http_request *req)
 	lua_getfield(L, prepared_idx, "body");
 	req->body = lua_tolstring(L, -1, &len);
 	req->body_len = len;
+	lua_getfield(L, prepared_idx, "auth");
+	req->with_auth = lua_toboolean(L, -1);
+	req->credentials = NULL;
 	lua_getfield(L, prepared_idx, "idempotent");
 	int idempotent = lua_toboolean(L, -1);
 	/* The strings stay alive in the prepared table, which the caller holds. */
-	lua_pop(L, 5);
+	lua_pop(L, 6);
 	return idempotent;
+}
+
+/* nil and why, masked: the script may print it. */
+static int push_failure(lua_State *L, const char *why)
+{
+	struct runtime *rt = runtime_of(L);
+	buf_clear(&rt->lua_scratch);
+	secrets_mask_into(&rt->secrets, &rt->lua_scratch, why, strlen(why));
+	lua_pushnil(L);
+	lua_pushlstring(L, rt->lua_scratch.data, rt->lua_scratch.len);
+	return 2;
 }
 
 /* The answer of one prepared request, with the runtime's retries unless it says retry = false. */
@@ -486,9 +506,16 @@ static int perform_prepared(lua_State *L, int prepared)
 	struct http_response *resp = &rt->lua_response;
 	struct http_retry r;
 	http_retry_start(&r);
-	char why[CURL_ERROR_SIZE + 64];
+	char why[CURL_ERROR_SIZE + 1100];
+	int refreshed = 0;
 	for (;;) {
+		unsigned generation;
+		enum proto_failure failure;
+		if (auth_prepare(rt, &req, &generation, &failure, why, sizeof why))
+			return push_failure(L, why);
 		http_perform(&rt->http, &req, resp);
+		if (resp->code == CURLE_OK && resp->status == 401 && auth_retry_after_401(rt, generation, &refreshed))
+			continue;
 		int again = idempotent ? http_is_retryable(resp) : http_is_retryable_once_sent(resp);
 		if (!retry || !again)
 			break;
@@ -500,11 +527,7 @@ static int perform_prepared(lua_State *L, int prepared)
 	 * a body would be taken for the whole. */
 	if (resp->code != CURLE_OK) {
 		http_describe_failure(resp, why, sizeof why);
-		buf_clear(&rt->lua_scratch);
-		secrets_mask_into(&rt->secrets, &rt->lua_scratch, why, strlen(why));
-		lua_pushnil(L);
-		lua_pushlstring(L, rt->lua_scratch.data, rt->lua_scratch.len);
-		return 2;
+		return push_failure(L, why);
 	}
 	lua_pushinteger(L, resp->status);
 	lua_pushlstring(L, resp->body.data ? resp->body.data : "", resp->body.len);

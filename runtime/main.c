@@ -274,6 +274,11 @@ static void command_check(struct runtime *rt, int script, const struct script_de
 		return;
 	}
 	int config = lua_gettop(L);
+	char err[1024];
+	if (auth_configure(rt, script, config, err, sizeof err)) {
+		proto_connection_status(&rt->out, 0, err);
+		return;
+	}
 	if (!def->has_check)
 		input_raise(L, PROTO_SYSTEM_ERROR, "the script has no check(config) function");
 	lua_getfield(L, script, "check");
@@ -309,6 +314,9 @@ static void command_read(struct runtime *rt, int script, const struct script_def
 	if (load_config(rt, script, r->opts->config))
 		input_raise(L, PROTO_CONFIG_ERROR, "%s", lua_tostring(L, -1));
 	int config = lua_gettop(L);
+	char err[1024];
+	if (auth_configure(rt, script, config, err, sizeof err))
+		input_raise(L, PROTO_CONFIG_ERROR, "%s", err);
 	input_read_json(L, r->opts->catalog, "catalog");
 	int catalog = lua_gettop(L);
 	input_check_catalog(L, catalog);

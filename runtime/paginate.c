@@ -263,7 +263,7 @@ static void push_body_path(lua_State *L, int response, const char *path)
 static void push_spec_from(lua_State *L, int prepared)
 {
 	lua_createtable(L, 0, 4);
-	static const char *const copied[] = {"url", "method", "idempotent", NULL};
+	static const char *const copied[] = {"url", "method", "idempotent", "auth", NULL};
 	for (const char *const *k = copied; *k; k++) {
 		lua_getfield(L, prepared, *k);
 		lua_setfield(L, -2, *k);

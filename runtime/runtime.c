@@ -30,6 +30,7 @@ int runtime_init(struct runtime *rt)
 void runtime_free(struct runtime *rt)
 {
 	pool_destroy(&rt->pool);
+	auth_free(rt);
 	if (rt->L)
 		host_close(rt->L);
 	rt->L = NULL;

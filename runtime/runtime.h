@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "host.h"
 #include "http.h"
 #include "pool.h"
@@ -36,6 +37,7 @@ struct runtime {
 	int64_t started_ms; /* the run's clock: "now" for every window and ceiling of the read */
 
 	struct secrets secrets;
+	struct auth auth; /* the script's declared credentials, resolved from the config */
 	struct output out;
 	struct http_client http;
 	struct pool pool;

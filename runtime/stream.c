@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "cursor.h"
 #include "input.h"
 #include "runtime.h"
@@ -22,7 +23,7 @@
 
 static const char SCRIPT_MT[] = "source_lua.script";
 
-static const char *const script_keys[] = {"spec", "check", "streams", "legacy_state", NULL};
+static const char *const script_keys[] = {"spec", "check", "streams", "legacy_state", "auth", NULL};
 
 static const char *const stream_keys[] = {
 	"name",          "json_schema",
@@ -523,6 +524,14 @@ static void check_script_table(lua_State *L, int script, const struct place *whe
 	if (lua_getfield(L, script, "streams") != LUA_TTABLE || lua_rawlen(L, -1) == 0)
 		fail(L, where, "streams must be a non-empty list of stream definitions", NULL, NULL);
 	lua_pop(L, 1);
+	if (lua_getfield(L, script, "auth") != LUA_TNIL) {
+		lua_pushcfunction(L, auth_check_declaration);
+		lua_insert(L, -2);
+		if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+			fail(L, where, "%s", lua_tostring(L, -1), NULL);
+	} else {
+		lua_pop(L, 1);
+	}
 }
 
 const struct script_def *stream_load_script(struct runtime *rt, int script_idx)

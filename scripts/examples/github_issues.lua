@@ -17,13 +17,7 @@ local function base_url(config)
   return (config.base_url or DEFAULT_BASE_URL):gsub("/+$", "")
 end
 
-local function headers(config)
-  local h = { Accept = "application/vnd.github+json", ["X-GitHub-Api-Version"] = "2022-11-28" }
-  if config.token then
-    h.Authorization = "Bearer " .. config.token
-  end
-  return h
-end
+local HEADERS = { Accept = "application/vnd.github+json", ["X-GitHub-Api-Version"] = "2022-11-28" }
 
 -- The configured repositories, each once, in the config's order ("owner/repo").
 local function repositories(config)
@@ -103,7 +97,7 @@ local issues = {
     return {
       url = base_url(ctx.config) .. issues_path(ctx.partition),
       query = { state = "all", since = since, sort = "updated", direction = "asc", per_page = PAGE_SIZE },
-      headers = headers(ctx.config),
+      headers = HEADERS,
     }
   end,
 
@@ -187,7 +181,7 @@ local spec = {
 local function check(config)
   for _, repository in ipairs(repositories(config)) do
     local status, body = http.get(base_url(config) .. issues_path(repository):gsub("/issues$", ""),
-      { headers = headers(config), retry = false })
+      { headers = HEADERS, retry = false })
     if not status then
       return false, "Cannot reach GitHub at " .. base_url(config) .. ": " .. body
     end
@@ -201,5 +195,7 @@ end
 return {
   spec = spec,
   check = check,
+  -- Sent with every request as Authorization: Bearer; without a token, none is sent.
+  auth = { type = "bearer", token = "config.token" },
   streams = { issues },
 }
