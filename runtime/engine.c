@@ -861,13 +861,58 @@ static int prepare_next_request(struct engine *e, struct slot *s)
 static enum step checkpoint_if_due(struct engine *e)
 {
 	struct stream_read *r = e->r;
-	if (r->def->cursor.kind == CURSOR_NONE || !state_checkpoint_due(&r->state, date_now_ms()))
+	if (r->def->cursor.kind == CURSOR_NONE || r->collect_field || !state_checkpoint_due(&r->state, date_now_ms()))
 		return STEP_AGAIN;
 	char err[256];
 	if (state_checkpoint(&r->state, err, sizeof err))
 		return step_failed(read_fail(r, PROTO_SYSTEM_ERROR, "cannot write the state of stream '%s': %s",
 					     r->def->name, err));
 	return STEP_AGAIN;
+}
+
+/* Pushes the record's member at a dotted path, or nil. */
+static void push_member(lua_State *L, int record, const char *path)
+{
+	lua_pushvalue(L, record);
+	while (*path && lua_istable(L, -1)) {
+		const char *dot = strchr(path, '.');
+		size_t len = dot ? (size_t)(dot - path) : strlen(path);
+		lua_pushlstring(L, path, len);
+		lua_gettable(L, -2);
+		lua_remove(L, -2);
+		path += len + (dot ? 1 : 0);
+	}
+	if (*path) {
+		lua_pop(L, 1);
+		lua_pushnil(L);
+	}
+}
+
+/* A parent's page: each record's collect_field (a non-empty string, or an integer) becomes a
+ * partition of the child, once. Records without one are counted, and logged when done. */
+static int collect_partition_keys(struct stream_read *r, int records, size_t count)
+{
+	lua_State *L = r->L;
+	for (size_t i = 1; i <= count; i++) {
+		lua_geti(L, records, (lua_Integer)i); /* a batch's record decoded, or the table's */
+		push_member(L, lua_gettop(L), r->collect_field);
+		r->collected_records++;
+		if (lua_isinteger(L, -1))
+			lua_tostring(L, -1);
+		size_t len = 0;
+		const char *key = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+		if (!key || !len || strlen(key) != len) {
+			r->collect_missing++;
+		} else if (lua_pushvalue(L, -1), lua_rawget(L, r->collect_seen) == LUA_TNIL) {
+			lua_pushvalue(L, -2);
+			lua_pushboolean(L, 1);
+			lua_rawset(L, r->collect_seen);
+			lua_pushvalue(L, -2);
+			lua_rawseti(L, r->collect_list, (lua_Integer)lua_rawlen(L, r->collect_list) + 1);
+		}
+		lua_settop(L, records);
+	}
+	return 0;
 }
 
 /* The page's records go out; then its next page, or the window is done. */
@@ -896,7 +941,10 @@ static enum step emit_page(struct engine *e, struct slot *s)
 						     reason));
 		default: break;
 		}
-		rc = emit_batch(r, s->p, &s->window, batch);
+		rc = r->collect_field ? collect_partition_keys(r, records, records_batch_count(batch))
+				      : emit_batch(r, s->p, &s->window, batch);
+	} else if (r->collect_field && lua_istable(L, records)) {
+		rc = collect_partition_keys(r, records, lua_rawlen(L, records));
 	} else if (lua_istable(L, records)) {
 		rc = emit_tables(r, s->p, &s->window, records);
 	}
@@ -1070,6 +1118,8 @@ static int read_partitions(struct stream_read *r)
 
 /* ---- the stream ---- */
 
+static int push_parent_keys(struct stream_read *child, int *pushed);
+
 /* partitions(config): the partition keys, each a non-empty string without NUL, listed once
  * (the same key twice is read once). Pushes the list; 0 pushed nothing (a stream without them). */
 static int push_partition_keys(struct stream_read *r, int *pushed)
@@ -1078,6 +1128,8 @@ static int push_partition_keys(struct stream_read *r, int *pushed)
 	*pushed = 0;
 	if (!r->def->partitioned)
 		return 0;
+	if (r->def->parent)
+		return push_parent_keys(r, pushed);
 	lua_getfield(L, r->def_idx, "partitions");
 	lua_pushvalue(L, r->config);
 	if (host_call(L, 1, 1) != LUA_OK)
@@ -1113,6 +1165,49 @@ static int push_partition_keys(struct stream_read *r, int *pushed)
 	}
 	lua_settop(L, list);
 	lua_remove(L, given);
+	*pushed = 1;
+	return 0;
+}
+
+static int prepare(struct stream_read *r, int states_idx);
+
+/* The child's partitions: the parent stream read in full through the same engine (its paging,
+ * errors rules, concurrency and the request budget), its records kept only for their field.
+ * Pushes the list. */
+static int push_parent_keys(struct stream_read *child, int *pushed)
+{
+	lua_State *L = child->L;
+	const struct stream_def *def = child->def;
+	struct stream_read parent;
+	memset(&parent, 0, sizeof parent);
+	parent.rt = child->rt;
+	parent.L = L;
+	parent.config = child->config;
+	parent.script_idx = child->script_idx;
+	parent.def = def->parent;
+	parent.collect_field = def->parent_field;
+	lua_newtable(L);
+	parent.collect_list = lua_gettop(L);
+	lua_newtable(L);
+	parent.collect_seen = lua_gettop(L);
+	stream_push_table(L, child->script_idx, parent.def);
+	parent.def_idx = lua_gettop(L);
+	int rc = prepare(&parent, 0);
+	if (!rc)
+		rc = read_partitions(&parent);
+	buf_free(&parent.state.json);
+	if (rc)
+		return read_fail(child, parent.err.type, "stream '%s': reading its parent stream '%s': %s", def->name,
+				 def->parent_name, parent.err.message);
+	size_t count = lua_rawlen(L, parent.collect_list);
+	proto_logf(&child->rt->out, "INFO", "%s: %zu partitions from %zu records of parent stream '%s'", def->name,
+		   count, parent.collected_records, def->parent_name);
+	if (parent.collect_missing)
+		proto_logf(&child->rt->out, "WARN",
+			   "%s: %zu records of parent stream '%s' have no %s (a non-empty string or an integer): no "
+			   "partition for them",
+			   def->name, parent.collect_missing, def->parent_name, def->parent_field);
+	lua_settop(L, parent.collect_list);
 	*pushed = 1;
 	return 0;
 }
@@ -1216,6 +1311,7 @@ int engine_read_stream(struct runtime *rt, const struct script_def *script, int 
 	r->incremental = !strcmp(lua_tostring(L, -1), "incremental");
 	lua_pop(L, 1);
 	r->def = stream_find(script, name);
+	r->script_idx = script_idx;
 	rt->stream = name;
 	proto_stream_status(&rt->out, name, "STARTED", 0);
 	int rc;

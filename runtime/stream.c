@@ -26,20 +26,35 @@ static const char SCRIPT_MT[] = "source_lua.script";
 static const char *const script_keys[] = {"spec", "check", "streams", "legacy_state", "auth", NULL};
 
 static const char *const stream_keys[] = {
-	"name",          "json_schema",
-	"namespace",     "primary_key",
-	"cursor_field",  "cursor_kind",
-	"cursor_format", "cursor_order",
-	"start",         "start_date",
-	"end",           "end_date",
-	"timezone",      "day_complete_at",
-	"ceiling_lag",   "window",
-	"window_days",   "lookback",
-	"lookback_days", "partitions",
-	"request",       "partition_state_key",
-	"parse",         "describe_error",
-	"errors",        "paginator",
-	"schema_check",  NULL,
+	"name",
+	"json_schema",
+	"namespace",
+	"primary_key",
+	"cursor_field",
+	"cursor_kind",
+	"cursor_format",
+	"cursor_order",
+	"start",
+	"start_date",
+	"end",
+	"end_date",
+	"timezone",
+	"day_complete_at",
+	"ceiling_lag",
+	"window",
+	"window_days",
+	"lookback",
+	"lookback_days",
+	"partitions",
+	"request",
+	"partition_state_key",
+	"parse",
+	"describe_error",
+	"errors",
+	"paginator",
+	"schema_check",
+	"parent",
+	NULL,
 };
 
 static const char *const error_rule_keys[] = {"status", "message", "action", "failure_type", NULL};
@@ -464,6 +479,69 @@ static int read_paginator(lua_State *L)
 	return 0;
 }
 
+static const char *const parent_keys[] = {"stream", "field", NULL};
+
+/* parent = {stream = "name", field = "key"}: the other stream is resolved once all are read. */
+static void read_parent(lua_State *L, int def, int pins, const struct place *where, struct stream_def *s)
+{
+	if (lua_getfield(L, def, "parent") == LUA_TNIL) {
+		lua_pop(L, 1);
+		return;
+	}
+	int parent = lua_gettop(L);
+	struct place inner;
+	snprintf(inner.text, sizeof inner.text, "%.140s: parent", where->text);
+	if (!lua_istable(L, parent))
+		fail(L, &inner, "must be a table {stream = ..., field = ...}, not a %s", luaL_typename(L, parent),
+		     NULL);
+	check_keys(L, parent, &inner, parent_keys);
+	s->parent_name = string_field(L, parent, pins, "stream", &inner);
+	s->parent_field = string_field(L, parent, pins, "field", &inner);
+	if (!s->parent_name || !s->parent_field)
+		fail(L, &inner,
+		     "needs stream (the parent stream's name) and field (the member of its records that "
+		     "names each partition)",
+		     NULL, NULL);
+	if (s->partitioned)
+		fail(L, where, "has both partitions and parent: the partitions come from one of them", NULL, NULL);
+	s->partitioned = 1;
+	lua_pop(L, 1);
+}
+
+/* Each parent names another stream of the script, and no chain of parents comes back to itself. */
+static void resolve_parents(lua_State *L, struct script_def *script)
+{
+	const char *names[65];
+	size_t n = 0;
+	for (size_t i = 0; i < script->count && n < 64; i++)
+		names[n++] = script->streams[i].name;
+	names[n] = NULL;
+	for (size_t i = 0; i < script->count; i++) {
+		struct stream_def *s = &script->streams[i];
+		struct place where;
+		snprintf(where.text, sizeof where.text, "stream '%.120s': parent", s->name);
+		if (!s->parent_name)
+			continue;
+		s->parent = stream_find(script, s->parent_name);
+		if (!s->parent) {
+			const char *closest = suggest_closest(s->parent_name, names);
+			if (closest)
+				fail(L, &where, "no stream is called '%s' (did you mean %s?)", s->parent_name, closest);
+			fail(L, &where, "no stream is called '%s'", s->parent_name, NULL);
+		}
+	}
+	for (size_t i = 0; i < script->count; i++) {
+		const struct stream_def *p = script->streams[i].parent;
+		for (size_t steps = 0; p; p = p->parent)
+			if (p == &script->streams[i] || ++steps > script->count) {
+				struct place where;
+				snprintf(where.text, sizeof where.text, "stream '%.120s'", script->streams[i].name);
+				fail(L, &where, "is its own parent (through '%s')", script->streams[i].parent_name,
+				     NULL);
+			}
+	}
+}
+
 static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua_Integer position, struct stream_def *s)
 {
 	struct place where;
@@ -501,6 +579,7 @@ static void read_stream(struct runtime *rt, lua_State *L, int def, int pins, lua
 	if (lua_pcall(L, 3, 0, 0) != LUA_OK)
 		fail(L, &where, "%s", lua_tostring(L, -1), NULL);
 	s->partitioned = function_field(L, def, "partitions", &where, 0);
+	read_parent(L, def, pins, &where, s);
 	s->partition_state_key = string_field(L, def, pins, "partition_state_key", &where);
 	if (!s->partition_state_key)
 		s->partition_state_key = "partitions";
@@ -568,6 +647,7 @@ const struct script_def *stream_load_script(struct runtime *rt, int script_idx)
 				fail(L, &where, "two streams are called '%s'", script->streams[i].name, NULL);
 	}
 	script->count = count;
+	resolve_parents(L, script);
 	lua_getfield(L, script_idx, "legacy_state");
 	script->legacy_state = lua_toboolean(L, -1);
 	lua_getfield(L, script_idx, "check");

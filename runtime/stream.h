@@ -36,6 +36,9 @@ struct stream_def {
 	int has_primary_key;
 	int partitioned;
 	const char *partition_state_key;
+	/* parent = {stream, field}: the partitions are the values of field in the parent's records */
+	const char *parent_name, *parent_field;
+	const struct stream_def *parent;
 	int has_describe_error;
 	int error_rule_count;
 	struct error_rule error_rules[STREAM_MAX_ERROR_RULES];

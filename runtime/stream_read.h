@@ -33,6 +33,12 @@ struct stream_read {
 	struct stream_state state;
 	struct read_error err;
 	int running_sent; /* the stream's RUNNING status is out */
+	int script_idx;   /* the script_def userdata */
+	/* Reading a parent for its child's partitions: no record, STATE or status goes out; each
+	 * record's collect_field value is added once to collect_list. */
+	const char *collect_field;
+	int collect_list, collect_seen;
+	size_t collected_records, collect_missing;
 	size_t partitions_read, partitions_up_to_date;
 };
 

@@ -194,6 +194,9 @@ class Result:
     def traces(self, type_: str) -> list:
         return [m["trace"] for m in self.of("TRACE") if m["trace"]["type"] == type_]
 
+    def log_messages(self, level: str | None = None) -> list:
+        return [m["log"]["message"] for m in self.of("LOG") if level in (None, m["log"]["level"])]
+
     @property
     def errors(self) -> list:
         return [t["error"] for t in self.traces("ERROR")]

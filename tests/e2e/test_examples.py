@@ -345,8 +345,10 @@ def test_news_discover(connector):
 def test_tickers_discover(connector):
     result = connector.discover(tickers_config(connector.server), flags=TICKERS_FLAGS).assert_ok()
     [message] = result.of("CATALOG")
-    [stream] = message["catalog"]["streams"]
-    assert stream["name"] == "tickers"
+    stream, details = message["catalog"]["streams"]
+    assert stream["name"] == "tickers" and details["name"] == "ticker_details"
+    assert details["supported_sync_modes"] == ["full_refresh"]
+    assert details["source_defined_primary_key"] == [["ticker"]]
     assert stream["supported_sync_modes"] == ["full_refresh"]
     assert stream["source_defined_primary_key"] == [["ticker"]]
     assert stream["is_resumable"] is False
@@ -873,6 +875,46 @@ def test_tickers_of_an_installed_universe(connector):
     assert {d["ticker"]: d for d in result.data} == expected
 
 
+DETAILS_FULL = {"streams": TICKERS_FULL["streams"] + catalog("ticker_details", "full_refresh",
+                                                          primary_key=[["ticker"]])["streams"]}
+UNIVERSE = [
+    {"ticker": "AAA", "market": "stocks", "name": "Triple A"},
+    {"ticker": "BRK.A", "market": "stocks", "name": "Berkshire Hathaway"},
+    {"ticker": "CCC", "market": "stocks", "name": "Triple C"},
+    {"ticker": "GONE", "market": "stocks", "active": False, "delisted_utc": "2021-01-04T00:00:00Z"},
+]
+
+
+def test_ticker_details_are_read_for_each_ticker_of_the_parent_stream(connector):
+    connector.server.call("POST", "/_control/tickers", {"tickers": UNIVERSE})
+    result = read_tickers(connector, catalog_=DETAILS_FULL).assert_complete()
+    by_stream = collections.defaultdict(dict)
+    for m in result.of("RECORD"):
+        by_stream[m["record"]["stream"]][m["record"]["data"]["ticker"]] = m["record"]["data"]
+    assert sorted(by_stream["tickers"]) == sorted(by_stream["ticker_details"]) == ["AAA", "BRK.A", "CCC"]
+    for ticker, data in by_stream["ticker_details"].items():
+        assert data["name"] == by_stream["tickers"][ticker]["name"] and data["market"] == "stocks"
+        assert {"list_date", "locale", "active", "currency_name"} <= set(data)
+    paths = [e["path"] for e in connector.server.log()]
+    assert sorted(p for p in paths if p.startswith(TICKERS_PATH + "/")) == [
+        TICKERS_PATH + "/AAA", TICKERS_PATH + "/BRK.A", TICKERS_PATH + "/CCC"]
+    # the parent read once for the tickers stream and once for the children's partitions
+    assert paths.count(TICKERS_PATH) == 2
+    assert any("3 partitions from 3 records of parent stream 'tickers'" in m for m in result.log_messages()), \
+        result.describe()
+
+
+def test_a_delisted_ticker_answering_404_is_skipped_with_a_warning(connector):
+    connector.server.call("POST", "/_control/tickers", {"tickers": UNIVERSE})
+    connector.server.faults(path=TICKERS_PATH + "/BRK.A", fail_next=1, status=404)
+    result = read_tickers(connector, catalog_=DETAILS_FULL).assert_complete()
+    details = sorted(m["record"]["data"]["ticker"] for m in result.of("RECORD")
+                     if m["record"]["stream"] == "ticker_details")
+    assert details == ["AAA", "CCC"]
+    warnings = [m for m in result.log_messages("WARN") if "ignored" in m]
+    assert len(warnings) == 1 and "ticker_details[BRK.A]: HTTP 404" in warnings[0], result.describe()
+
+
 def test_tickers_incremental_is_a_config_error_saying_there_is_no_cursor(connector):
     incremental = catalog("tickers", "incremental", primary_key=[["ticker"]])
     incremental["streams"][0]["cursor_field"] = ["ticker"]
@@ -942,3 +984,33 @@ def test_the_key_never_reaches_a_url_or_the_output(news):
     for entry in log:
         assert entry["authorization_scheme"] == "Bearer" and not entry["api_key_in_query"], entry
         assert entry["key_state"] == "valid", entry
+
+
+def test_a_parent_without_records_gives_its_child_no_partitions(connector):
+    connector.server.call("POST", "/_control/tickers", {"tickers": UNIVERSE[3:]})
+    result = read_tickers(connector, catalog_=DETAILS_FULL).assert_complete()
+    assert result.data == []
+    assert [t["stream_status"]["status"] for t in result.traces("STREAM_STATUS")
+            if t["stream_status"]["stream_descriptor"]["name"] == "ticker_details"] == ["STARTED", "COMPLETE"]
+
+
+@pytest.mark.parametrize("edit,message", [
+    ('parent = { stream = "tickers", field = "ticker" }', None),
+    ('parent = { stream = "tickrs", field = "ticker" }', "no stream is called 'tickrs' (did you mean tickers?)"),
+    ('parent = { stream = "ticker_details", field = "ticker" }', "is its own parent"),
+    ('parent = { stream = "tickers", feld = "ticker" }', "unknown key 'feld' (did you mean field?)"),
+    ('parent = { stream = "tickers" }', "needs stream (the parent stream's name) and field"),
+    ('parent = { stream = "tickers", field = "ticker" }, partitions = function() return { "A" } end',
+     "has both partitions and parent"),
+])
+def test_a_mistaken_parent_is_refused_when_the_script_loads(connector, tmp_path, edit, message):
+    text = TICKERS_SCRIPT.read_text(encoding="utf-8")
+    original = 'parent = { stream = "tickers", field = "ticker" }'
+    assert original in text
+    script = tmp_path / "tickers.lua"
+    script.write_text(text.replace(original, edit), encoding="utf-8")
+    result = connector.run("--script", script, "spec")
+    if message is None:
+        result.assert_ok()
+    else:
+        assert result.returncode != 0 and message in result.errors[-1]["message"], result.describe()
