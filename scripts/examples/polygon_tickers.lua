@@ -143,6 +143,8 @@ local ticker_details = {
     },
   },
   primary_key = "ticker",
+  -- Reference data whose optional members vary by ticker: a surprise is a WARN, not a failed sync.
+  schema_check = "warn",
   -- One partition per ticker of the tickers stream (its records' "ticker").
   parent = { stream = "tickers", field = "ticker" },
 
