@@ -19,6 +19,8 @@
    same inputs against the same local server: spec, check, discover, the tutorial's 7-day read
    of one ticker, and the 40 tickers from a state 160 days back (the same records on both
    sides) and ten years back, one process a ticker for the tutorial. Wall, CPU and records.
+7. A parent stream (tests/bench/parent_bench.py): 1,000 children of a 10-page parent list, wall
+   against a curl floor (the parent pages in turn, then the children); target <= 1.5x.
 Targets (issue 7): spec < 5 ms; sync <= 1.5x the floor; emission >= 1,000,000 records/s;
 peak RSS <= 24 MB. The scale scenario's, in both reads: STATE bytes <= two full (the largest)
 STATEs + 5% of the output bytes; peak RSS <= 64 MB.
@@ -50,6 +52,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "server"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import polygon_server  # noqa: E402
+import parent_bench  # noqa: E402
 from page_server import PageServer  # noqa: E402
 from lua_loop import lua_loop_script  # noqa: E402
 import scale  # noqa: E402
@@ -551,6 +554,8 @@ def main():
     sys.stdout.flush()
     if args.scale_tickers:
         run_scale(binary, args.scale_tickers)
+    print("\n".join(parent_bench.run(binary, CONCURRENCY)))
+    sys.stdout.flush()
     if args.tutorial_runs:
         run_side_by_side(binary, now, args.tutorial_runs)
 
