@@ -7,7 +7,8 @@ Each directory under tests/golden/cases/ is one case:
                      paths are the case's files; {repo} is the repository) and the instant both
                      the connector's and the server's clocks stand at; "records_built_in_lua":
                      true when the script's parse returns Lua tables (see below); "server":
-                     "github" for tests/server/github_server.py (a fresh one for the case)
+                     "github" for tests/server/github_server.py, "hubspot" for hubspot_server.py (a
+                     fresh one for the case)
                      instead of the Polygon-compatible server
     config.json, catalog.json, state.json      the inputs the command line names ({base_url} is
                      the server's address)
@@ -44,6 +45,7 @@ TRANSCRIPT = "transcript.txt"
 
 sys.path.insert(0, str(REPO / "tests" / "server"))
 from github_server import GitHubServer  # noqa: E402
+from hubspot_server import HubSpotServer  # noqa: E402
 from launch import PolygonServer  # noqa: E402
 
 
@@ -85,8 +87,8 @@ def run_case(name: str, binary: Path, polygon: PolygonServer) -> str:
     case_dir = CASES / name
     case = json.loads((case_dir / "case.json").read_text(encoding="utf-8"))
     now = instant(case["now"])
-    if case.get("server") == "github":
-        server = GitHubServer().start()
+    if case.get("server") in ("github", "hubspot"):
+        server = (GitHubServer() if case["server"] == "github" else HubSpotServer()).start()
         try:
             return run_against(name, binary, case, now, server)
         finally:
