@@ -38,6 +38,14 @@ all: $(BIN)
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
 	$(CC) $(PROJECT_CFLAGS) $(CFLAGS) -c $< -o $@
 
+# test-read's formatter (runtime/trace.lua), compiled in as a C array: the binary needs no file
+# beside it.
+$(BUILD)/gen/trace_lua.h: runtime/trace.lua
+	@mkdir -p $(@D)
+	{ echo 'static const char TRACE_LUA[] = {'; od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; } > $@
+$(BUILD)/obj/trace.o: $(BUILD)/gen/trace_lua.h
+$(BUILD)/obj/trace.o: PROJECT_CFLAGS += -I$(BUILD)/gen
+
 $(BIN): $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 

@@ -348,7 +348,7 @@ static void token_request_form(struct runtime *rt, const struct auth *a, struct 
 
 /* The token endpoint's answer, with the runtime's retries for what says it was not processed (a
  * rotated refresh token must not be spent twice): 0 when an answer came. */
-static int ask_token_endpoint(struct runtime *rt, const struct auth *a, struct http_response *resp)
+static int ask_token_endpoint(struct runtime *rt, const struct auth *a, struct http_response *resp, int may_retry)
 {
 	struct buf form = {0};
 	token_request_form(rt, a, &form);
@@ -369,8 +369,11 @@ static int ask_token_endpoint(struct runtime *rt, const struct auth *a, struct h
 	char why[CURL_ERROR_SIZE + 64];
 	int rc;
 	for (;;) {
+		trace_request(rt, "oauth2", NULL, &req);
+		int64_t sent = date_now_ms();
 		rc = http_perform(&rt->http, &req, resp);
-		if (!http_is_retryable_once_sent(resp))
+		trace_response(rt, "oauth2", NULL, resp, date_now_ms() - sent);
+		if (!may_retry || !http_is_retryable_once_sent(resp))
 			break;
 		http_describe_failure(resp, why, sizeof why);
 		if (http_retry_wait(&rt->http, &retry, resp, why, NULL))
@@ -480,13 +483,14 @@ static int take_token(struct runtime *rt, struct auth *a, const struct http_resp
 	return 0;
 }
 
-static int fetch_token(struct runtime *rt, struct auth *a, enum proto_failure *failure, char *err, size_t errlen)
+static int fetch_token(struct runtime *rt, struct auth *a, int retry, enum proto_failure *failure, char *err,
+		       size_t errlen)
 {
 	struct http_response resp = {0};
 	char why[CURL_ERROR_SIZE + 400];
 	int rc = -1;
 	*failure = PROTO_CONFIG_ERROR;
-	if (ask_token_endpoint(rt, a, &resp)) {
+	if (ask_token_endpoint(rt, a, &resp, retry)) {
 		http_describe_failure(&resp, why, sizeof why);
 		*failure = PROTO_TRANSIENT_ERROR;
 	} else if (resp.status != 200) {
@@ -519,7 +523,7 @@ int auth_prepare(struct runtime *rt, struct http_request *req, unsigned *generat
 	if (!req->with_auth || a->kind == AUTH_NONE)
 		return 0;
 	if (a->kind == AUTH_OAUTH2 && date_now_ms() >= a->refresh_at_ms) {
-		if (fetch_token(rt, a, failure, err, errlen))
+		if (fetch_token(rt, a, !req->no_retry, failure, err, errlen))
 			return -1;
 		*generation = a->generation;
 	}

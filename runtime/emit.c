@@ -318,7 +318,7 @@ static int finish_page(struct page *pg, size_t processed, int64_t written, uint6
 /* A record built in Lua against the stream's json_schema (at schema; 0: not checked): 0 when it
  * may go out (it matches, or the stream is lenient and the mismatch is warned about once), -1 when
  * the read fails on it. */
-static int check_record_schema(struct stream_read *r, size_t i, int record, int schema)
+static int check_record_schema(struct stream_read *r, struct partition *p, size_t i, int record, int schema)
 {
 	lua_State *L = r->L;
 	char err[400];
@@ -329,6 +329,7 @@ static int check_record_schema(struct stream_read *r, size_t i, int record, int 
 				 "stream '%s': record %zu from parse does not match the stream's json_schema: %s "
 				 "(schema_check = \"warn\" lets such records through with a warning)",
 				 r->def->name, i + 1, err);
+	p->counts.schema_mismatches++;
 	/* Once a mismatch: the warnings of this read are kept under its address in the registry. */
 	if (lua_rawgetp(L, LUA_REGISTRYINDEX, r) != LUA_TTABLE) {
 		lua_pop(L, 1);
@@ -377,7 +378,7 @@ int emit_tables(struct stream_read *r, struct partition *p, const struct cursor_
 			lua_settop(L, record - 1);
 			break;
 		}
-		if (verdict && check_record_schema(r, i, record, schema)) {
+		if (verdict && check_record_schema(r, pg.p, i, record, schema)) {
 			lua_settop(L, record - 1);
 			break;
 		}

@@ -81,6 +81,7 @@ struct slot {
 	int idempotent;           /* the request may be sent again whatever became of it (not a POST) */
 	int paginated;            /* the next page's request is the declared paginator's, not parse's */
 	unsigned auth_generation; /* the OAuth2 token the request went with */
+	int64_t sent_ms;          /* when the request went, for the trace */
 	int reauthed;             /* a 401 to this page already had a token fetched anew */
 	char origin[512];
 };
@@ -297,10 +298,53 @@ static void log_plan(struct stream_read *r, const struct partition *p, const str
 		   p->resume.open ? ", resumed inside its run of equal values" : "");
 }
 
+/* The partition's window, for the trace. */
+static void trace_window(struct stream_read *r, const struct partition *p, const struct cursor_window *w, int reading)
+{
+	if (!r->rt->trace.active)
+		return;
+	const struct cursor_def *c = &r->def->cursor;
+	char from[CURSOR_TEXT_MAX] = "", to[CURSOR_TEXT_MAX] = "";
+	if (c->kind != CURSOR_NONE && w->has_from)
+		cursor_text(c, w->from, from);
+	if (c->kind != CURSOR_NONE && w->has_to)
+		cursor_text(c, w->to, to);
+	trace_partition(r->rt, r->def->name, p->key, from[0] ? from : NULL, to[0] ? to : NULL, reading);
+}
+
+/* test-read's --max-partitions, --max-pages and --max-records: the read stops, without a
+ * checkpoint past what it read. */
+static int limit_reached(struct stream_read *r)
+{
+	const struct trace_options *lim = &r->rt->trace.opt;
+	if (!r->rt->trace.active || r->stopped_at_limit || r->collect_field)
+		return r->stopped_at_limit;
+	const char *which = NULL;
+	int64_t value = 0;
+	if (lim->max_pages > 0 && r->pages_read >= lim->max_pages)
+		which = "max-pages", value = lim->max_pages;
+	else if (lim->max_records > 0 && r->state.records_total >= lim->max_records)
+		which = "max-records", value = lim->max_records;
+	if (!which)
+		return 0;
+	r->stopped_at_limit = 1;
+	trace_limit(r->rt, r->def->name, which, value);
+	return 1;
+}
+
 static enum step take_partition(struct engine *e, struct slot *s)
 {
 	struct stream_read *r = e->r;
-	while (e->next_partition < r->state.count) {
+	const struct trace_options *lim = &r->rt->trace.opt;
+	while (e->next_partition < r->state.count && !r->stopped_at_limit) {
+		if (r->rt->trace.active && !r->collect_field && lim->max_partitions > 0 &&
+		    (int64_t)(r->partitions_read) >= lim->max_partitions) {
+			/* Not a stop: the partitions begun are read to their end. */
+			if (!r->partition_limit_said)
+				trace_limit(r->rt, r->def->name, "max-partitions", lim->max_partitions);
+			r->partition_limit_said = 1;
+			break;
+		}
 		struct partition *p = &r->state.parts[e->next_partition++];
 		int has_from = 0;
 		int64_t from = 0;
@@ -312,6 +356,7 @@ static enum step take_partition(struct engine *e, struct slot *s)
 			reading = cursor_first_window(&r->def->cursor, &r->plan, has_from, from, &s->window);
 		}
 		log_plan(r, p, &s->window, reading);
+		trace_window(r, p, &s->window, reading);
 		if (reading) {
 			s->p = p;
 			s->phase = PHASE_REQUEST;
@@ -430,12 +475,15 @@ static enum step start_fetch(struct engine *e, struct slot *s, int64_t *wake_at)
 	lua_rawset(L, -4);
 	struct http_request req;
 	http_request_of(L, -1, &req);
+	req.no_retry = 0; /* a page's token is worth the retry budget */
 	enum proto_failure failure;
 	char why[1200];
 	if (auth_prepare(r->rt, &req, &s->auth_generation, &failure, why, sizeof why)) {
 		lua_pop(L, 2);
 		return step_failed(read_fail(r, failure, "stream '%s': %s", r->def->name, why));
 	}
+	trace_request(r->rt, r->def->name, s->p->key, &req);
+	s->sent_ms = date_now_ms();
 	int rc = http_transfer_start(&r->rt->http, &s->transfer, &req);
 	lua_pop(L, 2);
 	if (rc)
@@ -719,6 +767,7 @@ static enum step on_answer(struct engine *e, struct slot *s)
 	const struct http_response *resp = &s->transfer.resp;
 	if (host_cancelled)
 		return step_failed(read_fail(r, PROTO_TRANSIENT_ERROR, "%s", cancel_reason()));
+	trace_response(r->rt, r->def->name, s->p->key, resp, date_now_ms() - s->sent_ms);
 	int retryable = s->idempotent ? http_is_retryable(resp) : http_is_retryable_once_sent(resp);
 	if (!retryable && resp->code != CURLE_OK)
 		return fail_transfer(e, s); /* before the status: a 200 whose body was cut off is no page */
@@ -915,6 +964,26 @@ static int collect_partition_keys(struct stream_read *r, int records, size_t cou
 	return 0;
 }
 
+/* The page in the trace: what parse gave, what was kept and dropped, and the next request (on
+ * top of the stack: a URL, a request table or nil). */
+static void trace_page_done(struct engine *e, struct slot *s, size_t parsed, const struct partition_counts *before)
+{
+	lua_State *L = e->r->L;
+	int top = lua_gettop(L);
+	const char *next = NULL;
+	if (lua_type(L, top) == LUA_TSTRING) {
+		next = lua_tostring(L, top);
+	} else if (lua_istable(L, top)) {
+		lua_getfield(L, top, "method");
+		lua_getfield(L, top, "url");
+		if (lua_type(L, -1) == LUA_TSTRING)
+			next = lua_pushfstring(L, "%s %s", lua_isstring(L, -2) ? lua_tostring(L, -2) : "GET",
+					       lua_tostring(L, -1));
+	}
+	trace_page(e->r->rt, e->r->def->name, s->p->key, s->pages + 1, (int64_t)parsed, before, &s->p->counts, next);
+	lua_settop(L, top);
+}
+
 /* The page's records go out; then its next page, or the window is done. */
 static enum step emit_page(struct engine *e, struct slot *s)
 {
@@ -925,6 +994,7 @@ static enum step emit_page(struct engine *e, struct slot *s)
 	int records = lua_gettop(L);
 	const struct record_batch *batch = records_to_batch(L, records);
 	int rc = 0;
+	struct partition_counts before = s->p->counts;
 	if (batch) {
 		char reason[512], why[640];
 		switch (records_batch_settle(batch, reason, sizeof reason)) {
@@ -958,6 +1028,9 @@ static enum step emit_page(struct engine *e, struct slot *s)
 		lua_pop(L, 1);
 		lua_pushnil(L); /* a short page: the API has no more */
 	}
+	r->pages_read++;
+	if (r->rt->trace.active)
+		trace_page_done(e, s, count, &before);
 	records_batch_release(L, records);
 	lua_pushnil(L);
 	set_anchor(e, s, "records");
@@ -967,6 +1040,11 @@ static enum step emit_page(struct engine *e, struct slot *s)
 	if (lua_gc(L, LUA_GCCOUNT) > e->live_kb + COLLECT_GROWTH_KB || records_held(r->rt) > 2 * e->slots->count + 2) {
 		lua_gc(L, LUA_GCCOLLECT);
 		e->live_kb = lua_gc(L, LUA_GCCOUNT);
+	}
+	if (limit_reached(r)) {
+		lua_settop(L, top);
+		s->phase = PHASE_FINISHED;
+		return STEP_WAIT;
 	}
 	if (lua_isnil(L, -1)) {
 		lua_settop(L, top);
@@ -1070,6 +1148,8 @@ static int pump(struct engine *e)
 			return read_fail(r, PROTO_SYSTEM_ERROR, "stdout was closed: nobody reads the sync any more");
 		/* Emptied before looking, so that a walk finishing after the look wakes the wait below. */
 		pool_drain_done_fd(&rt->pool);
+		if (r->stopped_at_limit)
+			return 0;
 		int64_t wake_at = INT64_MAX;
 		int fetching, mapping;
 		int active = step_all(e, &wake_at, &fetching, &mapping);
@@ -1333,7 +1413,7 @@ int engine_read_stream(struct runtime *rt, const struct script_def *script, int 
 		if (!rc)
 			rc = read_partitions(r);
 		/* Every stream with a cursor ends with a STATE, even one with nothing new (a holiday). */
-		if (!rc && r->def->cursor.kind != CURSOR_NONE &&
+		if (!rc && !r->stopped_at_limit && r->def->cursor.kind != CURSOR_NONE &&
 		    (r->state.records_since > 0 || r->state.changed || r->state.states_written == 0)) {
 			char err[256];
 			if (state_checkpoint(&r->state, err, sizeof err))

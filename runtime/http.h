@@ -71,6 +71,7 @@ struct http_request {
 	const char *body;
 	size_t body_len;
 	int with_auth; /* the script's declared credentials apply (not auth = false) */
+	int no_retry;  /* retry = false: one attempt, the OAuth2 token's included */
 	const struct http_credentials *credentials;
 };
 

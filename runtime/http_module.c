@@ -12,6 +12,7 @@
 #include "http.h"
 #include "json.h"
 #include "runtime.h"
+#include "date.h"
 #include "secrets.h"
 #include "suggest.h"
 
@@ -475,11 +476,13 @@ int http_request_of(lua_State *L, int prepared_idx, struct http_request *req)
 	req->body_len = len;
 	lua_getfield(L, prepared_idx, "auth");
 	req->with_auth = lua_toboolean(L, -1);
+	lua_getfield(L, prepared_idx, "retry");
+	req->no_retry = !lua_toboolean(L, -1);
 	req->credentials = NULL;
 	lua_getfield(L, prepared_idx, "idempotent");
 	int idempotent = lua_toboolean(L, -1);
 	/* The strings stay alive in the prepared table, which the caller holds. */
-	lua_pop(L, 6);
+	lua_pop(L, 7);
 	return idempotent;
 }
 
@@ -513,7 +516,11 @@ static int perform_prepared(lua_State *L, int prepared)
 		enum proto_failure failure;
 		if (auth_prepare(rt, &req, &generation, &failure, why, sizeof why))
 			return push_failure(L, why);
+		const char *place = rt->stream ? rt->stream : "http";
+		trace_request(rt, place, NULL, &req);
+		int64_t sent = date_now_ms();
 		http_perform(&rt->http, &req, resp);
+		trace_response(rt, place, NULL, resp, date_now_ms() - sent);
 		if (resp->code == CURLE_OK && resp->status == 401 && auth_retry_after_401(rt, generation, &refreshed))
 			continue;
 		int again = idempotent ? http_is_retryable(resp) : http_is_retryable_once_sent(resp);

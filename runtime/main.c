@@ -15,20 +15,19 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "curl_lazy.h"
 #include "date.h"
+#include "devtools.h"
 #include "heap.h"
 #include "host.h"
 #include "http.h"
 #include "input.h"
-#include "json.h"
 #include "pool.h"
 #include "proto.h"
 #include "runtime.h"
-#include "secrets.h"
 #include "read.h"
 #include "stream.h"
-#include "validate.h"
 
 #define EXIT_USAGE 2
 #define DEFAULT_SCRIPT_NAME "stock_prices.lua"
@@ -41,6 +40,7 @@ struct options {
 	const char *catalog;
 	const char *state;
 	int debug;
+	struct dev_options dev;
 };
 
 static const char usage_text[] =
@@ -48,6 +48,14 @@ static const char usage_text[] =
 	"       source-lua [--script FILE] check    --config FILE\n"
 	"       source-lua [--script FILE] discover --config FILE\n"
 	"       source-lua [--script FILE] read     --config FILE --catalog FILE [--state FILE]\n"
+	"\n"
+	"For writing a stream:\n"
+	"       source-lua [--script FILE] test-read --config FILE [--stream NAME] [--state FILE]\n"
+	"                  [--max-records N] [--max-pages N] [--max-partitions N] [--json]\n"
+	"                  [--infer-schema] [--verbose]\n"
+	"       source-lua [--script FILE] catalog --config FILE [--streams A,B]\n"
+	"                  [--mode full_refresh|incremental]\n"
+	"--debug (any command): each request and answer as a DEBUG log message.\n"
 	"\n"
 	"The script is --script, else $SOURCE_LUA_SCRIPT, else scripts/" DEFAULT_SCRIPT_NAME "\n"
 	"beside the installed runtime (../scripts), else " IMAGE_SCRIPT ".\n"
@@ -63,6 +71,12 @@ static int usage_error(const char *fmt, const char *arg)
 
 static const char **flag_slot(struct options *o, const char *name)
 {
+	if (!strcmp(name, "--stream"))
+		return &o->dev.stream;
+	if (!strcmp(name, "--streams"))
+		return &o->dev.streams;
+	if (!strcmp(name, "--mode"))
+		return &o->dev.mode;
 	if (!strcmp(name, "--script"))
 		return &o->script;
 	if (!strcmp(name, "--config"))
@@ -72,6 +86,34 @@ static const char **flag_slot(struct options *o, const char *name)
 	if (!strcmp(name, "--state"))
 		return &o->state;
 	return NULL;
+}
+
+/* test-read's switches and limits; 1 when arg is one of them (*i moved past its value), -1 on a
+ * bad value, 0 when it is not. */
+static int dev_flag(struct options *o, int argc, char **argv, int *i)
+{
+	const char *arg = argv[*i];
+	int *flags[] = {&o->dev.json, &o->dev.infer_schema, &o->dev.verbose};
+	static const char *const names[] = {"--json", "--infer-schema", "--verbose"};
+	for (int k = 0; k < 3; k++)
+		if (!strcmp(arg, names[k]))
+			return *flags[k] = 1;
+	int64_t *limits[] = {&o->dev.max_records, &o->dev.max_pages, &o->dev.max_partitions};
+	static const char *const limit_names[] = {"--max-records", "--max-pages", "--max-partitions"};
+	for (int k = 0; k < 3; k++) {
+		size_t len = strlen(limit_names[k]);
+		if (strncmp(arg, limit_names[k], len) || (arg[len] && arg[len] != '='))
+			continue;
+		const char *value = arg[len] == '=' ? arg + len + 1 : (*i + 1 < argc ? argv[++*i] : "");
+		char *end;
+		errno = 0;
+		long long n = strtoll(value, &end, 10);
+		if (errno || end == value || *end || n < 1)
+			return -1;
+		*limits[k] = n;
+		return 1;
+	}
+	return 0;
 }
 
 /* Returns 0, -1 after --help, or the exit status of a usage error. */
@@ -87,6 +129,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 			o->debug = 1;
 			continue;
 		}
+		int dev = dev_flag(o, argc, argv, &i);
+		if (dev < 0)
+			return usage_error("%s needs a whole number, 1 or more", arg);
+		if (dev)
+			continue;
 		if (arg[0] != '-') {
 			if (o->command)
 				return usage_error("unexpected argument '%s'", arg);
@@ -107,8 +154,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 	if (!o->command)
 		return usage_error("%s", "no command given");
 	int needs_config = strcmp(o->command, "spec") != 0;
-	if (strcmp(o->command, "spec") && strcmp(o->command, "check") && strcmp(o->command, "discover") &&
-	    strcmp(o->command, "read"))
+	static const char *const commands[] = {"spec", "check", "discover", "read", "test-read", "catalog", NULL};
+	int known = 0;
+	for (const char *const *c = commands; *c && !known; c++)
+		known = !strcmp(o->command, *c);
+	if (!known)
 		return usage_error("unknown command '%s'", o->command);
 	if (needs_config && !o->config)
 		return usage_error("%s needs --config FILE", o->command);
@@ -158,105 +208,6 @@ static void push_spec(lua_State *L, int script)
 	lua_getfield(L, script, "spec");
 }
 
-static void register_secret(void *secrets, const char *value)
-{
-	secrets_add(secrets, value);
-}
-
-/* Pushes a bound as the shortest text that reads as it (0.001, 64, 86400). [-0, +1, m] */
-static const char *number_text(lua_State *L, double d)
-{
-	char text[JSON_NUMBER_MAX + 1];
-	text[json_double_text(d, text)] = '\0';
-	return lua_pushstring(L, text);
-}
-
-/* Runtime knobs a user may set in the config (the script's spec may document them). A value the
- * runtime cannot use is a config error, never silently the default. */
-static const struct runtime_setting {
-	const char *name;
-	double minimum, maximum; /* past these a value is a mistake, or would overflow the
-				  * milliseconds it becomes (1e17 s of timeout disabled it) */
-	int zero_is_off;         /* 0 is also accepted: the setting is off */
-} runtime_settings[] = {
-	/* At least one request a day: fewer made the interval overflow its milliseconds. */
-	{"requests_per_minute", 1.0 / 1440, 1e6, 1},  {"concurrency", 1, 64, 0},
-	{"request_timeout_seconds", 0.001, 86400, 0}, {"retry_max_seconds", 0, 7 * 86400, 0},
-	{"rate_limit_wait_seconds", 0, 86400, 0},
-};
-
-/* Checks the runtime settings; on a bad one pushes the message and returns -1. */
-static int check_runtime_settings(lua_State *L, int config)
-{
-	for (size_t i = 0; i < sizeof runtime_settings / sizeof runtime_settings[0]; i++) {
-		const struct runtime_setting *r = &runtime_settings[i];
-		int type = lua_getfield(L, config, r->name);
-		double value = lua_tonumber(L, -1);
-		int in_range = (value >= r->minimum && value <= r->maximum) || (r->zero_is_off && value == 0);
-		int bad = type != LUA_TNIL && (type != LUA_TNUMBER || !in_range);
-		lua_pop(L, 1);
-		if (bad) {
-			lua_pushfstring(L, "config field '%s' must be %sa number from %s to %s", r->name,
-					r->zero_is_off ? "0 (off) or " : "", number_text(L, r->minimum),
-					number_text(L, r->maximum));
-			lua_remove(L, -2);
-			lua_remove(L, -2);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-static double number_field(lua_State *L, int table, const char *name, double fallback)
-{
-	lua_getfield(L, table, name);
-	double value = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : fallback;
-	lua_pop(L, 1);
-	return value;
-}
-
-static void apply_runtime_settings(struct http_settings *http_settings, lua_State *L, int config)
-{
-	http_settings->requests_per_minute = number_field(L, config, "requests_per_minute", 0);
-	double concurrency = number_field(L, config, "concurrency", 0);
-	if (concurrency >= 1)
-		http_settings->concurrency = (int)concurrency; /* check_runtime_settings refused more than 64 */
-	double timeout = number_field(L, config, "request_timeout_seconds", 0);
-	if (timeout > 0)
-		http_settings->timeout_ms = (long)(timeout * 1000);
-	double budget = number_field(L, config, "retry_max_seconds", -1);
-	if (budget >= 0)
-		http_settings->retry_budget_ms = (int64_t)(budget * 1000);
-	double wait = number_field(L, config, "rate_limit_wait_seconds", -1);
-	if (wait >= 0)
-		http_settings->rate_limit_wait_ms = (int64_t)(wait * 1000);
-}
-
-/* Reads the config, registers its secrets, validates it; pushes it. Returns 0, or -1 with the
- * validation message pushed instead (check reports it as FAILED, the others as a config_error). */
-static int load_config(struct runtime *rt, int script, const char *path)
-{
-	lua_State *L = rt->L;
-	input_read_json(L, path, "config");
-	int config = lua_gettop(L);
-	if (!lua_istable(L, config) || lua_rawlen(L, config) > 0)
-		input_raise(L, PROTO_CONFIG_ERROR, "the config file '%s' must hold a JSON object", path);
-	push_spec(L, script);
-	lua_getfield(L, -1, "connectionSpecification");
-	validate_each_secret(L, -1, config, register_secret, &rt->secrets);
-	char err[1024];
-	int rc = validate_config(L, -1, config, err, sizeof err);
-	lua_settop(L, config);
-	if (rc) {
-		lua_pushstring(L, err);
-		return -1;
-	}
-	if (check_runtime_settings(L, config))
-		return -1;
-	apply_runtime_settings(&rt->http_settings, L, config);
-	return 0;
-}
-
 static void command_spec(struct runtime *rt, int script)
 {
 	lua_State *L = rt->L;
@@ -269,7 +220,7 @@ static void command_spec(struct runtime *rt, int script)
 static void command_check(struct runtime *rt, int script, const struct script_def *def, struct run *r)
 {
 	lua_State *L = rt->L;
-	if (load_config(rt, script, r->opts->config)) {
+	if (config_load(rt, script, r->opts->config)) {
 		proto_connection_status(&rt->out, 0, lua_tostring(L, -1));
 		return;
 	}
@@ -294,7 +245,7 @@ static void command_check(struct runtime *rt, int script, const struct script_de
 static void command_discover(struct runtime *rt, int script, const struct script_def *def, int def_idx, struct run *r)
 {
 	lua_State *L = rt->L;
-	if (load_config(rt, script, r->opts->config))
+	if (config_load(rt, script, r->opts->config))
 		input_raise(L, PROTO_CONFIG_ERROR, "%s", lua_tostring(L, -1));
 	lua_createtable(L, 0, 1);
 	lua_createtable(L, (int)def->count, 0);
@@ -311,7 +262,7 @@ static void command_discover(struct runtime *rt, int script, const struct script
 static void command_read(struct runtime *rt, int script, const struct script_def *def, int def_idx, struct run *r)
 {
 	lua_State *L = rt->L;
-	if (load_config(rt, script, r->opts->config))
+	if (config_load(rt, script, r->opts->config))
 		input_raise(L, PROTO_CONFIG_ERROR, "%s", lua_tostring(L, -1));
 	int config = lua_gettop(L);
 	char err[1024];
@@ -340,6 +291,11 @@ static int pmain(lua_State *L)
 		command_check(r->rt, script, def, r);
 	else if (!strcmp(command, "discover"))
 		command_discover(r->rt, script, def, def_idx, r);
+	else if (!strcmp(command, "test-read"))
+		r->exit_code =
+			command_test_read(r->rt, script, def, def_idx, r->opts->config, r->opts->state, &r->opts->dev);
+	else if (!strcmp(command, "catalog"))
+		command_catalog(r->rt, script, def, def_idx, r->opts->config, &r->opts->dev);
 	else
 		command_read(r->rt, script, def, def_idx, r);
 	return 0;
@@ -412,7 +368,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc < 0 ? 0 : rc;
 	install_signals();
-	if (!strcmp(opts.command, "read")) {
+	if (!strcmp(opts.command, "read") || !strcmp(opts.command, "test-read")) {
 		heap_prepare_for_sync(); /* before the loader's thread, which shares the heap */
 		curl_lazy_preload();
 	} else {

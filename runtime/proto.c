@@ -28,6 +28,8 @@ void proto_init(struct output *o, const struct secrets *secrets)
 	o->flushed = 0;
 	o->failed = 0;
 	o->secrets = secrets;
+	o->divert = NULL;
+	o->divert_ctx = NULL;
 	buf_reserve(&o->buf, FLUSH_THRESHOLD);
 	/* A pipe holds 64 KB by default, so each 256 KB flush would wait for the reader four times;
 	 * a pipe as large as the buffer lets a flush go in one write. Not a pipe, or no permission
@@ -41,6 +43,10 @@ static void write_all(struct output *o, const char *data, size_t len)
 {
 	size_t done = 0;
 	o->flushed += len;
+	if (o->divert) {
+		o->divert(o->divert_ctx, data, len);
+		return;
+	}
 	while (!o->failed && done < len) {
 		ssize_t n = write(STDOUT_FILENO, data + done, len - done);
 		if (n < 0 && errno == EINTR)

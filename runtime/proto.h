@@ -16,6 +16,9 @@ struct output {
 	int failed;                    /* stdout is gone (the platform stopped reading): later writes are dropped */
 	int error;                     /* the errno of the write that failed */
 	const struct secrets *secrets; /* masked out of every text written */
+	/* When set, whole lines go here instead of stdout (test-read's trace, trace.c). */
+	void (*divert)(void *ctx, const char *lines, size_t len);
+	void *divert_ctx;
 };
 
 enum proto_failure { PROTO_SYSTEM_ERROR, PROTO_CONFIG_ERROR, PROTO_TRANSIENT_ERROR };

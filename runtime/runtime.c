@@ -31,6 +31,7 @@ void runtime_free(struct runtime *rt)
 {
 	pool_destroy(&rt->pool);
 	auth_free(rt);
+	trace_free(rt);
 	if (rt->L)
 		host_close(rt->L);
 	rt->L = NULL;

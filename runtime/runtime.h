@@ -12,6 +12,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "secrets.h"
+#include "trace.h"
 
 struct tz_db;
 
@@ -37,7 +38,8 @@ struct runtime {
 	int64_t started_ms; /* the run's clock: "now" for every window and ceiling of the read */
 
 	struct secrets secrets;
-	struct auth auth; /* the script's declared credentials, resolved from the config */
+	struct auth auth;   /* the script's declared credentials, resolved from the config */
+	struct trace trace; /* test-read's view of the read; --debug's events */
 	struct output out;
 	struct http_client http;
 	struct pool pool;

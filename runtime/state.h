@@ -34,7 +34,8 @@ struct partition_counts {
 	int64_t already_emitted; /* records an earlier read emitted (its state says so) */
 	int64_t past_ceiling;    /* emitted, not final yet: the next read sends them again */
 	int64_t skipped_by_script;
-	int64_t ignored_answers; /* answers an errors rule said to ignore: their windows count as read */
+	int64_t ignored_answers;   /* answers an errors rule said to ignore: their windows count as read */
+	int64_t schema_mismatches; /* records sent with a json_schema mismatch (schema_check = "warn") */
 };
 
 struct partition {

@@ -39,6 +39,9 @@ struct stream_read {
 	const char *collect_field;
 	int collect_list, collect_seen;
 	size_t collected_records, collect_missing;
+	int64_t pages_read;
+	int stopped_at_limit;     /* test-read's --max-pages or --max-records ended the read */
+	int partition_limit_said; /* test-read's --max-partitions was reported */
 	size_t partitions_read, partitions_up_to_date;
 };
 
