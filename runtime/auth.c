@@ -468,7 +468,8 @@ static int take_token(struct runtime *rt, struct auth *a, const struct http_resp
 			a->refresh_at_ms = now + lifetime - margin;
 		}
 	}
-	if (lua_getfield(L, -4, "refresh_token") == LUA_TSTRING && a->refresh_grant &&
+	/* A replayed answer's refresh token is the recording's placeholder, not a rotation. */
+	if (lua_getfield(L, -4, "refresh_token") == LUA_TSTRING && a->refresh_grant && !rt->cassette.replaying &&
 	    strcmp(lua_tostring(L, -1), a->refresh_token)) {
 		free(a->refresh_token);
 		a->refresh_token = strdup(lua_tostring(L, -1));

@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "cassette.h"
 #include "curl_lazy.h"
 #include "date.h"
 #include "host.h"
@@ -68,6 +69,9 @@ void http_client_cleanup(struct http_client *c)
 		curl_global_cleanup();
 	c->easy = NULL;
 	c->multi = NULL;
+	free(c->replayed);
+	c->replayed = NULL;
+	c->replayed_count = c->replayed_size = 0;
 	/* libcurl stays mapped: unmapping it and its thirty libraries at exit cost ~2 ms of a sync. */
 }
 
@@ -287,6 +291,8 @@ void http_response_reset(struct http_response *resp)
 	buf_clear(&resp->body);
 	buf_clear(&resp->headers);
 	forget_credentials(resp);
+	free(resp->exchange);
+	resp->exchange = NULL;
 }
 
 void http_response_free(struct http_response *resp)
@@ -294,6 +300,8 @@ void http_response_free(struct http_response *resp)
 	buf_free(&resp->body);
 	buf_free(&resp->headers);
 	forget_credentials(resp);
+	free(resp->exchange);
+	resp->exchange = NULL;
 }
 
 /* The error of a transfer that failed: libcurl's words, but for a body it stopped at the cap,
@@ -316,11 +324,14 @@ int http_perform(struct http_client *c, const struct http_request *req, struct h
 		resp->code = CURLE_FAILED_INIT;
 		return -1;
 	}
+	if (cassette_begin(c->cassette, req, resp))
+		return resp->code == CURLE_OK ? 0 : -1;
 	wait_for_request_budget(c);
 	configure(c, c->easy, req, resp);
 	resp->code = curl_easy_perform(c->easy);
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &resp->status);
 	buf_cstr(&resp->body);
+	cassette_end(c->cassette, resp);
 	if (resp->code != CURLE_OK) {
 		describe_transfer_error(resp);
 		return -1;
@@ -482,6 +493,22 @@ int http_retry_wait(struct http_client *c, struct http_retry *r, const struct ht
 	return host_cancelled ? -1 : 0;
 }
 
+/* A transfer a replay answered: finished at once, without libcurl. */
+static int queue_replayed(struct http_client *c, struct http_transfer *t)
+{
+	if (c->replayed_count == c->replayed_size) {
+		size_t size = c->replayed_size ? 2 * c->replayed_size : 16;
+		struct http_transfer **grown = realloc(c->replayed, size * sizeof *grown);
+		if (!grown)
+			return -1;
+		c->replayed = grown;
+		c->replayed_size = size;
+	}
+	c->replayed[c->replayed_count++] = t;
+	t->replayed_by = c;
+	return 0;
+}
+
 int http_transfer_start(struct http_client *c, struct http_transfer *t, const struct http_request *req)
 {
 	if (ensure_started(c))
@@ -491,6 +518,8 @@ int http_transfer_start(struct http_client *c, struct http_transfer *t, const st
 	if (!t->easy)
 		return -1;
 	http_response_reset(&t->resp);
+	if (cassette_begin(c->cassette, req, &t->resp))
+		return queue_replayed(c, t);
 	configure(c, t->easy, req, &t->resp);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
 	http_budget_take(c);
@@ -516,6 +545,7 @@ static struct http_transfer *next_finished(struct http_client *c)
 			describe_transfer_error(&t->resp);
 		curl_multi_remove_handle(c->multi, t->easy);
 		t->client = NULL;
+		cassette_end(c->cassette, &t->resp);
 		return t;
 	}
 	return NULL;
@@ -523,6 +553,11 @@ static struct http_transfer *next_finished(struct http_client *c)
 
 struct http_transfer *http_transfers_wait(struct http_client *c, int timeout_ms, int wake_fd)
 {
+	if (c->replayed_count) {
+		struct http_transfer *t = c->replayed[0];
+		memmove(c->replayed, c->replayed + 1, --c->replayed_count * sizeof *c->replayed);
+		return t;
+	}
 	int running;
 	curl_multi_perform(c->multi, &running);
 	struct http_transfer *done = next_finished(c);
@@ -536,6 +571,11 @@ struct http_transfer *http_transfers_wait(struct http_client *c, int timeout_ms,
 
 void http_transfer_free(struct http_transfer *t)
 {
+	struct http_client *c = t->replayed_by;
+	for (size_t i = 0; c && i < c->replayed_count; i++)
+		if (c->replayed[i] == t)
+			memmove(c->replayed + i, c->replayed + i + 1, (--c->replayed_count - i) * sizeof *c->replayed);
+	t->replayed_by = NULL;
 	if (t->easy) {
 		if (t->client)
 			curl_multi_remove_handle(t->client->multi, t->easy);

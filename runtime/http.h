@@ -9,6 +9,7 @@
 #include "buf.h"
 
 struct output;
+struct cassette;
 
 struct http_settings {
 	long connect_timeout_ms;
@@ -31,6 +32,10 @@ struct http_client {
 	CURLM *multi;
 	int start_failed;
 	int64_t next_request_slot_ms;
+	struct cassette *cassette; /* --record or --replay; NULL otherwise */
+	/* Transfers a replay answered at once, handed out by http_transfers_wait first. */
+	struct http_transfer **replayed;
+	size_t replayed_count, replayed_size;
 };
 
 void http_client_init(struct http_client *c, const struct http_settings *settings, struct output *out);
@@ -44,6 +49,7 @@ struct http_response {
 	 * header list with the API key's line, the URL with its query pair. */
 	struct curl_slist *sent_headers;
 	char *sent_url;
+	char *exchange;             /* --record: the request, described, until the answer is in (cassette.c) */
 	size_t expected_body_bytes; /* its Content-Length, when it gave one */
 	size_t max_body_bytes;      /* the cap this transfer was started with */
 	int body_too_large;         /* the body passed max_body_bytes: the transfer was stopped */
@@ -125,7 +131,8 @@ void http_budget_take(struct http_client *c);
 /* Concurrent transfers on one libcurl multi handle: connections are shared and reused. */
 struct http_transfer {
 	CURL *easy;
-	struct http_client *client; /* while it runs */
+	struct http_client *client;      /* while it runs */
+	struct http_client *replayed_by; /* a replay's answer waiting to be handed out */
 	struct http_response resp;
 };
 int http_transfer_start(struct http_client *c, struct http_transfer *t, const struct http_request *req);

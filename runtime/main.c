@@ -40,6 +40,7 @@ struct options {
 	const char *catalog;
 	const char *state;
 	int debug;
+	const char *record_dir, *replay_dir;
 	struct dev_options dev;
 };
 
@@ -56,6 +57,8 @@ static const char usage_text[] =
 	"       source-lua [--script FILE] catalog --config FILE [--streams A,B]\n"
 	"                  [--mode full_refresh|incremental]\n"
 	"--debug (any command): each request and answer as a DEBUG log message.\n"
+	"--record DIR (any command): the HTTP exchanges written to DIR, secrets removed;\n"
+	"--replay DIR: answered from DIR, without the network.\n"
 	"\n"
 	"The script is --script, else $SOURCE_LUA_SCRIPT, else scripts/" DEFAULT_SCRIPT_NAME "\n"
 	"beside the installed runtime (../scripts), else " IMAGE_SCRIPT ".\n"
@@ -71,6 +74,10 @@ static int usage_error(const char *fmt, const char *arg)
 
 static const char **flag_slot(struct options *o, const char *name)
 {
+	if (!strcmp(name, "--record"))
+		return &o->record_dir;
+	if (!strcmp(name, "--replay"))
+		return &o->replay_dir;
 	if (!strcmp(name, "--stream"))
 		return &o->dev.stream;
 	if (!strcmp(name, "--streams"))
@@ -160,6 +167,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		known = !strcmp(o->command, *c);
 	if (!known)
 		return usage_error("unknown command '%s'", o->command);
+	if (o->record_dir && o->replay_dir)
+		return usage_error("%s", "--record and --replay go one at a time");
 	if (needs_config && !o->config)
 		return usage_error("%s needs --config FILE", o->command);
 	if (!strcmp(o->command, "read") && !o->catalog)
@@ -277,6 +286,22 @@ static void command_read(struct runtime *rt, int script, const struct script_def
 		r->exit_code = 1;
 }
 
+/* --record or --replay: a replay also reads the recorded run's clock again, so that the windows
+ * and URLs it makes are the recorded ones. */
+static void open_cassette(struct runtime *rt, const struct options *o)
+{
+	const char *dir = o->record_dir ? o->record_dir : o->replay_dir;
+	if (!dir)
+		return;
+	char err[600];
+	if (cassette_open(&rt->cassette, dir, o->replay_dir != NULL, &rt->secrets, rt->L, rt->started_ms, err,
+			  sizeof err))
+		input_raise(rt->L, PROTO_CONFIG_ERROR, "%s", err);
+	if (o->replay_dir && rt->cassette.started_ms)
+		rt->started_ms = rt->cassette.started_ms;
+	rt->http.cassette = &rt->cassette;
+}
+
 static int pmain(lua_State *L)
 {
 	struct run *r = lua_touserdata(L, 1);
@@ -284,6 +309,7 @@ static int pmain(lua_State *L)
 	int script = lua_gettop(L);
 	const struct script_def *def = stream_load_script(r->rt, script);
 	int def_idx = lua_gettop(L);
+	open_cassette(r->rt, r->opts);
 	const char *command = r->opts->command;
 	if (!strcmp(command, "spec"))
 		command_spec(r->rt, script);
@@ -382,6 +408,10 @@ int main(int argc, char **argv)
 	char script_buffer[PATH_MAX + 64];
 	struct run r = {&rt, &opts, find_script(&opts, script_buffer, sizeof script_buffer), 0};
 	rc = run_protected(&r);
+	if (rt.cassette.recording && rt.cassette.error[0]) {
+		proto_trace_error(&rt.out, PROTO_SYSTEM_ERROR, rt.cassette.error, NULL, NULL);
+		rc = 1;
+	}
 	pool_stop(&rt.pool); /* when a Lua error cut the sync short before it stopped the workers */
 	curl_lazy_wait();
 	if (proto_flush(&rt.out) || proto_stdout_failed(&rt.out)) {

@@ -32,6 +32,7 @@ void runtime_free(struct runtime *rt)
 	pool_destroy(&rt->pool);
 	auth_free(rt);
 	trace_free(rt);
+	cassette_close(&rt->cassette);
 	if (rt->L)
 		host_close(rt->L);
 	rt->L = NULL;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "cassette.h"
 #include "host.h"
 #include "http.h"
 #include "pool.h"
@@ -38,8 +39,9 @@ struct runtime {
 	int64_t started_ms; /* the run's clock: "now" for every window and ceiling of the read */
 
 	struct secrets secrets;
-	struct auth auth;   /* the script's declared credentials, resolved from the config */
-	struct trace trace; /* test-read's view of the read; --debug's events */
+	struct auth auth;         /* the script's declared credentials, resolved from the config */
+	struct trace trace;       /* test-read's view of the read; --debug's events */
+	struct cassette cassette; /* --record DIR, --replay DIR */
 	struct output out;
 	struct http_client http;
 	struct pool pool;
