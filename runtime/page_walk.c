@@ -10,6 +10,10 @@
  * never decodes what it copies: a value is written as the page spelt it (numbers with an exponent
  * or a trailing zero are rewritten in the runtime's shortest form), which keeps every digit.
  *
+ * A field may read a dotted path into the item's objects ("properties.email"). The members on the
+ * declared paths form a tree (struct walk_node); a member on it whose value is an object is read
+ * member by member (read_through) where any other is skipped, in the same single pass.
+ *
  * No Lua and no shared state here: walks run on worker threads.
  */
 #define _GNU_SOURCE
@@ -27,6 +31,7 @@
 #include "json.h"
 
 /* Items of more members, or with a name over 12 bytes, are read member by member. */
+#define SLOT_GUESSES 16
 #define SHAPE_MAX 16
 #define SHAPE_NAME_MAX 12
 #define PIECE_PAD 16
@@ -64,12 +69,15 @@ struct walk {
 	struct value values[WALK_MAX_FIELDS];
 	struct value next;
 	/* Items of a page spell their members in the same order: member k of the last item, and the
-	 * source it matched (-1: none), answer for member k of this one with one comparison. */
+	 * node of the paths it matched (-1: none), answer for member k of this one with one
+	 * comparison. The objects on the paths have rows of their own, SLOT_GUESSES each (slots). */
 	struct member_guess {
 		const unsigned char *name;
 		size_t len;
-		int source;
-	} guess[WALK_MAX_FIELDS];
+		int node;
+	} guess[WALK_MAX_FIELDS], *slots;
+	/* The nested sources (m->nested) that this item has a value for (bit i: source i). */
+	uint64_t present;
 	int64_t month_first, month_last; /* the month whose text day_text holds */
 	char day_text[16];               /* "YYYY-MM-DD" with its quotes, padded for one 16-byte move */
 	/* What every record writes around its values, each piece followed by PIECE_PAD readable bytes
@@ -109,7 +117,9 @@ struct walk {
 			unsigned care; /* which of the 16 bytes count: the separator's (bit k: byte k) */
 			size_t len;
 			struct value *value; /* where its value goes */
+			int node;            /* a member paths go through (read_through), else -1 */
 		} members[SHAPE_MAX];
+		int nested; /* a member is a node with children: its items are not for the index */
 	} shape;
 	struct value unused; /* where the values of members no field reads go */
 	/* The record of an item of the learnt shape, whose members are known: the text between two
@@ -122,6 +132,7 @@ struct walk {
 			const struct value *copy; /* op's value when op copies it (FROM_COPY), else NULL */
 		} steps[WALK_MAX_FIELDS + 1];
 		char *text;
+		uint64_t present; /* the nested sources its items have (w->present) */
 	} plan;
 };
 
@@ -537,28 +548,30 @@ static int name_is(const unsigned char *p, const unsigned char *q, char escaped,
 	return (size_t)(q - p) == len && same_bytes(p, name, len);
 }
 
-static int search_source(struct walk *w, const unsigned char *p, const unsigned char *q, char escaped)
+/* Of the nodes first and its siblings, the one named [p, q); -1 for none. */
+static int search_member(struct walk *w, int first, const unsigned char *p, const unsigned char *q, char escaped)
 {
-	const struct walk_mapping *m = w->m;
-	for (int i = 0; i < m->nsources; i++)
-		if (name_is(p, q, escaped, m->sources[i].name, m->sources[i].len))
-			return i;
+	const struct walk_node *nodes = w->m->nodes;
+	for (int n = first; n >= 0; n = nodes[n].sibling)
+		if (name_is(p, q, escaped, nodes[n].name, nodes[n].len))
+			return n;
 	return -1;
 }
 
-/* The source that member number k, named [p, q), feeds; -1 for none. */
-static int find_source(struct walk *w, int k, const unsigned char *p, const unsigned char *q, char escaped)
+/* The node that member number k, named [p, q), of an object whose members on the paths start at
+ * first matches (-1: none), remembered in g for the next object of the same place. */
+static int find_member(struct walk *w, struct member_guess *g, int first, const unsigned char *p,
+		       const unsigned char *q, char escaped)
 {
 	size_t len = (size_t)(q - p);
-	if (k >= WALK_MAX_FIELDS || escaped)
-		return search_source(w, p, q, escaped);
-	struct member_guess *g = &w->guess[k];
+	if (!g || escaped)
+		return search_member(w, first, p, q, escaped);
 	if (g->name && g->len == len && same_bytes(p, (const char *)g->name, len))
-		return g->source;
+		return g->node;
 	g->name = p;
 	g->len = len;
-	g->source = search_source(w, p, q, 0);
-	return g->source;
+	g->node = search_member(w, first, p, q, 0);
+	return g->node;
 }
 
 /* --------------------------------------------------------------------------------------------
@@ -1212,9 +1225,12 @@ static int write_record(struct walk *w, size_t item_len)
 
 /* write_record for an item read by read_item_of_shape, from the plan: 0 when written, -1 on
  * error (as write_record fails), 1 when a field has no value in this item (an integer field
- * whose value is no integer, a null day), which the plan cannot leave out: nothing is kept then. */
+ * whose value is no integer, a null day), which the plan cannot leave out, or when the item's
+ * nested values are not the ones the plan is for: nothing is kept then. */
 static int write_planned_record(struct walk *w, size_t item_len)
 {
+	if ((w->present ^ w->plan.present) & w->m->nested)
+		return 1;
 	int64_t *cols = NULL;
 	if (begin_record(w, item_len, &cols))
 		return -1;
@@ -1270,8 +1286,10 @@ static void build_plan(struct walk *w, const char present[WALK_MAX_FIELDS])
 		first = 0;
 		if (constant)
 			continue;
+		/* A nested value may lie near the page's end: it is copied by put_field_value, which looks. */
+		int unchecked_copy = op->kind == FROM_COPY && !(w->m->nested >> op->f->source & 1);
 		plan->steps[count++] =
-			(struct plan_step){{piece, (size_t)(at - piece)}, op, op->kind == FROM_COPY ? op->v : NULL};
+			(struct plan_step){{piece, (size_t)(at - piece)}, op, unchecked_copy ? op->v : NULL};
 		at += PLAN_PAD;
 		piece = at;
 	}
@@ -1287,6 +1305,7 @@ struct member_seen {
 	const unsigned char *name;
 	size_t name_len, value_len;
 	int source;
+	int node; /* a node with children, read by read_through; else -1 */
 	char escaped;
 };
 
@@ -1321,13 +1340,106 @@ static void learn_shape(struct walk *w, const unsigned char *item, const unsigne
 		m->care = (1u << len) - 1;
 		m->len = len;
 		m->value = seen[k].source >= 0 ? &w->values[seen[k].source] : &w->unused;
+		m->node = seen[k].node;
 	}
 	s->count = count;
+	s->nested = 0;
 	char present[WALK_MAX_FIELDS] = {0};
-	for (int k = 0; k < count; k++)
+	for (int k = 0; k < count; k++) {
+		s->nested |= seen[k].node >= 0;
 		if (seen[k].source >= 0)
 			present[seen[k].source] = 1;
+	}
+	/* Which nested values an item has is not in its shape: the plan is for the items that have
+	 * the same ones as this. */
+	for (uint64_t nested = w->present & w->m->nested; nested; nested &= nested - 1)
+		present[__builtin_ctzll(nested)] = 1;
+	w->plan.present = w->present & w->m->nested;
 	build_plan(w, present);
+}
+
+/* p is at a member's name; g: the guess for its place (NULL for none), first: the nodes of its
+ * object. Reads the name (its length between the quotes in *name_len) and its ':', setting *node
+ * to the node it names (-1: none). Returns the start of the value. */
+static inline const unsigned char *read_member_name(struct walk *w, const unsigned char *p, struct member_guess *g,
+						    int first, int *node, char *escaped, size_t *name_len)
+{
+	const unsigned char *end = w->end;
+	if (p >= end || *p != '"')
+		return syntax(w, p, "expected a member name");
+	const unsigned char *name = p + 1;
+	if (g && g->name && (size_t)(end - name) > g->len && name[g->len] == '"' &&
+	    same_bytes(name, (const char *)g->name, g->len)) {
+		/* Spelt as member k of an earlier object, which was scanned: valid, no escapes. */
+		p = name + g->len;
+		*node = g->node;
+	} else {
+		if (!(p = scan_string(w, name, escaped)))
+			return NULL;
+		*node = find_member(w, g, first, name, p, *escaped);
+	}
+	*name_len = (size_t)(p - name);
+	p = ws(p + 1, end);
+	if (p >= end || *p != ':')
+		return syntax(w, p, "expected ':'");
+	return ws(p + 1, end);
+}
+
+static const unsigned char *read_through(struct walk *w, const unsigned char *p, int node, int depth, struct value *v);
+
+/* The value at p of a member that matched node (-1: none) into v. */
+static inline const unsigned char *read_value(struct walk *w, const unsigned char *p, int node, int depth,
+					      struct value *v)
+{
+	if (node >= 0 && w->m->nodes[node].child >= 0)
+		return read_through(w, p, node, depth, v);
+	return scan_value(w, p, depth, v);
+}
+
+/* p is at the value of a member that paths go on through (node): when it is an object, the
+ * members they name are read into their values, the others skipped; the value as a whole goes
+ * to v, as scan_value gives it. What an earlier member of the same name gave under the node is
+ * dropped first: the last one counts, as when the page is decoded. */
+static const unsigned char *read_through(struct walk *w, const unsigned char *p, int node, int depth, struct value *v)
+{
+	const struct walk_mapping *m = w->m;
+	const struct walk_node *n = &m->nodes[node];
+	for (uint64_t below = n->below; below; below &= below - 1)
+		w->values[__builtin_ctzll(below)].at = NULL;
+	w->present &= ~n->below;
+	if (*p != '{')
+		return scan_value(w, p, depth, v);
+	/* As scan_value reads an object: its members' values one level deeper, within the limit. */
+	if (depth + 1 + w->depth_bias > JSON_MAX_DEPTH)
+		return too_deep(w, p);
+	const unsigned char *end = w->end, *start = p;
+	unsigned long maybe_huge = w->maybe_huge;
+	struct member_guess *row = w->slots + (size_t)n->slot * SLOT_GUESSES;
+	p = ws(p + 1, end);
+	if (p < end && *p == '}') {
+		p++;
+	} else {
+		for (int k = 0;; k++) {
+			char escaped = 0;
+			int child;
+			size_t name_len;
+			if (!(p = read_member_name(w, p, k < SLOT_GUESSES ? &row[k] : NULL, n->child, &child, &escaped,
+						   &name_len)))
+				return NULL;
+			int source = child >= 0 ? m->nodes[child].source : -1;
+			if (!(p = read_value(w, p, child, depth + 1, source >= 0 ? &w->values[source] : &w->unused)))
+				return NULL;
+			if (source >= 0)
+				w->present |= 1ull << source;
+			int more = after_item(w, &p, '}');
+			if (more < 0)
+				return NULL;
+			if (!more)
+				break;
+		}
+	}
+	*v = (struct value){start, (size_t)(p - start), 'o', w->maybe_huge == maybe_huge, 0, 0};
+	return p;
 }
 
 /* p is at the item's '{'; reads its members into w->values. */
@@ -1338,36 +1450,26 @@ static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 	struct member_seen seen[SHAPE_MAX];
 	for (int i = 0; i < w->m->nsources; i++)
 		w->values[i].at = NULL;
+	w->present = 0;
 	w->shape.count = 0;
 	p = ws(p + 1, end);
 	if (p < end && *p == '}')
 		return p + 1;
 	for (int k = 0;; k++) {
 		char escaped = 0;
-		if (p >= end || *p != '"')
-			return syntax(w, p, "expected a member name");
 		const unsigned char *name = p + 1;
-		const struct member_guess *g = k < WALK_MAX_FIELDS ? &w->guess[k] : NULL;
-		int source;
-		if (g && g->name && (size_t)(end - name) > g->len && name[g->len] == '"' &&
-		    same_bytes(name, (const char *)g->name, g->len)) {
-			/* Spelt as member k of an earlier item, which was scanned: valid, no escapes. */
-			p = name + g->len;
-			source = g->source;
-		} else {
-			if (!(p = scan_string(w, name, &escaped)))
-				return NULL;
-			source = find_source(w, k, name, p, escaped);
-		}
-		size_t name_len = (size_t)(p - name);
-		p = ws(p + 1, end);
-		if (p >= end || *p != ':')
-			return syntax(w, p, "expected ':'");
-		struct value *v = source >= 0 ? &w->values[source] : &w->unused;
-		if (!(p = scan_value(w, ws(p + 1, end), 3, v)))
+		int node;
+		size_t name_len;
+		if (!(p = read_member_name(w, p, k < WALK_MAX_FIELDS ? &w->guess[k] : NULL, w->m->first, &node,
+					   &escaped, &name_len)))
 			return NULL;
+		int source = node >= 0 ? w->m->nodes[node].source : -1;
+		struct value *v = source >= 0 ? &w->values[source] : &w->unused;
+		if (!(p = read_value(w, p, node, 3, v)))
+			return NULL;
+		int through = node >= 0 && w->m->nodes[node].child >= 0 ? node : -1;
 		if (k < SHAPE_MAX)
-			seen[k] = (struct member_seen){name, name_len, v->len, source, escaped};
+			seen[k] = (struct member_seen){name, name_len, v->len, source, through, escaped};
 		int more = after_item(w, &p, '}');
 		if (more < 0)
 			return NULL;
@@ -1447,7 +1549,11 @@ static const unsigned char *read_item_of_shape(struct walk *w, const unsigned ch
 		p += m->len;
 		struct value *v = m->value;
 		const unsigned char *q;
-		if (starts_number[*p]) {
+		if (m->node >= 0) {
+			if (*p <= ' ')
+				return NULL;
+			q = read_through(w, p, m->node, 3, v);
+		} else if (starts_number[*p]) {
 			v->at = p;
 			v->type = 'n';
 			v->escaped = 0;
@@ -1568,7 +1674,7 @@ static const unsigned char *read_item_of_shape_indexed(struct walk *w, const uns
 static const unsigned char *read_item_of_learnt_shape(struct walk *w, const unsigned char *p)
 {
 #ifdef __SSE2__
-	if (w->end - p >= INDEXED_READABLE && w->shape.index_misses < INDEX_MISSES_MAX) {
+	if (w->end - p >= INDEXED_READABLE && w->shape.index_misses < INDEX_MISSES_MAX && !w->shape.nested) {
 		const unsigned char *q = read_item_of_shape_indexed(w, p);
 		if (q || w->failed)
 			return q;
@@ -1764,8 +1870,13 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 		out->column_span[d] = (struct walk_column_span){WALK_NO_VALUE, WALK_NO_VALUE, 1, 1};
 	out->outcome = WALK_OK;
 	out->message[0] = '\0';
-	if (build_pieces(&w)) {
+	if (m->nslots)
+		w.slots = calloc((size_t)m->nslots * SLOT_GUESSES, sizeof *w.slots);
+	if (build_pieces(&w) || (m->nslots && !w.slots)) {
 		wrong_shape(&w, "no memory to write the page's records");
+		free(w.pieces);
+		free(w.plan.text);
+		free(w.slots);
 		return;
 	}
 	walk_page(&w);
@@ -1776,6 +1887,7 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 	out->next_escaped = w.next.escaped;
 	free(w.pieces);
 	free(w.plan.text);
+	free(w.slots);
 }
 
 void walk_buffers_free(struct walk_buffers *mem)

@@ -9,6 +9,9 @@
 #include "date.h"
 
 #define WALK_MAX_FIELDS 64
+/* The most segments all the fields' from paths have together (a path's members in common with
+ * another's count once). */
+#define WALK_MAX_NODES 256
 #define WALK_NO_VALUE INT64_MIN
 
 /* FROM_DATETIME copies a string member that must be an ISO 8601 instant. */
@@ -27,9 +30,23 @@ struct walk_field {
 	const char *name;
 	const char *key; /* "name": */
 	size_t key_len;
-	int source;                 /* the item member it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*, FROM_DATETIME) */
+	int source;                 /* the value it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*, FROM_DATETIME) */
 	int column;                 /* where its value goes, for the kinds walk_kind_has_column names */
 	const struct tz_zone *zone; /* FROM_DAY_MS's days, FROM_DATETIME's texts without an offset; NULL: UTC */
+};
+
+/* One member on the fields' from paths: the item's members ("properties" of
+ * "properties.email") and, under them, members of the objects those hold. The nodes form a tree
+ * whose top level is the item's members; each source is the node its path ends at. */
+struct walk_node {
+	const char *name; /* the member's name: one segment of a path, not NUL-terminated */
+	size_t len;
+	int source;     /* the source whose path ends here; -1 for none */
+	int parent;     /* -1 for a member of the item */
+	int child;      /* the first member of this member's object on a path; -1 for none */
+	int sibling;    /* the next member of the same object on a path; -1 for none */
+	int slot;       /* a node with children: its row of the walk's member guesses */
+	uint64_t below; /* the sources whose paths go on through this member (bit i: source i) */
 };
 
 struct walk_mapping {
@@ -40,12 +57,17 @@ struct walk_mapping {
 	size_t next_len;
 	int nfields, nsources, ncolumns;
 	size_t fixed_bound; /* most bytes a record takes beyond what it copies from its item */
-	int max_copies;     /* most fields copying one member verbatim */
+	int max_copies;     /* most copies a record holds of one byte of its item (bound_copies) */
 	struct walk_field fields[WALK_MAX_FIELDS];
 	struct {
-		const char *name;
+		const char *name; /* its path as declared, for messages */
 		size_t len;
 	} sources[WALK_MAX_FIELDS];
+	struct walk_node nodes[WALK_MAX_NODES];
+	int nnodes;
+	int first;       /* the first of the item's members on a path; -1 for none */
+	int nslots;      /* nodes with children */
+	uint64_t nested; /* the sources whose paths go into an object of the item */
 	const char *column_names[WALK_MAX_FIELDS];
 };
 

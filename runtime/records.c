@@ -58,7 +58,7 @@ struct mapper {
 	int collected;
 	const char *context[WALK_MAX_FIELDS]; /* FROM_CONTEXT: the ctx field */
 	int value_pin[WALK_MAX_FIELDS];       /* FROM_VALUE: where the constant is kept in the pins */
-	int copies_of[WALK_MAX_FIELDS];       /* how many fields copy each member verbatim */
+	int copies_of[WALK_MAX_FIELDS];       /* how many fields copy each source verbatim */
 };
 
 /* An answer's text, NUL-terminated, in memory of its own. */
@@ -147,16 +147,72 @@ static void refuse_unknown_keys(lua_State *L, int idx, const char *const *known,
 	}
 }
 
+/* The node for the member name[0, len) of the object at *link's level, added when new. */
+static int path_node(lua_State *L, struct walk_mapping *m, int *link, int parent, const char *name, size_t len)
+{
+	int last = -1;
+	for (int n = *link; n >= 0; last = n, n = m->nodes[n].sibling)
+		if (m->nodes[n].len == len && !memcmp(m->nodes[n].name, name, len))
+			return n;
+	if (m->nnodes == WALK_MAX_NODES)
+		luaL_error(L, "records.declare: the from paths have more than %d members in all", WALK_MAX_NODES);
+	int n = m->nnodes++;
+	m->nodes[n] = (struct walk_node){name, len, -1, parent, -1, -1, -1, 0};
+	if (last >= 0)
+		m->nodes[last].sibling = n;
+	else
+		*link = n;
+	return n;
+}
+
+/* The source that reads the path at idx ("key" or "a.b.c"), added with its nodes when new. */
 static int source_index(lua_State *L, struct walk_mapping *m, int pins, int idx)
 {
 	size_t len;
-	const char *name = lua_tolstring(L, idx, &len);
+	const char *path = lua_tolstring(L, idx, &len);
 	for (int i = 0; i < m->nsources; i++)
-		if (m->sources[i].len == len && !memcmp(m->sources[i].name, name, len))
+		if (m->sources[i].len == len && !memcmp(m->sources[i].name, path, len))
 			return i;
-	m->sources[m->nsources].name = pin_string(L, pins, idx);
-	m->sources[m->nsources].len = len;
-	return m->nsources++;
+	int source = m->nsources++;
+	path = m->sources[source].name = pin_string(L, pins, idx);
+	m->sources[source].len = len;
+	int node = -1, *link = &m->first;
+	for (const char *segment = path;;) {
+		const char *dot = memchr(segment, '.', (size_t)(path + len - segment));
+		size_t segment_len = dot ? (size_t)(dot - segment) : (size_t)(path + len - segment);
+		if (segment_len == 0)
+			luaL_error(L, "records.declare: from '%s' has an empty member name", path);
+		node = path_node(L, m, link, node, segment, segment_len);
+		if (!dot)
+			break;
+		struct walk_node *through = &m->nodes[node];
+		through->below |= 1ull << source;
+		if (through->slot < 0)
+			through->slot = m->nslots++;
+		link = &through->child;
+		segment = dot + 1;
+	}
+	m->nodes[node].source = source;
+	if (m->nodes[node].parent >= 0)
+		m->nested |= 1ull << source;
+	return source;
+}
+
+/* The most bytes of one item a record may copy: a field copying a member copies its objects' members
+ * too, so the copies of a source and of the sources above it on its path add up. */
+static void bound_copies(struct mapper *mapper)
+{
+	struct walk_mapping *m = &mapper->map;
+	for (int n = 0; n < m->nnodes; n++) {
+		if (m->nodes[n].source < 0)
+			continue;
+		int copies = 0;
+		for (int up = n; up >= 0; up = m->nodes[up].parent)
+			if (m->nodes[up].source >= 0)
+				copies += mapper->copies_of[m->nodes[up].source];
+		if (copies > m->max_copies)
+			m->max_copies = copies;
+	}
 }
 
 static enum walk_kind field_kind_of(lua_State *L, int spec, const char *name)
@@ -249,11 +305,8 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 		checked_name(L, -1, "from", &len);
 		f->source = source_index(L, m, pins, lua_gettop(L));
 		lua_pop(L, 1);
-		if (f->kind == FROM_COPY || f->kind == FROM_DAY || f->kind == FROM_DATETIME) {
-			int copies = ++mapper->copies_of[f->source];
-			if (copies > m->max_copies)
-				m->max_copies = copies;
-		}
+		if (f->kind == FROM_COPY || f->kind == FROM_DAY || f->kind == FROM_DATETIME)
+			mapper->copies_of[f->source]++;
 	}
 	if (walk_kind_has_column(f->kind)) {
 		f->column = m->ncolumns;
@@ -275,6 +328,7 @@ static int records_declare(lua_State *L)
 	memset(mapper, 0, sizeof *mapper);
 	luaL_setmetatable(L, MAPPER_MT);
 	struct walk_mapping *m = &mapper->map;
+	m->first = -1;
 	lua_newtable(L);
 	int pins = lua_gettop(L);
 	lua_pushvalue(L, pins);
@@ -307,6 +361,7 @@ static int records_declare(lua_State *L)
 		declare_field(L, mapper, pins, lua_gettop(L), (int)i);
 		lua_pop(L, 1);
 	}
+	bound_copies(mapper);
 	lua_settop(L, 2);
 	return 1;
 }

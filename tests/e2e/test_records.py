@@ -390,6 +390,188 @@ def test_empty_absent_and_null_lists_give_no_records(connector, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# dotted paths into the items' objects, against the same mapping as a Lua loop
+# --------------------------------------------------------------------------------------------
+
+MAPPER_SCRIPT = """\
+-- Its pages are written below (the requests still go to the local server, with ?page=N);
+-- parse maps page N with the declared mapper, or with the same mapping as a Lua loop.
+local M = records.declare {
+  list = %(list)s,
+  next_url = %(next_url)s,
+  fields = {
+%(fields)s
+  },
+}
+local PAGES = { %(pages)s }
+
+-- The value the dotted path finds in t, or nil (a segment missing, or a parent not an object).
+local function at(t, path)
+  for segment in path:gmatch("[^.]+") do
+    if type(t) ~= "table" then return nil end
+    t = t[segment]
+  end
+  return t
+end
+
+local function loop(ctx, response)
+  local records = {}
+  for i, item in ipairs(%(loop_list)s or {}) do
+    local r, v = {}
+%(loop_fields)s
+    records[i] = r
+  end
+  return records, response.body.next_url
+end
+
+return {
+  spec = { connectionSpecification = { type = "object", required = { "api_key", "base_url" },
+    properties = { api_key = { type = "string", airbyte_secret = true }, base_url = { type = "string" } } } },
+  check = function() return true end,
+  streams = { {
+    name = "stock_prices",
+    json_schema = { type = "object", additionalProperties = true, properties = {} },
+%(stream)s
+    request = function(ctx)
+      return ctx.config.base_url .. "/v2/aggs/ticker/TSLA/range/1/day/2022-03-01/2022-03-11?page=1",
+        { headers = { Authorization = "Bearer " .. ctx.config.api_key } }
+    end,
+    parse = function(ctx, response)
+      local page = tonumber(response.url:match("[?&]page=(%%d+)"))
+      response.text = assert(PAGES[page], "no page " .. tostring(page))
+      return %(parse)s
+    end,
+  } },
+}
+"""
+
+# Each `as` in the Lua loop: an expression of v, the value the path found (nil when none).
+LOOP_AS = {
+    None: "v",
+    "integer": "type(v) == 'number' and math.tointeger(v) or nil",
+}
+
+
+def lua_value(value) -> str:
+    """A Lua expression for a JSON-like Python value."""
+    if value is None:
+        return "json.null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return lua_string(value)
+    if isinstance(value, list):
+        return "json.array({ %s })" % ", ".join(map(lua_value, value))
+    return "json.object({ %s })" % ", ".join(f"[{lua_string(k)}] = {lua_value(v)}" for k, v in value.items())
+
+
+def declared_field(field: dict) -> str:
+    """One entry of a declaration's fields, from {name, from, as, zone, default, required}."""
+    parts = [lua_string(field["name"]), f"from = {lua_string(field['from'])}"]
+    if field.get("as"):
+        parts.append(f"as = {lua_string(field['as'])}")
+    if field.get("zone"):
+        parts.append(f"zone = {lua_string(field['zone'])}")
+    if "default" in field:
+        parts.append(f"default = {lua_value(field['default'])}")
+    if field.get("required"):
+        parts.append("required = true")
+    return "    { %s }," % ", ".join(parts)
+
+
+def loop_field(field: dict) -> str:
+    """The same field as Lua-loop statements setting r[name]."""
+    conversion = LOOP_AS[field.get("as")].replace("ZONE", lua_string(field.get("zone") or "UTC"))
+    lines = [f"    v = at(item, {lua_string(field['from'])})", f"    v = {conversion}"]
+    if "default" in field:
+        lines.append(f"    if v == nil then v = {lua_value(field['default'])} end")
+    lines.append(f"    r[{lua_string(field['name'])}] = v")
+    return "\n".join(lines)
+
+
+def mapper_script(tmp_path, fields: list, pages: list, variant: str = "declared", list_path: str = "results",
+                  stream: str = "", name: str = "") -> Path:
+    """A script whose page N is pages[N-1], mapped by the declaration of fields or by its Lua loop.
+    stream: the stream's cursor keys (none: read in full)."""
+    loop_list = "response.body" if list_path == "$" else f"at(response.body, {lua_string(list_path)})"
+    path = tmp_path / (name or f"{variant}.lua")
+    path.write_text(MAPPER_SCRIPT % {
+        "list": lua_string(list_path),
+        "next_url": "nil" if list_path == "$" else '"next_url"',
+        "fields": "\n".join(map(declared_field, fields)),
+        "pages": ", ".join(lua_string(p) for p in pages),
+        "loop_list": loop_list,
+        "loop_fields": "\n".join(map(loop_field, fields)),
+        "stream": stream,
+        "parse": "M:map(ctx, response)" if variant == "declared" else "loop(ctx, response)",
+    }, encoding="utf-8")
+    return path
+
+
+def read_both(connector, tmp_path, fields, pages, catalog="full_refresh", **kw):
+    """The declared mapper's read and the Lua loop's, each complete; the declared read first."""
+    results = []
+    for variant in ("declared", "loop"):
+        script = mapper_script(tmp_path, fields, pages, variant, **kw)
+        results.append(connector.read(connector.config(), catalog=catalog, now=AFTER_CLOSE,
+                                      flags=("--script", script)).assert_complete())
+    return results
+
+
+HUBSPOT_FIELDS = [
+    {"name": "id", "from": "id"},
+    {"name": "email", "from": "properties.email"},
+    {"name": "firstname", "from": "properties.firstname"},
+    {"name": "employees", "from": "properties.company.size", "as": "integer"},
+    {"name": "company", "from": "properties.company"},
+    {"name": "created", "from": "createdAt"},
+]
+
+HUBSPOT_ITEMS = [
+    # all there, other members around, the nested ones in another order than declared
+    '{"id":"1","properties":{"lastname":"L","firstname":"Ann","email":"a@x.io","company":{"size":40.0,"n":"Co"}},'
+    '"createdAt":"2024-01-02T03:04:05.006Z","archived":false}',
+    # the same shape with other nested members: the first item's shape and plan must not be used as is
+    '{"id":"2","properties":{"lastname":"M","firstname":null,"email":"b@x.io","company":null},'
+    '"createdAt":"2024-01-03T00:00:00Z","archived":false}',
+    '{"id":"3","properties":{"company":{"size":"40"}},"createdAt":"2024-01-04T00:00:00Z","archived":false}',
+    # parents that are not objects, or absent; a parent given twice (the last counts)
+    '{"id":"4","properties":[{"email":"no"}],"createdAt":null}',
+    '{"id":"5","properties":"p"}',
+    '{"id":"6"}',
+    '{"id":"7","properties":{"email":"old","company":{"size":1}},"properties":{"firstname":"New"}}',
+    # escapes in names, space everywhere, a nested member given twice
+    '{ "id" : "8" , "pro\\u0070erties" : { "email" : "x" , "em\\u0061il" : "y" , "company" : { "size" : 2e1 } } }',
+]
+
+
+def test_dotted_paths_equal_a_lua_loop(connector, tmp_path):
+    page = '{"results":[%s],"status":"OK"}' % ",".join(HUBSPOT_ITEMS)
+    declared, loop = read_both(connector, tmp_path, HUBSPOT_FIELDS, [page])
+    assert declared.data == loop.data
+    assert data_texts(declared) == [
+        '{"id":"1","email":"a@x.io","firstname":"Ann","employees":40,"company":{"size":40.0,"n":"Co"},'
+        '"created":"2024-01-02T03:04:05.006Z"}',
+        '{"id":"2","email":"b@x.io","firstname":null,"company":null,"created":"2024-01-03T00:00:00Z"}',
+        '{"id":"3","company":{"size":"40"},"created":"2024-01-04T00:00:00Z"}',
+        '{"id":"4","created":null}',
+        '{"id":"5"}',
+        '{"id":"6"}',
+        '{"id":"7","firstname":"New"}',
+        '{"id":"8","email":"y","employees":20,"company":{ "size" : 2e1 }}',
+    ]
+
+
+def test_dotted_paths_under_a_dotted_list(connector, tmp_path):
+    fields = [{"name": "id", "from": "id"}, {"name": "login", "from": "user.login"}]
+    pages = ['{"data":{"items":[{"id":1,"user":{"login":"a"}},{"id":2,"user":{}}]},"meta":{"user":{"login":"m"}}}']
+    declared, loop = read_both(connector, tmp_path, fields, pages, list_path="data.items")
+    assert declared.data == loop.data == [{"id": 1, "login": "a"}, {"id": 2}]
+
+
+# --------------------------------------------------------------------------------------------
 # pages that are not JSON are asked for again
 # --------------------------------------------------------------------------------------------
 

@@ -328,6 +328,9 @@ static void declarations_are_checked(void)
 		 "unknown time zone 'Europe/Pariss' (did you mean Europe/Paris"},
 		{"{ 'c', from = 'c', as = 'day_from_ms', zone = true }", "zone goes with"},
 		{"{ 'c', from = '' }", "from must be a non-empty string"},
+		{"{ 'c', from = 'a..b' }", "from 'a..b' has an empty member name"},
+		{"{ 'c', from = '.a' }", "from '.a' has an empty member name"},
+		{"{ 'c', from = 'a.' }", "from 'a.' has an empty member name"},
 		{"{ 'c', from = 5 }", "from must be a non-empty string"},
 		{"{ 'c', context = '' }", "context must be a non-empty string"},
 	};
@@ -386,6 +389,23 @@ static void declarations_that_work(void)
 		      "local f = {} for i = 1, 65 do f[i] = { 'f' .. i, from = 'k' } end "
 		      "local ok, err = pcall(records.declare, { list = 'results', fields = f }) return tostring(err)");
 	CHECK_CONTAINS(lua_tostring(L, -1), "at most 64 fields", "65 fields");
+	lua_settop(L, 0);
+	/* The paths may have 256 members in all (shared ones count once), not 257. */
+	test_push_lua(L, "local f = {} for i = 1, 64 do f[i] = { 'f' .. i, from = 'k' .. i .. '.a.b.c' } end "
+			 "return records.declare { list = 'results', fields = f }");
+	CHECK(lua_type(L, -1) == LUA_TUSERDATA, "256 path members: got a %s", luaL_typename(L, -1));
+	lua_settop(L, 0);
+	test_push_lua(L, "local f = {} for i = 1, 64 do f[i] = { 'f' .. i, from = 'k' .. i .. '.a.b.c' } end "
+			 "f[64].from = 'k1.a.b.d' f[63].from = 'k1.a.e.f' "
+			 "local ok, err = pcall(records.declare, { list = 'results', fields = f }) "
+			 "return ok and 'accepted' or tostring(err)");
+	CHECK_STR(lua_tostring(L, -1), "accepted", "paths sharing their first members");
+	lua_settop(L, 0);
+	test_push_lua(L,
+		      "local f = {} for i = 1, 64 do f[i] = { 'f' .. i, from = 'k' .. i .. '.a.b.c' } end "
+		      "f[64].from = 'k64.a.b.c.d' "
+		      "local ok, err = pcall(records.declare, { list = 'results', fields = f }) return tostring(err)");
+	CHECK_CONTAINS(lua_tostring(L, -1), "the from paths have more than 256 members in all", "257 path members");
 	lua_settop(L, 0);
 	test_lua_close(L);
 }
@@ -731,6 +751,127 @@ static void absent_null_and_declared_order(void)
 		"{\"a\":{},\"d\":\"1969-12-31\",\"e\":{}}",
 	};
 	check_records(L, 1, "absent and null", BYTES(page), want, COUNT_OF(want), NULL);
+	test_lua_close(L);
+}
+
+/* The declaration of the nested paths' cases: a member copied and gone through, paths of three
+ * levels, two paths through one object, one ending at a member a deeper path goes on from. */
+static const char NESTED[] = "return records.declare { list = 'results', fields = {\n"
+			     "  { 'id', from = 'id' },\n"
+			     "  { 'email', from = 'properties.email' },\n"
+			     "  { 'first', from = 'properties.firstname', as = 'integer' },\n"
+			     "  { 'props', from = 'properties' },\n"
+			     "  { 'abc', from = 'a.b.c' },\n"
+			     "  { 'ab', from = 'a.b' },\n"
+			     "  { 'abd', from = 'a.b.d', as = 'day' },\n"
+			     "} }";
+
+static void nested_paths(void)
+{
+	lua_State *L = open_with(NESTED);
+	if (!L)
+		return;
+	const char page[] =
+		"{\"results\":["
+		/* everything there, in another order than declared, other members around */
+		"{\"a\":{\"x\":1,\"b\":{\"d\":\"2022-03-01\",\"c\":[1,2.50]}},\"id\":1,"
+		"\"properties\":{\"email\":\"e@x\",\"z\":{\"email\":0},\"firstname\":7.0}},"
+		/* parents that are not objects: the paths find nothing, the parents are copied */
+		"{\"id\":2,\"properties\":null,\"a\":{\"b\":[{\"c\":1}]}},"
+		"{\"id\":3,\"properties\":\"p\",\"a\":7},"
+		/* a segment missing on the way, and an empty object */
+		"{\"id\":4,\"properties\":{},\"a\":{\"c\":{\"b\":1}}},"
+		/* a parent given twice: the last one counts, and what the first held is gone */
+		"{\"id\":5,\"properties\":{\"email\":\"old\",\"firstname\":1},\"properties\":{\"firstname\":2}},"
+		"{\"id\":6,\"a\":{\"b\":{\"c\":1}},\"a\":null},"
+		/* a nested member given twice; names spelt with escapes; space everywhere */
+		"{ \"id\" : 7 , \"pro\\u0070erties\" : { \"email\" : 1 , \"em\\u0061il\" : \"two\" } ,"
+		" \"a\" : { \"b\" : { \"c\" : { } } } }"
+		"]}";
+	const char *const want[] = {
+		"{\"id\":1,\"email\":\"e@x\",\"first\":7,\"props\":{\"email\":\"e@x\",\"z\":{\"email\":0},"
+		"\"firstname\":7.0},"
+		"\"abc\":[1,2.50],\"ab\":{\"d\":\"2022-03-01\",\"c\":[1,2.50]},\"abd\":\"2022-03-01\"}",
+		"{\"id\":2,\"props\":null,\"ab\":[{\"c\":1}]}",
+		"{\"id\":3,\"props\":\"p\"}",
+		"{\"id\":4,\"props\":{}}",
+		"{\"id\":5,\"first\":2,\"props\":{\"firstname\":2}}",
+		"{\"id\":6}",
+		"{\"id\":7,\"email\":\"two\",\"props\":{ \"email\" : 1 , \"em\\u0061il\" : \"two\" },\"abc\":{ },"
+		"\"ab\":{ \"c\" : { } }}",
+	};
+	check_records(L, 1, "nested paths", BYTES(page), want, COUNT_OF(want), NULL);
+	test_lua_close(L);
+}
+
+/* Items of one learnt shape whose nested members differ from item to item: each written as when
+ * read alone (the plan is for the nested values of the item it was learnt from). */
+static void nested_paths_of_a_learnt_shape(void)
+{
+	static const struct {
+		const char *first, *item;
+	} cases[] = {
+		{"{\"id\":1,\"properties\":{\"email\":\"a\",\"firstname\":1}}",
+		 "{\"id\":2,\"properties\":{\"email\":\"b\"}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}",
+		 "{\"id\":2,\"properties\":{\"email\":\"b\",\"firstname\":2}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"firstname\":2}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":null}"},
+		{"{\"id\":1,\"properties\":null}", "{\"id\":2,\"properties\":{\"email\":\"b\"}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"firstname\":2.5}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"email\":1e400}}"},
+		{"{\"id\":1,\"a\":{\"b\":{\"c\":1,\"d\":\"2022-03-01\"}}}",
+		 "{\"id\":2,\"a\":{\"b\":{\"d\":\"2022-02-30\"}}}"},
+		{"{\"id\":1,\"a\":{\"b\":{\"c\":1}}}", "{\"id\":2,\"a\":{\"b\":{\"c\":2},\"b\":7}}"},
+		{"{\"id\":1,\"a\":{\"b\":{\"c\":1}}}", "{\"id\":2,\"a\":1}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"email\":\"a\",}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"email\":\"a\"]}"},
+	};
+	lua_State *L = open_with(NESTED);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++)
+		check_alone_and_after(L, cases[i].first, cases[i].item);
+	test_lua_close(L);
+}
+
+/* Through a path, the objects count towards the limit as everywhere: 1000 levels are read, 1001
+ * are too deep, whether the levels are on the path or under its end. */
+static void nested_paths_at_the_depth_limit(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'v', from = 'a.a.a' }, { 'w', from = 'b.x' } } }");
+	if (!L)
+		return;
+	/* The page, the list and the item are three levels; the objects under a the rest. */
+	for (int extra = 0; extra <= 1; extra++) {
+		int objects = JSON_MAX_DEPTH - 3 + extra;
+		struct buf page = {0}, want = {0};
+		buf_puts(&page, "{\"results\":[{\"b\":{\"x\":1},\"a\":");
+		for (int i = 0; i < objects; i++)
+			buf_puts(&page, "{\"a\":");
+		buf_puts(&page, "1");
+		for (int i = 0; i < objects; i++)
+			buf_putc(&page, '}');
+		buf_puts(&page, "}]}");
+		if (!extra) {
+			/* a.a.a is the third object */
+			buf_puts(&want, "{\"v\":");
+			for (int i = 2; i < objects; i++)
+				buf_puts(&want, "{\"a\":");
+			buf_puts(&want, "1");
+			for (int i = 2; i < objects; i++)
+				buf_putc(&want, '}');
+			buf_puts(&want, ",\"w\":1}");
+			const char *const wants[] = {buf_cstr(&want)};
+			check_records(L, 1, "1000 levels through a path", page.data, page.len, wants, 1, NULL);
+		} else {
+			check_shape_error(L, 1, "1001 levels through a path", page.data, page.len,
+					  "nests deeper than 1000 levels");
+		}
+		buf_free(&page);
+		buf_free(&want);
+	}
 	test_lua_close(L);
 }
 
@@ -2290,6 +2431,9 @@ static const struct test tests[] = {
 	{"items read after one of their shape are written as when alone", items_of_a_learnt_shape_as_alone},
 	{"map copies strings verbatim, escapes and UTF-8 intact", strings_are_copied_verbatim},
 	{"map leaves absent members out; null per kind", absent_null_and_declared_order},
+	{"map: dotted from paths into the item's objects; parents missing, not objects or given twice", nested_paths},
+	{"map: nested values that differ between items of one learnt shape", nested_paths_of_a_learnt_shape},
+	{"map: 1000 levels through a path are read, 1001 too deep", nested_paths_at_the_depth_limit},
 	{"map writes constants and context fields, JSON-encoded", constants_and_context_fields},
 	{"map: day_from_ms in both zones, to the bounds; day text", day_fields},
 	{"map takes whitespace everywhere", whitespace_everywhere},
