@@ -982,6 +982,214 @@ static inline char *put_day(struct walk *w, char *out, int64_t day)
 	return out + 12;
 }
 
+/* An epoch number as a whole count of units (per = the units in one of the number's, 1 or 1000),
+ * rounded down. -1 when it is beyond any year (then no count fits). */
+static int epoch_count(const struct walk *w, const struct value *v, int64_t per, int64_t *out)
+{
+	long long n;
+	if (number_to_integer(v, (size_t)(w->end - v->at), &n) == 0 && n > -(1LL << 53) && n < (1LL << 53)) {
+		*out = n * per;
+		return 0;
+	}
+	double d = number_value(v) * (double)per;
+	if (!(fabs(d) < 1e18))
+		return -1;
+	*out = (int64_t)floor(d);
+	return 0;
+}
+
+/* Fails the walk: the epoch field's value is no time the runtime can write. */
+static int epoch_out_of_range(struct walk *w, const struct field_op *op)
+{
+	const struct value *v = op->v;
+	wrong_shape(w, "item %d of '%s': '%s' = %.*s %s is not a time in the years 1000 to 9999", w->item, w->m->list,
+		    w->m->sources[op->f->source].name, (int)(v->len > 40 ? 40 : v->len), (const char *)v->at,
+		    op->kind == FROM_DATETIME_MS ? "ms" : "s");
+	return -1;
+}
+
+/* The value of an epoch field (day_from_s, datetime_from_s, datetime_from_ms) as a count of
+ * units (per as for epoch_count) when it lies in [first, end); else the walk fails, naming the
+ * item. */
+static int epoch_value(struct walk *w, const struct field_op *op, int64_t per, int64_t first, int64_t end, int64_t *out)
+{
+	const struct value *v = op->v;
+	if (v->type != 'n') {
+		wrong_shape(w, "item %d of '%s': '%s' is %s, not a number of %s", w->item, w->m->list,
+			    w->m->sources[op->f->source].name, type_name(v->type),
+			    op->kind == FROM_DATETIME_MS ? "milliseconds" : "seconds");
+		return -1;
+	}
+	if (epoch_count(w, v, per, out) || *out < first || *out >= end)
+		return epoch_out_of_range(w, op);
+	return 0;
+}
+
+/* A string's text, its escapes undone: in place when it has none, else in buf (size bytes: at most
+ * cap of text, the rest zeroed). NULL when it is not a string or its text is longer than cap. */
+static const unsigned char *string_text(const struct value *v, unsigned char *buf, size_t size, size_t cap, size_t *len)
+{
+	if (v->type != 's')
+		return NULL;
+	if (!v->escaped) {
+		*len = v->len - 2;
+		return v->at + 1;
+	}
+	*len = unescape(v->at + 1, v->at + v->len - 1, buf, cap);
+	if (*len > cap)
+		return NULL;
+	memset(buf + *len, 0, size - *len);
+	return buf;
+}
+
+/* Whether [p, p + len) is exactly a JSON number: then *v is that number, as scan_number reads it. */
+static int spells_number(const unsigned char *p, size_t len, struct value *v)
+{
+	const unsigned char *end = p + len, *start = p;
+	p += p < end && *p == '-';
+	const unsigned char *digits = p;
+	if (p < end && *p == '0')
+		p++;
+	else if (p < end && *p >= '1' && *p <= '9')
+		while (p < end && is_digit(*p))
+			p++;
+	else
+		return 0;
+	*v = (struct value){start, len, 'n', p - digits <= 300, 0, p - digits <= 18};
+	if (p < end && *p == '.') {
+		if (++p == end || !is_digit(*p))
+			return 0;
+		while (p < end && is_digit(*p))
+			p++;
+		v->is_integer = 0;
+		v->plain &= p[-1] != '0';
+	}
+	if (p < end && (*p | 0x20) == 'e') {
+		p += p + 1 < end && (p[1] == '+' || p[1] == '-');
+		if (++p == end || !is_digit(*p))
+			return 0;
+		while (p < end && is_digit(*p))
+			p++;
+		v->is_integer = 0;
+		v->plain = 0;
+	}
+	return p == end;
+}
+
+/* as = "number": a number as FROM_COPY writes it, the same for a string that is one ("12.5");
+ * anything else is left out. */
+static char *put_number(struct walk *w, char *out, const struct value *v, int *omit)
+{
+	struct value number = *v;
+	size_t readable = (size_t)(w->end - v->at);
+	unsigned char buf[64 + 48]; /* a number's text, and what number_text may read past it */
+	if (v->type == 's') {
+		size_t len;
+		const unsigned char *text = string_text(v, buf, sizeof buf, 64, &len);
+		if (!text || !spells_number(text, len, &number)) {
+			*omit = 1;
+			return out;
+		}
+		/* The closing quote or the zeroed room ends the number for strtod and the digit scans. */
+		readable = text == buf ? sizeof buf : (size_t)(w->end - text);
+	} else if (v->type != 'n') {
+		*omit = 1;
+		return out;
+	}
+	if (number.plain)
+		return put(out, number.at, number.len);
+	return out + number_text(&number, out, readable);
+}
+
+/* as = "string": a string as it is, a number as the page spells it and a boolean as its word,
+ * quoted; null, objects and arrays are left out. */
+static char *put_string(struct walk *w, char *out, const struct value *v, int *omit)
+{
+	switch (v->type) {
+	case 's': return put_value(w, out, v);
+	case 'n':
+	case 'b':
+		*out = '"';
+		out = put(out + 1, v->at, v->len);
+		*out = '"';
+		return out + 1;
+	default: *omit = 1; return out;
+	}
+}
+
+/* as = "boolean": a boolean, or the string "true" or "false" as one; anything else is left out. */
+static char *put_boolean(struct walk *w, char *out, const struct value *v, int *omit)
+{
+	if (v->type == 'b')
+		return put_value(w, out, v);
+	unsigned char buf[8];
+	size_t len = 0;
+	const unsigned char *text = string_text(v, buf, sizeof buf, 5, &len);
+	if (text && len == 4 && !memcmp(text, "true", 4))
+		return put(out, "true", 4);
+	if (text && len == 5 && !memcmp(text, "false", 5))
+		return put(out, "false", 5);
+	*omit = 1;
+	return out;
+}
+
+static inline char *put_two_digits(char *out, int n)
+{
+	out[0] = (char)('0' + n / 10);
+	out[1] = (char)('0' + n % 10);
+	return out + 2;
+}
+
+/* An instant as RFC 3339 in UTC, quoted: "YYYY-MM-DDTHH:MM:SSZ", with ".mmm" before the Z when it
+ * is not a whole second. */
+static char *put_instant(struct walk *w, char *out, int64_t ms)
+{
+	int64_t seconds = civil_floor_div(ms, 1000);
+	int64_t day = civil_floor_div(seconds, DATE_SECONDS_PER_DAY);
+	int clock = (int)(seconds - day * DATE_SECONDS_PER_DAY), millis = (int)(ms - seconds * 1000);
+	out = put_day(w, out, day) - 1; /* its closing quote becomes the T */
+	*out++ = 'T';
+	out = put_two_digits(out, clock / 3600);
+	*out++ = ':';
+	out = put_two_digits(out, clock / 60 % 60);
+	*out++ = ':';
+	out = put_two_digits(out, clock % 60);
+	if (millis) {
+		*out++ = '.';
+		*out++ = (char)('0' + millis / 100);
+		out = put_two_digits(out, millis % 100);
+	}
+	*out++ = 'Z';
+	*out++ = '"';
+	return out;
+}
+
+/* The epoch kinds: the field's value checked, its column set, its text written. */
+static char *put_epoch(struct walk *w, char *out, struct field_op *op, int64_t *cols)
+{
+	int64_t *column = &cols[op->f->column];
+	const int64_t ms_per_day = 1000 * DATE_SECONDS_PER_DAY;
+	if (op->kind == FROM_DAY_S) {
+		int64_t seconds;
+		/* A day either side, as date.from_ms: the zone's offset decides. */
+		if (epoch_value(w, op, 1, (DATE_MIN_DAY - 1) * DATE_SECONDS_PER_DAY,
+				(DATE_MAX_DAY + 2) * DATE_SECONDS_PER_DAY, &seconds))
+			return NULL;
+		*column = day_in_zone(op, seconds);
+		if (*column < DATE_MIN_DAY || *column > DATE_MAX_DAY) {
+			epoch_out_of_range(w, op);
+			return NULL;
+		}
+		return put_day(w, out, *column);
+	}
+	int64_t ms;
+	if (epoch_value(w, op, op->kind == FROM_DATETIME_S ? 1000 : 1, DATE_MIN_DAY * ms_per_day,
+			(DATE_MAX_DAY + 1) * ms_per_day, &ms))
+		return NULL;
+	*column = ms * 1000;
+	return put_instant(w, out, ms);
+}
+
 /* Writes the value of a field after its key (inlined in both writers: it is the walk's inner
  * loop). NULL when the item cannot give the field a value it must have; out unchanged and *omit
  * set when the field has none in this item (it is left out). */
@@ -997,7 +1205,17 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 			return out + infinities_as_null(v, out);
 		return out + number_text(v, out, (size_t)(w->end - v->at));
 	}
+	if (v->type == 'l' && op->kind != FROM_STRING) {
+		*omit = 1; /* every conversion leaves null out */
+		return out;
+	}
 	switch (op->kind) {
+	case FROM_NUMBER: return put_number(w, out, v, omit);
+	case FROM_STRING: return put_string(w, out, v, omit);
+	case FROM_BOOLEAN: return put_boolean(w, out, v, omit);
+	case FROM_DAY_S:
+	case FROM_DATETIME_MS:
+	case FROM_DATETIME_S: return put_epoch(w, out, op, cols);
 	case FROM_INTEGER:
 		if (v->type != 'n' || number_to_integer(v, (size_t)(w->end - v->at), &integer)) {
 			*omit = 1;
@@ -1009,26 +1227,14 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 			return put_value(w, out, v);
 		return out + json_int_text(integer, out);
 	case FROM_DATETIME:
-		if (v->type == 'l') {
-			*omit = 1;
-			return out;
-		}
 		if (instant_from_text(w, op->f, v, &cols[op->f->column]))
 			return NULL;
 		return put(out, v->at, v->len);
 	case FROM_DAY_MS:
-		if (v->type == 'l') {
-			*omit = 1;
-			return out;
-		}
 		if (!quick_day_from_ms(w, op, &cols[op->f->column]) && day_from_ms(w, op, &cols[op->f->column]))
 			return NULL;
 		return put_day(w, out, cols[op->f->column]);
 	default: /* FROM_DAY */
-		if (v->type == 'l') {
-			*omit = 1;
-			return out;
-		}
 		if (day_from_text(w, op->f, v, &cols[op->f->column]))
 			return NULL;
 		return put(out, v->at, v->len);

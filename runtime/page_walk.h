@@ -14,15 +14,47 @@
 #define WALK_MAX_NODES 256
 #define WALK_NO_VALUE INT64_MIN
 
-/* FROM_DATETIME copies a string member that must be an ISO 8601 instant. */
-enum walk_kind { FROM_COPY, FROM_INTEGER, FROM_DAY_MS, FROM_DAY, FROM_DATETIME, FROM_CONTEXT, FROM_VALUE };
+/* What a field writes: a value as the page spells it (FROM_COPY), converted per its as
+ * (FROM_INTEGER to FROM_DATETIME_S), or a constant rendered before the walk. FROM_DAY and
+ * FROM_DATETIME copy a string that must be a day or an ISO 8601 instant. */
+enum walk_kind {
+	FROM_COPY,
+	FROM_INTEGER,
+	FROM_NUMBER,
+	FROM_STRING,
+	FROM_BOOLEAN,
+	FROM_DAY,
+	FROM_DAY_MS,
+	FROM_DAY_S,
+	FROM_DATETIME,
+	FROM_DATETIME_MS,
+	FROM_DATETIME_S,
+	FROM_CONTEXT,
+	FROM_VALUE
+};
 
-/* The kinds whose value each record also gets as an int64 in a column of its own (a day number,
- * microseconds, the integer), so that the engine knows every record's cursor without reading it
- * back from the text. */
+/* What the int64 column of a field holds: each record of the kinds that have one also gets its
+ * value there (days since 1970-01-01, microseconds since the epoch, the integer), so that the
+ * engine knows every record's cursor without reading it back from the text. */
+enum walk_column { COLUMN_NONE, COLUMN_INTEGER, COLUMN_DAY, COLUMN_DATETIME };
+
+static inline enum walk_column walk_kind_column(enum walk_kind kind)
+{
+	switch (kind) {
+	case FROM_INTEGER: return COLUMN_INTEGER;
+	case FROM_DAY:
+	case FROM_DAY_MS:
+	case FROM_DAY_S: return COLUMN_DAY;
+	case FROM_DATETIME:
+	case FROM_DATETIME_MS:
+	case FROM_DATETIME_S: return COLUMN_DATETIME;
+	default: return COLUMN_NONE;
+	}
+}
+
 static inline int walk_kind_has_column(enum walk_kind kind)
 {
-	return kind == FROM_INTEGER || kind == FROM_DAY_MS || kind == FROM_DAY || kind == FROM_DATETIME;
+	return walk_kind_column(kind) != COLUMN_NONE;
 }
 
 struct walk_field {
@@ -30,9 +62,10 @@ struct walk_field {
 	const char *name;
 	const char *key; /* "name": */
 	size_t key_len;
-	int source;                 /* the value it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*, FROM_DATETIME) */
+	int source;                 /* the value it reads (all but FROM_CONTEXT and FROM_VALUE) */
 	int column;                 /* where its value goes, for the kinds walk_kind_has_column names */
-	const struct tz_zone *zone; /* FROM_DAY_MS's days, FROM_DATETIME's texts without an offset; NULL: UTC */
+	const struct tz_zone *zone; /* FROM_DAY_MS's and FROM_DAY_S's days, FROM_DATETIME's texts without an
+				     * offset; NULL: UTC */
 };
 
 /* One member on the fields' from paths: the item's members ("properties" of
@@ -68,7 +101,6 @@ struct walk_mapping {
 	int first;       /* the first of the item's members on a path; -1 for none */
 	int nslots;      /* nodes with children */
 	uint64_t nested; /* the sources whose paths go into an object of the item */
-	const char *column_names[WALK_MAX_FIELDS];
 };
 
 /* What a context or value field writes, rendered before the walk; len 0 leaves the field out. */

@@ -215,6 +215,26 @@ static void bound_copies(struct mapper *mapper)
 	}
 }
 
+/* The names of as, and their kinds, in the order messages list them. */
+static const char *const AS_NAMES[] = {"integer",     "number",     "string",   "boolean",          "day",
+				       "day_from_ms", "day_from_s", "datetime", "datetime_from_ms", "datetime_from_s",
+				       NULL};
+static const enum walk_kind AS_KINDS[] = {FROM_INTEGER, FROM_NUMBER, FROM_STRING,   FROM_BOOLEAN,     FROM_DAY,
+					  FROM_DAY_MS,  FROM_DAY_S,  FROM_DATETIME, FROM_DATETIME_MS, FROM_DATETIME_S};
+
+static enum walk_kind kind_of_as(lua_State *L, const char *name, const char *as_name)
+{
+	for (size_t i = 0; AS_NAMES[i]; i++)
+		if (!strcmp(as_name, AS_NAMES[i]))
+			return AS_KINDS[i];
+	const char *closest = suggest_closest(as_name, AS_NAMES);
+	luaL_error(L,
+		   "records.declare: field '%s': as must be integer, number, string, boolean, day, day_from_ms, "
+		   "day_from_s, datetime, datetime_from_ms or datetime_from_s, not '%s'%s%s%s",
+		   name, as_name, closest ? " (did you mean " : "", closest ? closest : "", closest ? "?)" : "");
+	return FROM_COPY;
+}
+
 static enum walk_kind field_kind_of(lua_State *L, int spec, const char *name)
 {
 	int has_context = lua_getfield(L, spec, "context") != LUA_TNIL;
@@ -231,24 +251,18 @@ static enum walk_kind field_kind_of(lua_State *L, int spec, const char *name)
 		kind = FROM_CONTEXT;
 	else if (has_value)
 		kind = FROM_VALUE;
-	else if (!as_name)
-		kind = FROM_COPY;
-	else if (!strcmp(as_name, "integer"))
-		kind = FROM_INTEGER;
-	else if (!strcmp(as_name, "day_from_ms"))
-		kind = FROM_DAY_MS;
-	else if (!strcmp(as_name, "day"))
-		kind = FROM_DAY;
-	else if (!strcmp(as_name, "datetime"))
-		kind = FROM_DATETIME;
-	else
-		luaL_error(L,
-			   "records.declare: field '%s': as must be \"integer\", \"day_from_ms\", \"day\" or "
-			   "\"datetime\", "
-			   "not '%s'",
-			   name, as_name);
+	else if (as_name)
+		kind = kind_of_as(L, name, as_name);
 	lua_pop(L, 4);
 	return kind;
+}
+
+/* The kinds whose records copy the member's text (a string, a number as spelt): their bytes count
+ * towards a record's size with the item's (bound_copies). */
+static int kind_copies(enum walk_kind kind)
+{
+	return kind == FROM_COPY || kind == FROM_NUMBER || kind == FROM_STRING || kind == FROM_DAY ||
+	       kind == FROM_DATETIME;
 }
 
 static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spec, int position)
@@ -279,12 +293,13 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 	f->kind = field_kind_of(L, spec, f->name);
 	f->zone = NULL;
 	if (lua_getfield(L, spec, "zone") != LUA_TNIL) {
-		if ((f->kind != FROM_DAY_MS && f->kind != FROM_DATETIME) || lua_type(L, -1) != LUA_TSTRING)
-			luaL_error(L,
-				   "records.declare: field '%s': zone goes with as = \"day_from_ms\" or \"datetime\" "
-				   "and is "
-				   "a time zone name",
-				   f->name);
+		if ((f->kind != FROM_DAY_MS && f->kind != FROM_DAY_S && f->kind != FROM_DATETIME) ||
+		    lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(
+				L,
+				"records.declare: field '%s': zone goes with as = \"day_from_ms\", \"day_from_s\" or "
+				"\"datetime\" and is a time zone name",
+				f->name);
 		char err[300];
 		if (strcmp(lua_tostring(L, -1), "UTC") &&
 		    !(f->zone = tz_find(runtime_of(L)->zones, lua_tostring(L, -1), err, sizeof err)))
@@ -305,12 +320,11 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 		checked_name(L, -1, "from", &len);
 		f->source = source_index(L, m, pins, lua_gettop(L));
 		lua_pop(L, 1);
-		if (f->kind == FROM_COPY || f->kind == FROM_DAY || f->kind == FROM_DATETIME)
+		if (kind_copies(f->kind))
 			mapper->copies_of[f->source]++;
 	}
 	if (walk_kind_has_column(f->kind)) {
-		f->column = m->ncolumns;
-		m->column_names[m->ncolumns++] = f->name;
+		f->column = m->ncolumns++;
 	}
 	/* A comma, the key, a number's text and the slack of a 16-byte move. */
 	m->fixed_bound += 1 + f->key_len + JSON_NUMBER_MAX + 16;
@@ -865,11 +879,18 @@ size_t records_batch_count(const struct record_batch *b)
 	return b->out.count;
 }
 
-int records_batch_column(const struct record_batch *b, const char *name)
+int records_batch_column(const struct record_batch *b, const char *name, enum cursor_kind kind)
 {
-	for (int i = 0; i < b->m->map.ncolumns; i++)
-		if (!strcmp(b->m->map.column_names[i], name))
-			return i;
+	static const enum walk_column of_kind[] = {
+		[CURSOR_DAY] = COLUMN_DAY, [CURSOR_DATETIME] = COLUMN_DATETIME, [CURSOR_INTEGER] = COLUMN_INTEGER};
+	const struct walk_mapping *m = &b->m->map;
+	if (kind == CURSOR_NONE)
+		return -1;
+	for (int i = 0; i < m->nfields; i++) {
+		const struct walk_field *f = &m->fields[i];
+		if (walk_kind_has_column(f->kind) && !strcmp(f->name, name))
+			return walk_kind_column(f->kind) == of_kind[kind] ? f->column : -1;
+	}
 	return -1;
 }
 

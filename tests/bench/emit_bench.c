@@ -60,7 +60,7 @@ static long long write_batch(lua_State *L, const struct record_batch *batch)
 	size_t n = records_batch_count(batch);
 	if (!records_batch_framed_for(batch, "stock_prices"))
 		luaL_error(L, "the batch was not framed for stock_prices");
-	int column = records_batch_column(batch, "date");
+	int column = records_batch_column(batch, "date", CURSOR_DAY);
 	int64_t last = INT64_MIN;
 	for (size_t i = 0; i < n; i++) {
 		const char *data;

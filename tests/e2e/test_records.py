@@ -24,7 +24,8 @@ import sys
 import pytest
 
 from .conftest import (
-    REPO, documented, duplicates, line_of, platform_state, polygon_server, sample_under_wrapper, script_copy, utc)
+    REPO, documented, duplicates, line_of, ny, platform_state, polygon_server, sample_under_wrapper, script_copy,
+    utc)
 
 sys.path.insert(0, str(REPO / "tests"))
 from lua_loop import lua_loop_script  # noqa: E402
@@ -414,6 +415,47 @@ local function at(t, path)
   return t
 end
 
+-- Whether s is exactly a JSON number.
+local function is_json_number(s)
+  local whole, rest = s:gsub("^%%-", "", 1):match("^(%%d+)(.*)$")
+  if not whole or (#whole > 1 and whole:sub(1, 1) == "0") then return false end
+  rest = rest:gsub("^%%.%%d+", "", 1)
+  rest = rest:gsub("^[eE][-+]?%%d+", "", 1)
+  return rest == ""
+end
+
+-- RFC 3339 in UTC of an integer number of milliseconds, ".mmm" only when not a whole second.
+local function instant(ms)
+  local fraction = ms %% 1000
+  return date.format(ms // 1000, "%%Y-%%m-%%dT%%H:%%M:%%S") .. (fraction ~= 0 and (".%%03d"):format(fraction) or "") .. "Z"
+end
+
+local function given(v) return v ~= nil and v ~= json.null end
+
+-- Each as: the value written for v, the value the path found (nil: none), or nil to leave it out.
+local AS = {
+  copy = function(v) return v end,
+  integer = function(v) return type(v) == "number" and math.tointeger(v) or nil end,
+  number = function(v)
+    if type(v) == "number" then return v end
+    if type(v) == "string" and is_json_number(v) then return tonumber(v) end
+  end,
+  string = function(v)
+    if type(v) == "string" then return v end
+    if type(v) == "number" or type(v) == "boolean" then return tostring(v) end
+  end,
+  boolean = function(v)
+    if v == true or v == "true" then return true end
+    if v == false or v == "false" then return false end
+  end,
+  day = function(v) if given(v) then return v end end,
+  datetime = function(v) if given(v) then return v end end,
+  day_from_ms = function(v, zone) if given(v) then return date.from_ms(v, zone) end end,
+  day_from_s = function(v, zone) if given(v) then return date.from_ms(math.floor(v) * 1000, zone) end end,
+  datetime_from_ms = function(v) if given(v) then return instant(math.floor(v)) end end,
+  datetime_from_s = function(v) if given(v) then return instant(math.floor(v * 1000)) end end,
+}
+
 local function loop(ctx, response)
   local records = {}
   for i, item in ipairs(%(loop_list)s or {}) do
@@ -444,13 +486,6 @@ return {
   } },
 }
 """
-
-# Each `as` in the Lua loop: an expression of v, the value the path found (nil when none).
-LOOP_AS = {
-    None: "v",
-    "integer": "type(v) == 'number' and math.tointeger(v) or nil",
-}
-
 
 def lua_value(value) -> str:
     """A Lua expression for a JSON-like Python value."""
@@ -483,8 +518,9 @@ def declared_field(field: dict) -> str:
 
 def loop_field(field: dict) -> str:
     """The same field as Lua-loop statements setting r[name]."""
-    conversion = LOOP_AS[field.get("as")].replace("ZONE", lua_string(field.get("zone") or "UTC"))
-    lines = [f"    v = at(item, {lua_string(field['from'])})", f"    v = {conversion}"]
+    conversion = f"AS[{lua_string(field.get('as') or 'copy')}]"
+    zone = lua_string(field.get("zone") or "UTC")
+    lines = [f"    v = {conversion}(at(item, {lua_string(field['from'])}), {zone})"]
     if "default" in field:
         lines.append(f"    if v == nil then v = {lua_value(field['default'])} end")
     lines.append(f"    r[{lua_string(field['name'])}] = v")
@@ -569,6 +605,126 @@ def test_dotted_paths_under_a_dotted_list(connector, tmp_path):
     pages = ['{"data":{"items":[{"id":1,"user":{"login":"a"}},{"id":2,"user":{}}]},"meta":{"user":{"login":"m"}}}']
     declared, loop = read_both(connector, tmp_path, fields, pages, list_path="data.items")
     assert declared.data == loop.data == [{"id": 1, "login": "a"}, {"id": 2}]
+
+
+CONVERSION_FIELDS = [
+    {"name": "id", "from": "id"},
+    {"name": "n", "from": "v.num", "as": "number"},
+    {"name": "count", "from": "v.num", "as": "integer"},
+    {"name": "s", "from": "v.str", "as": "string"},
+    {"name": "b", "from": "v.bool", "as": "boolean"},
+    {"name": "created", "from": "t.ms", "as": "datetime_from_ms"},
+    {"name": "seen", "from": "t.s", "as": "datetime_from_s"},
+    {"name": "seen_day", "from": "t.s", "as": "day_from_s", "zone": "America/New_York"},
+    {"name": "seen_day_utc", "from": "t.s", "as": "day_from_s"},
+    {"name": "created_day", "from": "t.ms", "as": "day_from_ms", "zone": "Europe/London"},
+]
+
+CONVERSION_ITEMS = [
+    '{"id":1,"v":{"num":12,"str":"abc","bool":true},"t":{"ms":1646629200123,"s":1647143999}}',
+    # negative epochs; a number as a string; "false"
+    '{"id":2,"v":{"num":"12.5","str":12,"bool":"false"},"t":{"ms":-1,"s":-1}}',
+    # fractions of a millisecond and of a second, rounded down; New York's spring change
+    '{"id":3,"v":{"num":"x","str":true,"bool":"yes"},"t":{"ms":1646629200000.7,"s":1647154800.25}}',
+    '{"id":4,"v":{"num":2.5,"str":null,"bool":null},"t":{"ms":null,"s":null}}',
+    # London's and New York's autumn changes
+    '{"id":5,"v":{"num":null,"str":{"a":1},"bool":false},"t":{"ms":1667091599999,"s":1667707199}}',
+    '{"id":6,"t":{"ms":1667091600000,"s":1667707200}}',
+    '{"id":7,"v":{"num":"-1E+2","str":"","bool":"true"},"t":{"ms":-86400001,"s":-86401}}',
+]
+
+
+def test_conversions_equal_a_lua_loop(connector, tmp_path):
+    page = '{"results":[%s]}' % ",".join(CONVERSION_ITEMS)
+    declared, loop = read_both(connector, tmp_path, CONVERSION_FIELDS, [page])
+    assert list(map(canonical, declared.data)) == list(map(canonical, loop.data))
+    assert [json.loads(t) for t in data_texts(declared)[:3]] == [
+        {"id": 1, "n": 12, "count": 12, "s": "abc", "b": True, "created": "2022-03-07T05:00:00.123Z",
+         "seen": "2022-03-13T03:59:59Z", "seen_day": "2022-03-12", "seen_day_utc": "2022-03-13",
+         "created_day": "2022-03-07"},
+        {"id": 2, "n": 12.5, "s": "12", "b": False, "created": "1969-12-31T23:59:59.999Z",
+         "seen": "1969-12-31T23:59:59Z", "seen_day": "1969-12-31", "seen_day_utc": "1969-12-31",
+         "created_day": "1970-01-01"},
+        {"id": 3, "s": "true", "created": "2022-03-07T05:00:00Z", "seen": "2022-03-13T07:00:00.250Z",
+         "seen_day": "2022-03-13", "seen_day_utc": "2022-03-13", "created_day": "2022-03-07"},
+    ]
+
+
+DATETIME_STREAM = """\
+    primary_key = "id",
+    cursor_field = "date",
+    cursor_kind = "datetime",
+    start = "2022-03-01T00:00:00Z",
+"""
+
+
+@pytest.mark.parametrize("kind", ["datetime_from_ms", "datetime_from_s"])
+def test_datetime_cursor_from_epochs(connector, tmp_path, kind):
+    """A datetime cursor declared with as = datetime_from_ms or datetime_from_s: the records in the
+    read's range, the state at the last one's instant, to the millisecond; a read from that state
+    sends only what came after. The same as the Lua loop, state for state."""
+    per = 1000 if kind == "datetime_from_ms" else 1
+    stamps = [utc(2022, 2, 28, 23, 59, 59), utc(2022, 3, 1), utc(2022, 3, 4, 12), utc(2022, 3, 4, 12),
+              utc(2022, 3, 9, 8, 30)]
+    fractions = [0, 0, 0.25, 0.5, 0.125]
+    items = ['{"id":%d,"t":%s}' % (i, repr(int(stamp.timestamp()) * per + fraction * per))
+             for i, (stamp, fraction) in enumerate(zip(stamps, fractions))]
+    page = '{"results":[%s]}' % ",".join(items)
+    fields = [{"name": "id", "from": "id"}, {"name": "date", "from": "t", "as": kind}]
+    runs = []
+    for variant in ("declared", "loop"):
+        script = mapper_script(tmp_path, fields, [page], variant, stream=DATETIME_STREAM)
+        first = connector.read(connector.config(), catalog=DATETIME_CATALOG, now=AFTER_CLOSE,
+                               flags=("--script", script)).assert_complete()
+        state = platform_state(None, first)
+        again = connector.read(connector.config(), catalog=DATETIME_CATALOG, state=state, now=AFTER_CLOSE,
+                               flags=("--script", script)).assert_complete()
+        runs.append((first, again))
+    (declared, declared_again), (loop, loop_again) = runs
+    assert declared.data == loop.data == [
+        {"id": 1, "date": "2022-03-01T00:00:00Z"},
+        {"id": 2, "date": "2022-03-04T12:00:00.250Z"},
+        {"id": 3, "date": "2022-03-04T12:00:00.500Z"},
+        {"id": 4, "date": "2022-03-09T08:30:00.125Z"},
+    ]
+    assert declared.last_stream_state == loop.last_stream_state
+    assert "2022-03-09T08:30:00.125Z" in json.dumps(declared.last_stream_state)
+    assert declared_again.data == loop_again.data == []
+
+
+DATETIME_CATALOG = {"streams": [{
+    "stream": {"name": "stock_prices", "supported_sync_modes": ["full_refresh", "incremental"],
+               "source_defined_cursor": True, "default_cursor_field": ["date"], "json_schema": {}},
+    "sync_mode": "incremental", "destination_sync_mode": "append_dedup", "cursor_field": ["date"],
+    "primary_key": [["id"]]}]}
+
+
+@pytest.mark.parametrize("declared_as", ["integer", "day_from_ms", None])
+def test_a_datetime_cursor_needs_a_datetime_field(connector, tmp_path, declared_as):
+    """A batch's column holds one kind of value: a datetime cursor cannot read an integer or a day
+    column as microseconds."""
+    fields = [{"name": "id", "from": "id"}, {"name": "date", "from": "t", "as": declared_as}]
+    script = mapper_script(tmp_path, fields, ['{"results":[{"id":1,"t":1646629200000}]}'],
+                           stream=DATETIME_STREAM)
+    result = connector.read(connector.config(), catalog=DATETIME_CATALOG, now=AFTER_CLOSE,
+                            flags=("--script", script))
+    error = assert_failed_once(result)
+    assert ("no field 'date' with a value the cursor can read: declare it with as = \"datetime\", "
+            "\"datetime_from_ms\" or \"datetime_from_s\"") in error["message"], error
+    assert result.records == []
+
+
+def test_day_cursor_from_epoch_seconds(connector, tmp_path):
+    """The stock stream's day cursor declared with as = day_from_s in New York."""
+    seconds = [int(ny(day, 9).timestamp()) for day in ("2022-02-28", "2022-03-01", "2022-03-11")]
+    seconds.append(int(ny("2022-03-11", 23, 59).timestamp()))
+    page = '{"results":[%s]}' % ",".join('{"s":%d,"n":%d}' % (s, i) for i, s in enumerate(seconds))
+    fields = '{ "date", from = "s", as = "day_from_s", zone = "America/New_York" }, { "n", from = "n" },'
+    script = page_script(tmp_path, fields, [page])
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    assert data_texts(result) == ['{"date":"2022-03-01","n":1}', '{"date":"2022-03-11","n":2}',
+                                  '{"date":"2022-03-11","n":3}']
+    assert result.last_stream_state["tickers"] == {"TSLA": {"date": "2022-03-11"}}
 
 
 # --------------------------------------------------------------------------------------------

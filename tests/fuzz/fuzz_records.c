@@ -814,7 +814,8 @@ static void compare_records(lua_State *L, const struct record_batch *batch, int 
 	lua_pop(L, 1);
 	int columns[NFIELDS];
 	for (int i = 0; i < NFIELDS; i++) {
-		columns[i] = records_batch_column(batch, fields[i].name);
+		columns[i] = records_batch_column(batch, fields[i].name,
+						  fields[i].kind == INTEGER ? CURSOR_INTEGER : CURSOR_DAY);
 		int has_column = fields[i].kind == DAY || fields[i].kind == DAY_MS || fields[i].kind == INTEGER;
 		FUZZ_CHECK((columns[i] >= 0) == has_column, "field '%s' has value column %d", fields[i].name,
 			   columns[i]);

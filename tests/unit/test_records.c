@@ -320,8 +320,15 @@ static void declarations_are_checked(void)
 		{"{ 'c', value = 1, as = 'integer' }", "as goes with from and is a string"},
 		{"{ 'c', from = 'c', as = 5 }", "as goes with from and is a string"},
 		{"{ 'c', from = 'c', as = 'int' }",
-		 "as must be \"integer\", \"day_from_ms\", \"day\" or \"datetime\", not 'int'"},
-		{"{ 'c', from = 'c', as = 'day_from_s' }", "not 'day_from_s'"},
+		 "as must be integer, number, string, boolean, day, day_from_ms, day_from_s, datetime, "
+		 "datetime_from_ms or datetime_from_s, not 'int'"},
+		{"{ 'c', from = 'c', as = 'integr' }", "not 'integr' (did you mean integer?)"},
+		{"{ 'c', from = 'c', as = 'datetime_from_sec' }", "(did you mean datetime_from_s?)"},
+		{"{ 'c', from = 'c', as = 'Boolean' }", "(did you mean boolean?)"},
+		{"{ 'c', from = 'c', as = 'datetime_from_ms', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
+		{"{ 'c', from = 'c', as = 'datetime_from_s', zone = 'UTC' }", "zone goes with"},
+		{"{ 'c', from = 'c', as = 'number', zone = 'UTC' }", "zone goes with"},
+		{"{ 'c', from = 'c', as = 'day_from_s', zone = 'Mars/Olympus' }", "unknown time zone 'Mars/Olympus'"},
 		{"{ 'c', from = 'c', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
 		{"{ 'c', from = 'c', as = 'day', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
 		{"{ 'c', from = 'c', as = 'day_from_ms', zone = 'Europe/Pariss' }",
@@ -559,7 +566,7 @@ static void numbers_with_an_exponent_in_a_long_page(void)
  * an item of another shape) as after first, an item of its shape (read from the learnt shape:
  * by the structural index where 192 bytes of the page follow the item, else eight bytes at a
  * time). A member after the list gives every item those bytes. */
-static void check_alone_and_after(lua_State *L, const char *first, const char *item)
+static void check_column_alone_and_after(lua_State *L, const char *first, const char *item, int column)
 {
 	/* An item of another shape as long as first, so that errors name the same byte. */
 	char other[300];
@@ -589,12 +596,18 @@ static void check_alone_and_after(lua_State *L, const char *first, const char *i
 	const char *a, *b;
 	size_t alen, blen;
 	int64_t day_alone, day_after;
-	records_batch_get(alone.batch, 1, 0, &a, &alen, &day_alone);
-	records_batch_get(after.batch, 1, 0, &b, &blen, &day_after);
+	records_batch_get(alone.batch, 1, column, &a, &alen, &day_alone);
+	records_batch_get(after.batch, 1, column, &b, &blen, &day_after);
 	test_check_bytes(b, blen, a, alen, __FILE__, __LINE__, item);
 	CHECK(day_alone == day_after, "%s: day column %lld alone, %lld after", item, (long long)day_alone,
 	      (long long)day_after);
 	lua_settop(L, top);
+}
+
+/* The same for a mapper whose first value column is column 0. */
+static void check_alone_and_after(lua_State *L, const char *first, const char *item)
+{
+	check_column_alone_and_after(L, first, item, 0);
 }
 
 /* An item read after one of the same members (the learnt shape, and its planned record) gives
@@ -871,6 +884,184 @@ static void nested_paths_at_the_depth_limit(void)
 		}
 		buf_free(&page);
 		buf_free(&want);
+	}
+	test_lua_close(L);
+}
+
+/* as = "number", "string" and "boolean", each value alone in an item: what each field writes ("-"
+ * where it leaves the field out). */
+static void number_string_and_boolean(void)
+{
+	static const struct {
+		const char *value, *number, *string, *boolean;
+	} cases[] = {
+		{"12", "12", "\"12\"", "-"},
+		{"12.50", "12.5", "\"12.50\"", "-"},
+		{"1e2", "100", "\"1e2\"", "-"},
+		{"-0", "-0", "\"-0\"", "-"},
+		{"123456789012345678901234567890", "123456789012345678901234567890",
+		 "\"123456789012345678901234567890\"", "-"},
+		{"1e400", "null", "\"1e400\"", "-"},
+		{"\"12.5\"", "12.5", "\"12.5\"", "-"},
+		{"\"12.50\"", "12.5", "\"12.50\"", "-"},
+		{"\"-1E+2\"", "-100", "\"-1E+2\"", "-"},
+		{"\"0.25\"", "0.25", "\"0.25\"", "-"},
+		{"\"\\u0031\\u0032.5\"", "12.5", "\"\\u0031\\u0032.5\"", "-"},
+		{"\"98765432109876543210\"", "98765432109876543210", "\"98765432109876543210\"", "-"},
+		/* strings that are not JSON numbers */
+		{"\" 12\"", "-", "\" 12\"", "-"},
+		{"\"12 \"", "-", "\"12 \"", "-"},
+		{"\"\"", "-", "\"\"", "-"},
+		{"\"-\"", "-", "\"-\"", "-"},
+		{"\"1.\"", "-", "\"1.\"", "-"},
+		{"\".5\"", "-", "\".5\"", "-"},
+		{"\"01\"", "-", "\"01\"", "-"},
+		{"\"+1\"", "-", "\"+1\"", "-"},
+		{"\"1e\"", "-", "\"1e\"", "-"},
+		{"\"1e+\"", "-", "\"1e+\"", "-"},
+		{"\"0x10\"", "-", "\"0x10\"", "-"},
+		{"\"NaN\"", "-", "\"NaN\"", "-"},
+		{"\"12a\"", "-", "\"12a\"", "-"},
+		/* booleans, and strings that are one */
+		{"true", "-", "\"true\"", "true"},
+		{"false", "-", "\"false\"", "false"},
+		{"\"true\"", "-", "\"true\"", "true"},
+		{"\"false\"", "-", "\"false\"", "false"},
+		{"\"tru\\u0065\"", "-", "\"tru\\u0065\"", "true"},
+		{"\"True\"", "-", "\"True\"", "-"},
+		{"\"yes\"", "-", "\"yes\"", "-"},
+		{"1", "1", "\"1\"", "-"},
+		/* null, objects and arrays are none of them */
+		{"null", "-", "-", "-"},
+		{"{}", "-", "-", "-"},
+		{"[1]", "-", "-", "-"},
+	};
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'n', from = 'v', as = 'number' }, { 's', from = 'v', as = 'string' },"
+				 " { 'b', from = 'v', as = 'boolean' } } }");
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char page[300], want[300];
+		snprintf(page, sizeof page, "{\"results\":[{\"v\":%s}]}", cases[i].value);
+		struct buf record = {0};
+		const char *values[] = {cases[i].number, cases[i].string, cases[i].boolean};
+		const char *names[] = {"n", "s", "b"};
+		for (int k = 0; k < 3; k++)
+			if (strcmp(values[k], "-"))
+				buf_printf(&record, "%s\"%s\":%s", record.len ? "," : "", names[k], values[k]);
+		snprintf(want, sizeof want, "{%s}", record.len ? record.data : "");
+		buf_free(&record);
+		const char *const wants[] = {want};
+		check_records(L, 1, cases[i].value, page, strlen(page), wants, 1, NULL);
+	}
+	/* After an item of the same shape, whose plan writes each field: the same records. */
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char item[100];
+		snprintf(item, sizeof item, "{\"v\":%s}", cases[i].value);
+		check_column_alone_and_after(L, "{\"v\":1}", item, -1);
+		check_column_alone_and_after(L, "{\"v\":true}", item, -1);
+	}
+	test_lua_close(L);
+}
+
+static const char EPOCHS[] = "return records.declare { list = 'results', fields = {"
+			     " { 'ms', from = 'ms', as = 'datetime_from_ms' },"
+			     " { 's', from = 's', as = 'datetime_from_s' },"
+			     " { 'ny', from = 's', as = 'day_from_s', zone = 'America/New_York' },"
+			     " { 'utc', from = 's', as = 'day_from_s' } } }";
+
+/* datetime_from_ms, datetime_from_s and day_from_s: texts, rounding down, negative epochs, New
+ * York's changes of offset, the years' bounds, and the columns the engine reads. */
+static void epoch_fields(void)
+{
+	static const struct {
+		const char *item, *record;
+		int64_t ms_column, ny_column; /* RECORDS_NO_VALUE: none */
+	} cases[] = {
+		{"{\"ms\":0,\"s\":0}",
+		 "{\"ms\":\"1970-01-01T00:00:00Z\",\"s\":\"1970-01-01T00:00:00Z\",\"ny\":\"1969-12-31\",\"utc\":"
+		 "\"1970-01-01\"}",
+		 0, -1},
+		{"{\"ms\":-1,\"s\":-1}",
+		 "{\"ms\":\"1969-12-31T23:59:59.999Z\",\"s\":\"1969-12-31T23:59:59Z\",\"ny\":\"1969-12-31\",\"utc\":"
+		 "\"1969-12-31\"}",
+		 -1000, -1},
+		{"{\"ms\":1646629200123}", "{\"ms\":\"2022-03-07T05:00:00.123Z\"}", 1646629200123000, RECORDS_NO_VALUE},
+		{"{\"ms\":1646629200120}", "{\"ms\":\"2022-03-07T05:00:00.120Z\"}", 1646629200120000, RECORDS_NO_VALUE},
+		{"{\"ms\":1646629200001}", "{\"ms\":\"2022-03-07T05:00:00.001Z\"}", 1646629200001000, RECORDS_NO_VALUE},
+		/* fractions of a unit are rounded down, to the millisecond */
+		{"{\"ms\":1646629200000.7}", "{\"ms\":\"2022-03-07T05:00:00Z\"}", 1646629200000000, RECORDS_NO_VALUE},
+		{"{\"ms\":-1.5}", "{\"ms\":\"1969-12-31T23:59:59.998Z\"}", -2000, RECORDS_NO_VALUE},
+		{"{\"ms\":1.6466292e12}", "{\"ms\":\"2022-03-07T05:00:00Z\"}", 1646629200000000, RECORDS_NO_VALUE},
+		{"{\"ms\":16466292001e2}", "{\"ms\":\"2022-03-07T05:00:00.100Z\"}", 1646629200100000, RECORDS_NO_VALUE},
+		{"{\"s\":1646629200.5}",
+		 "{\"s\":\"2022-03-07T05:00:00.500Z\",\"ny\":\"2022-03-07\",\"utc\":\"2022-03-07\"}", RECORDS_NO_VALUE,
+		 19058},
+		{"{\"s\":1e9}", "{\"s\":\"2001-09-09T01:46:40Z\",\"ny\":\"2001-09-08\",\"utc\":\"2001-09-09\"}",
+		 RECORDS_NO_VALUE, 11573},
+		/* New York's spring change (2022-03-13 07:00 UTC) and autumn change (2022-11-06 06:00 UTC) */
+		{"{\"s\":1647143999}", "{\"s\":\"2022-03-13T03:59:59Z\",\"ny\":\"2022-03-12\",\"utc\":\"2022-03-13\"}",
+		 RECORDS_NO_VALUE, 19063},
+		{"{\"s\":1647154800}", "{\"s\":\"2022-03-13T07:00:00Z\",\"ny\":\"2022-03-13\",\"utc\":\"2022-03-13\"}",
+		 RECORDS_NO_VALUE, 19064},
+		{"{\"s\":1667707199}", "{\"s\":\"2022-11-06T03:59:59Z\",\"ny\":\"2022-11-05\",\"utc\":\"2022-11-06\"}",
+		 RECORDS_NO_VALUE, 19301},
+		{"{\"s\":1667707200}", "{\"s\":\"2022-11-06T04:00:00Z\",\"ny\":\"2022-11-06\",\"utc\":\"2022-11-06\"}",
+		 RECORDS_NO_VALUE, 19302},
+		/* the first and last instants of the years 1000 to 9999 */
+		{"{\"ms\":-30610224000000}", "{\"ms\":\"1000-01-01T00:00:00Z\"}", -30610224000000000, RECORDS_NO_VALUE},
+		{"{\"ms\":253402300799999}", "{\"ms\":\"9999-12-31T23:59:59.999Z\"}", 253402300799999000,
+		 RECORDS_NO_VALUE},
+		{"{\"s\":253402300799}",
+		 "{\"s\":\"9999-12-31T23:59:59Z\",\"ny\":\"9999-12-31\",\"utc\":\"9999-12-31\"}", RECORDS_NO_VALUE,
+		 2932896},
+		/* null leaves them out */
+		{"{\"ms\":null,\"s\":null}", "{}", RECORDS_NO_VALUE, RECORDS_NO_VALUE},
+	};
+	lua_State *L = open_with(EPOCHS);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char page[300];
+		snprintf(page, sizeof page, "{\"results\":[%s]}", cases[i].item);
+		const char *const wants[] = {cases[i].record};
+		check_records(L, 1, cases[i].item, page, strlen(page), wants, 1, NULL);
+		struct mapped m;
+		if (map_page(L, 1, page, strlen(page), &m) == LUA_OK && m.outcome == RECORDS_OK) {
+			const char *data;
+			size_t len;
+			int64_t ms, ny;
+			records_batch_get(m.batch, 0, records_batch_column(m.batch, "ms", CURSOR_DATETIME), &data, &len,
+					  &ms);
+			records_batch_get(m.batch, 0, records_batch_column(m.batch, "ny", CURSOR_DAY), &data, &len,
+					  &ny);
+			CHECK(ms == cases[i].ms_column, "%s: ms column %lld", cases[i].item, (long long)ms);
+			if (cases[i].ny_column != -1)
+				CHECK(ny == cases[i].ny_column, "%s: ny column %lld", cases[i].item, (long long)ny);
+		}
+		lua_settop(L, 1);
+		check_alone_and_after(L, "{\"ms\":1,\"s\":1}", cases[i].item);
+	}
+	static const struct {
+		const char *item, *words;
+	} errors[] = {
+		{"{\"ms\":\"1646629200000\"}", "item 1 of 'results': 'ms' is a string, not a number of milliseconds"},
+		{"{\"s\":true}", "item 1 of 'results': 's' is a boolean, not a number of seconds"},
+		{"{\"s\":{}}", "'s' is an object, not a number of seconds"},
+		{"{\"ms\":-30610224000001}", "'ms' = -30610224000001 ms is not a time in the years 1000 to 9999"},
+		{"{\"ms\":253402300800000}", "'ms' = 253402300800000 ms is not a time"},
+		{"{\"ms\":1e300}", "'ms' = 1e300 ms is not a time"},
+		{"{\"ms\":-1e400}", "'ms' = -1e400 ms is not a time"},
+		{"{\"s\":253402300800}", "'s' = 253402300800 s is not a time"},
+		{"{\"s\":9223372036854775807}", "'s' = 9223372036854775807 s is not a time"},
+		/* 1000-01-01 in UTC is 999-12-31 in New York */
+		{"{\"s\":-30610224000}", "'s' = -30610224000 s is not a time in the years 1000 to 9999"},
+	};
+	for (size_t i = 0; i < COUNT_OF(errors); i++) {
+		char page[300];
+		snprintf(page, sizeof page, "{\"results\":[%s]}", errors[i].item);
+		check_shape_error(L, 1, errors[i].item, page, strlen(page), errors[i].words);
 	}
 	test_lua_close(L);
 }
@@ -1613,6 +1804,65 @@ static int64_t floor_div(int64_t a, int64_t b)
 	return a / b - (a % b != 0 && (a < 0) != (b < 0));
 }
 
+/* Random epochs in milliseconds and seconds over the years 1000 to 9999: datetime_from_ms's
+ * text reads back (date_parse_instant) as its column, which is the instant rounded down to the
+ * millisecond, with ".mmm" exactly when that is not a whole second, and agrees with
+ * date_format_instant; day_from_s's day is date_day_in_zone's in New York. */
+static void generated_instants_agree_with_the_date_functions(void)
+{
+	lua_State *L = open_with(EPOCHS);
+	if (!L)
+		return;
+	char err[200];
+	const struct tz_zone *ny = tz_find(runtime_of(L)->zones, "America/New_York", err, sizeof err);
+	const int64_t first_ms = (DATE_MIN_DAY + 1) * 86400000LL, span = (DATE_MAX_DAY - DATE_MIN_DAY - 2) * 86400000LL;
+	enum { ITEMS = 2000 };
+	static int64_t ms[ITEMS], s[ITEMS];
+	struct buf text = {0};
+	buf_puts(&text, "{\"results\":[");
+	for (int i = 0; i < ITEMS; i++) {
+		uint64_t r = rng();
+		/* near 1970 now and then, where negatives and small numbers are */
+		ms[i] = i % 4 == 0 ? (int64_t)(r % 200000000000ULL) - 100000000000LL
+				   : first_ms + (int64_t)(r % (uint64_t)span);
+		if (i % 5 == 0)
+			ms[i] -= ms[i] % 1000; /* whole seconds */
+		s[i] = floor_div(ms[i], 1000);
+		buf_printf(&text, "%s{\"ms\":%lld,\"s\":%lld}", i ? "," : "", (long long)ms[i], (long long)s[i]);
+	}
+	buf_puts(&text, "]}");
+	struct mapped m;
+	if (map_page(L, 1, text.data, text.len, &m) == LUA_OK &&
+	    CHECK(m.outcome == RECORDS_OK, "outcome %d: %s", (int)m.outcome, m.why)) {
+		int ms_column = records_batch_column(m.batch, "ms", CURSOR_DATETIME);
+		int ny_column = records_batch_column(m.batch, "ny", CURSOR_DAY);
+		int failures = 0;
+		for (int i = 0; i < ITEMS && failures < 3; i++) {
+			const char *data;
+			size_t len;
+			int64_t us, day;
+			records_batch_get(m.batch, (size_t)i, ms_column, &data, &len, &us);
+			records_batch_get(m.batch, (size_t)i, ny_column, &data, &len, &day);
+			/* {"ms":"<text>",... */
+			const char *at = data + 7, *end = memchr(at, '"', len - 7);
+			int64_t parsed = 0;
+			char formatted[DATE_INSTANT_LEN];
+			size_t formatted_len = date_format_instant(us, formatted);
+			size_t text_len = end ? (size_t)(end - at) : 0;
+			int ok = end && date_parse_instant(at, text_len, NULL, &parsed) == 0 && parsed == us &&
+				 us == ms[i] * 1000 && text_len == (ms[i] % 1000 ? 24u : 20u) &&
+				 !memcmp(at, formatted, 19) && formatted_len >= 20 && day == date_day_in_zone(s[i], ny);
+			if (!CHECK(ok, "%lld ms: %.*s (column %lld, day %lld)", (long long)ms[i], (int)len, data,
+				   (long long)us, (long long)day))
+				failures++;
+		}
+	} else {
+		CHECK(0, "map: %s %s", m.error, m.why);
+	}
+	buf_free(&text);
+	test_lua_close(L);
+}
+
 /* Random instants from year 1000 to 9999, in random order (so the month the walk remembers keeps
  * changing), in both zones, against date_day_in_zone and date_format_day. */
 static void generated_days_agree_with_the_date_functions(void)
@@ -1643,7 +1893,8 @@ static void generated_days_agree_with_the_date_functions(void)
 	struct mapped m;
 	if (map_page(L, 1, text.data, text.len, &m) == LUA_OK && m.outcome == RECORDS_OK &&
 	    CHECK(records_batch_count(m.batch) == ITEMS, "%zu records", records_batch_count(m.batch))) {
-		int ny = records_batch_column(m.batch, "ny"), utc = records_batch_column(m.batch, "utc");
+		int ny = records_batch_column(m.batch, "ny", CURSOR_DAY),
+		    utc = records_batch_column(m.batch, "utc", CURSOR_DAY);
 		const struct tz_zone *new_york = tz_find(runtime_of(L)->zones, "America/New_York", NULL, 0);
 		int failures = 0;
 		for (int i = 0; i < ITEMS && failures < 3; i++) {
@@ -1735,15 +1986,20 @@ static void batch_accessors(void)
 	}
 	int batch = lua_gettop(L);
 	CHECK(records_batch_count(m.batch) == 4, "count %zu", records_batch_count(m.batch));
-	int date = records_batch_column(m.batch, "date");
-	int d2 = records_batch_column(m.batch, "d2");
-	int transactions = records_batch_column(m.batch, "transactions");
+	int date = records_batch_column(m.batch, "date", CURSOR_DAY);
+	int d2 = records_batch_column(m.batch, "d2", CURSOR_DAY);
+	int transactions = records_batch_column(m.batch, "transactions", CURSOR_INTEGER);
 	CHECK(date == 0 && transactions == 1 && d2 == 2, "value columns: date %d, transactions %d, d2 %d", date,
 	      transactions, d2);
-	CHECK(records_batch_column(m.batch, "price") == -1, "price is not a day field");
-	CHECK(records_batch_column(m.batch, "stock_ticker") == -1, "stock_ticker is not a day field");
-	CHECK(records_batch_column(m.batch, "t") == -1, "t is a source, not a field");
-	CHECK(records_batch_column(m.batch, "") == -1, "an empty name");
+	CHECK(records_batch_column(m.batch, "price", CURSOR_DAY) == -1, "price is not a day field");
+	CHECK(records_batch_column(m.batch, "stock_ticker", CURSOR_DAY) == -1, "stock_ticker is not a day field");
+	CHECK(records_batch_column(m.batch, "t", CURSOR_DAY) == -1, "t is a source, not a field");
+	CHECK(records_batch_column(m.batch, "", CURSOR_DAY) == -1, "an empty name");
+	/* A column holds the values of its own kind of cursor only. */
+	CHECK(records_batch_column(m.batch, "date", CURSOR_INTEGER) == -1, "days are not integers");
+	CHECK(records_batch_column(m.batch, "date", CURSOR_DATETIME) == -1, "days are not datetimes");
+	CHECK(records_batch_column(m.batch, "transactions", CURSOR_DAY) == -1, "integers are not days");
+	CHECK(records_batch_column(m.batch, "date", CURSOR_NONE) == -1, "no cursor, no column");
 	static const char *const dates[] = {"2022-03-07", NULL, "2022-03-09", NULL};
 	static const char *const d2s[] = {"2022-03-01", "2022-03-02", NULL, NULL};
 	for (size_t i = 0; i < 4; i++) {
@@ -1836,7 +2092,7 @@ static void day_spans(void)
 			lua_settop(L, top);
 			continue;
 		}
-		int date = records_batch_column(m.batch, "date");
+		int date = records_batch_column(m.batch, "date", CURSOR_DAY);
 		int64_t first = 0, last = 0, want;
 		int spans = records_batch_column_span(m.batch, date, &first, &last);
 		CHECK(spans == cases[k].spans, "case %zu: span %d, want %d", k, spans, cases[k].spans);
@@ -1885,7 +2141,7 @@ static void big_pages_and_reused_buffers(void)
 		if (map_page(L, 1, page.data, page.len, &m) == LUA_OK &&
 		    CHECK(records_batch_count(m.batch) == count, "round %d: %zu records", round,
 			  records_batch_count(m.batch))) {
-			int column = records_batch_column(m.batch, "date");
+			int column = records_batch_column(m.batch, "date", CURSOR_DAY);
 			int64_t first;
 			date_parse_day("2022-03-07", &first);
 			for (size_t i = 0; i < count; i += (i < 1100 ? 1 : 97)) {
@@ -2307,7 +2563,8 @@ static void batches_walked_on_workers(void)
 			const char *data;
 			size_t len;
 			int64_t day, want_day;
-			records_batch_get(batches[k], i, records_batch_column(batches[k], "date"), &data, &len, &day);
+			records_batch_get(batches[k], i, records_batch_column(batches[k], "date", CURSOR_DAY), &data,
+					  &len, &day);
 			char want[200], text[DATE_DAY_LEN];
 			date_parse_day("2022-03-07", &want_day);
 			want_day += (int64_t)i;
@@ -2434,6 +2691,8 @@ static const struct test tests[] = {
 	{"map: dotted from paths into the item's objects; parents missing, not objects or given twice", nested_paths},
 	{"map: nested values that differ between items of one learnt shape", nested_paths_of_a_learnt_shape},
 	{"map: 1000 levels through a path are read, 1001 too deep", nested_paths_at_the_depth_limit},
+	{"map: as = number, string and boolean", number_string_and_boolean},
+	{"map: datetime_from_ms, datetime_from_s, day_from_s; rounding, bounds, zones, columns", epoch_fields},
 	{"map writes constants and context fields, JSON-encoded", constants_and_context_fields},
 	{"map: day_from_ms in both zones, to the bounds; day text", day_fields},
 	{"map takes whitespace everywhere", whitespace_everywhere},
@@ -2452,6 +2711,8 @@ static const struct test tests[] = {
 	{"map: 20000 generated numbers as the runtime's writer and math.tointeger",
 	 generated_numbers_agree_with_the_runtime_writer},
 	{"map: 5000 generated instants' days as date_day_in_zone", generated_days_agree_with_the_date_functions},
+	{"map: 2000 generated epochs as date_parse_instant, date_format_instant and date_day_in_zone",
+	 generated_instants_agree_with_the_date_functions},
 	{"batch: count, day columns, records, Lua access", batch_accessors},
 	{"batch: a day span only when every record has the day and the days ascend", day_spans},
 	{"batch: big pages, buffers handed back and reused", big_pages_and_reused_buffers},
