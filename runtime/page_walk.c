@@ -101,6 +101,7 @@ struct walk {
 		 * mostly fall in one span, and finding the offset is most of a day's cost). */
 		int64_t zone_from, zone_until;
 		int zone_offset;
+		struct piece fallback; /* the default's text; len 0: none */
 	} ops[WALK_MAX_FIELDS];
 	int nops;
 	/* The members of the last item read in full, when it spelt them without space or escape:
@@ -133,6 +134,12 @@ struct walk {
 		} steps[WALK_MAX_FIELDS + 1];
 		char *text;
 		uint64_t present; /* the nested sources its items have (w->present) */
+		/* The columns of the fields whose defaults the plan writes as constants. */
+		struct plan_column {
+			int column;
+			int64_t value;
+		} columns[WALK_MAX_FIELDS];
+		int ncolumns;
 	} plan;
 };
 
@@ -1241,17 +1248,40 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 	}
 }
 
-/* Writes a field as ',"name":value' (nothing when it has no value); NULL when the item cannot
- * give it a value it must have. */
+/* A field's default, as its value at out, and its column's. */
+static inline char *put_fallback(char *out, const struct field_op *op, int64_t *cols)
+{
+	if (op->f->fallback_column != WALK_NO_VALUE)
+		cols[op->f->column] = op->f->fallback_column;
+	return put_piece(out, &op->fallback);
+}
+
+static char *required_finds_nothing(struct walk *w, const struct field_op *op) __attribute__((cold));
+
+static char *required_finds_nothing(struct walk *w, const struct field_op *op)
+{
+	wrong_shape(w, "item %d of '%s': field '%s' is required, and its path '%s' finds nothing", w->item, w->m->list,
+		    op->f->name, w->m->sources[op->f->source].name);
+	return NULL;
+}
+
+/* Writes a field as ',"name":value' (its default, or nothing, when it has no value); NULL when
+ * the item cannot give it a value it must have. */
 static inline char *put_field(struct walk *w, char *out, struct field_op *op, int64_t *cols)
 {
 	if (op->kind == FROM_CONTEXT)
 		return put_piece(out, &op->piece);
-	if (!op->v->at)
-		return out;
+	if (!op->v->at) {
+		if (op->f->required)
+			return required_finds_nothing(w, op);
+		return op->fallback.len ? put_fallback(put_piece(out, &op->piece), op, cols) : out;
+	}
 	int omit = 0;
-	char *end = put_field_value(w, put_piece(out, &op->piece), op, cols, &omit);
-	return omit ? out : end;
+	char *value = put_piece(out, &op->piece);
+	char *end = put_field_value(w, value, op, cols, &omit);
+	if (!omit)
+		return end;
+	return op->fallback.len ? put_fallback(value, op, cols) : out;
 }
 
 /* Lays out the pieces; -1 when there is no memory for them. */
@@ -1260,7 +1290,7 @@ static int build_pieces(struct walk *w)
 	const struct walk_mapping *m = w->m;
 	size_t size = w->frame->head_len + w->frame->tail_len + 2 * PIECE_PAD;
 	for (int i = 0; i < m->nfields; i++)
-		size += 1 + m->fields[i].key_len + w->constants[i].len + PIECE_PAD;
+		size += 1 + m->fields[i].key_len + w->constants[i].len + m->fields[i].fallback_len + 2 * PIECE_PAD;
 	char *at = w->pieces = calloc(1, size);
 	w->pieces_len = size;
 	if (!at)
@@ -1284,14 +1314,20 @@ static int build_pieces(struct walk *w)
 		at = put(at, f->key, f->key_len);
 		if (constant)
 			at = put(at, w->constants[i].text, w->constants[i].len);
-		w->ops[w->nops++] = (struct field_op){constant ? FROM_CONTEXT : f->kind,
-						      f,
-						      constant ? NULL : &w->values[f->source],
-						      {piece, (size_t)(at - piece)},
-						      0,
-						      0,
-						      0};
+		struct field_op *op = &w->ops[w->nops++];
+		*op = (struct field_op){constant ? FROM_CONTEXT : f->kind,
+					f,
+					constant ? NULL : &w->values[f->source],
+					{piece, (size_t)(at - piece)},
+					0,
+					0,
+					0,
+					{NULL, 0}};
 		at += PIECE_PAD;
+		if (!constant && f->fallback_len) {
+			op->fallback = (struct piece){at, f->fallback_len};
+			at = put(at, f->fallback, f->fallback_len) + PIECE_PAD;
+		}
 	}
 	return 0;
 }
@@ -1440,6 +1476,8 @@ static int write_planned_record(struct walk *w, size_t item_len)
 	int64_t *cols = NULL;
 	if (begin_record(w, item_len, &cols))
 		return -1;
+	for (int i = 0; i < w->plan.ncolumns; i++)
+		cols[w->plan.columns[i].column] = w->plan.columns[i].value;
 	char *line = w->out->mem.data + w->out->len;
 	char *out = line;
 	const struct plan_step *step = w->plan.steps;
@@ -1461,10 +1499,13 @@ static int write_planned_record(struct walk *w, size_t item_len)
 		if (!step->op)
 			break;
 		int omit = 0;
+		char *value = out;
 		if (!(out = put_field_value(w, out, step->op, cols, &omit)))
 			return -1;
-		if (omit)
+		if (omit && !step->op->fallback.len)
 			return 1;
+		if (omit)
+			out = put_fallback(value, step->op, cols);
 	}
 	size_t head = w->frame->head_len;
 	end_record(w, cols, line, out, head, (size_t)(out - line) - head - w->frame->tail_len);
@@ -1480,9 +1521,12 @@ static void build_plan(struct walk *w, const char present[WALK_MAX_FIELDS])
 	char *piece = at;
 	int count = 0, first = 1;
 	at = put(at, w->frame->head, w->frame->head_len);
+	plan->ncolumns = 0;
 	for (int i = 0; i < w->nops; i++) {
 		struct field_op *op = &w->ops[i];
-		int constant = op->kind == FROM_CONTEXT;
+		/* A field without its value in these items writes its default, the same for each. */
+		int fallback = op->kind != FROM_CONTEXT && !present[op->f->source] && op->fallback.len;
+		int constant = op->kind == FROM_CONTEXT || fallback;
 		if (!constant && !present[op->f->source])
 			continue;
 		char *field = at;
@@ -1490,6 +1534,12 @@ static void build_plan(struct walk *w, const char present[WALK_MAX_FIELDS])
 		if (first)
 			*field = '{';
 		first = 0;
+		if (fallback) {
+			at = put(at, op->fallback.at, op->fallback.len);
+			if (op->f->fallback_column != WALK_NO_VALUE)
+				plan->columns[plan->ncolumns++] =
+					(struct plan_column){op->f->column, op->f->fallback_column};
+		}
 		if (constant)
 			continue;
 		/* A nested value may lie near the page's end: it is copied by put_field_value, which looks. */

@@ -66,6 +66,12 @@ struct walk_field {
 	int column;                 /* where its value goes, for the kinds walk_kind_has_column names */
 	const struct tz_zone *zone; /* FROM_DAY_MS's and FROM_DAY_S's days, FROM_DATETIME's texts without an
 				     * offset; NULL: UTC */
+	/* A from field's default: its JSON text, written when the field would be left out (fallback_len
+	 * 0: none), and its value for the column (WALK_NO_VALUE for null). */
+	const char *fallback;
+	size_t fallback_len;
+	int64_t fallback_column;
+	int required; /* an item whose path finds nothing is an error */
 };
 
 /* One member on the fields' from paths: the item's members ("properties" of

@@ -265,10 +265,69 @@ static int kind_copies(enum walk_kind kind)
 	       kind == FROM_DATETIME;
 }
 
+/* The default's value for the field's column: null (none), or a value of the column's kind. */
+static int64_t default_column(lua_State *L, const struct walk_field *f, int idx)
+{
+	enum walk_column column = walk_kind_column(f->kind);
+	int64_t v = WALK_NO_VALUE;
+	const char *text = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+	if (column == COLUMN_NONE || (lua_islightuserdata(L, idx) && !lua_touserdata(L, idx)))
+		return WALK_NO_VALUE;
+	if (column == COLUMN_INTEGER && lua_type(L, idx) == LUA_TNUMBER) {
+		int exact;
+		lua_Integer n = lua_tointegerx(L, idx, &exact); /* a float only when it is an integer */
+		if (exact)
+			return (int64_t)n;
+	} else if (column == COLUMN_DAY && text && date_parse_day(text, &v) == 0) {
+		return v;
+	} else if (column == COLUMN_DATETIME && text && date_parse_instant(text, strlen(text), f->zone, &v) == 0) {
+		return v;
+	}
+	luaL_error(L, "records.declare: field '%s': default must be json.null or %s", f->name,
+		   column == COLUMN_INTEGER ? "an integer"
+		   : column == COLUMN_DAY   ? "a YYYY-MM-DD day"
+					    : "an ISO 8601 date-time");
+	return v;
+}
+
+/* default = v and required = true, which go with from. */
+static void declare_default_and_required(lua_State *L, struct walk_field *f, int pins, int spec)
+{
+	int has_default = lua_getfield(L, spec, "default") != LUA_TNIL;
+	int required = lua_getfield(L, spec, "required");
+	if (required != LUA_TNIL && required != LUA_TBOOLEAN)
+		luaL_error(L, "records.declare: field '%s': required is true or false", f->name);
+	f->required = lua_toboolean(L, -1);
+	if ((has_default || f->required) && (f->kind == FROM_CONTEXT || f->kind == FROM_VALUE))
+		luaL_error(L, "records.declare: field '%s': %s goes with from", f->name,
+			   has_default ? "default" : "required");
+	if (has_default && f->required)
+		luaL_error(L, "records.declare: field '%s': a required field has no default", f->name);
+	f->fallback = NULL;
+	f->fallback_len = 0;
+	f->fallback_column = WALK_NO_VALUE;
+	if (has_default) {
+		struct buf text = {0};
+		char err[128];
+		if (json_encode(L, -2, &text, err, sizeof err)) {
+			buf_free(&text);
+			luaL_error(L, "records.declare: field '%s': default: %s", f->name, err);
+		}
+		lua_pushlstring(L, text.data, text.len);
+		buf_free(&text);
+		f->fallback = pin_string(L, pins, -1);
+		f->fallback_len = lua_rawlen(L, -1);
+		lua_pop(L, 1);
+		f->fallback_column = default_column(L, f, lua_gettop(L) - 1);
+	}
+	lua_pop(L, 2);
+}
+
 static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spec, int position)
 {
 	struct walk_mapping *m = &mapper->map;
-	static const char *const known[] = {"1", "name", "from", "as", "zone", "context", "value", NULL};
+	static const char *const known[] = {"1",       "name",  "from",    "as",       "zone",
+					    "context", "value", "default", "required", NULL};
 	char where[32];
 	snprintf(where, sizeof where, "field %d", position);
 	if (!lua_istable(L, spec))
@@ -323,11 +382,11 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 		if (kind_copies(f->kind))
 			mapper->copies_of[f->source]++;
 	}
-	if (walk_kind_has_column(f->kind)) {
+	if (walk_kind_has_column(f->kind))
 		f->column = m->ncolumns++;
-	}
-	/* A comma, the key, a number's text and the slack of a 16-byte move. */
-	m->fixed_bound += 1 + f->key_len + JSON_NUMBER_MAX + 16;
+	declare_default_and_required(L, f, pins, spec);
+	/* A comma, the key, a number's text or the default's and the slack of a 16-byte move. */
+	m->fixed_bound += 1 + f->key_len + JSON_NUMBER_MAX + f->fallback_len + 16;
 	m->nfields++;
 }
 

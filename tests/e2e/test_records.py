@@ -650,6 +650,51 @@ def test_conversions_equal_a_lua_loop(connector, tmp_path):
     ]
 
 
+DEFAULT_FIELDS = [
+    {"name": "id", "from": "id"},
+    {"name": "email", "from": "properties.email", "default": ""},
+    {"name": "employees", "from": "properties.company.size", "as": "integer", "default": 0},
+    {"name": "tags", "from": "tags", "default": []},
+    {"name": "active", "from": "properties.active", "as": "boolean", "default": None},
+    {"name": "created", "from": "t", "as": "datetime_from_ms", "default": "1970-01-01T00:00:00Z"},
+]
+
+
+def test_defaults_equal_a_lua_loop(connector, tmp_path):
+    """A default is written wherever the field would be left out: the path finds nothing, or as
+    leaves the value out. A plain copy of null finds null."""
+    items = ['{"id":1,"properties":{"email":"a@x","company":{"size":3},"active":"true"},"tags":["x"],"t":0}',
+             '{"id":2,"properties":{"email":null,"company":{"size":2.5},"active":"maybe"},"tags":null,"t":null}',
+             '{"id":3,"properties":null}',
+             '{"id":4,"properties":{"company":7}}']
+    page = '{"results":[%s]}' % ",".join(items)
+    declared, loop = read_both(connector, tmp_path, DEFAULT_FIELDS, [page])
+    assert list(map(canonical, declared.data)) == list(map(canonical, loop.data))
+    assert data_texts(declared) == [
+        '{"id":1,"email":"a@x","employees":3,"tags":["x"],"active":true,"created":"1970-01-01T00:00:00Z"}',
+        '{"id":2,"email":null,"employees":0,"tags":null,"active":null,"created":"1970-01-01T00:00:00Z"}',
+        '{"id":3,"email":"","employees":0,"tags":[],"active":null,"created":"1970-01-01T00:00:00Z"}',
+        '{"id":4,"email":"","employees":0,"tags":[],"active":null,"created":"1970-01-01T00:00:00Z"}',
+    ]
+
+
+def test_a_required_field_that_finds_nothing_is_one_system_error(connector, tmp_path):
+    """Item 3 has no properties.email: the page is refused as a whole, naming the item, the
+    field, its path and the script line of the map call; the page before it is emitted."""
+    fields = [{"name": "id", "from": "id"}, {"name": "email", "from": "properties.email", "required": True}]
+    url = "http://127.0.0.1:%d/v2/aggs/ticker/TSLA/range/1/day/2022-03-01/2022-03-11?page=2" % connector.server.port
+    pages = ['{"results":[{"id":1,"properties":{"email":"a"}}],"next_url":"%s"}' % url,
+             '{"results":[{"id":2,"properties":{"email":null}},{"id":3,"properties":{"email":"c"}},'
+             '{"id":4,"properties":{"mail":"d"}}]}']
+    script = mapper_script(tmp_path, fields, pages)
+    result = connector.read(connector.config(), catalog="full_refresh", now=AFTER_CLOSE, flags=("--script", script))
+    error = assert_failed_once(result)
+    where = f"{script.name}:{line_of(script, 'return M:map(ctx, response)')}: records: "
+    assert (where + "item 3 of 'results': field 'email' is required, and its path 'properties.email' finds "
+            "nothing") in error["message"], error
+    assert result.data == [{"id": 1, "email": "a"}]
+
+
 DATETIME_STREAM = """\
     primary_key = "id",
     cursor_field = "date",
