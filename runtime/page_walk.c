@@ -2057,6 +2057,79 @@ static const unsigned char *walk_members(struct walk *w, const unsigned char *p,
 	}
 }
 
+/* The arrays of objects a page holds where its list was not: their paths, as many as fit. */
+#define FOUND_PATH_MAX 256
+struct arrays_found {
+	char paths[160];
+	size_t len;
+	int count, listed;
+};
+
+static void note_array(struct arrays_found *found, const char *path, size_t len)
+{
+	found->count++;
+	size_t room = sizeof found->paths - found->len;
+	int n = snprintf(found->paths + found->len, room, "%s\"%.*s\"", found->len ? ", " : "", (int)len, path);
+	if (n > 0 && (size_t)n < room) {
+		found->len += (size_t)n;
+		found->listed++;
+	} else {
+		found->paths[found->len] = '\0'; /* this one did not fit */
+	}
+}
+
+/* p is at an object's '{' (of a page that is JSON): notes the non-empty arrays of objects among
+ * its members, and among its objects' members down to levels levels; path holds the object's
+ * path (path_len bytes, at most FOUND_PATH_MAX with its NUL). */
+static const unsigned char *find_arrays(struct walk *w, const unsigned char *p, int levels, char *path, size_t path_len,
+					struct arrays_found *found)
+{
+	const unsigned char *end = w->end;
+	p = ws(p + 1, end);
+	if (*p == '}')
+		return p + 1;
+	for (;;) {
+		char escaped = 0;
+		const unsigned char *name = p + 1;
+		if (!(p = scan_string(w, name, &escaped)))
+			return NULL;
+		int n = snprintf(path + path_len, FOUND_PATH_MAX - path_len, "%s%.*s", path_len ? "." : "",
+				 (int)(p - name), (const char *)name);
+		size_t len = n > 0 && path_len + (size_t)n < FOUND_PATH_MAX ? path_len + (size_t)n : FOUND_PATH_MAX - 1;
+		p = ws(ws(p + 1, end) + 1, end); /* past the ':' */
+		if (*p == '[' && *ws(p + 1, end) == '{')
+			note_array(found, path, len);
+		if (*p == '{' && levels > 1)
+			p = find_arrays(w, p, levels - 1, path, len, found);
+		else
+			p = skip_value(w, p, 1);
+		path[path_len] = '\0';
+		int more = p ? after_item(w, &p, '}') : -1;
+		if (more <= 0)
+			return more ? NULL : p;
+	}
+}
+
+/* A list that is not on a page which has arrays of items elsewhere, as far down as one level more
+ * than the list's path (a misspelt or misplaced list), fails the walk naming them; a page without
+ * any (an empty page of an API that leaves the list out then) holds no records. */
+static void list_finds_nothing(struct walk *w)
+{
+	int levels = 2;
+	for (size_t i = 0; i < w->m->list_len; i++)
+		levels += w->m->list[i] == '.';
+	char path[FOUND_PATH_MAX] = "";
+	struct arrays_found found = {.len = 0, .count = 0, .listed = 0};
+	found.paths[0] = '\0';
+	if (!find_arrays(w, ws(w->start, w->end), levels, path, 0, &found) || !found.count)
+		return;
+	char more[32] = "";
+	if (found.listed < found.count)
+		snprintf(more, sizeof more, " and %d more", found.count - found.listed);
+	wrong_shape(w, "list \"%s\" finds nothing; the page has %s at %s%s", w->m->list,
+		    found.count > 1 ? "arrays" : "an array", found.paths, more);
+}
+
 static void walk_page(struct walk *w)
 {
 	const unsigned char *end = w->end;
@@ -2077,6 +2150,10 @@ static void walk_page(struct walk *w)
 	} else if (p < end && *p == '{') {
 		if (!(p = walk_members(w, p, &list_seen)))
 			return;
+		if (ws(p, end) == end && !list_seen) {
+			list_finds_nothing(w);
+			return;
+		}
 	} else {
 		struct value v;
 		if (!(p = scan_value(w, p, 0, &v)))

@@ -772,6 +772,26 @@ def test_day_cursor_from_epoch_seconds(connector, tmp_path):
     assert result.last_stream_state["tickers"] == {"TSLA": {"date": "2022-03-11"}}
 
 
+def test_a_misspelt_list_is_one_system_error_naming_the_arrays(connector, tmp_path):
+    """list = "data.itmes" on pages whose items are at data.items: no silent empty read."""
+    fields = [{"name": "id", "from": "id"}]
+    script = mapper_script(tmp_path, fields, ['{"data":{"items":[{"id":1}],"total":1}}'], list_path="data.itmes")
+    result = connector.read(connector.config(), catalog="full_refresh", now=AFTER_CLOSE, flags=("--script", script))
+    error = assert_failed_once(result)
+    assert 'records: list "data.itmes" finds nothing; the page has an array at "data.items"' in error["message"]
+    assert result.records == []
+
+
+def test_a_page_without_the_list_or_any_array_is_empty(connector, tmp_path):
+    """Polygon leaves results out of an empty page."""
+    fields = [{"name": "id", "from": "id"}]
+    page = '{"ticker":"NODATA","queryCount":0,"resultsCount":0,"adjusted":true,"status":"OK","request_id":"x","count":0}'
+    script = mapper_script(tmp_path, fields, [page])
+    result = connector.read(connector.config(), catalog="full_refresh", now=AFTER_CLOSE, flags=("--script", script))
+    result.assert_complete()
+    assert result.records == []
+
+
 # --------------------------------------------------------------------------------------------
 # pages that are not JSON are asked for again
 # --------------------------------------------------------------------------------------------

@@ -1362,11 +1362,51 @@ static void pages_without_records(void)
 		" { } ",
 		"{\"results\" : [ ] }",
 		"{\"results\":\n\tnull\n}",
-		"{\"result\":[{\"c\":1}]}",
+		/* Polygon's empty page, and pages whose arrays hold no items */
+		"{\"status\":\"OK\",\"request_id\":\"x\",\"count\":0}",
+		"{\"result\":[],\"tags\":[\"a\",{\"b\":1}],\"n\":[[{}]]}",
+		/* an array of items deeper than one level more than the list's path */
+		"{\"a\":{\"b\":{\"c\":[{\"c\":1}]}}}",
 	};
 	for (size_t i = 0; i < COUNT_OF(pages); i++)
 		check_records(L, 1, pages[i], pages[i], strlen(pages[i]), NULL, 0, NULL);
 	test_lua_close(L);
+}
+
+/* A list that is not on a page holding arrays of objects elsewhere (down to one level more than
+ * the list's path) is an error naming them. */
+static void a_list_that_finds_nothing(void)
+{
+	static const struct {
+		const char *list, *page, *words;
+	} cases[] = {
+		{"results", "{\"result\":[{\"c\":1}]}",
+		 "list \"results\" finds nothing; the page has an array at \"result\""},
+		{"results", "{\"data\":{\"results\":[{}]},\"x\":1}", "the page has an array at \"data.results\""},
+		{"results", " { \"a\" : [ ] , \"b\" : [ { } ] , \"c\" : { \"d\" : [ {\"e\":[{}]} ] } } ",
+		 "the page has arrays at \"b\", \"c.d\""},
+		{"data.itmes", "{\"data\":{\"items\":[{\"id\":1}]},\"meta\":{}}",
+		 "list \"data.itmes\" finds nothing; the page has an array at \"data.items\""},
+		{"data.items", "{\"data\":\"x\",\"other\":{\"a\":{\"b\":[{}]}}}", "an array at \"other.a.b\""},
+		{"data.items", "{\"dta\":{\"items\":[{}]},\"data\":{}}", "an array at \"dta.items\""},
+		{"results", "{\"\\u0072esult\":[{}]}", "an array at \"\\u0072esult\""},
+		{"results",
+		 "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1\":[{}],"
+		 "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2\":[{}],"
+		 "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa3\":[{}],"
+		 "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa4\":[{}]}",
+		 "aaa2\" and 2 more"},
+	};
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char chunk[200];
+		snprintf(chunk, sizeof chunk,
+			 "return records.declare { list = '%s', fields = { { 'c', from = 'c' } } }", cases[i].list);
+		lua_State *L = open_with(chunk);
+		if (!L)
+			return;
+		check_shape_error(L, 1, cases[i].page, cases[i].page, strlen(cases[i].page), cases[i].words);
+		test_lua_close(L);
+	}
 }
 
 /* ---- pages that are not JSON ---- */
@@ -2783,6 +2823,8 @@ static const struct test tests[] = {
 	{"map matches members in any order, spelt with escapes", members_in_any_order_and_escaped_names},
 	{"map returns next_url only when it is a string", next_url_values},
 	{"map: empty, null and absent lists give no records", pages_without_records},
+	{"map: a list that finds nothing on a page with arrays of items elsewhere names them",
+	 a_list_that_finds_nothing},
 	{"map: every syntax error is not JSON, with where", syntax_errors_are_not_json},
 	{"map: 1000 levels are JSON, 1001 too deep (not 'not JSON'), wherever they are",
 	 nesting_past_the_limit_is_too_deep_not_invalid},
