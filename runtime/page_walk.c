@@ -64,8 +64,9 @@ struct walk {
 	 * level higher than in an object's member; +1 a segment of a dotted list ("data.items"). */
 	int depth_bias;
 	size_t list_at; /* where the list's segment at this level of the page starts in m->list */
-	/* Numbers scanned so far that may be past a double's range (see scan_number). */
-	unsigned long maybe_huge;
+	/* Numbers scanned so far that may be past a double's range (see scan_number), and line
+	 * breaks skipped (see ws): a container whose scan meets either is not copied as spelt. */
+	unsigned long maybe_huge, line_breaks;
 	struct value values[WALK_MAX_FIELDS];
 	struct value next;
 	/* Items of a page spell their members in the same order: member k of the last item, and the
@@ -177,15 +178,18 @@ static const unsigned char *too_deep(struct walk *w, const unsigned char *p)
 }
 
 /* The text is NUL-terminated (a Lua string or a page), so text[len] is readable: loops that stop at NUL need no bound
- * check of their own (NUL is neither space, digit nor string content). */
-static inline const unsigned char *ws(const unsigned char *p, const unsigned char *end)
+ * check of their own (NUL is neither space, digit nor string content). Line breaks are counted: a
+ * value copied with one inside would split its RECORD message's line. */
+static inline const unsigned char *ws(struct walk *w, const unsigned char *p)
 {
-	(void)end;
 	if (*p > ' ')
 		return p;
-	while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
-		p++;
-	return p;
+	for (;; p++) {
+		if (*p == '\n' || *p == '\r')
+			w->line_breaks++;
+		else if (*p != ' ' && *p != '\t')
+			return p;
+	}
 }
 
 static inline int is_digit(unsigned char c)
@@ -338,9 +342,9 @@ static const unsigned char *skip_value(struct walk *w, const unsigned char *p, i
  * it), -1 (not JSON) at anything else. */
 static int after_item(struct walk *w, const unsigned char **p, unsigned char close)
 {
-	const unsigned char *q = ws(*p, w->end);
+	const unsigned char *q = ws(w, *p);
 	if (*q == ',') {
-		*p = ws(q + 1, w->end);
+		*p = ws(w, q + 1);
 		return 1;
 	}
 	if (*q == close && q < w->end) {
@@ -356,7 +360,7 @@ static const unsigned char *skip_members(struct walk *w, const unsigned char *p,
 	const unsigned char *end = w->end;
 	if (depth + w->depth_bias > JSON_MAX_DEPTH)
 		return too_deep(w, p);
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == '}')
 		return p + 1;
 	for (;;) {
@@ -365,10 +369,10 @@ static const unsigned char *skip_members(struct walk *w, const unsigned char *p,
 			return syntax(w, p, "expected a member name");
 		if (!(p = scan_string(w, p + 1, &escaped)))
 			return NULL;
-		p = ws(p + 1, end);
+		p = ws(w, p + 1);
 		if (p >= end || *p != ':')
 			return syntax(w, p, "expected ':'");
-		if (!(p = skip_value(w, ws(p + 1, end), depth)))
+		if (!(p = skip_value(w, ws(w, p + 1), depth)))
 			return NULL;
 		int more = after_item(w, &p, '}');
 		if (more <= 0)
@@ -381,7 +385,7 @@ static const unsigned char *skip_elements(struct walk *w, const unsigned char *p
 	const unsigned char *end = w->end;
 	if (depth + w->depth_bias > JSON_MAX_DEPTH)
 		return too_deep(w, p);
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == ']')
 		return p + 1;
 	for (;;) {
@@ -404,7 +408,7 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 	v->escaped = 0;
 	v->is_integer = 0;
 	const unsigned char *q;
-	unsigned long maybe_huge = w->maybe_huge;
+	unsigned long maybe_huge = w->maybe_huge, line_breaks = w->line_breaks;
 	if (p >= w->end)
 		return syntax(w, p, "the text ends where a value should be");
 	switch (*p) {
@@ -416,12 +420,12 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 	case '{':
 		v->type = 'o';
 		q = skip_members(w, p, depth + 1);
-		v->plain = w->maybe_huge == maybe_huge;
+		v->plain = w->maybe_huge == maybe_huge && w->line_breaks == line_breaks;
 		break;
 	case '[':
 		v->type = 'a';
 		q = skip_elements(w, p, depth + 1);
-		v->plain = w->maybe_huge == maybe_huge;
+		v->plain = w->maybe_huge == maybe_huge && w->line_breaks == line_breaks;
 		break;
 	case 't':
 		v->type = 'b';
@@ -943,10 +947,11 @@ static inline char *put_value(struct walk *w, char *out, const struct value *v)
 	return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
 }
 
-/* An object or array holding a number that may be past a double's range, written as the Lua loop
- * would: every such number that reads as an infinity becomes null (never longer than the number),
- * the rest as spelt. The value is valid JSON, so a number ends where strtod stops. */
-static size_t infinities_as_null(const struct value *v, char *out)
+/* An object or array that is not plain, written as the Lua loop would, on one line: a number that
+ * reads as an infinity becomes null (never longer than the number), a line break between tokens a
+ * space, the rest as spelt. The value is valid JSON, so a number ends where strtod stops, and a
+ * line break can only be space between tokens. */
+static size_t container_text(const struct value *v, char *out)
 {
 	const unsigned char *p = v->at, *end = v->at + v->len;
 	char *start = out;
@@ -964,7 +969,8 @@ static size_t infinities_as_null(const struct value *v, char *out)
 			out = isinf(d) ? put(out, "null", 4) : put(out, p, (size_t)(q - p));
 			p = q;
 		} else {
-			*out++ = (char)*p++;
+			*out++ = *p == '\n' || *p == '\r' ? ' ' : (char)*p;
+			p++;
 		}
 	}
 	return (size_t)(out - start);
@@ -1209,7 +1215,7 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 		if (v->plain)
 			return put_value(w, out, v);
 		if (v->type != 'n')
-			return out + infinities_as_null(v, out);
+			return out + container_text(v, out);
 		return out + number_text(v, out, (size_t)(w->end - v->at));
 	}
 	if (v->type == 'l' && op->kind != FROM_STRING) {
@@ -1635,10 +1641,10 @@ static inline const unsigned char *read_member_name(struct walk *w, const unsign
 		*node = find_member(w, g, first, name, p, *escaped);
 	}
 	*name_len = (size_t)(p - name);
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p >= end || *p != ':')
 		return syntax(w, p, "expected ':'");
-	return ws(p + 1, end);
+	return ws(w, p + 1);
 }
 
 static const unsigned char *read_through(struct walk *w, const unsigned char *p, int node, int depth, struct value *v);
@@ -1669,9 +1675,9 @@ static const unsigned char *read_through(struct walk *w, const unsigned char *p,
 	if (depth + 1 + w->depth_bias > JSON_MAX_DEPTH)
 		return too_deep(w, p);
 	const unsigned char *end = w->end, *start = p;
-	unsigned long maybe_huge = w->maybe_huge;
+	unsigned long maybe_huge = w->maybe_huge, line_breaks = w->line_breaks;
 	struct member_guess *row = w->slots + (size_t)n->slot * SLOT_GUESSES;
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == '}') {
 		p++;
 	} else {
@@ -1694,7 +1700,8 @@ static const unsigned char *read_through(struct walk *w, const unsigned char *p,
 				break;
 		}
 	}
-	*v = (struct value){start, (size_t)(p - start), 'o', w->maybe_huge == maybe_huge, 0, 0};
+	*v = (struct value){
+		start, (size_t)(p - start), 'o', w->maybe_huge == maybe_huge && w->line_breaks == line_breaks, 0, 0};
 	return p;
 }
 
@@ -1708,7 +1715,7 @@ static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 		w->values[i].at = NULL;
 	w->present = 0;
 	w->shape.count = 0;
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == '}')
 		return p + 1;
 	for (int k = 0;; k++) {
@@ -1944,7 +1951,7 @@ static const unsigned char *read_item_of_learnt_shape(struct walk *w, const unsi
 static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 {
 	const unsigned char *end = w->end;
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == ']')
 		return p + 1;
 	for (;;) {
@@ -2019,10 +2026,10 @@ static const unsigned char *walk_member(struct walk *w, const unsigned char *p, 
 	int is_list = on_path && !dot;
 	int is_next =
 		!on_path && w->list_at == 0 && w->m->next && name_is(name, p, escaped, w->m->next, w->m->next_len);
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p >= end || *p != ':')
 		return syntax(w, p, "expected ':'");
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (on_path && dot)
 		return walk_list_parent(w, p, (size_t)(dot - w->m->list) + 1, list_seen);
 	if (is_list) {
@@ -2043,7 +2050,7 @@ static const unsigned char *walk_member(struct walk *w, const unsigned char *p, 
 static const unsigned char *walk_members(struct walk *w, const unsigned char *p, int *list_seen)
 {
 	const unsigned char *end = w->end;
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == '}')
 		return p + 1;
 	for (;;) {
@@ -2084,8 +2091,7 @@ static void note_array(struct arrays_found *found, const char *path, size_t len)
 static const unsigned char *find_arrays(struct walk *w, const unsigned char *p, int levels, char *path, size_t path_len,
 					struct arrays_found *found)
 {
-	const unsigned char *end = w->end;
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (*p == '}')
 		return p + 1;
 	for (;;) {
@@ -2096,8 +2102,8 @@ static const unsigned char *find_arrays(struct walk *w, const unsigned char *p, 
 		int n = snprintf(path + path_len, FOUND_PATH_MAX - path_len, "%s%.*s", path_len ? "." : "",
 				 (int)(p - name), (const char *)name);
 		size_t len = n > 0 && path_len + (size_t)n < FOUND_PATH_MAX ? path_len + (size_t)n : FOUND_PATH_MAX - 1;
-		p = ws(ws(p + 1, end) + 1, end); /* past the ':' */
-		if (*p == '[' && *ws(p + 1, end) == '{')
+		p = ws(w, ws(w, p + 1) + 1); /* past the ':' */
+		if (*p == '[' && *ws(w, p + 1) == '{')
 			note_array(found, path, len);
 		if (*p == '{' && levels > 1)
 			p = find_arrays(w, p, levels - 1, path, len, found);
@@ -2121,7 +2127,7 @@ static void list_finds_nothing(struct walk *w)
 	char path[FOUND_PATH_MAX] = "";
 	struct arrays_found found = {.len = 0, .count = 0, .listed = 0};
 	found.paths[0] = '\0';
-	if (!find_arrays(w, ws(w->start, w->end), levels, path, 0, &found) || !found.count)
+	if (!find_arrays(w, ws(w, w->start), levels, path, 0, &found) || !found.count)
 		return;
 	char more[32] = "";
 	if (found.listed < found.count)
@@ -2133,7 +2139,7 @@ static void list_finds_nothing(struct walk *w)
 static void walk_page(struct walk *w)
 {
 	const unsigned char *end = w->end;
-	const unsigned char *p = ws(w->start, end);
+	const unsigned char *p = ws(w, w->start);
 	int list_seen = 0;
 	if (w->m->list_is_root) {
 		struct value v;
@@ -2143,14 +2149,14 @@ static void walk_page(struct walk *w)
 				return;
 		} else if (!(p = scan_value(w, p, 0, &v))) {
 			return;
-		} else if (ws(p, end) == end) {
+		} else if (ws(w, p) == end) {
 			wrong_shape(w, "the page is %s, not an array", type_name(v.type));
 			return;
 		}
 	} else if (p < end && *p == '{') {
 		if (!(p = walk_members(w, p, &list_seen)))
 			return;
-		if (ws(p, end) == end && !list_seen) {
+		if (ws(w, p) == end && !list_seen) {
 			list_finds_nothing(w);
 			return;
 		}
@@ -2158,10 +2164,10 @@ static void walk_page(struct walk *w)
 		struct value v;
 		if (!(p = scan_value(w, p, 0, &v)))
 			return;
-		if (ws(p, end) == end)
+		if (ws(w, p) == end)
 			wrong_shape(w, "the page is %s, not an object with '%s'", type_name(v.type), w->m->list);
 	}
-	if (ws(p, end) != end)
+	if (ws(w, p) != end)
 		syntax(w, p, "more text after the JSON value");
 }
 
@@ -2174,8 +2180,8 @@ static void check_rest_is_json(struct walk *w)
 	struct walk check = *w;
 	check.out = &probe;
 	check.failed = 0;
-	const unsigned char *p = skip_value(&check, ws(w->start, w->end), 0);
-	if (p && ws(p, w->end) != w->end)
+	const unsigned char *p = skip_value(&check, ws(w, w->start), 0);
+	if (p && ws(w, p) != w->end)
 		syntax(&check, p, "more text after the JSON value");
 	if (probe.outcome == WALK_NOT_JSON) {
 		w->out->outcome = WALK_NOT_JSON;

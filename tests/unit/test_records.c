@@ -1148,6 +1148,28 @@ static void defaults_and_required_fields(void)
 	test_lua_close(L);
 }
 
+/* A copied object or array spelt over several lines is written on one (each line break a space):
+ * its RECORD message is one line of the protocol. */
+static void line_breaks_inside_copied_values(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'x', from = 'x' }, { 'e', from = 'p.e' }, { 'p', from = 'p' } } }");
+	if (!L)
+		return;
+	const char page[] = "{\"results\":[\n"
+			    "{\"x\":[1,\n2,\r\n{\"a\" :\r\"b\\nc\"}],\"p\":{\"e\":{\n}}},\n"
+			    "{\"x\":[1,\n2,\r\n{\"a\" :\r\"b\\nc\"}],\"p\":{\"e\":{\n},\"n\":[1e400,\n1.50]}},\n"
+			    "{\"x\":[1, 2],\"p\":{\"e\":{ }}}\n"
+			    "]}";
+	const char *const want[] = {
+		"{\"x\":[1, 2,  {\"a\" : \"b\\nc\"}],\"e\":{ },\"p\":{\"e\":{ }}}",
+		"{\"x\":[1, 2,  {\"a\" : \"b\\nc\"}],\"e\":{ },\"p\":{\"e\":{ },\"n\":[null, 1.50]}}",
+		"{\"x\":[1, 2],\"e\":{ },\"p\":{\"e\":{ }}}",
+	};
+	check_records(L, 1, "line breaks", BYTES(page), want, COUNT_OF(want), NULL);
+	test_lua_close(L);
+}
+
 static void constants_and_context_fields(void)
 {
 	lua_State *L = open_with(
@@ -2816,6 +2838,7 @@ static const struct test tests[] = {
 	{"map: as = number, string and boolean", number_string_and_boolean},
 	{"map: datetime_from_ms, datetime_from_s, day_from_s; rounding, bounds, zones, columns", epoch_fields},
 	{"map: defaults where a field would be left out, their columns; required fields", defaults_and_required_fields},
+	{"map writes a copied value spelt over several lines on one", line_breaks_inside_copied_values},
 	{"map writes constants and context fields, JSON-encoded", constants_and_context_fields},
 	{"map: day_from_ms in both zones, to the bounds; day text", day_fields},
 	{"map takes whitespace everywhere", whitespace_everywhere},
