@@ -17,7 +17,10 @@ Every read has its clock fixed (libfaketime and the server's clock).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import os
+import random
 import re
 import sys
 
@@ -793,6 +796,147 @@ def test_a_page_without_the_list_or_any_array_is_empty(connector, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# property: random declarations on random nested pages give the Lua loop's records
+# --------------------------------------------------------------------------------------------
+
+NAMES = ["id", "a", "b", "props", "x", "caf\u00e9", "deep"]
+ZONES = ["UTC", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata"]
+# The kinds of value a path holds, and the as each can be read with (the epoch kinds only from
+# numbers: any other value is an error, which the loop would raise its own way; as = "string"
+# only from numbers that Lua's tostring spells as the page does).
+VALUE_KINDS = {
+    "epoch": [None, "integer", "number", "datetime_from_ms", "datetime_from_s", "day_from_s", "day_from_ms"],
+    "small": [None, "integer", "number", "string"],
+    "text": [None, "string", "number", "boolean"],
+    "bool": [None, "string", "boolean"],
+    "any": [None],
+}
+TEXTS = ["", "abc", "caf\u00e9 \U0001d11e", 'q"uote\\', "line\nbreak", "12.5", "-3", "1e2", " 1", "0x1", "01",
+         "true", "false", "True", "7"]
+
+
+def random_number(rng, kind, seconds):
+    """An epoch within the years 1000 to 9999 (as seconds too when a field reads it so), or a
+    small number; a quarter fraction now and then."""
+    if kind == "epoch" and seconds:
+        value = rng.randint(-30_000_000_000, 250_000_000_000)
+    elif kind == "epoch":
+        value = rng.randint(-30_000_000_000_000, 250_000_000_000_000)
+    else:
+        value = rng.randint(-10**6, 10**6)
+    if rng.random() < 0.3:
+        value += rng.choice([0.25, 0.5, 0.75])
+    return value
+
+
+def random_value(rng, kind, seconds):
+    roll = rng.random()
+    if roll < 0.1:
+        return None
+    if kind in ("epoch", "small"):
+        return random_number(rng, kind, seconds)
+    if kind == "text":
+        return rng.choice(TEXTS)
+    if kind == "bool":
+        return rng.random() < 0.5
+    return rng.choice([1, 2.5, "s", True, None, [], {}, [1, {"k": "v"}], {"n": {"m": [2.25]}}])
+
+
+def random_declaration(rng):
+    """Fields on random paths (some through one another), each path holding one kind of value."""
+    paths = {}
+    for _ in range(rng.randint(2, 7)):
+        path = ".".join(rng.choice(NAMES) for _ in range(rng.choice([1, 1, 2, 2, 3])))
+        paths.setdefault(path, rng.choice(list(VALUE_KINDS)))
+    # A path through another's leaf makes that leaf an object: copied as a whole.
+    for path in list(paths):
+        if any(other.startswith(path + ".") for other in paths):
+            paths[path] = "object"
+    fields = []
+    for i in range(rng.randint(3, 10)):
+        path = rng.choice(list(paths))
+        as_ = rng.choice(VALUE_KINDS.get(paths[path], [None]))
+        field = {"name": f"f{i}", "from": path, "as": as_}
+        if as_ in ("day_from_s", "day_from_ms"):
+            field["zone"] = rng.choice(ZONES)
+        if as_ in (None, "integer", "number", "string", "boolean") and rng.random() < 0.3:
+            field["default"] = rng.choice([0, "none", False, None, [1], {"d": 1}]) if as_ != "integer" else 0
+        fields.append(field)
+    return paths, fields
+
+
+def set_path(item, path, value):
+    *parents, leaf = path.split(".")
+    for name in parents:
+        item = item.setdefault(name, {})
+        if not isinstance(item, dict):
+            return
+    item.setdefault(leaf, value)
+
+
+def random_item(rng, paths, fields, i):
+    """An item holding values for the declared paths, now and then not: a member left out, a parent
+    that is not an object, members no path names."""
+    seconds = {f["from"] for f in fields if f["as"] in ("datetime_from_s", "day_from_s")}
+    item = {"n": i}
+    for path, kind in sorted(paths.items(), key=lambda p: -p[0].count(".")):
+        if kind == "object" or rng.random() < 0.15:
+            continue
+        set_path(item, path, random_value(rng, kind, path in seconds))
+    for path in paths:
+        if "." in path and rng.random() < 0.1:
+            parents = path.split(".")[:-1]
+            cut = rng.randrange(len(parents))
+            target = item
+            for name in parents[:cut]:
+                target = target.get(name) if isinstance(target, dict) else None
+            if isinstance(target, dict) and paths.get(".".join(parents[:cut + 1])) != "epoch":
+                target[parents[cut]] = rng.choice(["p", 7, [1], None, []])
+    for _ in range(rng.randint(0, 3)):
+        item[rng.choice(["noise", "zz", "a_b", "props2"])] = rng.choice([1, "t", {"a": 1, "b": [2]}, [{"x": 1}]])
+    keys = list(item)
+    rng.shuffle(keys)
+    return {k: item[k] for k in keys}
+
+
+def random_page(rng, items, list_path):
+    separators = rng.choice([(",", ":"), (", ", ": "), (" ,\n", " :\t")])
+    dumps = functools.partial(json.dumps, separators=separators, ensure_ascii=rng.random() < 0.5)
+    if list_path == "$":
+        return dumps(items)
+    body = {"status": "OK"}
+    target = body
+    *parents, leaf = list_path.split(".")
+    for name in parents:
+        target = target.setdefault(name, {})
+    target[leaf] = items
+    return dumps(body)
+
+
+# RECORDS_PROPERTY_SEEDS=500 for a longer session.
+SEEDS = int(os.environ.get("RECORDS_PROPERTY_SEEDS", "24"))
+
+
+@pytest.mark.parametrize("seed", sample_under_wrapper(list(range(SEEDS)), [0, 1]))
+def test_random_declarations_on_random_pages_equal_a_lua_loop(connector, tmp_path, seed):
+    rng = random.Random(seed)
+    paths, fields = random_declaration(rng)
+    list_path = rng.choice(["results", "data.items", "$"])
+    items = [random_item(rng, paths, fields, i) for i in range(rng.randint(1, 60))]
+    # Items of one shape in a row now and then: read from the learnt shape and its plan.
+    if rng.random() < 0.5:
+        items += [dict(items[0], n=100 + i) for i in range(5)]
+    page = random_page(rng, items, list_path)
+    declared, loop = read_both(connector, tmp_path, fields, [page], list_path=list_path)
+    assert list(map(canonical, declared.data)) == list(map(canonical, loop.data)), (fields, page)
+    assert len(declared.data) == len(items)
+    # The declared records are written in the declared field order.
+    for text in data_texts(declared):
+        names = list(json.loads(text))
+        assert names == [f["name"] for f in fields if f["name"] in names], text
+
+
+# --------------------------------------------------------------------------------------------
 # pages that are not JSON are asked for again
 # --------------------------------------------------------------------------------------------
 
@@ -970,6 +1114,14 @@ DECLARATION_ERRORS = {
     "from-and-value": (('{ "price", from = "c" },', '{ "price", from = "c", value = 1 },'), "exactly one of"),
     "positional-source": (('{ "price", from = "c" },', '{ "price", "c" },'), "unknown key '2'"),
     "no-list": (('list = "results",', ''), "list must be"),
+    "misspelt-default": (('{ "price", from = "c" },', '{ "price", from = "c", defualt = 0 },'),
+                         "unknown key 'defualt' (did you mean default?)"),
+    "misspelt-as": (('{ "transactions", from = "n", as = "integer" },',
+                     '{ "transactions", from = "n", as = "integr" },'), "not 'integr' (did you mean integer?)"),
+    "required-not-boolean": (('{ "price", from = "c" },', '{ "price", from = "c", required = 1 },'),
+                             "required is true or false"),
+    "empty-path-member": (('{ "price", from = "c" },', '{ "price", from = "c..d" },'),
+                          "from 'c..d' has an empty member name"),
 }
 
 
