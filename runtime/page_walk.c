@@ -30,8 +30,9 @@
 
 #include "json.h"
 
-/* Items of more members, or with a name over 12 bytes, are read member by member. */
+/* Members of an object on the paths whose names are remembered from one item to the next. */
 #define SLOT_GUESSES 16
+/* Items of more members, or with a name over 12 bytes, are read member by member. */
 #define SHAPE_MAX 16
 #define SHAPE_NAME_MAX 12
 #define PIECE_PAD 16
@@ -995,8 +996,8 @@ static inline char *put_day(struct walk *w, char *out, int64_t day)
 	return out + 12;
 }
 
-/* An epoch number as a whole count of units (per = the units in one of the number's, 1 or 1000),
- * rounded down. -1 when it is beyond any year (then no count fits). */
+/* An epoch number as a whole count of units, rounded down; per: how many units one of the page's
+ * makes (1, or 1000 for milliseconds from seconds). -1 when it is beyond any year. */
 static int epoch_count(const struct walk *w, const struct value *v, int64_t per, int64_t *out)
 {
 	long long n;

@@ -385,8 +385,9 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 	if (walk_kind_has_column(f->kind))
 		f->column = m->ncolumns++;
 	declare_default_and_required(L, f, pins, spec);
-	/* A comma, the key, a number's text or the default's and the slack of a 16-byte move. */
-	m->fixed_bound += 1 + f->key_len + JSON_NUMBER_MAX + f->fallback_len + 16;
+	/* A comma, the key, a number's text and the slack of a 16-byte move (a default's text is one of
+	 * the walk's pieces, counted there). */
+	m->fixed_bound += 1 + f->key_len + JSON_NUMBER_MAX + 16;
 	m->nfields++;
 }
 

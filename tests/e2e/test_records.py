@@ -6,6 +6,12 @@
 * The mapping's rules, through small scripts whose pages are written in the script (the requests
   still go to the local server, so the engine, next_url and the protocol writer are the real ones):
   declared field order, absent members, null, the integer rule, numbers, escapes, constants.
+* Dotted paths into the items' objects, every `as`, defaults: small scripts whose parse is the
+  declared mapper or the same mapping as a Lua loop (MAPPER_SCRIPT) give the same records, on
+  hand-written pages (nested parents missing, not objects, given twice; negative and fractional
+  epochs, zones across their changes) and on random declarations over random nested pages; datetime
+  and day cursors fed by the epoch kinds, state for state; a required field that finds nothing and
+  a misspelt list are one system_error each.
 * Bad pages: a page that is not JSON (the server's cut, bad_utf8 and garbage faults, and pages a
   script garbles once) is asked for again and nothing is lost or sent twice; valid JSON of the
   wrong shape is one system_error that keeps the state of the pages before it; a bad declaration
