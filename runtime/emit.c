@@ -434,16 +434,16 @@ int emit_batch(struct stream_read *r, struct partition *p, const struct cursor_w
 {
 	const struct cursor_def *c = cursor_of(r);
 	size_t n = records_batch_count(batch);
-	int column = c->kind != CURSOR_NONE ? records_batch_column(batch, c->field) : -1;
+	int column = records_batch_column(batch, c->field, c->kind);
 	if (n > 0 && c->kind != CURSOR_NONE && column < 0)
-		return read_fail(
-			r, PROTO_SYSTEM_ERROR,
-			"stream '%s': the declared records have no field '%s' with a value the cursor can read: "
-			"declare it with as = \"%s\"",
-			r->def->name, c->field,
-			c->kind == CURSOR_DAY       ? "day\" or as = \"day_from_ms"
-			: c->kind == CURSOR_INTEGER ? "integer"
-						    : "datetime");
+		return read_fail(r, PROTO_SYSTEM_ERROR,
+				 "stream '%s': the declared records have no field '%s' with a value the cursor can "
+				 "read: declare it with as = %s",
+				 r->def->name, c->field,
+				 c->kind == CURSOR_DAY ? "\"day\", \"day_from_ms\" or \"day_from_s\""
+				 : c->kind == CURSOR_INTEGER
+					 ? "\"integer\""
+					 : "\"datetime\", \"datetime_from_ms\" or \"datetime_from_s\"");
 	struct page pg = {r, p, w, 0, batch, column, 0, 0};
 	if (n > 0)
 		running(r);

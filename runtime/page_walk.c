@@ -10,6 +10,10 @@
  * never decodes what it copies: a value is written as the page spelt it (numbers with an exponent
  * or a trailing zero are rewritten in the runtime's shortest form), which keeps every digit.
  *
+ * A field may read a dotted path into the item's objects ("properties.email"). The members on the
+ * declared paths form a tree (struct walk_node); a member on it whose value is an object is read
+ * member by member (read_through) where any other is skipped, in the same single pass.
+ *
  * No Lua and no shared state here: walks run on worker threads.
  */
 #define _GNU_SOURCE
@@ -26,6 +30,8 @@
 
 #include "json.h"
 
+/* Members of an object on the paths whose names are remembered from one item to the next. */
+#define SLOT_GUESSES 16
 /* Items of more members, or with a name over 12 bytes, are read member by member. */
 #define SHAPE_MAX 16
 #define SHAPE_NAME_MAX 12
@@ -59,17 +65,21 @@ struct walk {
 	 * level higher than in an object's member; +1 a segment of a dotted list ("data.items"). */
 	int depth_bias;
 	size_t list_at; /* where the list's segment at this level of the page starts in m->list */
-	/* Numbers scanned so far that may be past a double's range (see scan_number). */
-	unsigned long maybe_huge;
+	/* Numbers scanned so far that may be past a double's range (see scan_number), and line
+	 * breaks skipped (see ws): a container whose scan meets either is not copied as spelt. */
+	unsigned long maybe_huge, line_breaks;
 	struct value values[WALK_MAX_FIELDS];
 	struct value next;
 	/* Items of a page spell their members in the same order: member k of the last item, and the
-	 * source it matched (-1: none), answer for member k of this one with one comparison. */
+	 * node of the paths it matched (-1: none), answer for member k of this one with one
+	 * comparison. The objects on the paths have rows of their own, SLOT_GUESSES each (slots). */
 	struct member_guess {
 		const unsigned char *name;
 		size_t len;
-		int source;
-	} guess[WALK_MAX_FIELDS];
+		int node;
+	} guess[WALK_MAX_FIELDS], *slots;
+	/* The nested sources (m->nested) that this item has a value for (bit i: source i). */
+	uint64_t present;
 	int64_t month_first, month_last; /* the month whose text day_text holds */
 	char day_text[16];               /* "YYYY-MM-DD" with its quotes, padded for one 16-byte move */
 	/* What every record writes around its values, each piece followed by PIECE_PAD readable bytes
@@ -93,6 +103,7 @@ struct walk {
 		 * mostly fall in one span, and finding the offset is most of a day's cost). */
 		int64_t zone_from, zone_until;
 		int zone_offset;
+		struct piece fallback; /* the default's text; len 0: none */
 	} ops[WALK_MAX_FIELDS];
 	int nops;
 	/* The members of the last item read in full, when it spelt them without space or escape:
@@ -109,7 +120,9 @@ struct walk {
 			unsigned care; /* which of the 16 bytes count: the separator's (bit k: byte k) */
 			size_t len;
 			struct value *value; /* where its value goes */
+			int node;            /* a member paths go through (read_through), else -1 */
 		} members[SHAPE_MAX];
+		int nested; /* a member is a node with children: its items are not for the index */
 	} shape;
 	struct value unused; /* where the values of members no field reads go */
 	/* The record of an item of the learnt shape, whose members are known: the text between two
@@ -122,6 +135,13 @@ struct walk {
 			const struct value *copy; /* op's value when op copies it (FROM_COPY), else NULL */
 		} steps[WALK_MAX_FIELDS + 1];
 		char *text;
+		uint64_t present; /* the nested sources its items have (w->present) */
+		/* The columns of the fields whose defaults the plan writes as constants. */
+		struct plan_column {
+			int column;
+			int64_t value;
+		} columns[WALK_MAX_FIELDS];
+		int ncolumns;
 	} plan;
 };
 
@@ -159,15 +179,18 @@ static const unsigned char *too_deep(struct walk *w, const unsigned char *p)
 }
 
 /* The text is NUL-terminated (a Lua string or a page), so text[len] is readable: loops that stop at NUL need no bound
- * check of their own (NUL is neither space, digit nor string content). */
-static inline const unsigned char *ws(const unsigned char *p, const unsigned char *end)
+ * check of their own (NUL is neither space, digit nor string content). Line breaks are counted: a
+ * value copied with one inside would split its RECORD message's line. */
+static inline const unsigned char *ws(struct walk *w, const unsigned char *p)
 {
-	(void)end;
 	if (*p > ' ')
 		return p;
-	while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
-		p++;
-	return p;
+	for (;; p++) {
+		if (*p == '\n' || *p == '\r')
+			w->line_breaks++;
+		else if (*p != ' ' && *p != '\t')
+			return p;
+	}
 }
 
 static inline int is_digit(unsigned char c)
@@ -320,9 +343,9 @@ static const unsigned char *skip_value(struct walk *w, const unsigned char *p, i
  * it), -1 (not JSON) at anything else. */
 static int after_item(struct walk *w, const unsigned char **p, unsigned char close)
 {
-	const unsigned char *q = ws(*p, w->end);
+	const unsigned char *q = ws(w, *p);
 	if (*q == ',') {
-		*p = ws(q + 1, w->end);
+		*p = ws(w, q + 1);
 		return 1;
 	}
 	if (*q == close && q < w->end) {
@@ -338,7 +361,7 @@ static const unsigned char *skip_members(struct walk *w, const unsigned char *p,
 	const unsigned char *end = w->end;
 	if (depth + w->depth_bias > JSON_MAX_DEPTH)
 		return too_deep(w, p);
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == '}')
 		return p + 1;
 	for (;;) {
@@ -347,10 +370,10 @@ static const unsigned char *skip_members(struct walk *w, const unsigned char *p,
 			return syntax(w, p, "expected a member name");
 		if (!(p = scan_string(w, p + 1, &escaped)))
 			return NULL;
-		p = ws(p + 1, end);
+		p = ws(w, p + 1);
 		if (p >= end || *p != ':')
 			return syntax(w, p, "expected ':'");
-		if (!(p = skip_value(w, ws(p + 1, end), depth)))
+		if (!(p = skip_value(w, ws(w, p + 1), depth)))
 			return NULL;
 		int more = after_item(w, &p, '}');
 		if (more <= 0)
@@ -363,7 +386,7 @@ static const unsigned char *skip_elements(struct walk *w, const unsigned char *p
 	const unsigned char *end = w->end;
 	if (depth + w->depth_bias > JSON_MAX_DEPTH)
 		return too_deep(w, p);
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == ']')
 		return p + 1;
 	for (;;) {
@@ -386,7 +409,7 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 	v->escaped = 0;
 	v->is_integer = 0;
 	const unsigned char *q;
-	unsigned long maybe_huge = w->maybe_huge;
+	unsigned long maybe_huge = w->maybe_huge, line_breaks = w->line_breaks;
 	if (p >= w->end)
 		return syntax(w, p, "the text ends where a value should be");
 	switch (*p) {
@@ -398,12 +421,12 @@ static const unsigned char *scan_value(struct walk *w, const unsigned char *p, i
 	case '{':
 		v->type = 'o';
 		q = skip_members(w, p, depth + 1);
-		v->plain = w->maybe_huge == maybe_huge;
+		v->plain = w->maybe_huge == maybe_huge && w->line_breaks == line_breaks;
 		break;
 	case '[':
 		v->type = 'a';
 		q = skip_elements(w, p, depth + 1);
-		v->plain = w->maybe_huge == maybe_huge;
+		v->plain = w->maybe_huge == maybe_huge && w->line_breaks == line_breaks;
 		break;
 	case 't':
 		v->type = 'b';
@@ -537,28 +560,30 @@ static int name_is(const unsigned char *p, const unsigned char *q, char escaped,
 	return (size_t)(q - p) == len && same_bytes(p, name, len);
 }
 
-static int search_source(struct walk *w, const unsigned char *p, const unsigned char *q, char escaped)
+/* Of the nodes first and its siblings, the one named [p, q); -1 for none. */
+static int search_member(struct walk *w, int first, const unsigned char *p, const unsigned char *q, char escaped)
 {
-	const struct walk_mapping *m = w->m;
-	for (int i = 0; i < m->nsources; i++)
-		if (name_is(p, q, escaped, m->sources[i].name, m->sources[i].len))
-			return i;
+	const struct walk_node *nodes = w->m->nodes;
+	for (int n = first; n >= 0; n = nodes[n].sibling)
+		if (name_is(p, q, escaped, nodes[n].name, nodes[n].len))
+			return n;
 	return -1;
 }
 
-/* The source that member number k, named [p, q), feeds; -1 for none. */
-static int find_source(struct walk *w, int k, const unsigned char *p, const unsigned char *q, char escaped)
+/* The node that member number k, named [p, q), of an object whose members on the paths start at
+ * first matches (-1: none), remembered in g for the next object of the same place. */
+static int find_member(struct walk *w, struct member_guess *g, int first, const unsigned char *p,
+		       const unsigned char *q, char escaped)
 {
 	size_t len = (size_t)(q - p);
-	if (k >= WALK_MAX_FIELDS || escaped)
-		return search_source(w, p, q, escaped);
-	struct member_guess *g = &w->guess[k];
+	if (!g || escaped)
+		return search_member(w, first, p, q, escaped);
 	if (g->name && g->len == len && same_bytes(p, (const char *)g->name, len))
-		return g->source;
+		return g->node;
 	g->name = p;
 	g->len = len;
-	g->source = search_source(w, p, q, 0);
-	return g->source;
+	g->node = search_member(w, first, p, q, 0);
+	return g->node;
 }
 
 /* --------------------------------------------------------------------------------------------
@@ -923,10 +948,11 @@ static inline char *put_value(struct walk *w, char *out, const struct value *v)
 	return put_short(out, v->at, v->len, (size_t)(w->end - v->at));
 }
 
-/* An object or array holding a number that may be past a double's range, written as the Lua loop
- * would: every such number that reads as an infinity becomes null (never longer than the number),
- * the rest as spelt. The value is valid JSON, so a number ends where strtod stops. */
-static size_t infinities_as_null(const struct value *v, char *out)
+/* An object or array that is not plain, written as the Lua loop would, on one line: a number that
+ * reads as an infinity becomes null (never longer than the number), a line break between tokens a
+ * space, the rest as spelt. The value is valid JSON, so a number ends where strtod stops, and a
+ * line break can only be space between tokens. */
+static size_t container_text(const struct value *v, char *out)
 {
 	const unsigned char *p = v->at, *end = v->at + v->len;
 	char *start = out;
@@ -944,7 +970,8 @@ static size_t infinities_as_null(const struct value *v, char *out)
 			out = isinf(d) ? put(out, "null", 4) : put(out, p, (size_t)(q - p));
 			p = q;
 		} else {
-			*out++ = (char)*p++;
+			*out++ = *p == '\n' || *p == '\r' ? ' ' : (char)*p;
+			p++;
 		}
 	}
 	return (size_t)(out - start);
@@ -969,6 +996,214 @@ static inline char *put_day(struct walk *w, char *out, int64_t day)
 	return out + 12;
 }
 
+/* An epoch number as a whole count of units, rounded down; per: how many units one of the page's
+ * makes (1, or 1000 for milliseconds from seconds). -1 when it is beyond any year. */
+static int epoch_count(const struct walk *w, const struct value *v, int64_t per, int64_t *out)
+{
+	long long n;
+	if (number_to_integer(v, (size_t)(w->end - v->at), &n) == 0 && n > -(1LL << 53) && n < (1LL << 53)) {
+		*out = n * per;
+		return 0;
+	}
+	double d = number_value(v) * (double)per;
+	if (!(fabs(d) < 1e18))
+		return -1;
+	*out = (int64_t)floor(d);
+	return 0;
+}
+
+/* Fails the walk: the epoch field's value is no time the runtime can write. */
+static int epoch_out_of_range(struct walk *w, const struct field_op *op)
+{
+	const struct value *v = op->v;
+	wrong_shape(w, "item %d of '%s': '%s' = %.*s %s is not a time in the years 1000 to 9999", w->item, w->m->list,
+		    w->m->sources[op->f->source].name, (int)(v->len > 40 ? 40 : v->len), (const char *)v->at,
+		    op->kind == FROM_DATETIME_MS ? "ms" : "s");
+	return -1;
+}
+
+/* The value of an epoch field (day_from_s, datetime_from_s, datetime_from_ms) as a count of
+ * units (per as for epoch_count) when it lies in [first, end); else the walk fails, naming the
+ * item. */
+static int epoch_value(struct walk *w, const struct field_op *op, int64_t per, int64_t first, int64_t end, int64_t *out)
+{
+	const struct value *v = op->v;
+	if (v->type != 'n') {
+		wrong_shape(w, "item %d of '%s': '%s' is %s, not a number of %s", w->item, w->m->list,
+			    w->m->sources[op->f->source].name, type_name(v->type),
+			    op->kind == FROM_DATETIME_MS ? "milliseconds" : "seconds");
+		return -1;
+	}
+	if (epoch_count(w, v, per, out) || *out < first || *out >= end)
+		return epoch_out_of_range(w, op);
+	return 0;
+}
+
+/* A string's text, its escapes undone: in place when it has none, else in buf (size bytes: at most
+ * cap of text, the rest zeroed). NULL when it is not a string or its text is longer than cap. */
+static const unsigned char *string_text(const struct value *v, unsigned char *buf, size_t size, size_t cap, size_t *len)
+{
+	if (v->type != 's')
+		return NULL;
+	if (!v->escaped) {
+		*len = v->len - 2;
+		return v->at + 1;
+	}
+	*len = unescape(v->at + 1, v->at + v->len - 1, buf, cap);
+	if (*len > cap)
+		return NULL;
+	memset(buf + *len, 0, size - *len);
+	return buf;
+}
+
+/* Whether [p, p + len) is exactly a JSON number: then *v is that number, as scan_number reads it. */
+static int spells_number(const unsigned char *p, size_t len, struct value *v)
+{
+	const unsigned char *end = p + len, *start = p;
+	p += p < end && *p == '-';
+	const unsigned char *digits = p;
+	if (p < end && *p == '0')
+		p++;
+	else if (p < end && *p >= '1' && *p <= '9')
+		while (p < end && is_digit(*p))
+			p++;
+	else
+		return 0;
+	*v = (struct value){start, len, 'n', p - digits <= 300, 0, p - digits <= 18};
+	if (p < end && *p == '.') {
+		if (++p == end || !is_digit(*p))
+			return 0;
+		while (p < end && is_digit(*p))
+			p++;
+		v->is_integer = 0;
+		v->plain &= p[-1] != '0';
+	}
+	if (p < end && (*p | 0x20) == 'e') {
+		p += p + 1 < end && (p[1] == '+' || p[1] == '-');
+		if (++p == end || !is_digit(*p))
+			return 0;
+		while (p < end && is_digit(*p))
+			p++;
+		v->is_integer = 0;
+		v->plain = 0;
+	}
+	return p == end;
+}
+
+/* as = "number": a number as FROM_COPY writes it, the same for a string that is one ("12.5");
+ * anything else is left out. */
+static char *put_number(struct walk *w, char *out, const struct value *v, int *omit)
+{
+	struct value number = *v;
+	size_t readable = (size_t)(w->end - v->at);
+	unsigned char buf[64 + 48]; /* a number's text, and what number_text may read past it */
+	if (v->type == 's') {
+		size_t len;
+		const unsigned char *text = string_text(v, buf, sizeof buf, 64, &len);
+		if (!text || !spells_number(text, len, &number)) {
+			*omit = 1;
+			return out;
+		}
+		/* The closing quote or the zeroed room ends the number for strtod and the digit scans. */
+		readable = text == buf ? sizeof buf : (size_t)(w->end - text);
+	} else if (v->type != 'n') {
+		*omit = 1;
+		return out;
+	}
+	if (number.plain)
+		return put(out, number.at, number.len);
+	return out + number_text(&number, out, readable);
+}
+
+/* as = "string": a string as it is, a number as the page spells it and a boolean as its word,
+ * quoted; null, objects and arrays are left out. */
+static char *put_string(struct walk *w, char *out, const struct value *v, int *omit)
+{
+	switch (v->type) {
+	case 's': return put_value(w, out, v);
+	case 'n':
+	case 'b':
+		*out = '"';
+		out = put(out + 1, v->at, v->len);
+		*out = '"';
+		return out + 1;
+	default: *omit = 1; return out;
+	}
+}
+
+/* as = "boolean": a boolean, or the string "true" or "false" as one; anything else is left out. */
+static char *put_boolean(struct walk *w, char *out, const struct value *v, int *omit)
+{
+	if (v->type == 'b')
+		return put_value(w, out, v);
+	unsigned char buf[8];
+	size_t len = 0;
+	const unsigned char *text = string_text(v, buf, sizeof buf, 5, &len);
+	if (text && len == 4 && !memcmp(text, "true", 4))
+		return put(out, "true", 4);
+	if (text && len == 5 && !memcmp(text, "false", 5))
+		return put(out, "false", 5);
+	*omit = 1;
+	return out;
+}
+
+static inline char *put_two_digits(char *out, int n)
+{
+	out[0] = (char)('0' + n / 10);
+	out[1] = (char)('0' + n % 10);
+	return out + 2;
+}
+
+/* An instant as RFC 3339 in UTC, quoted: "YYYY-MM-DDTHH:MM:SSZ", with ".mmm" before the Z when it
+ * is not a whole second. */
+static char *put_instant(struct walk *w, char *out, int64_t ms)
+{
+	int64_t seconds = civil_floor_div(ms, 1000);
+	int64_t day = civil_floor_div(seconds, DATE_SECONDS_PER_DAY);
+	int clock = (int)(seconds - day * DATE_SECONDS_PER_DAY), millis = (int)(ms - seconds * 1000);
+	out = put_day(w, out, day) - 1; /* its closing quote becomes the T */
+	*out++ = 'T';
+	out = put_two_digits(out, clock / 3600);
+	*out++ = ':';
+	out = put_two_digits(out, clock / 60 % 60);
+	*out++ = ':';
+	out = put_two_digits(out, clock % 60);
+	if (millis) {
+		*out++ = '.';
+		*out++ = (char)('0' + millis / 100);
+		out = put_two_digits(out, millis % 100);
+	}
+	*out++ = 'Z';
+	*out++ = '"';
+	return out;
+}
+
+/* The epoch kinds: the field's value checked, its column set, its text written. */
+static char *put_epoch(struct walk *w, char *out, struct field_op *op, int64_t *cols)
+{
+	int64_t *column = &cols[op->f->column];
+	const int64_t ms_per_day = 1000 * DATE_SECONDS_PER_DAY;
+	if (op->kind == FROM_DAY_S) {
+		int64_t seconds;
+		/* A day either side, as date.from_ms: the zone's offset decides. */
+		if (epoch_value(w, op, 1, (DATE_MIN_DAY - 1) * DATE_SECONDS_PER_DAY,
+				(DATE_MAX_DAY + 2) * DATE_SECONDS_PER_DAY, &seconds))
+			return NULL;
+		*column = day_in_zone(op, seconds);
+		if (*column < DATE_MIN_DAY || *column > DATE_MAX_DAY) {
+			epoch_out_of_range(w, op);
+			return NULL;
+		}
+		return put_day(w, out, *column);
+	}
+	int64_t ms;
+	if (epoch_value(w, op, op->kind == FROM_DATETIME_S ? 1000 : 1, DATE_MIN_DAY * ms_per_day,
+			(DATE_MAX_DAY + 1) * ms_per_day, &ms))
+		return NULL;
+	*column = ms * 1000;
+	return put_instant(w, out, ms);
+}
+
 /* Writes the value of a field after its key (inlined in both writers: it is the walk's inner
  * loop). NULL when the item cannot give the field a value it must have; out unchanged and *omit
  * set when the field has none in this item (it is left out). */
@@ -981,10 +1216,20 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 		if (v->plain)
 			return put_value(w, out, v);
 		if (v->type != 'n')
-			return out + infinities_as_null(v, out);
+			return out + container_text(v, out);
 		return out + number_text(v, out, (size_t)(w->end - v->at));
 	}
+	if (v->type == 'l' && op->kind != FROM_STRING) {
+		*omit = 1; /* every conversion leaves null out */
+		return out;
+	}
 	switch (op->kind) {
+	case FROM_NUMBER: return put_number(w, out, v, omit);
+	case FROM_STRING: return put_string(w, out, v, omit);
+	case FROM_BOOLEAN: return put_boolean(w, out, v, omit);
+	case FROM_DAY_S:
+	case FROM_DATETIME_MS:
+	case FROM_DATETIME_S: return put_epoch(w, out, op, cols);
 	case FROM_INTEGER:
 		if (v->type != 'n' || number_to_integer(v, (size_t)(w->end - v->at), &integer)) {
 			*omit = 1;
@@ -996,43 +1241,54 @@ static inline __attribute__((always_inline)) char *put_field_value(struct walk *
 			return put_value(w, out, v);
 		return out + json_int_text(integer, out);
 	case FROM_DATETIME:
-		if (v->type == 'l') {
-			*omit = 1;
-			return out;
-		}
 		if (instant_from_text(w, op->f, v, &cols[op->f->column]))
 			return NULL;
 		return put(out, v->at, v->len);
 	case FROM_DAY_MS:
-		if (v->type == 'l') {
-			*omit = 1;
-			return out;
-		}
 		if (!quick_day_from_ms(w, op, &cols[op->f->column]) && day_from_ms(w, op, &cols[op->f->column]))
 			return NULL;
 		return put_day(w, out, cols[op->f->column]);
 	default: /* FROM_DAY */
-		if (v->type == 'l') {
-			*omit = 1;
-			return out;
-		}
 		if (day_from_text(w, op->f, v, &cols[op->f->column]))
 			return NULL;
 		return put(out, v->at, v->len);
 	}
 }
 
-/* Writes a field as ',"name":value' (nothing when it has no value); NULL when the item cannot
- * give it a value it must have. */
+/* A field's default, as its value at out, and its column's. */
+static inline char *put_fallback(char *out, const struct field_op *op, int64_t *cols)
+{
+	if (op->f->fallback_column != WALK_NO_VALUE)
+		cols[op->f->column] = op->f->fallback_column;
+	return put_piece(out, &op->fallback);
+}
+
+static char *required_finds_nothing(struct walk *w, const struct field_op *op) __attribute__((cold));
+
+static char *required_finds_nothing(struct walk *w, const struct field_op *op)
+{
+	wrong_shape(w, "item %d of '%s': field '%s' is required, and its path '%s' finds nothing", w->item, w->m->list,
+		    op->f->name, w->m->sources[op->f->source].name);
+	return NULL;
+}
+
+/* Writes a field as ',"name":value' (its default, or nothing, when it has no value); NULL when
+ * the item cannot give it a value it must have. */
 static inline char *put_field(struct walk *w, char *out, struct field_op *op, int64_t *cols)
 {
 	if (op->kind == FROM_CONTEXT)
 		return put_piece(out, &op->piece);
-	if (!op->v->at)
-		return out;
+	if (!op->v->at) {
+		if (op->f->required)
+			return required_finds_nothing(w, op);
+		return op->fallback.len ? put_fallback(put_piece(out, &op->piece), op, cols) : out;
+	}
 	int omit = 0;
-	char *end = put_field_value(w, put_piece(out, &op->piece), op, cols, &omit);
-	return omit ? out : end;
+	char *value = put_piece(out, &op->piece);
+	char *end = put_field_value(w, value, op, cols, &omit);
+	if (!omit)
+		return end;
+	return op->fallback.len ? put_fallback(value, op, cols) : out;
 }
 
 /* Lays out the pieces; -1 when there is no memory for them. */
@@ -1041,7 +1297,7 @@ static int build_pieces(struct walk *w)
 	const struct walk_mapping *m = w->m;
 	size_t size = w->frame->head_len + w->frame->tail_len + 2 * PIECE_PAD;
 	for (int i = 0; i < m->nfields; i++)
-		size += 1 + m->fields[i].key_len + w->constants[i].len + PIECE_PAD;
+		size += 1 + m->fields[i].key_len + w->constants[i].len + m->fields[i].fallback_len + 2 * PIECE_PAD;
 	char *at = w->pieces = calloc(1, size);
 	w->pieces_len = size;
 	if (!at)
@@ -1065,14 +1321,20 @@ static int build_pieces(struct walk *w)
 		at = put(at, f->key, f->key_len);
 		if (constant)
 			at = put(at, w->constants[i].text, w->constants[i].len);
-		w->ops[w->nops++] = (struct field_op){constant ? FROM_CONTEXT : f->kind,
-						      f,
-						      constant ? NULL : &w->values[f->source],
-						      {piece, (size_t)(at - piece)},
-						      0,
-						      0,
-						      0};
+		struct field_op *op = &w->ops[w->nops++];
+		*op = (struct field_op){constant ? FROM_CONTEXT : f->kind,
+					f,
+					constant ? NULL : &w->values[f->source],
+					{piece, (size_t)(at - piece)},
+					0,
+					0,
+					0,
+					{NULL, 0}};
 		at += PIECE_PAD;
+		if (!constant && f->fallback_len) {
+			op->fallback = (struct piece){at, f->fallback_len};
+			at = put(at, f->fallback, f->fallback_len) + PIECE_PAD;
+		}
 	}
 	return 0;
 }
@@ -1212,12 +1474,17 @@ static int write_record(struct walk *w, size_t item_len)
 
 /* write_record for an item read by read_item_of_shape, from the plan: 0 when written, -1 on
  * error (as write_record fails), 1 when a field has no value in this item (an integer field
- * whose value is no integer, a null day), which the plan cannot leave out: nothing is kept then. */
+ * whose value is no integer, a null day), which the plan cannot leave out, or when the item's
+ * nested values are not the ones the plan is for: nothing is kept then. */
 static int write_planned_record(struct walk *w, size_t item_len)
 {
+	if ((w->present ^ w->plan.present) & w->m->nested)
+		return 1;
 	int64_t *cols = NULL;
 	if (begin_record(w, item_len, &cols))
 		return -1;
+	for (int i = 0; i < w->plan.ncolumns; i++)
+		cols[w->plan.columns[i].column] = w->plan.columns[i].value;
 	char *line = w->out->mem.data + w->out->len;
 	char *out = line;
 	const struct plan_step *step = w->plan.steps;
@@ -1239,10 +1506,13 @@ static int write_planned_record(struct walk *w, size_t item_len)
 		if (!step->op)
 			break;
 		int omit = 0;
+		char *value = out;
 		if (!(out = put_field_value(w, out, step->op, cols, &omit)))
 			return -1;
-		if (omit)
+		if (omit && !step->op->fallback.len)
 			return 1;
+		if (omit)
+			out = put_fallback(value, step->op, cols);
 	}
 	size_t head = w->frame->head_len;
 	end_record(w, cols, line, out, head, (size_t)(out - line) - head - w->frame->tail_len);
@@ -1258,9 +1528,12 @@ static void build_plan(struct walk *w, const char present[WALK_MAX_FIELDS])
 	char *piece = at;
 	int count = 0, first = 1;
 	at = put(at, w->frame->head, w->frame->head_len);
+	plan->ncolumns = 0;
 	for (int i = 0; i < w->nops; i++) {
 		struct field_op *op = &w->ops[i];
-		int constant = op->kind == FROM_CONTEXT;
+		/* A field without its value in these items writes its default, the same for each. */
+		int fallback = op->kind != FROM_CONTEXT && !present[op->f->source] && op->fallback.len;
+		int constant = op->kind == FROM_CONTEXT || fallback;
 		if (!constant && !present[op->f->source])
 			continue;
 		char *field = at;
@@ -1268,10 +1541,18 @@ static void build_plan(struct walk *w, const char present[WALK_MAX_FIELDS])
 		if (first)
 			*field = '{';
 		first = 0;
+		if (fallback) {
+			at = put(at, op->fallback.at, op->fallback.len);
+			if (op->f->fallback_column != WALK_NO_VALUE)
+				plan->columns[plan->ncolumns++] =
+					(struct plan_column){op->f->column, op->f->fallback_column};
+		}
 		if (constant)
 			continue;
+		/* A nested value may lie near the page's end: it is copied by put_field_value, which looks. */
+		int unchecked_copy = op->kind == FROM_COPY && !(w->m->nested >> op->f->source & 1);
 		plan->steps[count++] =
-			(struct plan_step){{piece, (size_t)(at - piece)}, op, op->kind == FROM_COPY ? op->v : NULL};
+			(struct plan_step){{piece, (size_t)(at - piece)}, op, unchecked_copy ? op->v : NULL};
 		at += PLAN_PAD;
 		piece = at;
 	}
@@ -1287,6 +1568,7 @@ struct member_seen {
 	const unsigned char *name;
 	size_t name_len, value_len;
 	int source;
+	int node; /* a node with children, read by read_through; else -1 */
 	char escaped;
 };
 
@@ -1321,13 +1603,107 @@ static void learn_shape(struct walk *w, const unsigned char *item, const unsigne
 		m->care = (1u << len) - 1;
 		m->len = len;
 		m->value = seen[k].source >= 0 ? &w->values[seen[k].source] : &w->unused;
+		m->node = seen[k].node;
 	}
 	s->count = count;
+	s->nested = 0;
 	char present[WALK_MAX_FIELDS] = {0};
-	for (int k = 0; k < count; k++)
+	for (int k = 0; k < count; k++) {
+		s->nested |= seen[k].node >= 0;
 		if (seen[k].source >= 0)
 			present[seen[k].source] = 1;
+	}
+	/* Which nested values an item has is not in its shape: the plan is for the items that have
+	 * the same ones as this. */
+	for (uint64_t nested = w->present & w->m->nested; nested; nested &= nested - 1)
+		present[__builtin_ctzll(nested)] = 1;
+	w->plan.present = w->present & w->m->nested;
 	build_plan(w, present);
+}
+
+/* p is at a member's name; g: the guess for its place (NULL for none), first: the nodes of its
+ * object. Reads the name (its length between the quotes in *name_len) and its ':', setting *node
+ * to the node it names (-1: none). Returns the start of the value. */
+static inline const unsigned char *read_member_name(struct walk *w, const unsigned char *p, struct member_guess *g,
+						    int first, int *node, char *escaped, size_t *name_len)
+{
+	const unsigned char *end = w->end;
+	if (p >= end || *p != '"')
+		return syntax(w, p, "expected a member name");
+	const unsigned char *name = p + 1;
+	if (g && g->name && (size_t)(end - name) > g->len && name[g->len] == '"' &&
+	    same_bytes(name, (const char *)g->name, g->len)) {
+		/* Spelt as member k of an earlier object, which was scanned: valid, no escapes. */
+		p = name + g->len;
+		*node = g->node;
+	} else {
+		if (!(p = scan_string(w, name, escaped)))
+			return NULL;
+		*node = find_member(w, g, first, name, p, *escaped);
+	}
+	*name_len = (size_t)(p - name);
+	p = ws(w, p + 1);
+	if (p >= end || *p != ':')
+		return syntax(w, p, "expected ':'");
+	return ws(w, p + 1);
+}
+
+static const unsigned char *read_through(struct walk *w, const unsigned char *p, int node, int depth, struct value *v);
+
+/* The value at p of a member that matched node (-1: none) into v. */
+static inline const unsigned char *read_value(struct walk *w, const unsigned char *p, int node, int depth,
+					      struct value *v)
+{
+	if (node >= 0 && w->m->nodes[node].child >= 0)
+		return read_through(w, p, node, depth, v);
+	return scan_value(w, p, depth, v);
+}
+
+/* p is at the value of a member that paths go on through (node): when it is an object, the
+ * members they name are read into their values, the others skipped; the value as a whole goes
+ * to v, as scan_value gives it. What an earlier member of the same name gave under the node is
+ * dropped first: the last one counts, as when the page is decoded. */
+static const unsigned char *read_through(struct walk *w, const unsigned char *p, int node, int depth, struct value *v)
+{
+	const struct walk_mapping *m = w->m;
+	const struct walk_node *n = &m->nodes[node];
+	for (uint64_t below = n->below; below; below &= below - 1)
+		w->values[__builtin_ctzll(below)].at = NULL;
+	w->present &= ~n->below;
+	if (*p != '{')
+		return scan_value(w, p, depth, v);
+	/* As scan_value reads an object: its members' values one level deeper, within the limit. */
+	if (depth + 1 + w->depth_bias > JSON_MAX_DEPTH)
+		return too_deep(w, p);
+	const unsigned char *end = w->end, *start = p;
+	unsigned long maybe_huge = w->maybe_huge, line_breaks = w->line_breaks;
+	struct member_guess *row = w->slots + (size_t)n->slot * SLOT_GUESSES;
+	p = ws(w, p + 1);
+	if (p < end && *p == '}') {
+		p++;
+	} else {
+		for (int k = 0;; k++) {
+			char escaped = 0;
+			int child;
+			size_t name_len;
+			if (!(p = read_member_name(w, p, k < SLOT_GUESSES ? &row[k] : NULL, n->child, &child, &escaped,
+						   &name_len)))
+				return NULL;
+			int source = child >= 0 ? m->nodes[child].source : -1;
+			if (!(p = read_value(w, p, child, depth + 1, source >= 0 ? &w->values[source] : &w->unused)))
+				return NULL;
+			if (source >= 0)
+				w->present |= 1ull << source;
+			int more = after_item(w, &p, '}');
+			if (more < 0)
+				return NULL;
+			if (!more)
+				break;
+		}
+	}
+	*v = (struct value){
+		start, (size_t)(p - start), 'o', w->maybe_huge == maybe_huge && w->line_breaks == line_breaks, 0, 0};
+	return p;
 }
 
 /* p is at the item's '{'; reads its members into w->values. */
@@ -1338,36 +1714,26 @@ static const unsigned char *read_item(struct walk *w, const unsigned char *p)
 	struct member_seen seen[SHAPE_MAX];
 	for (int i = 0; i < w->m->nsources; i++)
 		w->values[i].at = NULL;
+	w->present = 0;
 	w->shape.count = 0;
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == '}')
 		return p + 1;
 	for (int k = 0;; k++) {
 		char escaped = 0;
-		if (p >= end || *p != '"')
-			return syntax(w, p, "expected a member name");
 		const unsigned char *name = p + 1;
-		const struct member_guess *g = k < WALK_MAX_FIELDS ? &w->guess[k] : NULL;
-		int source;
-		if (g && g->name && (size_t)(end - name) > g->len && name[g->len] == '"' &&
-		    same_bytes(name, (const char *)g->name, g->len)) {
-			/* Spelt as member k of an earlier item, which was scanned: valid, no escapes. */
-			p = name + g->len;
-			source = g->source;
-		} else {
-			if (!(p = scan_string(w, name, &escaped)))
-				return NULL;
-			source = find_source(w, k, name, p, escaped);
-		}
-		size_t name_len = (size_t)(p - name);
-		p = ws(p + 1, end);
-		if (p >= end || *p != ':')
-			return syntax(w, p, "expected ':'");
-		struct value *v = source >= 0 ? &w->values[source] : &w->unused;
-		if (!(p = scan_value(w, ws(p + 1, end), 3, v)))
+		int node;
+		size_t name_len;
+		if (!(p = read_member_name(w, p, k < WALK_MAX_FIELDS ? &w->guess[k] : NULL, w->m->first, &node,
+					   &escaped, &name_len)))
 			return NULL;
+		int source = node >= 0 ? w->m->nodes[node].source : -1;
+		struct value *v = source >= 0 ? &w->values[source] : &w->unused;
+		if (!(p = read_value(w, p, node, 3, v)))
+			return NULL;
+		int through = node >= 0 && w->m->nodes[node].child >= 0 ? node : -1;
 		if (k < SHAPE_MAX)
-			seen[k] = (struct member_seen){name, name_len, v->len, source, escaped};
+			seen[k] = (struct member_seen){name, name_len, v->len, source, through, escaped};
 		int more = after_item(w, &p, '}');
 		if (more < 0)
 			return NULL;
@@ -1447,7 +1813,11 @@ static const unsigned char *read_item_of_shape(struct walk *w, const unsigned ch
 		p += m->len;
 		struct value *v = m->value;
 		const unsigned char *q;
-		if (starts_number[*p]) {
+		if (m->node >= 0) {
+			if (*p <= ' ')
+				return NULL;
+			q = read_through(w, p, m->node, 3, v);
+		} else if (starts_number[*p]) {
 			v->at = p;
 			v->type = 'n';
 			v->escaped = 0;
@@ -1568,7 +1938,7 @@ static const unsigned char *read_item_of_shape_indexed(struct walk *w, const uns
 static const unsigned char *read_item_of_learnt_shape(struct walk *w, const unsigned char *p)
 {
 #ifdef __SSE2__
-	if (w->end - p >= INDEXED_READABLE && w->shape.index_misses < INDEX_MISSES_MAX) {
+	if (w->end - p >= INDEXED_READABLE && w->shape.index_misses < INDEX_MISSES_MAX && !w->shape.nested) {
 		const unsigned char *q = read_item_of_shape_indexed(w, p);
 		if (q || w->failed)
 			return q;
@@ -1582,7 +1952,7 @@ static const unsigned char *read_item_of_learnt_shape(struct walk *w, const unsi
 static const unsigned char *walk_items(struct walk *w, const unsigned char *p)
 {
 	const unsigned char *end = w->end;
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == ']')
 		return p + 1;
 	for (;;) {
@@ -1657,10 +2027,10 @@ static const unsigned char *walk_member(struct walk *w, const unsigned char *p, 
 	int is_list = on_path && !dot;
 	int is_next =
 		!on_path && w->list_at == 0 && w->m->next && name_is(name, p, escaped, w->m->next, w->m->next_len);
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p >= end || *p != ':')
 		return syntax(w, p, "expected ':'");
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (on_path && dot)
 		return walk_list_parent(w, p, (size_t)(dot - w->m->list) + 1, list_seen);
 	if (is_list) {
@@ -1681,7 +2051,7 @@ static const unsigned char *walk_member(struct walk *w, const unsigned char *p, 
 static const unsigned char *walk_members(struct walk *w, const unsigned char *p, int *list_seen)
 {
 	const unsigned char *end = w->end;
-	p = ws(p + 1, end);
+	p = ws(w, p + 1);
 	if (p < end && *p == '}')
 		return p + 1;
 	for (;;) {
@@ -1695,10 +2065,82 @@ static const unsigned char *walk_members(struct walk *w, const unsigned char *p,
 	}
 }
 
+/* The arrays of objects a page holds where its list was not: their paths, as many as fit. */
+#define FOUND_PATH_MAX 256
+struct arrays_found {
+	char paths[160];
+	size_t len;
+	int count, listed;
+};
+
+static void note_array(struct arrays_found *found, const char *path, size_t len)
+{
+	found->count++;
+	size_t room = sizeof found->paths - found->len;
+	int n = snprintf(found->paths + found->len, room, "%s\"%.*s\"", found->len ? ", " : "", (int)len, path);
+	if (n > 0 && (size_t)n < room) {
+		found->len += (size_t)n;
+		found->listed++;
+	} else {
+		found->paths[found->len] = '\0'; /* this one did not fit */
+	}
+}
+
+/* p is at an object's '{' (of a page that is JSON): notes the non-empty arrays of objects among
+ * its members, and among its objects' members down to levels levels; path holds the object's
+ * path (path_len bytes, at most FOUND_PATH_MAX with its NUL). */
+static const unsigned char *find_arrays(struct walk *w, const unsigned char *p, int levels, char *path, size_t path_len,
+					struct arrays_found *found)
+{
+	p = ws(w, p + 1);
+	if (*p == '}')
+		return p + 1;
+	for (;;) {
+		char escaped = 0;
+		const unsigned char *name = p + 1;
+		if (!(p = scan_string(w, name, &escaped)))
+			return NULL;
+		int n = snprintf(path + path_len, FOUND_PATH_MAX - path_len, "%s%.*s", path_len ? "." : "",
+				 (int)(p - name), (const char *)name);
+		size_t len = n > 0 && path_len + (size_t)n < FOUND_PATH_MAX ? path_len + (size_t)n : FOUND_PATH_MAX - 1;
+		p = ws(w, ws(w, p + 1) + 1); /* past the ':' */
+		if (*p == '[' && *ws(w, p + 1) == '{')
+			note_array(found, path, len);
+		if (*p == '{' && levels > 1)
+			p = find_arrays(w, p, levels - 1, path, len, found);
+		else
+			p = skip_value(w, p, 1);
+		path[path_len] = '\0';
+		int more = p ? after_item(w, &p, '}') : -1;
+		if (more <= 0)
+			return more ? NULL : p;
+	}
+}
+
+/* A list that is not on a page which has arrays of items elsewhere, as far down as one level more
+ * than the list's path (a misspelt or misplaced list), fails the walk naming them; a page without
+ * any (an empty page of an API that leaves the list out then) holds no records. */
+static void list_finds_nothing(struct walk *w)
+{
+	int levels = 2;
+	for (size_t i = 0; i < w->m->list_len; i++)
+		levels += w->m->list[i] == '.';
+	char path[FOUND_PATH_MAX] = "";
+	struct arrays_found found = {.len = 0, .count = 0, .listed = 0};
+	found.paths[0] = '\0';
+	if (!find_arrays(w, ws(w, w->start), levels, path, 0, &found) || !found.count)
+		return;
+	char more[32] = "";
+	if (found.listed < found.count)
+		snprintf(more, sizeof more, " and %d more", found.count - found.listed);
+	wrong_shape(w, "list \"%s\" finds nothing; the page has %s at %s%s", w->m->list,
+		    found.count > 1 ? "arrays" : "an array", found.paths, more);
+}
+
 static void walk_page(struct walk *w)
 {
 	const unsigned char *end = w->end;
-	const unsigned char *p = ws(w->start, end);
+	const unsigned char *p = ws(w, w->start);
 	int list_seen = 0;
 	if (w->m->list_is_root) {
 		struct value v;
@@ -1708,21 +2150,25 @@ static void walk_page(struct walk *w)
 				return;
 		} else if (!(p = scan_value(w, p, 0, &v))) {
 			return;
-		} else if (ws(p, end) == end) {
+		} else if (ws(w, p) == end) {
 			wrong_shape(w, "the page is %s, not an array", type_name(v.type));
 			return;
 		}
 	} else if (p < end && *p == '{') {
 		if (!(p = walk_members(w, p, &list_seen)))
 			return;
+		if (ws(w, p) == end && !list_seen) {
+			list_finds_nothing(w);
+			return;
+		}
 	} else {
 		struct value v;
 		if (!(p = scan_value(w, p, 0, &v)))
 			return;
-		if (ws(p, end) == end)
+		if (ws(w, p) == end)
 			wrong_shape(w, "the page is %s, not an object with '%s'", type_name(v.type), w->m->list);
 	}
-	if (ws(p, end) != end)
+	if (ws(w, p) != end)
 		syntax(w, p, "more text after the JSON value");
 }
 
@@ -1735,8 +2181,8 @@ static void check_rest_is_json(struct walk *w)
 	struct walk check = *w;
 	check.out = &probe;
 	check.failed = 0;
-	const unsigned char *p = skip_value(&check, ws(w->start, w->end), 0);
-	if (p && ws(p, w->end) != w->end)
+	const unsigned char *p = skip_value(&check, ws(w, w->start), 0);
+	if (p && ws(w, p) != w->end)
 		syntax(&check, p, "more text after the JSON value");
 	if (probe.outcome == WALK_NOT_JSON) {
 		w->out->outcome = WALK_NOT_JSON;
@@ -1764,8 +2210,13 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 		out->column_span[d] = (struct walk_column_span){WALK_NO_VALUE, WALK_NO_VALUE, 1, 1};
 	out->outcome = WALK_OK;
 	out->message[0] = '\0';
-	if (build_pieces(&w)) {
+	if (m->nslots)
+		w.slots = calloc((size_t)m->nslots * SLOT_GUESSES, sizeof *w.slots);
+	if (build_pieces(&w) || (m->nslots && !w.slots)) {
 		wrong_shape(&w, "no memory to write the page's records");
+		free(w.pieces);
+		free(w.plan.text);
+		free(w.slots);
 		return;
 	}
 	walk_page(&w);
@@ -1776,6 +2227,7 @@ void page_walk(const struct walk_mapping *m, const char *text, size_t len, const
 	out->next_escaped = w.next.escaped;
 	free(w.pieces);
 	free(w.plan.text);
+	free(w.slots);
 }
 
 void walk_buffers_free(struct walk_buffers *mem)

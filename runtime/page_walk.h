@@ -9,17 +9,52 @@
 #include "date.h"
 
 #define WALK_MAX_FIELDS 64
+/* The most segments all the fields' from paths have together (a path's members in common with
+ * another's count once). */
+#define WALK_MAX_NODES 256
 #define WALK_NO_VALUE INT64_MIN
 
-/* FROM_DATETIME copies a string member that must be an ISO 8601 instant. */
-enum walk_kind { FROM_COPY, FROM_INTEGER, FROM_DAY_MS, FROM_DAY, FROM_DATETIME, FROM_CONTEXT, FROM_VALUE };
+/* What a field writes: a value as the page spells it (FROM_COPY), converted per its as
+ * (FROM_INTEGER to FROM_DATETIME_S), or a constant rendered before the walk. FROM_DAY and
+ * FROM_DATETIME copy a string that must be a day or an ISO 8601 instant. */
+enum walk_kind {
+	FROM_COPY,
+	FROM_INTEGER,
+	FROM_NUMBER,
+	FROM_STRING,
+	FROM_BOOLEAN,
+	FROM_DAY,
+	FROM_DAY_MS,
+	FROM_DAY_S,
+	FROM_DATETIME,
+	FROM_DATETIME_MS,
+	FROM_DATETIME_S,
+	FROM_CONTEXT,
+	FROM_VALUE
+};
 
-/* The kinds whose value each record also gets as an int64 in a column of its own (a day number,
- * microseconds, the integer), so that the engine knows every record's cursor without reading it
- * back from the text. */
+/* What the int64 column of a field holds: each record of the kinds that have one also gets its
+ * value there (days since 1970-01-01, microseconds since the epoch, the integer), so that the
+ * engine knows every record's cursor without reading it back from the text. */
+enum walk_column { COLUMN_NONE, COLUMN_INTEGER, COLUMN_DAY, COLUMN_DATETIME };
+
+static inline enum walk_column walk_kind_column(enum walk_kind kind)
+{
+	switch (kind) {
+	case FROM_INTEGER: return COLUMN_INTEGER;
+	case FROM_DAY:
+	case FROM_DAY_MS:
+	case FROM_DAY_S: return COLUMN_DAY;
+	case FROM_DATETIME:
+	case FROM_DATETIME_MS:
+	case FROM_DATETIME_S: return COLUMN_DATETIME;
+	default: return COLUMN_NONE;
+	}
+}
+
 static inline int walk_kind_has_column(enum walk_kind kind)
 {
-	return kind == FROM_INTEGER || kind == FROM_DAY_MS || kind == FROM_DAY || kind == FROM_DATETIME;
+	return walk_kind_column(kind) != COLUMN_NONE;
 }
 
 struct walk_field {
@@ -27,9 +62,30 @@ struct walk_field {
 	const char *name;
 	const char *key; /* "name": */
 	size_t key_len;
-	int source;                 /* the item member it reads (FROM_COPY, FROM_INTEGER, FROM_DAY*, FROM_DATETIME) */
+	int source;                 /* the value it reads (all but FROM_CONTEXT and FROM_VALUE) */
 	int column;                 /* where its value goes, for the kinds walk_kind_has_column names */
-	const struct tz_zone *zone; /* FROM_DAY_MS's days, FROM_DATETIME's texts without an offset; NULL: UTC */
+	const struct tz_zone *zone; /* FROM_DAY_MS's and FROM_DAY_S's days, FROM_DATETIME's texts without an
+				     * offset; NULL: UTC */
+	/* A from field's default: its JSON text, written when the field would be left out (fallback_len
+	 * 0: none), and its value for the column (WALK_NO_VALUE for null). */
+	const char *fallback;
+	size_t fallback_len;
+	int64_t fallback_column;
+	int required; /* an item whose path finds nothing is an error */
+};
+
+/* One member on the fields' from paths: the item's members ("properties" of
+ * "properties.email") and, under them, members of the objects those hold. The nodes form a tree
+ * whose top level is the item's members; each source is the node its path ends at. */
+struct walk_node {
+	const char *name; /* the member's name: one segment of a path, not NUL-terminated */
+	size_t len;
+	int source;     /* the source whose path ends here; -1 for none */
+	int parent;     /* -1 for a member of the item */
+	int child;      /* the first member of this member's object on a path; -1 for none */
+	int sibling;    /* the next member of the same object on a path; -1 for none */
+	int slot;       /* a node with children: its row of the walk's member guesses */
+	uint64_t below; /* the sources whose paths go on through this member (bit i: source i) */
 };
 
 struct walk_mapping {
@@ -40,13 +96,17 @@ struct walk_mapping {
 	size_t next_len;
 	int nfields, nsources, ncolumns;
 	size_t fixed_bound; /* most bytes a record takes beyond what it copies from its item */
-	int max_copies;     /* most fields copying one member verbatim */
+	int max_copies;     /* most copies a record holds of one byte of its item (bound_copies) */
 	struct walk_field fields[WALK_MAX_FIELDS];
 	struct {
-		const char *name;
+		const char *name; /* its path as declared, for messages */
 		size_t len;
 	} sources[WALK_MAX_FIELDS];
-	const char *column_names[WALK_MAX_FIELDS];
+	struct walk_node nodes[WALK_MAX_NODES];
+	int nnodes;
+	int first;       /* the first of the item's members on a path; -1 for none */
+	int nslots;      /* nodes with children */
+	uint64_t nested; /* the sources whose paths go into an object of the item */
 };
 
 /* What a context or value field writes, rendered before the walk; len 0 leaves the field out. */

@@ -58,7 +58,7 @@ struct mapper {
 	int collected;
 	const char *context[WALK_MAX_FIELDS]; /* FROM_CONTEXT: the ctx field */
 	int value_pin[WALK_MAX_FIELDS];       /* FROM_VALUE: where the constant is kept in the pins */
-	int copies_of[WALK_MAX_FIELDS];       /* how many fields copy each member verbatim */
+	int copies_of[WALK_MAX_FIELDS];       /* how many fields copy each source verbatim */
 };
 
 /* An answer's text, NUL-terminated, in memory of its own. */
@@ -147,16 +147,92 @@ static void refuse_unknown_keys(lua_State *L, int idx, const char *const *known,
 	}
 }
 
+/* The node for the member name[0, len) of the object at *link's level, added when new. */
+static int path_node(lua_State *L, struct walk_mapping *m, int *link, int parent, const char *name, size_t len)
+{
+	int last = -1;
+	for (int n = *link; n >= 0; last = n, n = m->nodes[n].sibling)
+		if (m->nodes[n].len == len && !memcmp(m->nodes[n].name, name, len))
+			return n;
+	if (m->nnodes == WALK_MAX_NODES)
+		luaL_error(L, "records.declare: the from paths have more than %d members in all", WALK_MAX_NODES);
+	int n = m->nnodes++;
+	m->nodes[n] = (struct walk_node){name, len, -1, parent, -1, -1, -1, 0};
+	if (last >= 0)
+		m->nodes[last].sibling = n;
+	else
+		*link = n;
+	return n;
+}
+
+/* The source that reads the path at idx ("key" or "a.b.c"), added with its nodes when new. */
 static int source_index(lua_State *L, struct walk_mapping *m, int pins, int idx)
 {
 	size_t len;
-	const char *name = lua_tolstring(L, idx, &len);
+	const char *path = lua_tolstring(L, idx, &len);
 	for (int i = 0; i < m->nsources; i++)
-		if (m->sources[i].len == len && !memcmp(m->sources[i].name, name, len))
+		if (m->sources[i].len == len && !memcmp(m->sources[i].name, path, len))
 			return i;
-	m->sources[m->nsources].name = pin_string(L, pins, idx);
-	m->sources[m->nsources].len = len;
-	return m->nsources++;
+	int source = m->nsources++;
+	path = m->sources[source].name = pin_string(L, pins, idx);
+	m->sources[source].len = len;
+	int node = -1, *link = &m->first;
+	for (const char *segment = path;;) {
+		const char *dot = memchr(segment, '.', (size_t)(path + len - segment));
+		size_t segment_len = dot ? (size_t)(dot - segment) : (size_t)(path + len - segment);
+		if (segment_len == 0)
+			luaL_error(L, "records.declare: from '%s' has an empty member name", path);
+		node = path_node(L, m, link, node, segment, segment_len);
+		if (!dot)
+			break;
+		struct walk_node *through = &m->nodes[node];
+		through->below |= 1ull << source;
+		if (through->slot < 0)
+			through->slot = m->nslots++;
+		link = &through->child;
+		segment = dot + 1;
+	}
+	m->nodes[node].source = source;
+	if (m->nodes[node].parent >= 0)
+		m->nested |= 1ull << source;
+	return source;
+}
+
+/* The most bytes of one item a record may copy: a field copying a member copies its objects' members
+ * too, so the copies of a source and of the sources above it on its path add up. */
+static void bound_copies(struct mapper *mapper)
+{
+	struct walk_mapping *m = &mapper->map;
+	for (int n = 0; n < m->nnodes; n++) {
+		if (m->nodes[n].source < 0)
+			continue;
+		int copies = 0;
+		for (int up = n; up >= 0; up = m->nodes[up].parent)
+			if (m->nodes[up].source >= 0)
+				copies += mapper->copies_of[m->nodes[up].source];
+		if (copies > m->max_copies)
+			m->max_copies = copies;
+	}
+}
+
+/* The names of as, and their kinds, in the order messages list them. */
+static const char *const AS_NAMES[] = {"integer",     "number",     "string",   "boolean",          "day",
+				       "day_from_ms", "day_from_s", "datetime", "datetime_from_ms", "datetime_from_s",
+				       NULL};
+static const enum walk_kind AS_KINDS[] = {FROM_INTEGER, FROM_NUMBER, FROM_STRING,   FROM_BOOLEAN,     FROM_DAY,
+					  FROM_DAY_MS,  FROM_DAY_S,  FROM_DATETIME, FROM_DATETIME_MS, FROM_DATETIME_S};
+
+static enum walk_kind kind_of_as(lua_State *L, const char *name, const char *as_name)
+{
+	for (size_t i = 0; AS_NAMES[i]; i++)
+		if (!strcmp(as_name, AS_NAMES[i]))
+			return AS_KINDS[i];
+	const char *closest = suggest_closest(as_name, AS_NAMES);
+	luaL_error(L,
+		   "records.declare: field '%s': as must be integer, number, string, boolean, day, day_from_ms, "
+		   "day_from_s, datetime, datetime_from_ms or datetime_from_s, not '%s'%s%s%s",
+		   name, as_name, closest ? " (did you mean " : "", closest ? closest : "", closest ? "?)" : "");
+	return FROM_COPY;
 }
 
 static enum walk_kind field_kind_of(lua_State *L, int spec, const char *name)
@@ -175,30 +251,83 @@ static enum walk_kind field_kind_of(lua_State *L, int spec, const char *name)
 		kind = FROM_CONTEXT;
 	else if (has_value)
 		kind = FROM_VALUE;
-	else if (!as_name)
-		kind = FROM_COPY;
-	else if (!strcmp(as_name, "integer"))
-		kind = FROM_INTEGER;
-	else if (!strcmp(as_name, "day_from_ms"))
-		kind = FROM_DAY_MS;
-	else if (!strcmp(as_name, "day"))
-		kind = FROM_DAY;
-	else if (!strcmp(as_name, "datetime"))
-		kind = FROM_DATETIME;
-	else
-		luaL_error(L,
-			   "records.declare: field '%s': as must be \"integer\", \"day_from_ms\", \"day\" or "
-			   "\"datetime\", "
-			   "not '%s'",
-			   name, as_name);
+	else if (as_name)
+		kind = kind_of_as(L, name, as_name);
 	lua_pop(L, 4);
 	return kind;
+}
+
+/* The kinds whose records copy the member's text (a string, a number as spelt): their bytes count
+ * towards a record's size with the item's (bound_copies). */
+static int kind_copies(enum walk_kind kind)
+{
+	return kind == FROM_COPY || kind == FROM_NUMBER || kind == FROM_STRING || kind == FROM_DAY ||
+	       kind == FROM_DATETIME;
+}
+
+/* The default's value for the field's column: null (none), or a value of the column's kind. */
+static int64_t default_column(lua_State *L, const struct walk_field *f, int idx)
+{
+	enum walk_column column = walk_kind_column(f->kind);
+	int64_t v = WALK_NO_VALUE;
+	const char *text = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+	if (column == COLUMN_NONE || (lua_islightuserdata(L, idx) && !lua_touserdata(L, idx)))
+		return WALK_NO_VALUE;
+	if (column == COLUMN_INTEGER && lua_type(L, idx) == LUA_TNUMBER) {
+		int exact;
+		lua_Integer n = lua_tointegerx(L, idx, &exact); /* a float only when it is an integer */
+		if (exact)
+			return (int64_t)n;
+	} else if (column == COLUMN_DAY && text && date_parse_day(text, &v) == 0) {
+		return v;
+	} else if (column == COLUMN_DATETIME && text && date_parse_instant(text, strlen(text), f->zone, &v) == 0) {
+		return v;
+	}
+	luaL_error(L, "records.declare: field '%s': default must be json.null or %s", f->name,
+		   column == COLUMN_INTEGER ? "an integer"
+		   : column == COLUMN_DAY   ? "a YYYY-MM-DD day"
+					    : "an ISO 8601 date-time");
+	return v;
+}
+
+/* default = v and required = true, which go with from. */
+static void declare_default_and_required(lua_State *L, struct walk_field *f, int pins, int spec)
+{
+	int has_default = lua_getfield(L, spec, "default") != LUA_TNIL;
+	int required = lua_getfield(L, spec, "required");
+	if (required != LUA_TNIL && required != LUA_TBOOLEAN)
+		luaL_error(L, "records.declare: field '%s': required is true or false", f->name);
+	f->required = lua_toboolean(L, -1);
+	if ((has_default || f->required) && (f->kind == FROM_CONTEXT || f->kind == FROM_VALUE))
+		luaL_error(L, "records.declare: field '%s': %s goes with from", f->name,
+			   has_default ? "default" : "required");
+	if (has_default && f->required)
+		luaL_error(L, "records.declare: field '%s': a required field has no default", f->name);
+	f->fallback = NULL;
+	f->fallback_len = 0;
+	f->fallback_column = WALK_NO_VALUE;
+	if (has_default) {
+		struct buf text = {0};
+		char err[128];
+		if (json_encode(L, -2, &text, err, sizeof err)) {
+			buf_free(&text);
+			luaL_error(L, "records.declare: field '%s': default: %s", f->name, err);
+		}
+		lua_pushlstring(L, text.data, text.len);
+		buf_free(&text);
+		f->fallback = pin_string(L, pins, -1);
+		f->fallback_len = lua_rawlen(L, -1);
+		lua_pop(L, 1);
+		f->fallback_column = default_column(L, f, lua_gettop(L) - 1);
+	}
+	lua_pop(L, 2);
 }
 
 static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spec, int position)
 {
 	struct walk_mapping *m = &mapper->map;
-	static const char *const known[] = {"1", "name", "from", "as", "zone", "context", "value", NULL};
+	static const char *const known[] = {"1",       "name",  "from",    "as",       "zone",
+					    "context", "value", "default", "required", NULL};
 	char where[32];
 	snprintf(where, sizeof where, "field %d", position);
 	if (!lua_istable(L, spec))
@@ -223,12 +352,13 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 	f->kind = field_kind_of(L, spec, f->name);
 	f->zone = NULL;
 	if (lua_getfield(L, spec, "zone") != LUA_TNIL) {
-		if ((f->kind != FROM_DAY_MS && f->kind != FROM_DATETIME) || lua_type(L, -1) != LUA_TSTRING)
-			luaL_error(L,
-				   "records.declare: field '%s': zone goes with as = \"day_from_ms\" or \"datetime\" "
-				   "and is "
-				   "a time zone name",
-				   f->name);
+		if ((f->kind != FROM_DAY_MS && f->kind != FROM_DAY_S && f->kind != FROM_DATETIME) ||
+		    lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(
+				L,
+				"records.declare: field '%s': zone goes with as = \"day_from_ms\", \"day_from_s\" or "
+				"\"datetime\" and is a time zone name",
+				f->name);
 		char err[300];
 		if (strcmp(lua_tostring(L, -1), "UTC") &&
 		    !(f->zone = tz_find(runtime_of(L)->zones, lua_tostring(L, -1), err, sizeof err)))
@@ -249,17 +379,14 @@ static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spe
 		checked_name(L, -1, "from", &len);
 		f->source = source_index(L, m, pins, lua_gettop(L));
 		lua_pop(L, 1);
-		if (f->kind == FROM_COPY || f->kind == FROM_DAY || f->kind == FROM_DATETIME) {
-			int copies = ++mapper->copies_of[f->source];
-			if (copies > m->max_copies)
-				m->max_copies = copies;
-		}
+		if (kind_copies(f->kind))
+			mapper->copies_of[f->source]++;
 	}
-	if (walk_kind_has_column(f->kind)) {
-		f->column = m->ncolumns;
-		m->column_names[m->ncolumns++] = f->name;
-	}
-	/* A comma, the key, a number's text and the slack of a 16-byte move. */
+	if (walk_kind_has_column(f->kind))
+		f->column = m->ncolumns++;
+	declare_default_and_required(L, f, pins, spec);
+	/* A comma, the key, a number's text and the slack of a 16-byte move (a default's text is one of
+	 * the walk's pieces, counted there). */
 	m->fixed_bound += 1 + f->key_len + JSON_NUMBER_MAX + 16;
 	m->nfields++;
 }
@@ -275,6 +402,7 @@ static int records_declare(lua_State *L)
 	memset(mapper, 0, sizeof *mapper);
 	luaL_setmetatable(L, MAPPER_MT);
 	struct walk_mapping *m = &mapper->map;
+	m->first = -1;
 	lua_newtable(L);
 	int pins = lua_gettop(L);
 	lua_pushvalue(L, pins);
@@ -307,6 +435,7 @@ static int records_declare(lua_State *L)
 		declare_field(L, mapper, pins, lua_gettop(L), (int)i);
 		lua_pop(L, 1);
 	}
+	bound_copies(mapper);
 	lua_settop(L, 2);
 	return 1;
 }
@@ -810,11 +939,18 @@ size_t records_batch_count(const struct record_batch *b)
 	return b->out.count;
 }
 
-int records_batch_column(const struct record_batch *b, const char *name)
+int records_batch_column(const struct record_batch *b, const char *name, enum cursor_kind kind)
 {
-	for (int i = 0; i < b->m->map.ncolumns; i++)
-		if (!strcmp(b->m->map.column_names[i], name))
-			return i;
+	static const enum walk_column of_kind[] = {
+		[CURSOR_DAY] = COLUMN_DAY, [CURSOR_DATETIME] = COLUMN_DATETIME, [CURSOR_INTEGER] = COLUMN_INTEGER};
+	const struct walk_mapping *m = &b->m->map;
+	if (kind == CURSOR_NONE)
+		return -1;
+	for (int i = 0; i < m->nfields; i++) {
+		const struct walk_field *f = &m->fields[i];
+		if (walk_kind_has_column(f->kind) && !strcmp(f->name, name))
+			return walk_kind_column(f->kind) == of_kind[kind] ? f->column : -1;
+	}
 	return -1;
 }
 

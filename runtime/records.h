@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "cursor.h"
 
 #define RECORDS_NO_VALUE INT64_MIN
 
@@ -56,9 +57,10 @@ enum records_outcome records_batch_settle(const struct record_batch *b, char *wh
 /* Pushes the next page's URL that the page gave (a string), or nil. [-0, +1, m] */
 void records_batch_push_next_url(lua_State *L, const struct record_batch *b);
 size_t records_batch_count(const struct record_batch *b);
-/* Which value column holds the declared field called name (as = day, day_from_ms, datetime or
- * integer); -1 when none does. */
-int records_batch_column(const struct record_batch *b, const char *name);
+/* Which value column holds the declared field called name as values of a cursor of kind: days for
+ * as = day, day_from_ms or day_from_s; microseconds for datetime, datetime_from_ms or
+ * datetime_from_s; the integer for integer. -1 when no field of that name has such values. */
+int records_batch_column(const struct record_batch *b, const char *name, enum cursor_kind kind);
 /* Whether the batch's records were framed as RECORD messages of this stream (ctx.stream was it). */
 int records_batch_framed_for(const struct record_batch *b, const char *stream);
 /* Record i as a whole RECORD message line, newline included; consecutive records are adjacent. */

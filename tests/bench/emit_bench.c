@@ -1,8 +1,10 @@
 /*
- * emit_bench: the emission rate in isolation. A page of Polygon bars already in memory is handed to
- * the script's parse() as the engine hands it (a response object), and the records it gives are
- * written as RECORD messages the way the engine writes them, over and over, on one core. parse may
- * return a declared mapper's batch or Lua tables. Messages go to stdout: run it with stdout on
+ * emit_bench: the emission rate in isolation. A page already in memory (Polygon bars, HubSpot-like
+ * contacts) is handed to the parse() of the script's first stream as the engine hands it (a
+ * response object), and the records it gives are written as RECORD messages of that stream the
+ * way the engine writes them, over and over, on one core. parse may return a declared mapper's
+ * batch or Lua tables; a batch's cursor values (the stream's cursor_field and cursor_kind) are
+ * read for every record, as the engine reads them. Messages go to stdout: run it with stdout on
  * /dev/null. Prints "records_per_second N" on stderr.
  *
  * usage: emit_bench SCRIPT PAGE_FILE SECONDS
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cursor.h"
 #include "host.h"
 #include "json.h"
 #include "proto.h"
@@ -26,6 +29,9 @@ struct bench {
 	double seconds;
 	long long records;
 	double elapsed;
+	const char *stream;       /* the first stream's name */
+	const char *cursor_field; /* NULL: no cursor */
+	enum cursor_kind cursor_kind;
 };
 
 static double now_seconds(void)
@@ -50,7 +56,7 @@ static void push_file(lua_State *L, const char *path)
 	luaL_pushresult(&b);
 }
 
-static long long write_batch(lua_State *L, const struct record_batch *batch)
+static long long write_batch(lua_State *L, const struct bench *b, const struct record_batch *batch)
 {
 	char why[512];
 	if (records_batch_settle(batch, why, sizeof why) != RECORDS_OK)
@@ -58,18 +64,20 @@ static long long write_batch(lua_State *L, const struct record_batch *batch)
 	/* As the engine writes a batch framed for its stream: every record's day read, then the run of
 	 * adjacent message lines written at once. */
 	size_t n = records_batch_count(batch);
-	if (!records_batch_framed_for(batch, "stock_prices"))
-		luaL_error(L, "the batch was not framed for stock_prices");
-	int column = records_batch_column(batch, "date");
+	if (!records_batch_framed_for(batch, b->stream))
+		luaL_error(L, "the batch was not framed for %s", b->stream);
+	int column = b->cursor_field ? records_batch_column(batch, b->cursor_field, b->cursor_kind) : -1;
+	if (b->cursor_field && column < 0)
+		luaL_error(L, "the batch has no %s column '%s'", cursor_kind_names[b->cursor_kind], b->cursor_field);
 	int64_t last = INT64_MIN;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && column >= 0; i++) {
 		const char *data;
 		size_t len;
-		int64_t day;
-		records_batch_get(batch, i, column, &data, &len, &day);
-		if (day < last)
+		int64_t value;
+		records_batch_get(batch, i, column, &data, &len, &value);
+		if (value < last)
 			luaL_error(L, "record %d goes back in time", (int)i + 1);
-		last = day;
+		last = value;
 	}
 	if (n) {
 		const char *first, *final;
@@ -81,14 +89,13 @@ static long long write_batch(lua_State *L, const struct record_batch *batch)
 	return (long long)n;
 }
 
-static long long write_tables(lua_State *L, int records)
+static long long write_tables(lua_State *L, const struct bench *b, int records)
 {
 	lua_Integer n = (lua_Integer)lua_rawlen(L, records);
 	char err[128];
 	for (lua_Integer i = 1; i <= n; i++) {
 		lua_rawgeti(L, records, i);
-		if (proto_record(&runtime_of(L)->out, L, "stock_prices", lua_gettop(L), 1700000000000LL, err,
-				 sizeof err))
+		if (proto_record(&runtime_of(L)->out, L, b->stream, lua_gettop(L), 1700000000000LL, err, sizeof err))
 			luaL_error(L, "record %d: %s", (int)i, err);
 		lua_pop(L, 1);
 	}
@@ -96,7 +103,7 @@ static long long write_tables(lua_State *L, int records)
 }
 
 /* One page: parse, write every record. Returns how many records. */
-static long long one_page(lua_State *L, int parse, int ctx, int text)
+static long long one_page(lua_State *L, const struct bench *b, int parse, int ctx, int text)
 {
 	int top = lua_gettop(L);
 	size_t len;
@@ -111,7 +118,7 @@ static long long one_page(lua_State *L, int parse, int ctx, int text)
 		luaL_error(L, "parse failed: %s", lua_tostring(L, -1));
 	}
 	const struct record_batch *batch = records_to_batch(L, top + 1);
-	long long n = batch ? write_batch(L, batch) : write_tables(L, top + 1);
+	long long n = batch ? write_batch(L, b, batch) : write_tables(L, b, top + 1);
 	lua_settop(L, top);
 	/* As the engine does after every page. */
 	lua_gc(L, LUA_GCCOLLECT);
@@ -124,21 +131,29 @@ static int bench_main(lua_State *L)
 	host_load_script(L, b->script);
 	lua_getfield(L, -1, "streams");
 	lua_rawgeti(L, -1, 1);
-	lua_getfield(L, -1, "parse");
+	int stream = lua_gettop(L);
+	lua_getfield(L, stream, "name");
+	b->stream = luaL_checkstring(L, -1);
+	if (lua_getfield(L, stream, "cursor_field") == LUA_TSTRING) {
+		b->cursor_field = lua_tostring(L, -1);
+		lua_getfield(L, stream, "cursor_kind");
+		b->cursor_kind = (enum cursor_kind)luaL_checkoption(L, -1, "day", cursor_kind_names);
+	}
+	lua_getfield(L, stream, "parse");
 	int parse = lua_gettop(L);
 	lua_createtable(L, 0, 1);
 	lua_pushstring(L, "TSLA");
 	lua_setfield(L, -2, "partition");
-	lua_pushstring(L, "stock_prices");
+	lua_pushstring(L, b->stream);
 	lua_setfield(L, -2, "stream");
 	int ctx = lua_gettop(L);
 	push_file(L, b->page_path);
 	int text = lua_gettop(L);
-	one_page(L, parse, ctx, text); /* warm-up */
+	one_page(L, b, parse, ctx, text); /* warm-up */
 	b->records = 0;
 	double start = now_seconds();
 	do {
-		b->records += one_page(L, parse, ctx, text);
+		b->records += one_page(L, b, parse, ctx, text);
 		b->elapsed = now_seconds() - start;
 	} while (b->elapsed < b->seconds);
 	return 0;
@@ -150,7 +165,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s SCRIPT PAGE_FILE SECONDS\n", argv[0]);
 		return 2;
 	}
-	struct bench b = {argv[1], argv[2], atof(argv[3]), 0, 0};
+	struct bench b = {argv[1], argv[2], atof(argv[3]), 0, 0, NULL, NULL, CURSOR_NONE};
 	struct runtime rt;
 	runtime_init(&rt);
 	rt.limits.memory_bytes = 512u << 20;

@@ -6,6 +6,12 @@
 * The mapping's rules, through small scripts whose pages are written in the script (the requests
   still go to the local server, so the engine, next_url and the protocol writer are the real ones):
   declared field order, absent members, null, the integer rule, numbers, escapes, constants.
+* Dotted paths into the items' objects, every `as`, defaults: small scripts whose parse is the
+  declared mapper or the same mapping as a Lua loop (MAPPER_SCRIPT) give the same records, on
+  hand-written pages (nested parents missing, not objects, given twice; negative and fractional
+  epochs, zones across their changes) and on random declarations over random nested pages; datetime
+  and day cursors fed by the epoch kinds, state for state; a required field that finds nothing and
+  a misspelt list are one system_error each.
 * Bad pages: a page that is not JSON (the server's cut, bad_utf8 and garbage faults, and pages a
   script garbles once) is asked for again and nothing is lost or sent twice; valid JSON of the
   wrong shape is one system_error that keeps the state of the pages before it; a bad declaration
@@ -17,14 +23,18 @@ Every read has its clock fixed (libfaketime and the server's clock).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import os
+import random
 import re
 import sys
 
 import pytest
 
 from .conftest import (
-    REPO, documented, duplicates, line_of, platform_state, polygon_server, sample_under_wrapper, script_copy, utc)
+    REPO, documented, duplicates, line_of, ny, platform_state, polygon_server, sample_under_wrapper, script_copy,
+    utc)
 
 sys.path.insert(0, str(REPO / "tests"))
 from lua_loop import lua_loop_script  # noqa: E402
@@ -390,6 +400,549 @@ def test_empty_absent_and_null_lists_give_no_records(connector, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# dotted paths into the items' objects, against the same mapping as a Lua loop
+# --------------------------------------------------------------------------------------------
+
+MAPPER_SCRIPT = """\
+-- Its pages are written below (the requests still go to the local server, with ?page=N);
+-- parse maps page N with the declared mapper, or with the same mapping as a Lua loop.
+local M = records.declare {
+  list = %(list)s,
+  next_url = %(next_url)s,
+  fields = {
+%(fields)s
+  },
+}
+local PAGES = { %(pages)s }
+
+-- The value the dotted path finds in t, or nil (a segment missing, or a parent not an object).
+local function at(t, path)
+  for segment in path:gmatch("[^.]+") do
+    if type(t) ~= "table" then return nil end
+    t = t[segment]
+  end
+  return t
+end
+
+-- Whether s is exactly a JSON number.
+local function is_json_number(s)
+  local whole, rest = s:gsub("^%%-", "", 1):match("^(%%d+)(.*)$")
+  if not whole or (#whole > 1 and whole:sub(1, 1) == "0") then return false end
+  rest = rest:gsub("^%%.%%d+", "", 1)
+  rest = rest:gsub("^[eE][-+]?%%d+", "", 1)
+  return rest == ""
+end
+
+-- RFC 3339 in UTC of an integer number of milliseconds, ".mmm" only when not a whole second.
+local function instant(ms)
+  local fraction = ms %% 1000
+  return date.format(ms // 1000, "%%Y-%%m-%%dT%%H:%%M:%%S") .. (fraction ~= 0 and (".%%03d"):format(fraction) or "") .. "Z"
+end
+
+local function given(v) return v ~= nil and v ~= json.null end
+
+-- Each as: the value written for v, the value the path found (nil: none), or nil to leave it out.
+local AS = {
+  copy = function(v) return v end,
+  integer = function(v) return type(v) == "number" and math.tointeger(v) or nil end,
+  number = function(v)
+    if type(v) == "number" then return v end
+    if type(v) == "string" and is_json_number(v) then return tonumber(v) end
+  end,
+  string = function(v)
+    if type(v) == "string" then return v end
+    if type(v) == "number" or type(v) == "boolean" then return tostring(v) end
+  end,
+  boolean = function(v)
+    if v == true or v == "true" then return true end
+    if v == false or v == "false" then return false end
+  end,
+  day = function(v) if given(v) then return v end end,
+  datetime = function(v) if given(v) then return v end end,
+  day_from_ms = function(v, zone) if given(v) then return date.from_ms(v, zone) end end,
+  day_from_s = function(v, zone) if given(v) then return date.from_ms(math.floor(v) * 1000, zone) end end,
+  datetime_from_ms = function(v) if given(v) then return instant(math.floor(v)) end end,
+  datetime_from_s = function(v) if given(v) then return instant(math.floor(v * 1000)) end end,
+}
+
+local function loop(ctx, response)
+  local records = {}
+  for i, item in ipairs(%(loop_list)s or {}) do
+    local r, v = {}
+%(loop_fields)s
+    records[i] = r
+  end
+  return records, response.body.next_url
+end
+
+return {
+  spec = { connectionSpecification = { type = "object", required = { "api_key", "base_url" },
+    properties = { api_key = { type = "string", airbyte_secret = true }, base_url = { type = "string" } } } },
+  check = function() return true end,
+  streams = { {
+    name = "stock_prices",
+    json_schema = { type = "object", additionalProperties = true, properties = {} },
+%(stream)s
+    request = function(ctx)
+      return ctx.config.base_url .. "/v2/aggs/ticker/TSLA/range/1/day/2022-03-01/2022-03-11?page=1",
+        { headers = { Authorization = "Bearer " .. ctx.config.api_key } }
+    end,
+    parse = function(ctx, response)
+      local page = tonumber(response.url:match("[?&]page=(%%d+)"))
+      response.text = assert(PAGES[page], "no page " .. tostring(page))
+      return %(parse)s
+    end,
+  } },
+}
+"""
+
+def lua_value(value) -> str:
+    """A Lua expression for a JSON-like Python value."""
+    if value is None:
+        return "json.null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return lua_string(value)
+    if isinstance(value, list):
+        return "json.array({ %s })" % ", ".join(map(lua_value, value))
+    return "json.object({ %s })" % ", ".join(f"[{lua_string(k)}] = {lua_value(v)}" for k, v in value.items())
+
+
+def declared_field(field: dict) -> str:
+    """One entry of a declaration's fields, from {name, from, as, zone, default, required}."""
+    parts = [lua_string(field["name"]), f"from = {lua_string(field['from'])}"]
+    if field.get("as"):
+        parts.append(f"as = {lua_string(field['as'])}")
+    if field.get("zone"):
+        parts.append(f"zone = {lua_string(field['zone'])}")
+    if "default" in field:
+        parts.append(f"default = {lua_value(field['default'])}")
+    if field.get("required"):
+        parts.append("required = true")
+    return "    { %s }," % ", ".join(parts)
+
+
+def loop_field(field: dict) -> str:
+    """The same field as Lua-loop statements setting r[name]."""
+    conversion = f"AS[{lua_string(field.get('as') or 'copy')}]"
+    zone = lua_string(field.get("zone") or "UTC")
+    lines = [f"    v = {conversion}(at(item, {lua_string(field['from'])}), {zone})"]
+    if "default" in field:
+        lines.append(f"    if v == nil then v = {lua_value(field['default'])} end")
+    lines.append(f"    r[{lua_string(field['name'])}] = v")
+    return "\n".join(lines)
+
+
+def mapper_script(tmp_path, fields: list, pages: list, variant: str = "declared", list_path: str = "results",
+                  stream: str = "", name: str = "") -> Path:
+    """A script whose page N is pages[N-1], mapped by the declaration of fields or by its Lua loop.
+    stream: the stream's cursor keys (none: read in full)."""
+    loop_list = "response.body" if list_path == "$" else f"at(response.body, {lua_string(list_path)})"
+    path = tmp_path / (name or f"{variant}.lua")
+    path.write_text(MAPPER_SCRIPT % {
+        "list": lua_string(list_path),
+        "next_url": "nil" if list_path == "$" else '"next_url"',
+        "fields": "\n".join(map(declared_field, fields)),
+        "pages": ", ".join(lua_string(p) for p in pages),
+        "loop_list": loop_list,
+        "loop_fields": "\n".join(map(loop_field, fields)),
+        "stream": stream,
+        "parse": "M:map(ctx, response)" if variant == "declared" else "loop(ctx, response)",
+    }, encoding="utf-8")
+    return path
+
+
+def read_both(connector, tmp_path, fields, pages, catalog="full_refresh", **kw):
+    """The declared mapper's read and the Lua loop's, each complete; the declared read first."""
+    results = []
+    for variant in ("declared", "loop"):
+        script = mapper_script(tmp_path, fields, pages, variant, **kw)
+        results.append(connector.read(connector.config(), catalog=catalog, now=AFTER_CLOSE,
+                                      flags=("--script", script)).assert_complete())
+    return results
+
+
+HUBSPOT_FIELDS = [
+    {"name": "id", "from": "id"},
+    {"name": "email", "from": "properties.email"},
+    {"name": "firstname", "from": "properties.firstname"},
+    {"name": "employees", "from": "properties.company.size", "as": "integer"},
+    {"name": "company", "from": "properties.company"},
+    {"name": "created", "from": "createdAt"},
+]
+
+HUBSPOT_ITEMS = [
+    # all there, other members around, the nested ones in another order than declared
+    '{"id":"1","properties":{"lastname":"L","firstname":"Ann","email":"a@x.io","company":{"size":40.0,"n":"Co"}},'
+    '"createdAt":"2024-01-02T03:04:05.006Z","archived":false}',
+    # the same shape with other nested members: the first item's shape and plan must not be used as is
+    '{"id":"2","properties":{"lastname":"M","firstname":null,"email":"b@x.io","company":null},'
+    '"createdAt":"2024-01-03T00:00:00Z","archived":false}',
+    '{"id":"3","properties":{"company":{"size":"40"}},"createdAt":"2024-01-04T00:00:00Z","archived":false}',
+    # parents that are not objects, or absent; a parent given twice (the last counts)
+    '{"id":"4","properties":[{"email":"no"}],"createdAt":null}',
+    '{"id":"5","properties":"p"}',
+    '{"id":"6"}',
+    '{"id":"7","properties":{"email":"old","company":{"size":1}},"properties":{"firstname":"New"}}',
+    # escapes in names, space everywhere, a nested member given twice
+    '{ "id" : "8" , "pro\\u0070erties" : { "email" : "x" , "em\\u0061il" : "y" , "company" : { "size" : 2e1 } } }',
+]
+
+
+def test_dotted_paths_equal_a_lua_loop(connector, tmp_path):
+    page = '{"results":[%s],"status":"OK"}' % ",".join(HUBSPOT_ITEMS)
+    declared, loop = read_both(connector, tmp_path, HUBSPOT_FIELDS, [page])
+    assert declared.data == loop.data
+    assert data_texts(declared) == [
+        '{"id":"1","email":"a@x.io","firstname":"Ann","employees":40,"company":{"size":40.0,"n":"Co"},'
+        '"created":"2024-01-02T03:04:05.006Z"}',
+        '{"id":"2","email":"b@x.io","firstname":null,"company":null,"created":"2024-01-03T00:00:00Z"}',
+        '{"id":"3","company":{"size":"40"},"created":"2024-01-04T00:00:00Z"}',
+        '{"id":"4","created":null}',
+        '{"id":"5"}',
+        '{"id":"6"}',
+        '{"id":"7","firstname":"New"}',
+        '{"id":"8","email":"y","employees":20,"company":{ "size" : 2e1 }}',
+    ]
+
+
+def test_dotted_paths_under_a_dotted_list(connector, tmp_path):
+    fields = [{"name": "id", "from": "id"}, {"name": "login", "from": "user.login"}]
+    pages = ['{"data":{"items":[{"id":1,"user":{"login":"a"}},{"id":2,"user":{}}]},"meta":{"user":{"login":"m"}}}']
+    declared, loop = read_both(connector, tmp_path, fields, pages, list_path="data.items")
+    assert declared.data == loop.data == [{"id": 1, "login": "a"}, {"id": 2}]
+
+
+CONVERSION_FIELDS = [
+    {"name": "id", "from": "id"},
+    {"name": "n", "from": "v.num", "as": "number"},
+    {"name": "count", "from": "v.num", "as": "integer"},
+    {"name": "s", "from": "v.str", "as": "string"},
+    {"name": "b", "from": "v.bool", "as": "boolean"},
+    {"name": "created", "from": "t.ms", "as": "datetime_from_ms"},
+    {"name": "seen", "from": "t.s", "as": "datetime_from_s"},
+    {"name": "seen_day", "from": "t.s", "as": "day_from_s", "zone": "America/New_York"},
+    {"name": "seen_day_utc", "from": "t.s", "as": "day_from_s"},
+    {"name": "created_day", "from": "t.ms", "as": "day_from_ms", "zone": "Europe/London"},
+]
+
+CONVERSION_ITEMS = [
+    '{"id":1,"v":{"num":12,"str":"abc","bool":true},"t":{"ms":1646629200123,"s":1647143999}}',
+    # negative epochs; a number as a string; "false"
+    '{"id":2,"v":{"num":"12.5","str":12,"bool":"false"},"t":{"ms":-1,"s":-1}}',
+    # fractions of a millisecond and of a second, rounded down; New York's spring change
+    '{"id":3,"v":{"num":"x","str":true,"bool":"yes"},"t":{"ms":1646629200000.7,"s":1647154800.25}}',
+    '{"id":4,"v":{"num":2.5,"str":null,"bool":null},"t":{"ms":null,"s":null}}',
+    # London's and New York's autumn changes
+    '{"id":5,"v":{"num":null,"str":{"a":1},"bool":false},"t":{"ms":1667091599999,"s":1667707199}}',
+    '{"id":6,"t":{"ms":1667091600000,"s":1667707200}}',
+    '{"id":7,"v":{"num":"-1E+2","str":"","bool":"true"},"t":{"ms":-86400001,"s":-86401}}',
+]
+
+
+def test_conversions_equal_a_lua_loop(connector, tmp_path):
+    page = '{"results":[%s]}' % ",".join(CONVERSION_ITEMS)
+    declared, loop = read_both(connector, tmp_path, CONVERSION_FIELDS, [page])
+    assert list(map(canonical, declared.data)) == list(map(canonical, loop.data))
+    assert [json.loads(t) for t in data_texts(declared)[:3]] == [
+        {"id": 1, "n": 12, "count": 12, "s": "abc", "b": True, "created": "2022-03-07T05:00:00.123Z",
+         "seen": "2022-03-13T03:59:59Z", "seen_day": "2022-03-12", "seen_day_utc": "2022-03-13",
+         "created_day": "2022-03-07"},
+        {"id": 2, "n": 12.5, "s": "12", "b": False, "created": "1969-12-31T23:59:59.999Z",
+         "seen": "1969-12-31T23:59:59Z", "seen_day": "1969-12-31", "seen_day_utc": "1969-12-31",
+         "created_day": "1970-01-01"},
+        {"id": 3, "s": "true", "created": "2022-03-07T05:00:00Z", "seen": "2022-03-13T07:00:00.250Z",
+         "seen_day": "2022-03-13", "seen_day_utc": "2022-03-13", "created_day": "2022-03-07"},
+    ]
+
+
+DEFAULT_FIELDS = [
+    {"name": "id", "from": "id"},
+    {"name": "email", "from": "properties.email", "default": ""},
+    {"name": "employees", "from": "properties.company.size", "as": "integer", "default": 0},
+    {"name": "tags", "from": "tags", "default": []},
+    {"name": "active", "from": "properties.active", "as": "boolean", "default": None},
+    {"name": "created", "from": "t", "as": "datetime_from_ms", "default": "1970-01-01T00:00:00Z"},
+]
+
+
+def test_defaults_equal_a_lua_loop(connector, tmp_path):
+    """A default is written wherever the field would be left out: the path finds nothing, or as
+    leaves the value out. A plain copy of null finds null."""
+    items = ['{"id":1,"properties":{"email":"a@x","company":{"size":3},"active":"true"},"tags":["x"],"t":0}',
+             '{"id":2,"properties":{"email":null,"company":{"size":2.5},"active":"maybe"},"tags":null,"t":null}',
+             '{"id":3,"properties":null}',
+             '{"id":4,"properties":{"company":7}}']
+    page = '{"results":[%s]}' % ",".join(items)
+    declared, loop = read_both(connector, tmp_path, DEFAULT_FIELDS, [page])
+    assert list(map(canonical, declared.data)) == list(map(canonical, loop.data))
+    assert data_texts(declared) == [
+        '{"id":1,"email":"a@x","employees":3,"tags":["x"],"active":true,"created":"1970-01-01T00:00:00Z"}',
+        '{"id":2,"email":null,"employees":0,"tags":null,"active":null,"created":"1970-01-01T00:00:00Z"}',
+        '{"id":3,"email":"","employees":0,"tags":[],"active":null,"created":"1970-01-01T00:00:00Z"}',
+        '{"id":4,"email":"","employees":0,"tags":[],"active":null,"created":"1970-01-01T00:00:00Z"}',
+    ]
+
+
+def test_a_required_field_that_finds_nothing_is_one_system_error(connector, tmp_path):
+    """Item 3 has no properties.email: the page is refused as a whole, naming the item, the
+    field, its path and the script line of the map call; the page before it is emitted."""
+    fields = [{"name": "id", "from": "id"}, {"name": "email", "from": "properties.email", "required": True}]
+    url = "http://127.0.0.1:%d/v2/aggs/ticker/TSLA/range/1/day/2022-03-01/2022-03-11?page=2" % connector.server.port
+    pages = ['{"results":[{"id":1,"properties":{"email":"a"}}],"next_url":"%s"}' % url,
+             '{"results":[{"id":2,"properties":{"email":null}},{"id":3,"properties":{"email":"c"}},'
+             '{"id":4,"properties":{"mail":"d"}}]}']
+    script = mapper_script(tmp_path, fields, pages)
+    result = connector.read(connector.config(), catalog="full_refresh", now=AFTER_CLOSE, flags=("--script", script))
+    error = assert_failed_once(result)
+    where = f"{script.name}:{line_of(script, 'return M:map(ctx, response)')}: records: "
+    assert (where + "item 3 of 'results': field 'email' is required, and its path 'properties.email' finds "
+            "nothing") in error["message"], error
+    assert result.data == [{"id": 1, "email": "a"}]
+
+
+DATETIME_STREAM = """\
+    primary_key = "id",
+    cursor_field = "date",
+    cursor_kind = "datetime",
+    start = "2022-03-01T00:00:00Z",
+"""
+
+
+@pytest.mark.parametrize("kind", ["datetime_from_ms", "datetime_from_s"])
+def test_datetime_cursor_from_epochs(connector, tmp_path, kind):
+    """A datetime cursor declared with as = datetime_from_ms or datetime_from_s: the records in the
+    read's range, the state at the last one's instant, to the millisecond; a read from that state
+    sends only what came after. The same as the Lua loop, state for state."""
+    per = 1000 if kind == "datetime_from_ms" else 1
+    stamps = [utc(2022, 2, 28, 23, 59, 59), utc(2022, 3, 1), utc(2022, 3, 4, 12), utc(2022, 3, 4, 12),
+              utc(2022, 3, 9, 8, 30)]
+    fractions = [0, 0, 0.25, 0.5, 0.125]
+    items = ['{"id":%d,"t":%s}' % (i, repr(int(stamp.timestamp()) * per + fraction * per))
+             for i, (stamp, fraction) in enumerate(zip(stamps, fractions))]
+    page = '{"results":[%s]}' % ",".join(items)
+    fields = [{"name": "id", "from": "id"}, {"name": "date", "from": "t", "as": kind}]
+    runs = []
+    for variant in ("declared", "loop"):
+        script = mapper_script(tmp_path, fields, [page], variant, stream=DATETIME_STREAM)
+        first = connector.read(connector.config(), catalog=DATETIME_CATALOG, now=AFTER_CLOSE,
+                               flags=("--script", script)).assert_complete()
+        state = platform_state(None, first)
+        again = connector.read(connector.config(), catalog=DATETIME_CATALOG, state=state, now=AFTER_CLOSE,
+                               flags=("--script", script)).assert_complete()
+        runs.append((first, again))
+    (declared, declared_again), (loop, loop_again) = runs
+    assert declared.data == loop.data == [
+        {"id": 1, "date": "2022-03-01T00:00:00Z"},
+        {"id": 2, "date": "2022-03-04T12:00:00.250Z"},
+        {"id": 3, "date": "2022-03-04T12:00:00.500Z"},
+        {"id": 4, "date": "2022-03-09T08:30:00.125Z"},
+    ]
+    assert declared.last_stream_state == loop.last_stream_state
+    assert "2022-03-09T08:30:00.125Z" in json.dumps(declared.last_stream_state)
+    assert declared_again.data == loop_again.data == []
+
+
+DATETIME_CATALOG = {"streams": [{
+    "stream": {"name": "stock_prices", "supported_sync_modes": ["full_refresh", "incremental"],
+               "source_defined_cursor": True, "default_cursor_field": ["date"], "json_schema": {}},
+    "sync_mode": "incremental", "destination_sync_mode": "append_dedup", "cursor_field": ["date"],
+    "primary_key": [["id"]]}]}
+
+
+@pytest.mark.parametrize("declared_as", ["integer", "day_from_ms", None])
+def test_a_datetime_cursor_needs_a_datetime_field(connector, tmp_path, declared_as):
+    """A batch's column holds one kind of value: a datetime cursor cannot read an integer or a day
+    column as microseconds."""
+    fields = [{"name": "id", "from": "id"}, {"name": "date", "from": "t", "as": declared_as}]
+    script = mapper_script(tmp_path, fields, ['{"results":[{"id":1,"t":1646629200000}]}'],
+                           stream=DATETIME_STREAM)
+    result = connector.read(connector.config(), catalog=DATETIME_CATALOG, now=AFTER_CLOSE,
+                            flags=("--script", script))
+    error = assert_failed_once(result)
+    assert ("no field 'date' with a value the cursor can read: declare it with as = \"datetime\", "
+            "\"datetime_from_ms\" or \"datetime_from_s\"") in error["message"], error
+    assert result.records == []
+
+
+def test_day_cursor_from_epoch_seconds(connector, tmp_path):
+    """The stock stream's day cursor declared with as = day_from_s in New York."""
+    seconds = [int(ny(day, 9).timestamp()) for day in ("2022-02-28", "2022-03-01", "2022-03-11")]
+    seconds.append(int(ny("2022-03-11", 23, 59).timestamp()))
+    page = '{"results":[%s]}' % ",".join('{"s":%d,"n":%d}' % (s, i) for i, s in enumerate(seconds))
+    fields = '{ "date", from = "s", as = "day_from_s", zone = "America/New_York" }, { "n", from = "n" },'
+    script = page_script(tmp_path, fields, [page])
+    result = connector.read(connector.config(), now=AFTER_CLOSE, flags=("--script", script)).assert_complete()
+    assert data_texts(result) == ['{"date":"2022-03-01","n":1}', '{"date":"2022-03-11","n":2}',
+                                  '{"date":"2022-03-11","n":3}']
+    assert result.last_stream_state["tickers"] == {"TSLA": {"date": "2022-03-11"}}
+
+
+def test_a_misspelt_list_is_one_system_error_naming_the_arrays(connector, tmp_path):
+    """list = "data.itmes" on pages whose items are at data.items: no silent empty read."""
+    fields = [{"name": "id", "from": "id"}]
+    script = mapper_script(tmp_path, fields, ['{"data":{"items":[{"id":1}],"total":1}}'], list_path="data.itmes")
+    result = connector.read(connector.config(), catalog="full_refresh", now=AFTER_CLOSE, flags=("--script", script))
+    error = assert_failed_once(result)
+    assert 'records: list "data.itmes" finds nothing; the page has an array at "data.items"' in error["message"]
+    assert result.records == []
+
+
+def test_a_page_without_the_list_or_any_array_is_empty(connector, tmp_path):
+    """Polygon leaves results out of an empty page."""
+    fields = [{"name": "id", "from": "id"}]
+    page = '{"ticker":"NODATA","queryCount":0,"resultsCount":0,"adjusted":true,"status":"OK","request_id":"x","count":0}'
+    script = mapper_script(tmp_path, fields, [page])
+    result = connector.read(connector.config(), catalog="full_refresh", now=AFTER_CLOSE, flags=("--script", script))
+    result.assert_complete()
+    assert result.records == []
+
+
+# --------------------------------------------------------------------------------------------
+# property: random declarations on random nested pages give the Lua loop's records
+# --------------------------------------------------------------------------------------------
+
+NAMES = ["id", "a", "b", "props", "x", "caf\u00e9", "deep"]
+ZONES = ["UTC", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata"]
+# The kinds of value a path holds, and the as each can be read with (the epoch kinds only from
+# numbers: any other value is an error, which the loop would raise its own way; as = "string"
+# only from numbers that Lua's tostring spells as the page does).
+VALUE_KINDS = {
+    "epoch": [None, "integer", "number", "datetime_from_ms", "datetime_from_s", "day_from_s", "day_from_ms"],
+    "small": [None, "integer", "number", "string"],
+    "text": [None, "string", "number", "boolean"],
+    "bool": [None, "string", "boolean"],
+    "any": [None],
+}
+TEXTS = ["", "abc", "caf\u00e9 \U0001d11e", 'q"uote\\', "line\nbreak", "12.5", "-3", "1e2", " 1", "0x1", "01",
+         "true", "false", "True", "7"]
+
+
+def random_number(rng, kind, seconds):
+    """An epoch within the years 1000 to 9999 (as seconds too when a field reads it so), or a
+    small number; a quarter fraction now and then."""
+    if kind == "epoch" and seconds:
+        value = rng.randint(-30_000_000_000, 250_000_000_000)
+    elif kind == "epoch":
+        value = rng.randint(-30_000_000_000_000, 250_000_000_000_000)
+    else:
+        value = rng.randint(-10**6, 10**6)
+    if rng.random() < 0.3:
+        value += rng.choice([0.25, 0.5, 0.75])
+    return value
+
+
+def random_value(rng, kind, seconds):
+    roll = rng.random()
+    if roll < 0.1:
+        return None
+    if kind in ("epoch", "small"):
+        return random_number(rng, kind, seconds)
+    if kind == "text":
+        return rng.choice(TEXTS)
+    if kind == "bool":
+        return rng.random() < 0.5
+    return rng.choice([1, 2.5, "s", True, None, [], {}, [1, {"k": "v"}], {"n": {"m": [2.25]}}])
+
+
+def random_declaration(rng):
+    """Fields on random paths (some through one another), each path holding one kind of value."""
+    paths = {}
+    for _ in range(rng.randint(2, 7)):
+        path = ".".join(rng.choice(NAMES) for _ in range(rng.choice([1, 1, 2, 2, 3])))
+        paths.setdefault(path, rng.choice(list(VALUE_KINDS)))
+    # A path through another's leaf makes that leaf an object: copied as a whole.
+    for path in list(paths):
+        if any(other.startswith(path + ".") for other in paths):
+            paths[path] = "object"
+    fields = []
+    for i in range(rng.randint(3, 10)):
+        path = rng.choice(list(paths))
+        as_ = rng.choice(VALUE_KINDS.get(paths[path], [None]))
+        field = {"name": f"f{i}", "from": path, "as": as_}
+        if as_ in ("day_from_s", "day_from_ms"):
+            field["zone"] = rng.choice(ZONES)
+        if as_ in (None, "integer", "number", "string", "boolean") and rng.random() < 0.3:
+            field["default"] = rng.choice([0, "none", False, None, [1], {"d": 1}]) if as_ != "integer" else 0
+        fields.append(field)
+    return paths, fields
+
+
+def set_path(item, path, value):
+    *parents, leaf = path.split(".")
+    for name in parents:
+        item = item.setdefault(name, {})
+        if not isinstance(item, dict):
+            return
+    item.setdefault(leaf, value)
+
+
+def random_item(rng, paths, fields, i):
+    """An item holding values for the declared paths, now and then not: a member left out, a parent
+    that is not an object, members no path names."""
+    seconds = {f["from"] for f in fields if f["as"] in ("datetime_from_s", "day_from_s")}
+    item = {"n": i}
+    for path, kind in sorted(paths.items(), key=lambda p: -p[0].count(".")):
+        if kind == "object" or rng.random() < 0.15:
+            continue
+        set_path(item, path, random_value(rng, kind, path in seconds))
+    for path in paths:
+        if "." in path and rng.random() < 0.1:
+            parents = path.split(".")[:-1]
+            cut = rng.randrange(len(parents))
+            target = item
+            for name in parents[:cut]:
+                target = target.get(name) if isinstance(target, dict) else None
+            if isinstance(target, dict) and paths.get(".".join(parents[:cut + 1])) != "epoch":
+                target[parents[cut]] = rng.choice(["p", 7, [1], None, []])
+    for _ in range(rng.randint(0, 3)):
+        item[rng.choice(["noise", "zz", "a_b", "props2"])] = rng.choice([1, "t", {"a": 1, "b": [2]}, [{"x": 1}]])
+    keys = list(item)
+    rng.shuffle(keys)
+    return {k: item[k] for k in keys}
+
+
+def random_page(rng, items, list_path):
+    separators = rng.choice([(",", ":"), (", ", ": "), (" ,\n", " :\t")])
+    dumps = functools.partial(json.dumps, separators=separators, ensure_ascii=rng.random() < 0.5)
+    if list_path == "$":
+        return dumps(items)
+    body = {"status": "OK"}
+    target = body
+    *parents, leaf = list_path.split(".")
+    for name in parents:
+        target = target.setdefault(name, {})
+    target[leaf] = items
+    return dumps(body)
+
+
+# RECORDS_PROPERTY_SEEDS=500 for a longer session.
+SEEDS = int(os.environ.get("RECORDS_PROPERTY_SEEDS", "24"))
+
+
+@pytest.mark.parametrize("seed", sample_under_wrapper(list(range(SEEDS)), [0, 1]))
+def test_random_declarations_on_random_pages_equal_a_lua_loop(connector, tmp_path, seed):
+    rng = random.Random(seed)
+    paths, fields = random_declaration(rng)
+    list_path = rng.choice(["results", "data.items", "$"])
+    items = [random_item(rng, paths, fields, i) for i in range(rng.randint(1, 60))]
+    # Items of one shape in a row now and then: read from the learnt shape and its plan.
+    if rng.random() < 0.5:
+        items += [dict(items[0], n=100 + i) for i in range(5)]
+    page = random_page(rng, items, list_path)
+    declared, loop = read_both(connector, tmp_path, fields, [page], list_path=list_path)
+    assert list(map(canonical, declared.data)) == list(map(canonical, loop.data)), (fields, page)
+    assert len(declared.data) == len(items)
+    # The declared records are written in the declared field order.
+    for text in data_texts(declared):
+        names = list(json.loads(text))
+        assert names == [f["name"] for f in fields if f["name"] in names], text
+
+
+# --------------------------------------------------------------------------------------------
 # pages that are not JSON are asked for again
 # --------------------------------------------------------------------------------------------
 
@@ -567,6 +1120,14 @@ DECLARATION_ERRORS = {
     "from-and-value": (('{ "price", from = "c" },', '{ "price", from = "c", value = 1 },'), "exactly one of"),
     "positional-source": (('{ "price", from = "c" },', '{ "price", "c" },'), "unknown key '2'"),
     "no-list": (('list = "results",', ''), "list must be"),
+    "misspelt-default": (('{ "price", from = "c" },', '{ "price", from = "c", defualt = 0 },'),
+                         "unknown key 'defualt' (did you mean default?)"),
+    "misspelt-as": (('{ "transactions", from = "n", as = "integer" },',
+                     '{ "transactions", from = "n", as = "integr" },'), "not 'integr' (did you mean integer?)"),
+    "required-not-boolean": (('{ "price", from = "c" },', '{ "price", from = "c", required = 1 },'),
+                             "required is true or false"),
+    "empty-path-member": (('{ "price", from = "c" },', '{ "price", from = "c..d" },'),
+                          "from 'c..d' has an empty member name"),
 }
 
 

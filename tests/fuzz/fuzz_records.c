@@ -19,8 +19,9 @@
  * Properties (any violation aborts with both sides printed):
  *  (a) the walk ends RECORDS_NOT_JSON exactly when the text is not JSON, RECORDS_WRONG_SHAPE
  *      ("records: ...") exactly when it is JSON of the wrong shape (not an object, `results` not
- *      an array or null, `results` twice, an item that is not an object, a bad day or
- *      day_from_ms value), else RECORDS_OK; #batch, batch[1] and batch:next_url() succeed, or
+ *      an array or null, `results` twice, absent where the page has arrays of objects among its
+ *      members or theirs, an item that is not an object, a bad day or day_from_ms value), else
+ *      RECORDS_OK; #batch, batch[1] and batch:next_url() succeed, or
  *      raise {failure_type = "transient_error", message = "the answer is not JSON (<why>)"}, or
  *      raise the shape error string, accordingly.
  *  (b) #batch is the number of items. Record i, decoded, equals the reference record written by
@@ -723,8 +724,9 @@ static size_t integer_digits(const struct span *v)
 }
 
 /* An object or array as a record copies it: as spelt, but for the numbers that read as an
- * infinity, null (as the Lua loop writes them). Token by token over valid JSON: a string to its
- * unescaped quote, a number to where strtod stops. */
+ * infinity, null (as the Lua loop writes them), and line breaks between tokens, spaces (the record
+ * is one line). Token by token over valid JSON: a string to its unescaped quote, a number to where
+ * strtod stops. */
 static void copy_with_infinities_null(const struct span *v, struct buf *out)
 {
 	size_t i = 0;
@@ -743,6 +745,8 @@ static void copy_with_infinities_null(const struct span *v, struct buf *out)
 				continue;
 			}
 			n = (size_t)(stop - at);
+		} else if (*at == '\n' || *at == '\r') {
+			at = " ";
 		}
 		buf_append(out, at, n);
 		i += n;
@@ -814,7 +818,8 @@ static void compare_records(lua_State *L, const struct record_batch *batch, int 
 	lua_pop(L, 1);
 	int columns[NFIELDS];
 	for (int i = 0; i < NFIELDS; i++) {
-		columns[i] = records_batch_column(batch, fields[i].name);
+		columns[i] = records_batch_column(batch, fields[i].name,
+						  fields[i].kind == INTEGER ? CURSOR_INTEGER : CURSOR_DAY);
 		int has_column = fields[i].kind == DAY || fields[i].kind == DAY_MS || fields[i].kind == INTEGER;
 		FUZZ_CHECK((columns[i] >= 0) == has_column, "field '%s' has value column %d", fields[i].name,
 			   columns[i]);
@@ -943,6 +948,30 @@ static int starts_with(const char *s, const char *prefix)
 	return s && !strncmp(s, prefix, strlen(prefix));
 }
 
+/* The non-empty arrays of objects among the page's members and its objects' members, counted as
+ * spelt (every member, duplicates too): where the list is absent, these make the page a list that
+ * finds nothing. */
+struct arrays_seen {
+	int count, level;
+};
+
+static void array_member(void *ud, const unsigned char *name, size_t len, const unsigned char *value, size_t vlen)
+{
+	struct arrays_seen *a = ud;
+	(void)name;
+	(void)len;
+	if (*value == '[') {
+		const unsigned char *p = value + 1;
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		a->count += *p == '{';
+	} else if (*value == '{' && a->level < 2) {
+		a->level++;
+		for_each_member(value, vlen, array_member, a);
+		a->level--;
+	}
+}
+
 /* The expected outcome from the decoded body at idx: 1 success (items array, or nil, pushed), 0 a
  * shape error (nothing pushed; why says which). */
 static int reference_page(lua_State *L, int body, int ctx, int values, const char **why)
@@ -959,6 +988,14 @@ static int reference_page(lua_State *L, int body, int ctx, int values, const cha
 	}
 	lua_getfield(L, body, LIST);
 	int items = lua_gettop(L);
+	struct arrays_seen arrays = {0, 1};
+	if (lua_isnil(L, items))
+		for_each_member(input_data, input_size, array_member, &arrays);
+	if (arrays.count) {
+		*why = "the list finds nothing where the page has arrays of items";
+		lua_pop(L, 1);
+		return 0;
+	}
 	if (lua_isnil(L, items) || is_null(L, items)) {
 		lua_pop(L, 1);
 		lua_newtable(L);

@@ -320,14 +320,36 @@ static void declarations_are_checked(void)
 		{"{ 'c', value = 1, as = 'integer' }", "as goes with from and is a string"},
 		{"{ 'c', from = 'c', as = 5 }", "as goes with from and is a string"},
 		{"{ 'c', from = 'c', as = 'int' }",
-		 "as must be \"integer\", \"day_from_ms\", \"day\" or \"datetime\", not 'int'"},
-		{"{ 'c', from = 'c', as = 'day_from_s' }", "not 'day_from_s'"},
+		 "as must be integer, number, string, boolean, day, day_from_ms, day_from_s, datetime, "
+		 "datetime_from_ms or datetime_from_s, not 'int'"},
+		{"{ 'c', from = 'c', as = 'integr' }", "not 'integr' (did you mean integer?)"},
+		{"{ 'c', from = 'c', as = 'datetime_from_sec' }", "(did you mean datetime_from_s?)"},
+		{"{ 'c', from = 'c', as = 'Boolean' }", "(did you mean boolean?)"},
+		{"{ 'c', from = 'c', as = 'datetime_from_ms', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
+		{"{ 'c', from = 'c', as = 'datetime_from_s', zone = 'UTC' }", "zone goes with"},
+		{"{ 'c', from = 'c', as = 'number', zone = 'UTC' }", "zone goes with"},
+		{"{ 'c', from = 'c', as = 'day_from_s', zone = 'Mars/Olympus' }", "unknown time zone 'Mars/Olympus'"},
 		{"{ 'c', from = 'c', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
 		{"{ 'c', from = 'c', as = 'day', zone = 'UTC' }", "zone goes with as = \"day_from_ms\""},
 		{"{ 'c', from = 'c', as = 'day_from_ms', zone = 'Europe/Pariss' }",
 		 "unknown time zone 'Europe/Pariss' (did you mean Europe/Paris"},
 		{"{ 'c', from = 'c', as = 'day_from_ms', zone = true }", "zone goes with"},
 		{"{ 'c', from = '' }", "from must be a non-empty string"},
+		{"{ 'c', context = 'partition', default = 1 }", "field 'c': default goes with from"},
+		{"{ 'c', value = 1, required = true }", "field 'c': required goes with from"},
+		{"{ 'c', from = 'c', required = 'yes' }", "field 'c': required is true or false"},
+		{"{ 'c', from = 'c', required = true, default = 1 }", "a required field has no default"},
+		{"{ 'c', from = 'c', default = print }", "field 'c': default: "},
+		{"{ 'c', from = 'c', as = 'integer', default = 'x' }", "default must be json.null or an integer"},
+		{"{ 'c', from = 'c', as = 'integer', default = 2.5 }", "default must be json.null or an integer"},
+		{"{ 'c', from = 'c', as = 'day_from_s', default = '2022-02-30' }",
+		 "default must be json.null or a YYYY-MM-DD day"},
+		{"{ 'c', from = 'c', as = 'datetime_from_ms', default = 5 }", "or an ISO 8601 date-time"},
+		{"{ 'c', from = 'c', defualt = 5 }", "unknown key 'defualt' (did you mean default?)"},
+		{"{ 'c', from = 'c', requierd = true }", "unknown key 'requierd' (did you mean required?)"},
+		{"{ 'c', from = 'a..b' }", "from 'a..b' has an empty member name"},
+		{"{ 'c', from = '.a' }", "from '.a' has an empty member name"},
+		{"{ 'c', from = 'a.' }", "from 'a.' has an empty member name"},
 		{"{ 'c', from = 5 }", "from must be a non-empty string"},
 		{"{ 'c', context = '' }", "context must be a non-empty string"},
 	};
@@ -386,6 +408,23 @@ static void declarations_that_work(void)
 		      "local f = {} for i = 1, 65 do f[i] = { 'f' .. i, from = 'k' } end "
 		      "local ok, err = pcall(records.declare, { list = 'results', fields = f }) return tostring(err)");
 	CHECK_CONTAINS(lua_tostring(L, -1), "at most 64 fields", "65 fields");
+	lua_settop(L, 0);
+	/* The paths may have 256 members in all (shared ones count once), not 257. */
+	test_push_lua(L, "local f = {} for i = 1, 64 do f[i] = { 'f' .. i, from = 'k' .. i .. '.a.b.c' } end "
+			 "return records.declare { list = 'results', fields = f }");
+	CHECK(lua_type(L, -1) == LUA_TUSERDATA, "256 path members: got a %s", luaL_typename(L, -1));
+	lua_settop(L, 0);
+	test_push_lua(L, "local f = {} for i = 1, 64 do f[i] = { 'f' .. i, from = 'k' .. i .. '.a.b.c' } end "
+			 "f[64].from = 'k1.a.b.d' f[63].from = 'k1.a.e.f' "
+			 "local ok, err = pcall(records.declare, { list = 'results', fields = f }) "
+			 "return ok and 'accepted' or tostring(err)");
+	CHECK_STR(lua_tostring(L, -1), "accepted", "paths sharing their first members");
+	lua_settop(L, 0);
+	test_push_lua(L,
+		      "local f = {} for i = 1, 64 do f[i] = { 'f' .. i, from = 'k' .. i .. '.a.b.c' } end "
+		      "f[64].from = 'k64.a.b.c.d' "
+		      "local ok, err = pcall(records.declare, { list = 'results', fields = f }) return tostring(err)");
+	CHECK_CONTAINS(lua_tostring(L, -1), "the from paths have more than 256 members in all", "257 path members");
 	lua_settop(L, 0);
 	test_lua_close(L);
 }
@@ -539,7 +578,7 @@ static void numbers_with_an_exponent_in_a_long_page(void)
  * an item of another shape) as after first, an item of its shape (read from the learnt shape:
  * by the structural index where 192 bytes of the page follow the item, else eight bytes at a
  * time). A member after the list gives every item those bytes. */
-static void check_alone_and_after(lua_State *L, const char *first, const char *item)
+static void check_column_alone_and_after(lua_State *L, const char *first, const char *item, int column)
 {
 	/* An item of another shape as long as first, so that errors name the same byte. */
 	char other[300];
@@ -569,12 +608,18 @@ static void check_alone_and_after(lua_State *L, const char *first, const char *i
 	const char *a, *b;
 	size_t alen, blen;
 	int64_t day_alone, day_after;
-	records_batch_get(alone.batch, 1, 0, &a, &alen, &day_alone);
-	records_batch_get(after.batch, 1, 0, &b, &blen, &day_after);
+	records_batch_get(alone.batch, 1, column, &a, &alen, &day_alone);
+	records_batch_get(after.batch, 1, column, &b, &blen, &day_after);
 	test_check_bytes(b, blen, a, alen, __FILE__, __LINE__, item);
 	CHECK(day_alone == day_after, "%s: day column %lld alone, %lld after", item, (long long)day_alone,
 	      (long long)day_after);
 	lua_settop(L, top);
+}
+
+/* The same for a mapper whose first value column is column 0. */
+static void check_alone_and_after(lua_State *L, const char *first, const char *item)
+{
+	check_column_alone_and_after(L, first, item, 0);
 }
 
 /* An item read after one of the same members (the learnt shape, and its planned record) gives
@@ -731,6 +776,397 @@ static void absent_null_and_declared_order(void)
 		"{\"a\":{},\"d\":\"1969-12-31\",\"e\":{}}",
 	};
 	check_records(L, 1, "absent and null", BYTES(page), want, COUNT_OF(want), NULL);
+	test_lua_close(L);
+}
+
+/* The declaration of the nested paths' cases: a member copied and gone through, paths of three
+ * levels, two paths through one object, one ending at a member a deeper path goes on from. */
+static const char NESTED[] = "return records.declare { list = 'results', fields = {\n"
+			     "  { 'id', from = 'id' },\n"
+			     "  { 'email', from = 'properties.email' },\n"
+			     "  { 'first', from = 'properties.firstname', as = 'integer' },\n"
+			     "  { 'props', from = 'properties' },\n"
+			     "  { 'abc', from = 'a.b.c' },\n"
+			     "  { 'ab', from = 'a.b' },\n"
+			     "  { 'abd', from = 'a.b.d', as = 'day' },\n"
+			     "} }";
+
+static void nested_paths(void)
+{
+	lua_State *L = open_with(NESTED);
+	if (!L)
+		return;
+	const char page[] =
+		"{\"results\":["
+		/* everything there, in another order than declared, other members around */
+		"{\"a\":{\"x\":1,\"b\":{\"d\":\"2022-03-01\",\"c\":[1,2.50]}},\"id\":1,"
+		"\"properties\":{\"email\":\"e@x\",\"z\":{\"email\":0},\"firstname\":7.0}},"
+		/* parents that are not objects: the paths find nothing, the parents are copied */
+		"{\"id\":2,\"properties\":null,\"a\":{\"b\":[{\"c\":1}]}},"
+		"{\"id\":3,\"properties\":\"p\",\"a\":7},"
+		/* a segment missing on the way, and an empty object */
+		"{\"id\":4,\"properties\":{},\"a\":{\"c\":{\"b\":1}}},"
+		/* a parent given twice: the last one counts, and what the first held is gone */
+		"{\"id\":5,\"properties\":{\"email\":\"old\",\"firstname\":1},\"properties\":{\"firstname\":2}},"
+		"{\"id\":6,\"a\":{\"b\":{\"c\":1}},\"a\":null},"
+		/* a nested member given twice; names spelt with escapes; space everywhere */
+		"{ \"id\" : 7 , \"pro\\u0070erties\" : { \"email\" : 1 , \"em\\u0061il\" : \"two\" } ,"
+		" \"a\" : { \"b\" : { \"c\" : { } } } }"
+		"]}";
+	const char *const want[] = {
+		"{\"id\":1,\"email\":\"e@x\",\"first\":7,\"props\":{\"email\":\"e@x\",\"z\":{\"email\":0},"
+		"\"firstname\":7.0},"
+		"\"abc\":[1,2.50],\"ab\":{\"d\":\"2022-03-01\",\"c\":[1,2.50]},\"abd\":\"2022-03-01\"}",
+		"{\"id\":2,\"props\":null,\"ab\":[{\"c\":1}]}",
+		"{\"id\":3,\"props\":\"p\"}",
+		"{\"id\":4,\"props\":{}}",
+		"{\"id\":5,\"first\":2,\"props\":{\"firstname\":2}}",
+		"{\"id\":6}",
+		"{\"id\":7,\"email\":\"two\",\"props\":{ \"email\" : 1 , \"em\\u0061il\" : \"two\" },\"abc\":{ },"
+		"\"ab\":{ \"c\" : { } }}",
+	};
+	check_records(L, 1, "nested paths", BYTES(page), want, COUNT_OF(want), NULL);
+	test_lua_close(L);
+}
+
+/* Items of one learnt shape whose nested members differ from item to item: each written as when
+ * read alone (the plan is for the nested values of the item it was learnt from). */
+static void nested_paths_of_a_learnt_shape(void)
+{
+	static const struct {
+		const char *first, *item;
+	} cases[] = {
+		{"{\"id\":1,\"properties\":{\"email\":\"a\",\"firstname\":1}}",
+		 "{\"id\":2,\"properties\":{\"email\":\"b\"}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}",
+		 "{\"id\":2,\"properties\":{\"email\":\"b\",\"firstname\":2}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"firstname\":2}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":null}"},
+		{"{\"id\":1,\"properties\":null}", "{\"id\":2,\"properties\":{\"email\":\"b\"}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"firstname\":2.5}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"email\":1e400}}"},
+		{"{\"id\":1,\"a\":{\"b\":{\"c\":1,\"d\":\"2022-03-01\"}}}",
+		 "{\"id\":2,\"a\":{\"b\":{\"d\":\"2022-02-30\"}}}"},
+		{"{\"id\":1,\"a\":{\"b\":{\"c\":1}}}", "{\"id\":2,\"a\":{\"b\":{\"c\":2},\"b\":7}}"},
+		{"{\"id\":1,\"a\":{\"b\":{\"c\":1}}}", "{\"id\":2,\"a\":1}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"email\":\"a\",}}"},
+		{"{\"id\":1,\"properties\":{\"email\":\"a\"}}", "{\"id\":2,\"properties\":{\"email\":\"a\"]}"},
+	};
+	lua_State *L = open_with(NESTED);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++)
+		check_alone_and_after(L, cases[i].first, cases[i].item);
+	test_lua_close(L);
+}
+
+/* Through a path, the objects count towards the limit as everywhere: 1000 levels are read, 1001
+ * are too deep, whether the levels are on the path or under its end. */
+static void nested_paths_at_the_depth_limit(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'v', from = 'a.a.a' }, { 'w', from = 'b.x' } } }");
+	if (!L)
+		return;
+	/* The page, the list and the item are three levels; the objects under a the rest. */
+	for (int extra = 0; extra <= 1; extra++) {
+		int objects = JSON_MAX_DEPTH - 3 + extra;
+		struct buf page = {0}, want = {0};
+		buf_puts(&page, "{\"results\":[{\"b\":{\"x\":1},\"a\":");
+		for (int i = 0; i < objects; i++)
+			buf_puts(&page, "{\"a\":");
+		buf_puts(&page, "1");
+		for (int i = 0; i < objects; i++)
+			buf_putc(&page, '}');
+		buf_puts(&page, "}]}");
+		if (!extra) {
+			/* a.a.a is the third object */
+			buf_puts(&want, "{\"v\":");
+			for (int i = 2; i < objects; i++)
+				buf_puts(&want, "{\"a\":");
+			buf_puts(&want, "1");
+			for (int i = 2; i < objects; i++)
+				buf_putc(&want, '}');
+			buf_puts(&want, ",\"w\":1}");
+			const char *const wants[] = {buf_cstr(&want)};
+			check_records(L, 1, "1000 levels through a path", page.data, page.len, wants, 1, NULL);
+		} else {
+			check_shape_error(L, 1, "1001 levels through a path", page.data, page.len,
+					  "nests deeper than 1000 levels");
+		}
+		buf_free(&page);
+		buf_free(&want);
+	}
+	test_lua_close(L);
+}
+
+/* as = "number", "string" and "boolean", each value alone in an item: what each field writes ("-"
+ * where it leaves the field out). */
+static void number_string_and_boolean(void)
+{
+	static const struct {
+		const char *value, *number, *string, *boolean;
+	} cases[] = {
+		{"12", "12", "\"12\"", "-"},
+		{"12.50", "12.5", "\"12.50\"", "-"},
+		{"1e2", "100", "\"1e2\"", "-"},
+		{"-0", "-0", "\"-0\"", "-"},
+		{"123456789012345678901234567890", "123456789012345678901234567890",
+		 "\"123456789012345678901234567890\"", "-"},
+		{"1e400", "null", "\"1e400\"", "-"},
+		{"\"12.5\"", "12.5", "\"12.5\"", "-"},
+		{"\"12.50\"", "12.5", "\"12.50\"", "-"},
+		{"\"-1E+2\"", "-100", "\"-1E+2\"", "-"},
+		{"\"0.25\"", "0.25", "\"0.25\"", "-"},
+		{"\"\\u0031\\u0032.5\"", "12.5", "\"\\u0031\\u0032.5\"", "-"},
+		{"\"98765432109876543210\"", "98765432109876543210", "\"98765432109876543210\"", "-"},
+		/* strings that are not JSON numbers */
+		{"\" 12\"", "-", "\" 12\"", "-"},
+		{"\"12 \"", "-", "\"12 \"", "-"},
+		{"\"\"", "-", "\"\"", "-"},
+		{"\"-\"", "-", "\"-\"", "-"},
+		{"\"1.\"", "-", "\"1.\"", "-"},
+		{"\".5\"", "-", "\".5\"", "-"},
+		{"\"01\"", "-", "\"01\"", "-"},
+		{"\"+1\"", "-", "\"+1\"", "-"},
+		{"\"1e\"", "-", "\"1e\"", "-"},
+		{"\"1e+\"", "-", "\"1e+\"", "-"},
+		{"\"0x10\"", "-", "\"0x10\"", "-"},
+		{"\"NaN\"", "-", "\"NaN\"", "-"},
+		{"\"12a\"", "-", "\"12a\"", "-"},
+		/* booleans, and strings that are one */
+		{"true", "-", "\"true\"", "true"},
+		{"false", "-", "\"false\"", "false"},
+		{"\"true\"", "-", "\"true\"", "true"},
+		{"\"false\"", "-", "\"false\"", "false"},
+		{"\"tru\\u0065\"", "-", "\"tru\\u0065\"", "true"},
+		{"\"True\"", "-", "\"True\"", "-"},
+		{"\"yes\"", "-", "\"yes\"", "-"},
+		{"1", "1", "\"1\"", "-"},
+		/* null, objects and arrays are none of them */
+		{"null", "-", "-", "-"},
+		{"{}", "-", "-", "-"},
+		{"[1]", "-", "-", "-"},
+	};
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'n', from = 'v', as = 'number' }, { 's', from = 'v', as = 'string' },"
+				 " { 'b', from = 'v', as = 'boolean' } } }");
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char page[300], want[300];
+		snprintf(page, sizeof page, "{\"results\":[{\"v\":%s}]}", cases[i].value);
+		struct buf record = {0};
+		const char *values[] = {cases[i].number, cases[i].string, cases[i].boolean};
+		const char *names[] = {"n", "s", "b"};
+		for (int k = 0; k < 3; k++)
+			if (strcmp(values[k], "-"))
+				buf_printf(&record, "%s\"%s\":%s", record.len ? "," : "", names[k], values[k]);
+		snprintf(want, sizeof want, "{%s}", record.len ? record.data : "");
+		buf_free(&record);
+		const char *const wants[] = {want};
+		check_records(L, 1, cases[i].value, page, strlen(page), wants, 1, NULL);
+	}
+	/* After an item of the same shape, whose plan writes each field: the same records. */
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char item[100];
+		snprintf(item, sizeof item, "{\"v\":%s}", cases[i].value);
+		check_column_alone_and_after(L, "{\"v\":1}", item, -1);
+		check_column_alone_and_after(L, "{\"v\":true}", item, -1);
+	}
+	test_lua_close(L);
+}
+
+static const char EPOCHS[] = "return records.declare { list = 'results', fields = {"
+			     " { 'ms', from = 'ms', as = 'datetime_from_ms' },"
+			     " { 's', from = 's', as = 'datetime_from_s' },"
+			     " { 'ny', from = 's', as = 'day_from_s', zone = 'America/New_York' },"
+			     " { 'utc', from = 's', as = 'day_from_s' } } }";
+
+/* datetime_from_ms, datetime_from_s and day_from_s: texts, rounding down, negative epochs, New
+ * York's changes of offset, the years' bounds, and the columns the engine reads. */
+static void epoch_fields(void)
+{
+	static const struct {
+		const char *item, *record;
+		int64_t ms_column, ny_column; /* RECORDS_NO_VALUE: none */
+	} cases[] = {
+		{"{\"ms\":0,\"s\":0}",
+		 "{\"ms\":\"1970-01-01T00:00:00Z\",\"s\":\"1970-01-01T00:00:00Z\",\"ny\":\"1969-12-31\",\"utc\":"
+		 "\"1970-01-01\"}",
+		 0, -1},
+		{"{\"ms\":-1,\"s\":-1}",
+		 "{\"ms\":\"1969-12-31T23:59:59.999Z\",\"s\":\"1969-12-31T23:59:59Z\",\"ny\":\"1969-12-31\",\"utc\":"
+		 "\"1969-12-31\"}",
+		 -1000, -1},
+		{"{\"ms\":1646629200123}", "{\"ms\":\"2022-03-07T05:00:00.123Z\"}", 1646629200123000, RECORDS_NO_VALUE},
+		{"{\"ms\":1646629200120}", "{\"ms\":\"2022-03-07T05:00:00.120Z\"}", 1646629200120000, RECORDS_NO_VALUE},
+		{"{\"ms\":1646629200001}", "{\"ms\":\"2022-03-07T05:00:00.001Z\"}", 1646629200001000, RECORDS_NO_VALUE},
+		/* fractions of a unit are rounded down, to the millisecond */
+		{"{\"ms\":1646629200000.7}", "{\"ms\":\"2022-03-07T05:00:00Z\"}", 1646629200000000, RECORDS_NO_VALUE},
+		{"{\"ms\":-1.5}", "{\"ms\":\"1969-12-31T23:59:59.998Z\"}", -2000, RECORDS_NO_VALUE},
+		{"{\"ms\":1.6466292e12}", "{\"ms\":\"2022-03-07T05:00:00Z\"}", 1646629200000000, RECORDS_NO_VALUE},
+		{"{\"ms\":16466292001e2}", "{\"ms\":\"2022-03-07T05:00:00.100Z\"}", 1646629200100000, RECORDS_NO_VALUE},
+		{"{\"s\":1646629200.5}",
+		 "{\"s\":\"2022-03-07T05:00:00.500Z\",\"ny\":\"2022-03-07\",\"utc\":\"2022-03-07\"}", RECORDS_NO_VALUE,
+		 19058},
+		{"{\"s\":1e9}", "{\"s\":\"2001-09-09T01:46:40Z\",\"ny\":\"2001-09-08\",\"utc\":\"2001-09-09\"}",
+		 RECORDS_NO_VALUE, 11573},
+		/* New York's spring change (2022-03-13 07:00 UTC) and autumn change (2022-11-06 06:00 UTC) */
+		{"{\"s\":1647143999}", "{\"s\":\"2022-03-13T03:59:59Z\",\"ny\":\"2022-03-12\",\"utc\":\"2022-03-13\"}",
+		 RECORDS_NO_VALUE, 19063},
+		{"{\"s\":1647154800}", "{\"s\":\"2022-03-13T07:00:00Z\",\"ny\":\"2022-03-13\",\"utc\":\"2022-03-13\"}",
+		 RECORDS_NO_VALUE, 19064},
+		{"{\"s\":1667707199}", "{\"s\":\"2022-11-06T03:59:59Z\",\"ny\":\"2022-11-05\",\"utc\":\"2022-11-06\"}",
+		 RECORDS_NO_VALUE, 19301},
+		{"{\"s\":1667707200}", "{\"s\":\"2022-11-06T04:00:00Z\",\"ny\":\"2022-11-06\",\"utc\":\"2022-11-06\"}",
+		 RECORDS_NO_VALUE, 19302},
+		/* the first and last instants of the years 1000 to 9999 */
+		{"{\"ms\":-30610224000000}", "{\"ms\":\"1000-01-01T00:00:00Z\"}", -30610224000000000, RECORDS_NO_VALUE},
+		{"{\"ms\":253402300799999}", "{\"ms\":\"9999-12-31T23:59:59.999Z\"}", 253402300799999000,
+		 RECORDS_NO_VALUE},
+		{"{\"s\":253402300799}",
+		 "{\"s\":\"9999-12-31T23:59:59Z\",\"ny\":\"9999-12-31\",\"utc\":\"9999-12-31\"}", RECORDS_NO_VALUE,
+		 2932896},
+		/* null leaves them out */
+		{"{\"ms\":null,\"s\":null}", "{}", RECORDS_NO_VALUE, RECORDS_NO_VALUE},
+	};
+	lua_State *L = open_with(EPOCHS);
+	if (!L)
+		return;
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char page[300];
+		snprintf(page, sizeof page, "{\"results\":[%s]}", cases[i].item);
+		const char *const wants[] = {cases[i].record};
+		check_records(L, 1, cases[i].item, page, strlen(page), wants, 1, NULL);
+		struct mapped m;
+		if (map_page(L, 1, page, strlen(page), &m) == LUA_OK && m.outcome == RECORDS_OK) {
+			const char *data;
+			size_t len;
+			int64_t ms, ny;
+			records_batch_get(m.batch, 0, records_batch_column(m.batch, "ms", CURSOR_DATETIME), &data, &len,
+					  &ms);
+			records_batch_get(m.batch, 0, records_batch_column(m.batch, "ny", CURSOR_DAY), &data, &len,
+					  &ny);
+			CHECK(ms == cases[i].ms_column, "%s: ms column %lld", cases[i].item, (long long)ms);
+			if (cases[i].ny_column != -1)
+				CHECK(ny == cases[i].ny_column, "%s: ny column %lld", cases[i].item, (long long)ny);
+		}
+		lua_settop(L, 1);
+		check_alone_and_after(L, "{\"ms\":1,\"s\":1}", cases[i].item);
+	}
+	static const struct {
+		const char *item, *words;
+	} errors[] = {
+		{"{\"ms\":\"1646629200000\"}", "item 1 of 'results': 'ms' is a string, not a number of milliseconds"},
+		{"{\"s\":true}", "item 1 of 'results': 's' is a boolean, not a number of seconds"},
+		{"{\"s\":{}}", "'s' is an object, not a number of seconds"},
+		{"{\"ms\":-30610224000001}", "'ms' = -30610224000001 ms is not a time in the years 1000 to 9999"},
+		{"{\"ms\":253402300800000}", "'ms' = 253402300800000 ms is not a time"},
+		{"{\"ms\":1e300}", "'ms' = 1e300 ms is not a time"},
+		{"{\"ms\":-1e400}", "'ms' = -1e400 ms is not a time"},
+		{"{\"s\":253402300800}", "'s' = 253402300800 s is not a time"},
+		{"{\"s\":9223372036854775807}", "'s' = 9223372036854775807 s is not a time"},
+		/* 1000-01-01 in UTC is 999-12-31 in New York */
+		{"{\"s\":-30610224000}", "'s' = -30610224000 s is not a time in the years 1000 to 9999"},
+	};
+	for (size_t i = 0; i < COUNT_OF(errors); i++) {
+		char page[300];
+		snprintf(page, sizeof page, "{\"results\":[%s]}", errors[i].item);
+		check_shape_error(L, 1, errors[i].item, page, strlen(page), errors[i].words);
+	}
+	test_lua_close(L);
+}
+
+#define DEFAULT_FIELDS                                                                              \
+	"return records.declare { list = 'results', fields = {"                                     \
+	" { 'i', from = 'i', as = 'integer', default = 0 }, { 'a', from = 'a', default = 'none' }," \
+	" { 'd', from = 'p.d', as = 'day', default = '2022-01-01' },"                               \
+	" { 'o', from = 'p.o', default = { x = 1 } }, { 'n', from = 'n', as = 'number', default = json.null },"
+static const char DEFAULTS[] = DEFAULT_FIELDS " { 'r', from = 'p.r', required = true } } }";
+static const char DEFAULTS_NOT_REQUIRED[] = DEFAULT_FIELDS " { 'r', from = 'p.r' } } }";
+
+/* default: written wherever the field would be left out (the path finds nothing, or as leaves the
+ * value out), its column with it; required: an item whose path finds nothing is an error. */
+static void defaults_and_required_fields(void)
+{
+	lua_State *L = open_with(DEFAULTS);
+	if (!L)
+		return;
+	const char page[] = "{\"results\":["
+			    "{\"a\":1,\"i\":5,\"p\":{\"d\":\"2022-03-01\",\"o\":[],\"r\":1},\"n\":\"3\"},"
+			    "{\"p\":{\"r\":null}},"
+			    "{\"a\":null,\"i\":2.5,\"p\":{\"r\":true,\"d\":null},\"n\":\"x\"}"
+			    "]}";
+	const char *const want[] = {
+		"{\"i\":5,\"a\":1,\"d\":\"2022-03-01\",\"o\":[],\"n\":3,\"r\":1}",
+		"{\"i\":0,\"a\":\"none\",\"d\":\"2022-01-01\",\"o\":{\"x\":1},\"n\":null,\"r\":null}",
+		"{\"i\":0,\"a\":null,\"d\":\"2022-01-01\",\"o\":{\"x\":1},\"n\":null,\"r\":true}",
+	};
+	check_records(L, 1, "defaults", BYTES(page), want, COUNT_OF(want), NULL);
+	struct mapped m;
+	if (map_page(L, 1, BYTES(page), &m) == LUA_OK && m.outcome == RECORDS_OK) {
+		int i_column = records_batch_column(m.batch, "i", CURSOR_INTEGER);
+		int d_column = records_batch_column(m.batch, "d", CURSOR_DAY);
+		static const int64_t is[] = {5, 0, 0}, ds[] = {19052, 18993, 18993};
+		for (size_t k = 0; k < 3; k++) {
+			const char *data;
+			size_t len;
+			int64_t i, d;
+			records_batch_get(m.batch, k, i_column, &data, &len, &i);
+			records_batch_get(m.batch, k, d_column, &data, &len, &d);
+			CHECK(i == is[k] && d == ds[k], "record %zu: columns i %lld, d %lld", k + 1, (long long)i,
+			      (long long)d);
+		}
+	}
+	lua_settop(L, 1);
+	static const struct {
+		const char *page, *words;
+	} errors[] = {
+		{"{\"results\":[{\"p\":{\"r\":1}},{\"p\":{}}]}",
+		 "item 2 of 'results': field 'r' is required, and its path 'p.r' finds nothing"},
+		{"{\"results\":[{\"p\":5}]}", "item 1 of 'results': field 'r' is required, and its path 'p.r'"},
+		{"{\"results\":[{}]}", "item 1 of 'results': field 'r' is required"},
+	};
+	for (size_t i = 0; i < COUNT_OF(errors); i++)
+		check_shape_error(L, 1, errors[i].page, errors[i].page, strlen(errors[i].page), errors[i].words);
+	test_lua_close(L);
+	/* Items of one shape with and without values: the plan writes the same records and columns
+	 * (an item of another shape comes first on one page: r is not required here). */
+	if (!(L = open_with(DEFAULTS_NOT_REQUIRED)))
+		return;
+	static const char *const items[] = {
+		"{\"i\":5,\"a\":1,\"p\":{\"r\":1,\"d\":\"2022-03-01\",\"o\":2},\"n\":1}",
+		"{\"i\":2.5,\"a\":1,\"p\":{\"r\":1},\"n\":\"x\"}",
+		"{\"i\":null,\"a\":null,\"p\":{\"r\":1,\"d\":null,\"o\":null},\"n\":null}",
+		"{\"i\":7,\"a\":1,\"p\":{\"d\":\"2022-03-01\"},\"n\":1}",
+		"{\"i\":7,\"p\":{\"r\":1}}",
+	};
+	for (size_t i = 0; i < COUNT_OF(items); i++)
+		for (size_t k = 0; k < COUNT_OF(items); k++)
+			check_alone_and_after(L, items[i], items[k]);
+	test_lua_close(L);
+}
+
+/* A copied object or array spelt over several lines is written on one (each line break a space):
+ * its RECORD message is one line of the protocol. */
+static void line_breaks_inside_copied_values(void)
+{
+	lua_State *L = open_with("return records.declare { list = 'results', fields = {"
+				 " { 'x', from = 'x' }, { 'e', from = 'p.e' }, { 'p', from = 'p' } } }");
+	if (!L)
+		return;
+	const char page[] = "{\"results\":[\n"
+			    "{\"x\":[1,\n2,\r\n{\"a\" :\r\"b\\nc\"}],\"p\":{\"e\":{\n}}},\n"
+			    "{\"x\":[1,\n2,\r\n{\"a\" :\r\"b\\nc\"}],\"p\":{\"e\":{\n},\"n\":[1e400,\n1.50]}},\n"
+			    "{\"x\":[1, 2],\"p\":{\"e\":{ }}}\n"
+			    "]}";
+	const char *const want[] = {
+		"{\"x\":[1, 2,  {\"a\" : \"b\\nc\"}],\"e\":{ },\"p\":{\"e\":{ }}}",
+		"{\"x\":[1, 2,  {\"a\" : \"b\\nc\"}],\"e\":{ },\"p\":{\"e\":{ },\"n\":[null, 1.50]}}",
+		"{\"x\":[1, 2],\"e\":{ },\"p\":{\"e\":{ }}}",
+	};
+	check_records(L, 1, "line breaks", BYTES(page), want, COUNT_OF(want), NULL);
 	test_lua_close(L);
 }
 
@@ -948,11 +1384,51 @@ static void pages_without_records(void)
 		" { } ",
 		"{\"results\" : [ ] }",
 		"{\"results\":\n\tnull\n}",
-		"{\"result\":[{\"c\":1}]}",
+		/* Polygon's empty page, and pages whose arrays hold no items */
+		"{\"status\":\"OK\",\"request_id\":\"x\",\"count\":0}",
+		"{\"result\":[],\"tags\":[\"a\",{\"b\":1}],\"n\":[[{}]]}",
+		/* an array of items deeper than one level more than the list's path */
+		"{\"a\":{\"b\":{\"c\":[{\"c\":1}]}}}",
 	};
 	for (size_t i = 0; i < COUNT_OF(pages); i++)
 		check_records(L, 1, pages[i], pages[i], strlen(pages[i]), NULL, 0, NULL);
 	test_lua_close(L);
+}
+
+/* A list that is not on a page holding arrays of objects elsewhere (down to one level more than
+ * the list's path) is an error naming them. */
+static void a_list_that_finds_nothing(void)
+{
+	static const struct {
+		const char *list, *page, *words;
+	} cases[] = {
+		{"results", "{\"result\":[{\"c\":1}]}",
+		 "list \"results\" finds nothing; the page has an array at \"result\""},
+		{"results", "{\"data\":{\"results\":[{}]},\"x\":1}", "the page has an array at \"data.results\""},
+		{"results", " { \"a\" : [ ] , \"b\" : [ { } ] , \"c\" : { \"d\" : [ {\"e\":[{}]} ] } } ",
+		 "the page has arrays at \"b\", \"c.d\""},
+		{"data.itmes", "{\"data\":{\"items\":[{\"id\":1}]},\"meta\":{}}",
+		 "list \"data.itmes\" finds nothing; the page has an array at \"data.items\""},
+		{"data.items", "{\"data\":\"x\",\"other\":{\"a\":{\"b\":[{}]}}}", "an array at \"other.a.b\""},
+		{"data.items", "{\"dta\":{\"items\":[{}]},\"data\":{}}", "an array at \"dta.items\""},
+		{"results", "{\"\\u0072esult\":[{}]}", "an array at \"\\u0072esult\""},
+		{"results",
+		 "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1\":[{}],"
+		 "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2\":[{}],"
+		 "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa3\":[{}],"
+		 "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa4\":[{}]}",
+		 "aaa2\" and 2 more"},
+	};
+	for (size_t i = 0; i < COUNT_OF(cases); i++) {
+		char chunk[200];
+		snprintf(chunk, sizeof chunk,
+			 "return records.declare { list = '%s', fields = { { 'c', from = 'c' } } }", cases[i].list);
+		lua_State *L = open_with(chunk);
+		if (!L)
+			return;
+		check_shape_error(L, 1, cases[i].page, cases[i].page, strlen(cases[i].page), cases[i].words);
+		test_lua_close(L);
+	}
 }
 
 /* ---- pages that are not JSON ---- */
@@ -1472,6 +1948,65 @@ static int64_t floor_div(int64_t a, int64_t b)
 	return a / b - (a % b != 0 && (a < 0) != (b < 0));
 }
 
+/* Random epochs in milliseconds and seconds over the years 1000 to 9999: datetime_from_ms's
+ * text reads back (date_parse_instant) as its column, which is the instant rounded down to the
+ * millisecond, with ".mmm" exactly when that is not a whole second, and agrees with
+ * date_format_instant; day_from_s's day is date_day_in_zone's in New York. */
+static void generated_instants_agree_with_the_date_functions(void)
+{
+	lua_State *L = open_with(EPOCHS);
+	if (!L)
+		return;
+	char err[200];
+	const struct tz_zone *ny = tz_find(runtime_of(L)->zones, "America/New_York", err, sizeof err);
+	const int64_t first_ms = (DATE_MIN_DAY + 1) * 86400000LL, span = (DATE_MAX_DAY - DATE_MIN_DAY - 2) * 86400000LL;
+	enum { ITEMS = 2000 };
+	static int64_t ms[ITEMS], s[ITEMS];
+	struct buf text = {0};
+	buf_puts(&text, "{\"results\":[");
+	for (int i = 0; i < ITEMS; i++) {
+		uint64_t r = rng();
+		/* near 1970 now and then, where negatives and small numbers are */
+		ms[i] = i % 4 == 0 ? (int64_t)(r % 200000000000ULL) - 100000000000LL
+				   : first_ms + (int64_t)(r % (uint64_t)span);
+		if (i % 5 == 0)
+			ms[i] -= ms[i] % 1000; /* whole seconds */
+		s[i] = floor_div(ms[i], 1000);
+		buf_printf(&text, "%s{\"ms\":%lld,\"s\":%lld}", i ? "," : "", (long long)ms[i], (long long)s[i]);
+	}
+	buf_puts(&text, "]}");
+	struct mapped m;
+	if (map_page(L, 1, text.data, text.len, &m) == LUA_OK &&
+	    CHECK(m.outcome == RECORDS_OK, "outcome %d: %s", (int)m.outcome, m.why)) {
+		int ms_column = records_batch_column(m.batch, "ms", CURSOR_DATETIME);
+		int ny_column = records_batch_column(m.batch, "ny", CURSOR_DAY);
+		int failures = 0;
+		for (int i = 0; i < ITEMS && failures < 3; i++) {
+			const char *data;
+			size_t len;
+			int64_t us, day;
+			records_batch_get(m.batch, (size_t)i, ms_column, &data, &len, &us);
+			records_batch_get(m.batch, (size_t)i, ny_column, &data, &len, &day);
+			/* {"ms":"<text>",... */
+			const char *at = data + 7, *end = memchr(at, '"', len - 7);
+			int64_t parsed = 0;
+			char formatted[DATE_INSTANT_LEN];
+			size_t formatted_len = date_format_instant(us, formatted);
+			size_t text_len = end ? (size_t)(end - at) : 0;
+			int ok = end && date_parse_instant(at, text_len, NULL, &parsed) == 0 && parsed == us &&
+				 us == ms[i] * 1000 && text_len == (ms[i] % 1000 ? 24u : 20u) &&
+				 !memcmp(at, formatted, 19) && formatted_len >= 20 && day == date_day_in_zone(s[i], ny);
+			if (!CHECK(ok, "%lld ms: %.*s (column %lld, day %lld)", (long long)ms[i], (int)len, data,
+				   (long long)us, (long long)day))
+				failures++;
+		}
+	} else {
+		CHECK(0, "map: %s %s", m.error, m.why);
+	}
+	buf_free(&text);
+	test_lua_close(L);
+}
+
 /* Random instants from year 1000 to 9999, in random order (so the month the walk remembers keeps
  * changing), in both zones, against date_day_in_zone and date_format_day. */
 static void generated_days_agree_with_the_date_functions(void)
@@ -1502,7 +2037,8 @@ static void generated_days_agree_with_the_date_functions(void)
 	struct mapped m;
 	if (map_page(L, 1, text.data, text.len, &m) == LUA_OK && m.outcome == RECORDS_OK &&
 	    CHECK(records_batch_count(m.batch) == ITEMS, "%zu records", records_batch_count(m.batch))) {
-		int ny = records_batch_column(m.batch, "ny"), utc = records_batch_column(m.batch, "utc");
+		int ny = records_batch_column(m.batch, "ny", CURSOR_DAY),
+		    utc = records_batch_column(m.batch, "utc", CURSOR_DAY);
 		const struct tz_zone *new_york = tz_find(runtime_of(L)->zones, "America/New_York", NULL, 0);
 		int failures = 0;
 		for (int i = 0; i < ITEMS && failures < 3; i++) {
@@ -1594,15 +2130,20 @@ static void batch_accessors(void)
 	}
 	int batch = lua_gettop(L);
 	CHECK(records_batch_count(m.batch) == 4, "count %zu", records_batch_count(m.batch));
-	int date = records_batch_column(m.batch, "date");
-	int d2 = records_batch_column(m.batch, "d2");
-	int transactions = records_batch_column(m.batch, "transactions");
+	int date = records_batch_column(m.batch, "date", CURSOR_DAY);
+	int d2 = records_batch_column(m.batch, "d2", CURSOR_DAY);
+	int transactions = records_batch_column(m.batch, "transactions", CURSOR_INTEGER);
 	CHECK(date == 0 && transactions == 1 && d2 == 2, "value columns: date %d, transactions %d, d2 %d", date,
 	      transactions, d2);
-	CHECK(records_batch_column(m.batch, "price") == -1, "price is not a day field");
-	CHECK(records_batch_column(m.batch, "stock_ticker") == -1, "stock_ticker is not a day field");
-	CHECK(records_batch_column(m.batch, "t") == -1, "t is a source, not a field");
-	CHECK(records_batch_column(m.batch, "") == -1, "an empty name");
+	CHECK(records_batch_column(m.batch, "price", CURSOR_DAY) == -1, "price is not a day field");
+	CHECK(records_batch_column(m.batch, "stock_ticker", CURSOR_DAY) == -1, "stock_ticker is not a day field");
+	CHECK(records_batch_column(m.batch, "t", CURSOR_DAY) == -1, "t is a source, not a field");
+	CHECK(records_batch_column(m.batch, "", CURSOR_DAY) == -1, "an empty name");
+	/* A column holds the values of its own kind of cursor only. */
+	CHECK(records_batch_column(m.batch, "date", CURSOR_INTEGER) == -1, "days are not integers");
+	CHECK(records_batch_column(m.batch, "date", CURSOR_DATETIME) == -1, "days are not datetimes");
+	CHECK(records_batch_column(m.batch, "transactions", CURSOR_DAY) == -1, "integers are not days");
+	CHECK(records_batch_column(m.batch, "date", CURSOR_NONE) == -1, "no cursor, no column");
 	static const char *const dates[] = {"2022-03-07", NULL, "2022-03-09", NULL};
 	static const char *const d2s[] = {"2022-03-01", "2022-03-02", NULL, NULL};
 	for (size_t i = 0; i < 4; i++) {
@@ -1695,7 +2236,7 @@ static void day_spans(void)
 			lua_settop(L, top);
 			continue;
 		}
-		int date = records_batch_column(m.batch, "date");
+		int date = records_batch_column(m.batch, "date", CURSOR_DAY);
 		int64_t first = 0, last = 0, want;
 		int spans = records_batch_column_span(m.batch, date, &first, &last);
 		CHECK(spans == cases[k].spans, "case %zu: span %d, want %d", k, spans, cases[k].spans);
@@ -1744,7 +2285,7 @@ static void big_pages_and_reused_buffers(void)
 		if (map_page(L, 1, page.data, page.len, &m) == LUA_OK &&
 		    CHECK(records_batch_count(m.batch) == count, "round %d: %zu records", round,
 			  records_batch_count(m.batch))) {
-			int column = records_batch_column(m.batch, "date");
+			int column = records_batch_column(m.batch, "date", CURSOR_DAY);
 			int64_t first;
 			date_parse_day("2022-03-07", &first);
 			for (size_t i = 0; i < count; i += (i < 1100 ? 1 : 97)) {
@@ -2166,7 +2707,8 @@ static void batches_walked_on_workers(void)
 			const char *data;
 			size_t len;
 			int64_t day, want_day;
-			records_batch_get(batches[k], i, records_batch_column(batches[k], "date"), &data, &len, &day);
+			records_batch_get(batches[k], i, records_batch_column(batches[k], "date", CURSOR_DAY), &data,
+					  &len, &day);
 			char want[200], text[DATE_DAY_LEN];
 			date_parse_day("2022-03-07", &want_day);
 			want_day += (int64_t)i;
@@ -2290,6 +2832,13 @@ static const struct test tests[] = {
 	{"items read after one of their shape are written as when alone", items_of_a_learnt_shape_as_alone},
 	{"map copies strings verbatim, escapes and UTF-8 intact", strings_are_copied_verbatim},
 	{"map leaves absent members out; null per kind", absent_null_and_declared_order},
+	{"map: dotted from paths into the item's objects; parents missing, not objects or given twice", nested_paths},
+	{"map: nested values that differ between items of one learnt shape", nested_paths_of_a_learnt_shape},
+	{"map: 1000 levels through a path are read, 1001 too deep", nested_paths_at_the_depth_limit},
+	{"map: as = number, string and boolean", number_string_and_boolean},
+	{"map: datetime_from_ms, datetime_from_s, day_from_s; rounding, bounds, zones, columns", epoch_fields},
+	{"map: defaults where a field would be left out, their columns; required fields", defaults_and_required_fields},
+	{"map writes a copied value spelt over several lines on one", line_breaks_inside_copied_values},
 	{"map writes constants and context fields, JSON-encoded", constants_and_context_fields},
 	{"map: day_from_ms in both zones, to the bounds; day text", day_fields},
 	{"map takes whitespace everywhere", whitespace_everywhere},
@@ -2297,6 +2846,8 @@ static const struct test tests[] = {
 	{"map matches members in any order, spelt with escapes", members_in_any_order_and_escaped_names},
 	{"map returns next_url only when it is a string", next_url_values},
 	{"map: empty, null and absent lists give no records", pages_without_records},
+	{"map: a list that finds nothing on a page with arrays of items elsewhere names them",
+	 a_list_that_finds_nothing},
 	{"map: every syntax error is not JSON, with where", syntax_errors_are_not_json},
 	{"map: 1000 levels are JSON, 1001 too deep (not 'not JSON'), wherever they are",
 	 nesting_past_the_limit_is_too_deep_not_invalid},
@@ -2308,6 +2859,8 @@ static const struct test tests[] = {
 	{"map: 20000 generated numbers as the runtime's writer and math.tointeger",
 	 generated_numbers_agree_with_the_runtime_writer},
 	{"map: 5000 generated instants' days as date_day_in_zone", generated_days_agree_with_the_date_functions},
+	{"map: 2000 generated epochs as date_parse_instant, date_format_instant and date_day_in_zone",
+	 generated_instants_agree_with_the_date_functions},
 	{"batch: count, day columns, records, Lua access", batch_accessors},
 	{"batch: a day span only when every record has the day and the days ascend", day_spans},
 	{"batch: big pages, buffers handed back and reused", big_pages_and_reused_buffers},
