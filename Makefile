@@ -32,7 +32,7 @@ UNIT_BIN   := $(BUILD)/unit-tests
 IMAGE_NAME  = $(shell sed -n 's/^ *dockerRepository: *//p' metadata.yaml)
 VERSION     = $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
 
-.PHONY: all deps demo test test-valgrind golden format format-check clean image image-test bench
+.PHONY: all deps demo test test-valgrind golden format format-check clean image image-test bench script-case lint
 all: $(BIN)
 
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
@@ -89,13 +89,19 @@ demo: deps
 
 # tests/fuzz replays the fuzz corpora once; fuzzing itself is `make fuzz` (5 min a target) or
 # `make fuzz-smoke` (10 s a target).
-TEST_SUITES := tests/style tests/server tests/bench tests/tz tests/golden tests/e2e tests/property tests/acceptance tests/fuzz
+TEST_SUITES := tests/style tests/server tests/bench tests/tz tests/golden tests/scripts tests/e2e tests/property tests/acceptance tests/fuzz
 # The build inside `make test` uses every core unless the caller chose -j.
 TEST_JOBS   = $(if $(findstring j,$(firstword $(filter-out --%,$(MAKEFLAGS)))),,-j$(shell nproc))
 
 test: deps
 	$(MAKE) --no-print-directory $(TEST_JOBS) all $(UNIT_BIN) $(BUILD)/tz-probe $(FUZZ_REPLAY_BINS)
 	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN) $(addprefix --suite ,$(TEST_SUITES))
+
+# Adds a script's test case (tests/scripts/NAME): a recorded read and what it must give.
+#   make script-case NAME=my_stream SCRIPT=scripts/my_stream.lua CONFIG=secrets/my_stream.json [STATE=...]
+script-case: all
+	$(PYTHON) tests/scripts/script_case.py --binary $(BIN) $(NAME) --script $(SCRIPT) --config $(CONFIG) \
+		$(if $(STATE),--state $(STATE)) $(if $(STREAMS),--streams $(STREAMS))
 
 # Rewrites the golden transcripts (tests/golden/cases/*/transcript.txt) from this build; review
 # what changed with `git diff tests/golden` before committing it.
