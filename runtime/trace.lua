@@ -12,6 +12,7 @@ local options = {}
 local out, progress_out -- C functions: a line on stdout; the progress line on stderr
 local streams = {} -- name -> {requests, pages, records, hidden, started, schema, checkpoints_held}
 local order = {}
+local current -- the stream being read (the retries' messages do not name it)
 
 local function stream_of(name)
   local s = streams[name]
@@ -337,11 +338,8 @@ function handlers.LOG(m)
   if level == "INFO" and not options.verbose then
     return
   end
-  if level == "WARN" and message:match("; retry %d+ in ") then
-    local name = message:match("^stream '([^']+)'") or message:match("^([%w_]+)")
-    if name and streams[name] then
-      streams[name].retries = streams[name].retries + 1
-    end
+  if level == "WARN" and message:match("; retry %d+ in ") and current and streams[current] then
+    streams[current].retries = streams[current].retries + 1
   end
   if options.json then
     emit({ event = "log", level = level, message = message })
@@ -360,6 +358,7 @@ function handlers.TRACE(m)
     local s = stream_of(name)
     if status == "STARTED" then
       s.started = now_ms()
+      current = name
       if options.json then
         emit({ event = "stream", stream = name, status = "started" })
       else

@@ -23,7 +23,8 @@ def test_the_case_replays_to_its_records_and_state(name):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     want_records, want_states = script_case.expected(HERE / name)
     assert len(records) == len(want_records)
-    assert records == want_records
+    key = script_case.canonical
+    assert sorted(map(key, records)) == sorted(map(key, want_records))
     assert states == want_states
 
 
