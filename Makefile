@@ -74,7 +74,7 @@ $(BUILD)/obj:
 # Installs what a fresh Debian 12 machine lacks; a no-op when everything is there.
 DEB_PKGS := build-essential pkg-config liblua5.4-dev libcurl4-openssl-dev \
             python3 python3-pytest python3-pytest-xdist python3-jsonschema python3-yaml python3-requests curl libfaketime time \
-            clang libclang-rt-14-dev clang-format-14 tzdata
+            clang libclang-rt-14-dev clang-format-14 tzdata lua-check
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -96,6 +96,10 @@ TEST_JOBS   = $(if $(findstring j,$(firstword $(filter-out --%,$(MAKEFLAGS)))),,
 test: deps
 	$(MAKE) --no-print-directory $(TEST_JOBS) all $(UNIT_BIN) $(BUILD)/tz-probe $(FUZZ_REPLAY_BINS)
 	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN) $(addprefix --suite ,$(TEST_SUITES))
+
+# luacheck over the scripts, with the sandbox's globals (.luacheckrc); tests/style runs it too.
+lint: deps
+	luacheck --no-color scripts/
 
 # Adds a script's test case (tests/scripts/NAME): a recorded read and what it must give.
 #   make script-case NAME=my_stream SCRIPT=scripts/my_stream.lua CONFIG=secrets/my_stream.json [STATE=...]
