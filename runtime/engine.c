@@ -328,6 +328,12 @@ static int limit_reached(struct stream_read *r)
 	if (!which)
 		return 0;
 	r->stopped_at_limit = 1;
+	/* Every page read was written whole: a state past them skips nothing. Past --max-records it
+	 * would skip what the trace did not show, and the trace holds it back. */
+	char err[256];
+	if (r->def->cursor.kind != CURSOR_NONE && (r->state.records_since > 0 || r->state.changed) &&
+	    state_checkpoint(&r->state, err, sizeof err))
+		read_fail(r, PROTO_SYSTEM_ERROR, "cannot write the state of stream '%s': %s", r->def->name, err);
 	trace_limit(r->rt, r->def->name, which, value);
 	return 1;
 }

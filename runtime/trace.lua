@@ -108,8 +108,12 @@ function describe.page(e)
 end
 
 function describe.limit(e)
-  return string.format("%s: stopped at --%s %d; no checkpoint after this point (it would skip what was not read)",
-    e.stream, e.limit, e.value)
+  local why = {
+    ["max-records"] = "; no checkpoint shown past the records not shown (it would skip them)",
+    ["max-pages"] = "",
+    ["max-partitions"] = "; the partitions begun are read to their end",
+  }
+  return string.format("%s: stopped at --%s %d%s", e.stream, e.limit, e.value, why[e.limit] or "")
 end
 
 function describe.error(e)

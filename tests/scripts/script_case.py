@@ -104,8 +104,8 @@ def expected(case_dir):
     return records, states
 
 
-def add(binary, name, script, config_path, state_path=None, streams=None):
-    case_dir = REPO / "tests" / "scripts" / name
+def add(binary, name, script, config_path, state_path=None, streams=None, cases_dir=None):
+    case_dir = Path(cases_dir or REPO / "tests" / "scripts") / name
     if case_dir.exists():
         raise SystemExit(f"{case_dir} exists: remove it first to record the case again")
     script = Path(script).resolve()
@@ -141,7 +141,7 @@ def add(binary, name, script, config_path, state_path=None, streams=None):
     except BaseException:
         shutil.rmtree(case_dir)
         raise
-    print(f"{case_dir.relative_to(REPO)}: {len(records)} records, {len(states)} states, "
+    print(f"{case_dir}: {len(records)} records, {len(states)} states, "
           f"{len(list((case_dir / 'cassette').glob('0*.json')))} exchanges recorded")
 
 
@@ -153,8 +153,9 @@ def main():
     parser.add_argument("--config", required=True)
     parser.add_argument("--state")
     parser.add_argument("--streams")
+    parser.add_argument("--cases-dir", help="where the case goes (default tests/scripts)")
     args = parser.parse_args()
-    add(Path(args.binary).resolve(), args.name, args.script, args.config, args.state, args.streams)
+    add(Path(args.binary).resolve(), args.name, args.script, args.config, args.state, args.streams, args.cases_dir)
 
 
 if __name__ == "__main__":
