@@ -255,9 +255,9 @@ def test_oauth2_client_credentials_fetches_one_token_for_the_whole_read(conn, ap
 
 
 def test_oauth2_refresh_token_renews_an_expiring_token_mid_read(conn, api, tmp_path):
-    # Tokens live 1 s and pages take 0.3 s: the read outlives several tokens. Each is renewed
+    # Tokens live 0.5 s and pages take 0.15 s: the read outlives a token or two. Each is renewed
     # before it runs out or, sent at its last moment, after the API's 401.
-    server = api(lifetime=1, page_delay=0.3)
+    server = api(lifetime=0.5, page_delay=0.15)
     result = read(conn, tmp_path, server, OAUTH_REFRESH).assert_complete()
     assert ids(result) == [i["id"] for i in ITEMS]
     assert len(server.token_requests) >= 2
@@ -277,7 +277,7 @@ def test_a_401_refreshes_the_token_once_then_fails_as_a_config_error(conn, api, 
 
 
 def test_a_rotated_refresh_token_is_saved_through_a_control_message(conn, api, tmp_path):
-    server = api(lifetime=1, rotate=True, page_delay=0.3)
+    server = api(lifetime=0.5, rotate=True, page_delay=0.15)
     result = read(conn, tmp_path, server, OAUTH_REFRESH).assert_complete()
     assert ids(result) == [i["id"] for i in ITEMS]
     controls = result.of("CONTROL")
