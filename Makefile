@@ -32,7 +32,7 @@ UNIT_BIN   := $(BUILD)/unit-tests
 IMAGE_NAME  = $(shell sed -n 's/^ *dockerRepository: *//p' metadata.yaml)
 VERSION     = $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
 
-.PHONY: all deps demo test test-valgrind golden format format-check clean image image-test bench script-case lint
+.PHONY: all deps demo test test-valgrind golden format format-check clean image image-test bench script-case lint test-property
 all: $(BIN)
 
 $(BUILD)/obj/%.o: runtime/%.c | $(BUILD)/obj
@@ -122,6 +122,12 @@ format: deps
 
 format-check: deps
 	$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_SRCS)
+
+# The property tests drawn far more often than `make test` draws them (minutes, not seconds).
+test-property: all
+	PROPERTY_SEEDS=4 PROPERTY_RANDOM=300 PROPERTY_FIRST_SEED=1000 RECORDS_PROPERTY_SEEDS=500 \
+		$(PYTHON) -m pytest -q -p no:cacheprovider -n $(shell nproc) tests/property tests/e2e/test_records.py \
+		-k "random or matrix or runs_of_equal"
 
 # The end-to-end tests with every connector run under valgrind (leaks and memory errors fail them),
 # a pytest worker a core: valgrind keeps the cores busy, and a second worker only slows each run.

@@ -919,8 +919,8 @@ def random_page(rng, items, list_path):
     return dumps(body)
 
 
-# RECORDS_PROPERTY_SEEDS=500 for a longer session.
-SEEDS = int(os.environ.get("RECORDS_PROPERTY_SEEDS", "24"))
+# RECORDS_PROPERTY_SEEDS=500 for a longer session (`make test-property`).
+SEEDS = int(os.environ.get("RECORDS_PROPERTY_SEEDS", "12"))
 
 
 @pytest.mark.parametrize("seed", sample_under_wrapper(list(range(SEEDS)), [0, 1]))

@@ -13,9 +13,9 @@ What is checked, run by run and STATE by STATE, is described in harness.py.
 
 The seeds are fixed: every matrix case draws PROPERTY_SEEDS scenarios (default 1) from seeds
 PROPERTY_FIRST_SEED (default 0) on, and test_random_scenarios draws PROPERTY_RANDOM fully random
-ones (default 24). A seed fixes the data, the script, the faults (the n-th request of a partition)
+ones (default 8; `make test-property` draws 300). A seed fixes the data, the script, the faults (the n-th request of a partition)
 and where runs are cut; only with several partitions read at once does how far the other
-partitions got before a fault vary with scheduling. A longer session:
+partitions got before a fault vary with scheduling. A longer session (`make test-property`):
 
     PROPERTY_SEEDS=4 PROPERTY_RANDOM=300 PROPERTY_FIRST_SEED=1000 /usr/bin/python3 -m pytest tests/property
 
@@ -38,7 +38,7 @@ from . import scenario as sc
 
 SEEDS = int(os.environ.get("PROPERTY_SEEDS", "1"))
 FIRST_SEED = int(os.environ.get("PROPERTY_FIRST_SEED", "0"))
-RANDOM = int(os.environ.get("PROPERTY_RANDOM", "24"))
+RANDOM = int(os.environ.get("PROPERTY_RANDOM", "8"))
 
 # Each cursor kind x order x record path is read in four shapes, so that every cell has a stream
 # with and without a primary key, with one partition and with several read at once, with and

@@ -139,6 +139,14 @@ def test_every_zone_matches_zoneinfo():
     for key in ("America/New_York", "Europe/Dublin"):
         assert str(zoneinfo._tzpath.find_tzfile(key)).startswith(TZDIR + "/"), "zoneinfo reads another database"
 
+    # A zone linked to another (US/Eastern, America/New_York) is the same file: one of each file is
+    # enough to compare every rule, and halves the time.
+    by_content = {}
+    for key in keys:
+        with open(os.path.join(TZDIR, key), "rb") as f:
+            by_content.setdefault(f.read(), key)
+    keys = sorted(by_content.values())
+
     plan = []
     lines = []
     transitions = 0
