@@ -109,7 +109,7 @@ def run(binary: str, concurrency: int, rounds: int = 7) -> list:
         server.shutdown()
     ratios = [s / f for s, f in zip(syncs, floors)]
     ratio = statistics.median(ratios)
-    verdict = "MET" if ratio <= 1.5 else "NOT MET"
+    verdict = "meets target" if ratio <= 1.5 else "MISSES target"
     return [f"parent stream: {PARENTS:,} children of {PARENTS // PARENTS_PER_PAGE} parent pages, concurrency "
             f"{concurrency}: {records:,} records in {min(syncs):.3f} s (best of {rounds}; median "
             f"{statistics.median(syncs):.3f} s); floor (curl: parent pages in turn, then the children) "
