@@ -1094,6 +1094,11 @@ static enum step window_done(struct engine *e, struct slot *s)
 /* Moves the slot on from its phase as far as it can go now. */
 static enum step slot_step(struct engine *e, struct slot *s, int64_t *wake_at)
 {
+	if (e->r->stopped_at_limit && s->phase != PHASE_FINISHED) {
+		/* test-read's limit: other slots' pages in flight are not shown (nor checkpointed). */
+		s->phase = PHASE_FINISHED;
+		return STEP_WAIT;
+	}
 	switch (s->phase) {
 	case PHASE_IDLE: return take_partition(e, s);
 	case PHASE_REQUEST: return ask_for_request(e, s);

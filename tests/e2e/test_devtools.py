@@ -9,35 +9,11 @@ import shutil
 
 import pytest
 
-from .conftest import CANARY, REPO, Connector, assert_no_secret, utc
-
-import github_server  # noqa: E402  (tests/server is on the path: conftest puts it there)
+from .conftest import CANARY, REPO, assert_no_secret, utc
+from .test_github import TOKEN, config, gh, github  # noqa: F401  (fixtures)
 
 GITHUB = REPO / "scripts" / "examples" / "github_issues.lua"
-TOKEN = "ghp_test_token_0001"
 NOW = utc(2024, 7, 1)
-
-
-@pytest.fixture
-def github():
-    server = github_server.GitHubServer(token=TOKEN, issues=250).start()
-    server.set_clock = lambda now: None  # its data does not depend on the time
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def gh(tmp_path, github) -> Connector:
-    connector = Connector(tmp_path, github)
-    connector.secrets.append(TOKEN)
-    return connector
-
-
-def config(github, **fields) -> dict:
-    value = {"token": TOKEN, "repositories": ["octo/alpha", "octo/beta"], "start_date": "2024-03-01",
-             "base_url": github.base_url}
-    value.update(fields)
-    return value
 
 
 def test_read(gh, github, *flags, **fields):
@@ -194,7 +170,8 @@ def test_a_replay_gives_the_same_records_and_state_with_the_server_stopped(gh, g
     # Partitions are read side by side: the order across them varies, each one's does not.
     strip = lambda r: sorted(json.dumps(m["record"]["data"], sort_keys=True) for m in r.of("RECORD"))  # noqa: E731
     assert strip(again) == strip(live)
-    assert [json.dumps(s) for s in again.states] == [json.dumps(s) for s in live.states]
+    # The checkpoints between depend on how the partitions' pages interleaved; the last does not.
+    assert again.last_stream_state == live.last_stream_state
     # The token need not be the recorded one: secrets are masked out of both sides.
     other = gh.run("--script", GITHUB, "--replay", cassette, "read", "--config",
                    gh.file("config.json", config(github, token="placeholder")), "--catalog", catalog)

@@ -112,6 +112,9 @@ class GitHubServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
 
+    def set_clock(self, now) -> None:
+        """Nothing: the issues do not depend on the time (the e2e Connector sets every server's)."""
+
     def touch(self, repo: str, number: int, updated_at: str) -> None:
         with self.lock:
             issue = self.repos[repo.lower()]["issues"][number - 1]
