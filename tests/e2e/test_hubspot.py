@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import datetime as dt
 import threading
+import time
 
 import pytest
 
@@ -133,12 +134,21 @@ def test_a_token_expiring_mid_read_is_renewed(hs, hubspot):
 
 def test_a_401_mid_read_fetches_a_new_token_once(hs, hubspot):
     server = hubspot(contacts=1000)
-    timer = threading.Timer(0.4, server.expire_tokens)
-    timer.start()
+    done = threading.Event()
+
+    def expire_after_two_pages():
+        # however slow the connector (valgrind), the token expires between its pages
+        while not done.is_set() and server.search_requests < 2:
+            time.sleep(0.002)
+        server.expire_tokens()
+
+    expirer = threading.Thread(target=expire_after_two_pages, daemon=True)
+    expirer.start()
     try:
         result = read(hs, server, requests_per_minute=1200).assert_complete()
     finally:
-        timer.cancel()
+        done.set()
+        expirer.join()
     assert len(result.data) == 1000
     statuses = [r["status"] for r in searches(server)]
     assert statuses.count(401) == 1 and server.token_requests == 2, statuses
