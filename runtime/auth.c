@@ -103,18 +103,9 @@ static void check_text(lua_State *L, int def, const char *key)
 
 static void check_keys(lua_State *L, int def, const char *const *known, const char *kind)
 {
-	lua_pushnil(L);
-	while (lua_next(L, def)) {
-		lua_pop(L, 1);
-		const char *key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-		if (!key)
-			luaL_error(L, "auth: keys must be names, not %s", luaL_typename(L, -1));
-		if (index_of(key, known) < 0) {
-			const char *closest = suggest_closest(key, known);
-			luaL_error(L, "auth: unknown key '%s' for type \"%s\"%s%s%s", key, kind,
-				   closest ? " (did you mean " : "", closest ? closest : "", closest ? "?)" : "");
-		}
-	}
+	char why[400];
+	if (!suggest_known_keys(L, def, known, 0, why, sizeof why))
+		luaL_error(L, "auth (type \"%s\"): %s", kind, why);
 }
 
 int auth_check_declaration(lua_State *L)

@@ -137,26 +137,9 @@ static const char *const METHODS[] = {"GET", "POST", "PUT", "PATCH", "DELETE", N
 
 static void check_request_keys(lua_State *L, int spec)
 {
-	lua_pushnil(L);
-	while (lua_next(L, spec)) {
-		lua_pop(L, 1);
-		if (lua_type(L, -1) != LUA_TSTRING)
-			luaL_error(L, "request: a key of type %s (the keys are names: url, method, query, ...)",
-				   luaL_typename(L, -1));
-		const char *key = lua_tostring(L, -1);
-		int known = 0;
-		for (const char *const *k = REQUEST_KEYS; *k && !known; k++)
-			known = !strcmp(key, *k);
-		if (!known) {
-			const char *close = suggest_closest(key, REQUEST_KEYS);
-			if (close)
-				luaL_error(L, "request: unknown key '%s' (did you mean '%s'?)", key, close);
-			luaL_error(L,
-				   "request: unknown key '%s' (known: url, method, query, headers, body, "
-				   "content_type, json, form, retry, idempotent, auth)",
-				   key);
-		}
-	}
+	char why[400];
+	if (!suggest_known_keys(L, spec, REQUEST_KEYS, 0, why, sizeof why))
+		luaL_error(L, "request: %s", why);
 }
 
 /* Appends one "name=value" to b, both percent-encoded; a list value gives one pair an element. */

@@ -22,22 +22,9 @@ static const char *const keys_cursor[] = {"type", "path", "param", "into", NULL}
 
 static void check_keys(lua_State *L, int table, const char *where, const char *const *known)
 {
-	lua_pushnil(L);
-	while (lua_next(L, table)) {
-		lua_pop(L, 1);
-		const char *key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-		int found = 0;
-		for (const char *const *k = known; key && *k && !found; k++)
-			found = !strcmp(key, *k);
-		if (found)
-			continue;
-		if (!key)
-			luaL_error(L, "%s: paginator keys are names, not %s", where, luaL_typename(L, -1));
-		const char *close = suggest_closest(key, known);
-		if (close)
-			luaL_error(L, "%s: unknown key '%s' (did you mean %s?)", where, key, close);
-		luaL_error(L, "%s: unknown key '%s'", where, key);
-	}
+	char why[400];
+	if (!suggest_known_keys(L, table, known, 0, why, sizeof why))
+		luaL_error(L, "%s: %s", where, why);
 }
 
 static const char *text_key(lua_State *L, int table, int pins, const char *key, const char *fallback, const char *where)

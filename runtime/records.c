@@ -124,27 +124,12 @@ static const char *checked_name(lua_State *L, int idx, const char *what, size_t 
 
 /* Catches misspelt options (form = "t") instead of silently leaving a field out. known may list
  * "1" for the positional first element. */
-static void refuse_unknown_keys(lua_State *L, int idx, const char *const *known, const char *where)
+static void refuse_unknown_keys(lua_State *L, int idx, const char *const *known, const char *where,
+				lua_Integer positional)
 {
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		const char *key = lua_type(L, -1) == LUA_TSTRING                      ? lua_tostring(L, -1)
-				  : lua_isinteger(L, -1) && lua_tointeger(L, -1) == 1 ? "1"
-										      : NULL;
-		int ok = 0;
-		for (const char *const *k = known; key && !ok && *k; k++)
-			ok = !strcmp(key, *k);
-		if (!ok) {
-			lua_pushvalue(L, -1);
-			const char *typed = luaL_tolstring(L, -1, NULL);
-			const char *closest = suggest_closest(typed, known);
-			if (closest)
-				luaL_error(L, "records.declare: %s has an unknown key '%s' (did you mean %s?)", where,
-					   typed, closest);
-			luaL_error(L, "records.declare: %s has an unknown key '%s'", where, typed);
-		}
-	}
+	char why[400];
+	if (!suggest_known_keys(L, idx, known, positional, why, sizeof why))
+		luaL_error(L, "records.declare: %s has an %s", where, why);
 }
 
 /* The node for the member name[0, len) of the object at *link's level, added when new. */
@@ -326,13 +311,14 @@ static void declare_default_and_required(lua_State *L, struct walk_field *f, int
 static void declare_field(lua_State *L, struct mapper *mapper, int pins, int spec, int position)
 {
 	struct walk_mapping *m = &mapper->map;
-	static const char *const known[] = {"1",       "name",  "from",    "as",       "zone",
-					    "context", "value", "default", "required", NULL};
+	/* and [1], the field's name */
+	static const char *const known[] = {"name",  "from",    "as",       "zone", "context",
+					    "value", "default", "required", NULL};
 	char where[32];
 	snprintf(where, sizeof where, "field %d", position);
 	if (!lua_istable(L, spec))
 		luaL_error(L, "records.declare: %s must be a table like { \"name\", from = \"key\" }", where);
-	refuse_unknown_keys(L, spec, known, where);
+	refuse_unknown_keys(L, spec, known, where, 1);
 	if (lua_rawgeti(L, spec, 1) == LUA_TNIL) {
 		lua_pop(L, 1);
 		lua_getfield(L, spec, "name");
@@ -397,7 +383,7 @@ static int records_declare(lua_State *L)
 	static const char *const known[] = {"list", "next_url", "fields", NULL};
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
-	refuse_unknown_keys(L, 1, known, "the declaration");
+	refuse_unknown_keys(L, 1, known, "the declaration", 0);
 	struct mapper *mapper = lua_newuserdatauv(L, sizeof *mapper, 1);
 	memset(mapper, 0, sizeof *mapper);
 	luaL_setmetatable(L, MAPPER_MT);

@@ -78,30 +78,12 @@ static int fail(lua_State *L, const struct place *where, const char *fmt, const 
 	return input_raise(L, PROTO_SYSTEM_ERROR, "the script: %s: %s", where->text, detail);
 }
 
-/* An unknown key, with the closest valid one when there is one near enough. */
-static void refuse_unknown_key(lua_State *L, const struct place *where, const char *key, const char *const *known)
-{
-	const char *closest = suggest_closest(key, known);
-	if (closest)
-		fail(L, where, "unknown key '%s' (did you mean %s?)", key, closest);
-	fail(L, where, "unknown key '%s'%s", key, NULL);
-}
-
-/* Every key of the table at idx must be a string in known. */
+/* Every key of the table at idx must be a name in known. */
 static void check_keys(lua_State *L, int idx, const struct place *where, const char *const *known)
 {
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		if (lua_type(L, -1) != LUA_TSTRING)
-			fail(L, where, "keys must be names; found a %s key", luaL_typename(L, -1), NULL);
-		const char *key = lua_tostring(L, -1);
-		int found = 0;
-		for (const char *const *k = known; *k && !found; k++)
-			found = !strcmp(key, *k);
-		if (!found)
-			refuse_unknown_key(L, where, key, known);
-	}
+	char why[400];
+	if (!suggest_known_keys(L, idx, known, 0, why, sizeof why))
+		fail(L, where, "%s", why, NULL);
 }
 
 /* Pins the string value at idx in the pins table: its pointer stays valid as long as the script. */

@@ -4,6 +4,7 @@
  */
 #include "suggest.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define MAX_NAME 64
@@ -58,4 +59,63 @@ const char *suggest_closest(const char *word, const char *const *candidates)
 		}
 	}
 	return best;
+}
+
+/* The key at -1 as a user wrote it: a name, a number, true or false; else its type. */
+static void key_text(lua_State *L, char *out, size_t outlen)
+{
+	switch (lua_type(L, -1)) {
+	case LUA_TSTRING: snprintf(out, outlen, "%s", lua_tostring(L, -1)); break;
+	case LUA_TNUMBER:
+		if (lua_isinteger(L, -1))
+			snprintf(out, outlen, "%lld", (long long)lua_tointeger(L, -1));
+		else
+			snprintf(out, outlen, "%g", (double)lua_tonumber(L, -1));
+		break;
+	case LUA_TBOOLEAN: snprintf(out, outlen, "%s", lua_toboolean(L, -1) ? "true" : "false"); break;
+	default: snprintf(out, outlen, "(a %s)", lua_typename(L, lua_type(L, -1))); break;
+	}
+}
+
+static int is_known(lua_State *L, const char *const *known, lua_Integer positional)
+{
+	if (lua_isinteger(L, -1)) {
+		lua_Integer i = lua_tointeger(L, -1);
+		return i >= 1 && i <= positional;
+	}
+	if (lua_type(L, -1) != LUA_TSTRING)
+		return 0;
+	const char *key = lua_tostring(L, -1);
+	for (const char *const *k = known; *k; k++)
+		if (!strcmp(key, *k))
+			return 1;
+	return 0;
+}
+
+int suggest_known_keys(lua_State *L, int idx, const char *const *known, lua_Integer positional, char *out,
+		       size_t outlen)
+{
+	idx = lua_absindex(L, idx);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		if (is_known(L, known, positional))
+			continue;
+		char key[MAX_NAME + 32];
+		key_text(L, key, sizeof key);
+		lua_pop(L, 1);
+		const char *closest = suggest_closest(key, known);
+		size_t len = (size_t)snprintf(out, outlen, "unknown key '%s'", key);
+		if (closest) {
+			snprintf(out + (len < outlen ? len : outlen), len < outlen ? outlen - len : 0,
+				 " (did you mean %s?)", closest);
+			return 0;
+		}
+		for (const char *const *k = known; *k && len < outlen; k++)
+			len += (size_t)snprintf(out + len, outlen - len, "%s%s", k == known ? " (known: " : ", ", *k);
+		if (len < outlen)
+			snprintf(out + len, outlen - len, ")");
+		return 0;
+	}
+	return 1;
 }

@@ -322,7 +322,7 @@ def test_a_request_with_auth_false_goes_without_credentials(conn, api, tmp_path)
 
 
 @pytest.mark.parametrize("auth,message", [
-    ('{ type = "bearer", tokn = "config.api_key" }', "unknown key 'tokn' for type \"bearer\" (did you mean token?)"),
+    ('{ type = "bearer", tokn = "config.api_key" }', "auth (type \"bearer\"): unknown key 'tokn' (did you mean token?)"),
     ('{ type = "bearer", token = "sk-live-123" }', "auth.token must name the config field"),
     ('{ type = "oauth", token_url = "x" }', "did you mean oauth2?"),
     ('{ token = "config.api_key" }', "auth.type is missing"),

@@ -182,7 +182,7 @@ def test_an_idempotent_post_is_repeated_after_a_500(connector, recorder, tmp_pat
 
 
 @pytest.mark.parametrize("first,message", [
-    ('{ url = ctx.config.base_url .. "/x", methd = "POST" }', "unknown key 'methd' (did you mean 'method'?)"),
+    ('{ url = ctx.config.base_url .. "/x", methd = "POST" }', "unknown key 'methd' (did you mean method?)"),
     ('{ url = ctx.config.base_url .. "/x", method = "FETCH" }', "method 'FETCH'"),
     ('{ url = ctx.config.base_url .. "/x", body = "a", json = {} }', "one of body, json and form"),
     ('{ url = ctx.config.base_url .. "/x", json = { a = 1 } }', "a GET has no body"),
