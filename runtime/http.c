@@ -173,28 +173,53 @@ static void wait_for_request_budget(struct http_client *c)
 
 /* Whether the URL's query already has a parameter called name (the next page's URL an API gave
  * often repeats the key it was asked with). */
-static int query_has(const char *url, const char *name)
+/* Whether the query parameter at p (up to stop) is called name (len bytes). */
+static int is_param(const char *p, const char *stop, const char *name, size_t len)
 {
-	const char *q = strchr(url, '?');
+	return (size_t)(stop - p) >= len && !strncmp(p, name, len) && (p + len == stop || p[len] == '=');
+}
+
+int http_url_has_param(const char *url, const char *name)
+{
+	const char *hash = strchr(url, '#');
+	const char *end = hash ? hash : url + strlen(url);
+	const char *q = memchr(url, '?', (size_t)(end - url));
 	size_t len = strlen(name);
-	const char *end = strchr(url, '#');
-	for (const char *p = q; p && (!end || p < end); p = strchr(p + 1, '&'))
-		if (!strncmp(p + 1, name, len) && (p[1 + len] == '=' || p[1 + len] == '&' || !p[1 + len]))
+	for (const char *p = q ? q + 1 : end; p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *stop = amp ? amp : end;
+		if (is_param(p, stop, name, len))
 			return 1;
+		p = amp ? amp + 1 : stop;
+	}
 	return 0;
 }
 
-/* The URL with name=value added to its query, before any fragment (free with free). */
-static char *url_with_pair(const char *url, const char *name, const char *value)
+void http_url_with_pairs(struct buf *out, const char *url, const char *pairs, const char *replaced)
 {
 	const char *hash = strchr(url, '#');
-	size_t head = hash ? (size_t)(hash - url) : strlen(url);
-	const char *sep = !memchr(url, '?', head) ? "?" : url[head - 1] == '?' || url[head - 1] == '&' ? "" : "&";
-	size_t len = head + 1 + strlen(name) + 1 + strlen(value) + (hash ? strlen(hash) : 0) + 1;
-	char *out = malloc(len);
-	if (out)
-		snprintf(out, len, "%.*s%s%s=%s%s", (int)head, url, sep, name, value, hash ? hash : "");
-	return out;
+	const char *end = hash ? hash : url + strlen(url);
+	const char *q = memchr(url, '?', (size_t)(end - url));
+	size_t replaced_len = replaced ? strlen(replaced) : 0;
+	buf_append(out, url, (size_t)((q ? q : end) - url));
+	int first = 1;
+	for (const char *p = q ? q + 1 : end; p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *stop = amp ? amp : end;
+		if (stop > p && !(replaced && is_param(p, stop, replaced, replaced_len))) {
+			buf_putc(out, first ? '?' : '&');
+			buf_append(out, p, (size_t)(stop - p));
+			first = 0;
+		}
+		p = amp ? amp + 1 : stop;
+	}
+	if (*pairs) {
+		buf_putc(out, first ? '?' : '&');
+		buf_puts(out, pairs);
+	} else if (first && q) {
+		buf_putc(out, '?'); /* "x?" stays as it was given */
+	}
+	buf_puts(out, hash ? hash : "");
 }
 
 /* Adds the credentials: libcurl writes Bearer and Basic itself (and keeps them from another host
@@ -219,10 +244,13 @@ static void add_credentials(CURL *easy, const struct http_request *req, struct h
 			curl_slist_free_all(list);
 		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, resp->sent_headers);
 	}
-	if (cr->query_name && !query_has(req->url, cr->query_name)) {
-		resp->sent_url = url_with_pair(req->url, cr->query_name, cr->query_value_escaped);
-		if (resp->sent_url)
-			curl_easy_setopt(easy, CURLOPT_URL, resp->sent_url);
+	if (cr->query_name && !http_url_has_param(req->url, cr->query_name)) {
+		struct buf url = {0}, pair = {0};
+		buf_printf(&pair, "%s=%s", cr->query_name, cr->query_value_escaped);
+		http_url_with_pairs(&url, req->url, buf_cstr(&pair), NULL);
+		buf_free(&pair);
+		resp->sent_url = (char *)buf_cstr(&url);
+		curl_easy_setopt(easy, CURLOPT_URL, resp->sent_url);
 	}
 }
 

@@ -153,6 +153,13 @@ void http_push_response_headers(lua_State *L, const struct http_response *resp);
  * "https://other/"): the absolute URL (free with curl_free), or NULL when either cannot be read. */
 char *http_resolve_url(struct http_client *c, const char *base, const char *ref);
 
+/* The URL with pairs ("a=1&b=2", already encoded) added to its query, before any fragment; the
+ * query's parameters called replaced (unless NULL) are left out first. One editor of queries for
+ * request tables, paginators and an API key in the query. */
+void http_url_with_pairs(struct buf *out, const char *url, const char *pairs, const char *replaced);
+/* Whether url's query has a parameter called name. */
+int http_url_has_param(const char *url, const char *name);
+
 /* Scheme, host and port of url ("https://api.polygon.io:443"), for same-host checks. */
 int http_origin(struct http_client *c, const char *url, char *out, size_t outlen);
 

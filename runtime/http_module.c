@@ -244,20 +244,11 @@ static void push_encoded_pairs(lua_State *L, int idx, const char *what)
 static void push_url_with_query(lua_State *L, const char *url, int query)
 {
 	push_encoded_pairs(L, query, "query");
-	const char *pairs = lua_tostring(L, -1);
-	if (!*pairs) {
-		lua_pop(L, 1);
-		lua_pushstring(L, url);
-		return;
-	}
-	const char *hash = strchr(url, '#');
-	size_t base = hash ? (size_t)(hash - url) : strlen(url);
-	const char *q = memchr(url, '?', base);
-	lua_pushlstring(L, url, base);
-	lua_pushstring(L, !q ? "?" : (q == url + base - 1 ? "" : "&"));
-	lua_pushvalue(L, -3);
-	lua_concat(L, 3);
-	lua_remove(L, -2);
+	struct runtime *rt = runtime_of(L);
+	buf_clear(&rt->lua_scratch);
+	http_url_with_pairs(&rt->lua_scratch, url, lua_tostring(L, -1), NULL);
+	lua_pop(L, 1);
+	lua_pushlstring(L, rt->lua_scratch.data ? rt->lua_scratch.data : "", rt->lua_scratch.len);
 }
 
 static int has_header(lua_State *L, int spec, const char *name)

@@ -120,44 +120,21 @@ void paginate_read_def(lua_State *L, int def, int pins, const char *where, struc
 /* Pushes url with name=value in its query: an earlier value of name replaced, else appended. */
 static void push_url_with_param(lua_State *L, const char *url, const char *name, const char *value)
 {
-	struct http_client *c = &runtime_of(L)->http;
-	char *escaped_name = http_escape(c, name, strlen(name));
-	char *escaped_value = escaped_name ? http_escape(c, value, strlen(value)) : NULL;
+	struct runtime *rt = runtime_of(L);
+	char *escaped_name = http_escape(&rt->http, name, strlen(name));
+	char *escaped_value = escaped_name ? http_escape(&rt->http, value, strlen(value)) : NULL;
 	if (!escaped_value) {
 		curl_free(escaped_name);
 		luaL_error(L, "out of memory");
 	}
-	lua_pushfstring(L, "%s=%s", escaped_name, escaped_value);
-	size_t name_len = strlen(escaped_name);
+	struct buf pair = {0};
+	buf_printf(&pair, "%s=%s", escaped_name, escaped_value);
+	buf_clear(&rt->lua_scratch);
+	http_url_with_pairs(&rt->lua_scratch, url, buf_cstr(&pair), escaped_name);
+	buf_free(&pair);
 	curl_free(escaped_name);
 	curl_free(escaped_value);
-	const char *hash = strchr(url, '#');
-	size_t end = hash ? (size_t)(hash - url) : strlen(url);
-	const char *q = memchr(url, '?', end);
-	luaL_Buffer b;
-	luaL_buffinit(L, &b);
-	luaL_addlstring(&b, url, q ? (size_t)(q - url) : end);
-	luaL_addchar(&b, '?');
-	int first = 1;
-	for (const char *p = q ? q + 1 : url + end; p < url + end;) {
-		const char *amp = memchr(p, '&', (size_t)(url + end - p));
-		const char *stop = amp ? amp : url + end;
-		int same = (size_t)(stop - p) >= name_len && !strncmp(p, lua_tostring(L, -2), name_len) &&
-			   (p + name_len == stop || p[name_len] == '=');
-		if (!same && stop > p) {
-			if (!first)
-				luaL_addchar(&b, '&');
-			luaL_addlstring(&b, p, (size_t)(stop - p));
-			first = 0;
-		}
-		p = amp ? amp + 1 : stop;
-	}
-	if (!first)
-		luaL_addchar(&b, '&');
-	lua_pushvalue(L, -2);
-	luaL_addvalue(&b);
-	luaL_pushresult(&b);
-	lua_remove(L, -2);
+	lua_pushlstring(L, rt->lua_scratch.data ? rt->lua_scratch.data : "", rt->lua_scratch.len);
 }
 
 /* Sets prepared.url's name=value (a number). */

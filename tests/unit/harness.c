@@ -20,7 +20,7 @@
 
 static const struct suite *const suites[] = {
 	&buf_suite,     &json_suite, &date_suite_los_angeles, &date_suite_tokyo, &input_suite, &validate_suite,
-	&secrets_suite, &heap_suite, &records_suite,          &tz_suite,
+	&secrets_suite, &heap_suite, &records_suite,          &tz_suite,         &url_suite,
 };
 
 static struct {

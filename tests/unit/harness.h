@@ -44,6 +44,7 @@ extern const struct suite secrets_suite;
 extern const struct suite records_suite;
 extern const struct suite heap_suite;
 extern const struct suite tz_suite;
+extern const struct suite url_suite;
 
 /* Records a failure unless ok; returns ok. */
 int test_check(int ok, const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
