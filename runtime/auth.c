@@ -72,6 +72,40 @@ static int choice(lua_State *L, int def, const char *key, const char *const *nam
 	return found;
 }
 
+/* Each step of a credential's "config.a.b" must be a property the spec declares (argument 2, the
+ * connectionSpecification's properties), where it declares them: a misspelt field would send no
+ * credential at all, and a 401 says nothing of why. */
+static void check_in_spec(lua_State *L, const char *key, const char *path)
+{
+	int top = lua_gettop(L);
+	lua_pushvalue(L, 2);
+	for (const char *p = path + 7; *p && lua_istable(L, -1);) {
+		const char *dot = strchr(p, '.');
+		size_t len = dot ? (size_t)(dot - p) : strlen(p);
+		lua_pushlstring(L, p, len);
+		if (lua_rawget(L, -2) == LUA_TNIL) {
+			const char *names[65];
+			int n = 0;
+			lua_pushnil(L);
+			while (lua_next(L, -3) && n < 64) {
+				lua_pop(L, 1);
+				if (lua_type(L, -1) == LUA_TSTRING)
+					names[n++] = lua_tostring(L, -1);
+			}
+			names[n] = NULL;
+			const char *step = lua_pushlstring(L, p, len);
+			const char *closest = suggest_closest(step, names);
+			luaL_error(L, "auth.%s names %s, a config field the spec does not declare%s%s%s", key, path,
+				   closest ? " (did you mean " : "", closest ? closest : "", closest ? "?)" : "");
+		}
+		lua_getfield(L, -1, "properties");
+		lua_remove(L, -2);
+		lua_remove(L, -2);
+		p += len + (dot ? 1 : 0);
+	}
+	lua_settop(L, top);
+}
+
 /* A credential: absent (unless required), or "config.<field>[.<field>...]". */
 static void check_config_path(lua_State *L, int def, const char *key, int required)
 {
@@ -90,6 +124,7 @@ static void check_config_path(lua_State *L, int def, const char *key, int requir
 			   "auth.%s must name the config field that holds it, as \"config.%s\" (credentials are "
 			   "never written in the script)",
 			   key, key);
+	check_in_spec(L, key, path);
 	lua_pop(L, 1);
 }
 
@@ -281,6 +316,36 @@ static int configure_oauth2(struct runtime *rt, struct auth *a, int def, int con
 	return 0;
 }
 
+/* Base64 (RFC 4648), for the Basic header's spelling of a credential: libcurl encodes it but keeps
+ * its encoder to itself, and the masker must know that spelling too. */
+static void base64(struct buf *out, const char *data, size_t len)
+{
+	static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	for (size_t i = 0; i < len; i += 3) {
+		unsigned n = (unsigned char)data[i] << 16;
+		n |= i + 1 < len ? (unsigned char)data[i + 1] << 8 : 0;
+		n |= i + 2 < len ? (unsigned char)data[i + 2] : 0;
+		buf_putc(out, digits[n >> 18 & 63]);
+		buf_putc(out, digits[n >> 12 & 63]);
+		buf_putc(out, i + 1 < len ? digits[n >> 6 & 63] : '=');
+		buf_putc(out, i + 2 < len ? digits[n & 63] : '=');
+	}
+}
+
+/* An API that echoes the Authorization header it got (an error body, a debug proxy) prints
+ * base64("user:password"): that is a secret too. */
+static void mask_basic_header(struct runtime *rt, const char *username, const char *password)
+{
+	if (!username)
+		return;
+	struct buf pair = {0}, encoded = {0};
+	buf_printf(&pair, "%s:%s", username, password ? password : "");
+	base64(&encoded, pair.data, pair.len);
+	secrets_add(&rt->secrets, buf_cstr(&encoded));
+	buf_free(&pair);
+	buf_free(&encoded);
+}
+
 int auth_configure(struct runtime *rt, int script_idx, int config_idx, char *err, size_t errlen)
 {
 	lua_State *L = rt->L;
@@ -308,8 +373,13 @@ int auth_configure(struct runtime *rt, int script_idx, int config_idx, char *err
 		a->password = credential(rt, def, config_idx, "password");
 		a->sent.username = a->username;
 		a->sent.password = a->password;
+		mask_basic_header(rt, a->username, a->password);
 		break;
-	case AUTH_OAUTH2: rc = configure_oauth2(rt, a, def, config_idx, err, errlen); break;
+	case AUTH_OAUTH2:
+		rc = configure_oauth2(rt, a, def, config_idx, err, errlen);
+		if (!rc && a->client_auth_basic)
+			mask_basic_header(rt, a->client_id, a->client_secret);
+		break;
 	default: break;
 	}
 	lua_settop(L, def - 1);

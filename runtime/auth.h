@@ -30,8 +30,10 @@ struct auth {
 	int config_ref;           /* the config table (registry), updated when the refresh token rotates */
 };
 
-/* Checks the script's auth declaration (argument 1) under lua_pcall: an unknown key or type, a
- * missing credential, or a credential not written "config.<field>" raises a message naming it. */
+/* Checks the script's auth declaration (argument 1) under lua_pcall, against the spec's
+ * connectionSpecification.properties (argument 2, or nil): an unknown key or type, a missing
+ * credential, a credential not written "config.<field>" or naming a field the spec does not
+ * declare raises a message naming it. */
 int auth_check_declaration(lua_State *L);
 
 /* Resolves the script's auth (at script_idx) from the config (at config_idx): 0, or -1 with a

@@ -588,7 +588,12 @@ static void check_script_table(lua_State *L, int script, const struct place *whe
 	if (lua_getfield(L, script, "auth") != LUA_TNIL) {
 		lua_pushcfunction(L, auth_check_declaration);
 		lua_insert(L, -2);
-		if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+		lua_getfield(L, script, "spec");
+		lua_getfield(L, -1, "connectionSpecification");
+		lua_getfield(L, -1, "properties");
+		lua_replace(L, -3);
+		lua_pop(L, 1);
+		if (lua_pcall(L, 2, 0, 0) != LUA_OK)
 			fail(L, where, "%s", lua_tostring(L, -1), NULL);
 	} else {
 		lua_pop(L, 1);

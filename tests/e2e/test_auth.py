@@ -122,6 +122,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         s = self.server
         url = urllib.parse.urlsplit(self.path)
+        if url.path == "/echo":  # as some APIs' error bodies and debug proxies do
+            return self.answer(401, {"message": "refused: " + self.headers.get("Authorization", "")})
         how = self.authorized(url)
         s.requests.append((url.path, how, url.query))
         if how is None:
@@ -321,11 +323,27 @@ def test_a_request_with_auth_false_goes_without_credentials(conn, api, tmp_path)
     assert result.connection_status["status"] == "FAILED" and server.requests == [("/me", None, "")]
 
 
+def test_a_basic_header_an_api_echoes_is_masked(conn, api, tmp_path):
+    server = api()
+    pair = base64.b64encode(b"ann:pw-canary").decode()
+    conn.secrets += ["pw-canary", pair]
+    path = tmp_path / "echo.lua"
+    path.write_text((SCRIPT % {"auth": '{ type = "basic", username = "config.user", password = "config.password" }'})
+                    .replace('config.base_url .. "/me"', 'config.base_url .. "/echo"'))
+    result = conn.check(config(server), flags=("--script", path))
+    status = result.connection_status
+    assert status["status"] == "FAILED" and "refused: Basic ****" in status["message"], status
+
+
 @pytest.mark.parametrize("auth,message", [
     ('{ type = "bearer", tokn = "config.api_key" }', "auth (type \"bearer\"): unknown key 'tokn' (did you mean token?)"),
     ('{ type = "bearer", token = "sk-live-123" }', "auth.token must name the config field"),
     ('{ type = "oauth", token_url = "x" }', "did you mean oauth2?"),
     ('{ token = "config.api_key" }', "auth.type is missing"),
+    ('{ type = "bearer", token = "config.apikey" }',
+     "auth.token names config.apikey, a config field the spec does not declare (did you mean api_key?)"),
+    ('{ type = "basic", username = "config.user", password = "config.credentials.pasword" }',
+     "auth.password names config.credentials.pasword, a config field the spec does not declare"),
     ('{ type = "api_key", key = "config.api_key" }', "give header or query"),
     ('{ type = "oauth2", client_id = "config.client_id", client_secret = "config.client_secret", '
      'refresh_token = "config.credentials.refresh_token" }', "auth.token_url must be a URL"),
