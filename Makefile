@@ -97,9 +97,10 @@ test: deps
 	$(MAKE) --no-print-directory $(TEST_JOBS) all $(UNIT_BIN) $(BUILD)/tz-probe $(FUZZ_REPLAY_BINS)
 	$(PYTHON) tests/run_all.py --binary $(BIN) --unit $(UNIT_BIN) $(addprefix --suite ,$(TEST_SUITES))
 
-# luacheck over the scripts, with the sandbox's globals (.luacheckrc); tests/style runs it too.
+# luacheck over the scripts (or LINT=path/to/my.lua), with the sandbox's globals (.luacheckrc);
+# tests/style runs it too.
 lint: deps
-	luacheck --no-color scripts/
+	luacheck --no-color $(or $(LINT),scripts/)
 
 # Adds a script's test case (tests/scripts/NAME): a recorded read and what it must give.
 #   make script-case NAME=my_stream SCRIPT=scripts/my_stream.lua CONFIG=secrets/my_stream.json [STATE=...]

@@ -525,6 +525,11 @@ static void api_message(lua_State *L, const struct http_response *resp, char *ou
 	snprintf(out, outlen, "%.300s", resp->body.len ? resp->body.data : "(empty body)");
 	json_decode_push(L, resp->body.data ? resp->body.data : "", resp->body.len);
 	if (lua_istable(L, -2)) {
+		/* {"error": {"message": ...}} (Stripe, Google) holds it one level down */
+		if (lua_getfield(L, -2, "error") == LUA_TTABLE)
+			lua_replace(L, -3);
+		else
+			lua_pop(L, 1);
 		static const char *const fields[] = {"message", "error", "detail", NULL};
 		for (const char *const *f = fields; *f; f++) {
 			lua_getfield(L, -2, *f);
@@ -980,11 +985,16 @@ static void trace_page_done(struct engine *e, struct slot *s, size_t parsed, con
 	if (lua_type(L, top) == LUA_TSTRING) {
 		next = lua_tostring(L, top);
 	} else if (lua_istable(L, top)) {
-		lua_getfield(L, top, "method");
-		lua_getfield(L, top, "url");
-		if (lua_type(L, -1) == LUA_TSTRING)
-			next = lua_pushfstring(L, "%s %s", lua_isstring(L, -2) ? lua_tostring(L, -2) : "GET",
-					       lua_tostring(L, -1));
+		/* A request table, shown as the request it will be (its query and body included). */
+		if (http_push_request(L, top, 0, "GET") == LUA_OK) {
+			int prepared = lua_gettop(L);
+			lua_getfield(L, prepared, "method");
+			lua_getfield(L, prepared, "url");
+			lua_getfield(L, prepared, "body");
+			next = lua_pushfstring(L, "%s %s%s%s", lua_tostring(L, -3), lua_tostring(L, -2),
+					       lua_isstring(L, -1) ? " " : "",
+					       lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+		}
 	}
 	trace_page(e->r->rt, e->r->def->name, s->p->key, s->pages + 1, (int64_t)parsed, before, &s->p->counts, next);
 	lua_settop(L, top);
@@ -1082,6 +1092,7 @@ static enum step window_done(struct engine *e, struct slot *s)
 	emit_window_done(r, s->p);
 	if (r->def->cursor.kind != CURSOR_NONE && cursor_next_window(&r->def->cursor, &r->plan, &s->window, &next)) {
 		s->window = next;
+		trace_window(r, s->p, &s->window, 1);
 		s->phase = PHASE_REQUEST;
 	} else {
 		emit_partition_done(r, s->p);

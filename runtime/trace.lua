@@ -257,7 +257,13 @@ end
 -- What the records show that the declared schema does not say, and the reverse.
 local function differences(inferred, declared, path, lines)
   local props = inferred.properties or {}
-  local dprops = type(declared) == "table" and declared.properties or {}
+  local dprops = type(declared) == "table" and declared.properties
+  if not dprops then
+    if path == "" then
+      lines[#lines + 1] = "the declared json_schema lists no properties"
+    end
+    return lines
+  end
   local keys = {}
   for k in pairs(props) do
     keys[#keys + 1] = k
@@ -302,8 +308,10 @@ local function flush_pending()
   pending = {}
 end
 
-function handlers.RECORD(m)
+function handlers.RECORD(m, text)
   local r = m.record
+  -- The record as written, its members in the stream's order (decoding would sort them).
+  local raw = text:match('^{"type":"RECORD","record":{"stream":".-","data":(.*),"emitted_at":%d+}}$')
   local s = stream_of(r.stream)
   s.records = s.records + 1
   if options.infer_schema then
@@ -315,10 +323,11 @@ function handlers.RECORD(m)
     s.hold_checkpoints = true
     return
   end
+  local data = raw or json.encode(r.data)
   if options.json then
-    pending[#pending + 1] = json.encode({ event = "record", stream = r.stream, data = r.data })
+    pending[#pending + 1] = '{"event":"record","stream":' .. json.encode(r.stream) .. ',"data":' .. data .. "}"
   else
-    pending[#pending + 1] = clip("      " .. json.encode(r.data), options.width)
+    pending[#pending + 1] = clip("      " .. data, options.width)
   end
 end
 
@@ -342,7 +351,7 @@ function handlers.LOG(m)
   if level == "INFO" and not options.verbose then
     return
   end
-  if level == "WARN" and message:match("; retry %d+ in ") and current and streams[current] then
+  if level == "WARN" and message:match("; retry %d+ ") and current and streams[current] then
     streams[current].retries = streams[current].retries + 1
   end
   if options.json then
@@ -425,10 +434,45 @@ local function line(text)
     out(text) -- not a message: shown as it came
     return
   end
-  handlers[m.type](m)
+  handlers[m.type](m, text)
   if page then
     flush_pending()
   end
+end
+
+-- A JSON value as a Lua table constructor, to paste into json_schema.
+local function lua_literal(value, indent)
+  indent = indent or ""
+  if type(value) == "string" then
+    return string.format("%q", value)
+  elseif type(value) ~= "table" then
+    return tostring(value)
+  end
+  local inner = indent .. "  "
+  local parts = {}
+  if is_array(value) then
+    for _, v in ipairs(value) do
+      parts[#parts + 1] = lua_literal(v, inner)
+    end
+    return "{ " .. table.concat(parts, ", ") .. " }"
+  end
+  local keys = {}
+  for k in pairs(value) do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys, function(a, b)
+    local rank = { ["$schema"] = 1, type = 2, format = 3, required = 4, properties = 5, items = 6 }
+    local ra, rb = rank[a] or 9, rank[b] or 9
+    if ra ~= rb then
+      return ra < rb
+    end
+    return a < b
+  end)
+  for _, k in ipairs(keys) do
+    local name = k:match("^[%a_][%w_]*$") and k or ("[" .. string.format("%q", k) .. "]")
+    parts[#parts + 1] = inner .. name .. " = " .. lua_literal(value[k], inner) .. ","
+  end
+  return "{\n" .. table.concat(parts, "\n") .. "\n" .. indent .. "}"
 end
 
 local function finish()
@@ -445,8 +489,8 @@ local function finish()
       if options.json then
         emit({ event = "inferred_schema", stream = name, schema = inferred, differences = json.array(diffs) })
       else
-        out("== inferred schema of " .. name .. " (from " .. s.records .. " records):")
-        out(json.encode(inferred))
+        out("== inferred schema of " .. name .. " (from " .. s.records .. " records), as Lua for json_schema:")
+        out("json_schema = " .. lua_literal(inferred) .. ",")
         if #diffs == 0 then
           out("   it agrees with the declared json_schema")
         end
