@@ -53,6 +53,33 @@ static long long count_key(lua_State *L, int table, const char *key, long long f
 	return value;
 }
 
+/* Offset and page paginators differ only in their keys' names and defaults. */
+struct numbered {
+	const char *const *keys;
+	const char *size_key, *param_key, *param_default, *size_param_key, *size_param_default;
+	long long start;
+	const char *needs; /* the error for a missing size */
+};
+
+static const struct numbered NUMBERED[] = {
+	{keys_offset, "limit", "offset_param", "offset", "limit_param", "limit", 0,
+	 "an offset paginator needs limit (records a page asks for)"},
+	{keys_page, "size", "page_param", "page", "size_param", "per_page", 1,
+	 "a page paginator needs size (records a page asks for)"},
+};
+
+static void read_numbered(lua_State *L, int p, int pins, const char *where, const struct numbered *n,
+			  struct paginator_def *out)
+{
+	check_keys(L, p, where, n->keys);
+	out->size = count_key(L, p, n->size_key, 0, 1, where);
+	if (!out->size)
+		luaL_error(L, "%s: %s", where, n->needs);
+	out->param = text_key(L, p, pins, n->param_key, n->param_default, where);
+	out->size_param = text_key(L, p, pins, n->size_param_key, n->size_param_default, where);
+	out->start = count_key(L, p, "start", n->start, 0, where);
+}
+
 void paginate_read_def(lua_State *L, int def, int pins, const char *where, struct paginator_def *out)
 {
 	memset(out, 0, sizeof *out);
@@ -79,24 +106,8 @@ void paginate_read_def(lua_State *L, int def, int pins, const char *where, struc
 	out->kind = (enum paginator_kind)(kind + 1);
 	switch (out->kind) {
 	case PAGINATOR_LINK: check_keys(L, p, where, keys_link); break;
-	case PAGINATOR_OFFSET:
-		check_keys(L, p, where, keys_offset);
-		out->size = count_key(L, p, "limit", 0, 1, where);
-		if (!out->size)
-			luaL_error(L, "%s: an offset paginator needs limit (records a page asks for)", where);
-		out->param = text_key(L, p, pins, "offset_param", "offset", where);
-		out->size_param = text_key(L, p, pins, "limit_param", "limit", where);
-		out->start = count_key(L, p, "start", 0, 0, where);
-		break;
-	case PAGINATOR_PAGE:
-		check_keys(L, p, where, keys_page);
-		out->size = count_key(L, p, "size", 0, 1, where);
-		if (!out->size)
-			luaL_error(L, "%s: a page paginator needs size (records a page asks for)", where);
-		out->param = text_key(L, p, pins, "page_param", "page", where);
-		out->size_param = text_key(L, p, pins, "size_param", "per_page", where);
-		out->start = count_key(L, p, "start", 1, 0, where);
-		break;
+	case PAGINATOR_OFFSET: read_numbered(L, p, pins, where, &NUMBERED[0], out); break;
+	case PAGINATOR_PAGE: read_numbered(L, p, pins, where, &NUMBERED[1], out); break;
 	case PAGINATOR_CURSOR: {
 		check_keys(L, p, where, keys_cursor);
 		out->path = text_key(L, p, pins, "path", NULL, where);

@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-import urllib.parse
 
 from page_server import PageServer
 

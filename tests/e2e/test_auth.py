@@ -6,13 +6,13 @@ for every credential the test knows, the access tokens the server hands out incl
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from .stub_server import JsonHandler, StubServer
 
 from .conftest import utc
 
@@ -33,11 +33,9 @@ def rotated(n: int) -> str:
     return f"sl-refresh-canary-rotated-{n:04d}"
 
 
-class AuthServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class AuthServer(StubServer):
     def __init__(self, lifetime: float = 1800, rotate: bool = False, page_delay: float = 0.0):
-        super().__init__(("127.0.0.1", 0), Handler)
+        super().__init__(Handler)
         self.lifetime, self.rotate, self.page_delay = lifetime, rotate, page_delay
         self.lock = threading.Lock()
         self.tokens = {}  # access token -> expiry (monotonic)
@@ -46,27 +44,9 @@ class AuthServer(ThreadingHTTPServer):
         self.token_requests = []  # the forms posted to /oauth/token, secrets replaced
         self.requests = []  # (path, how it was authorized)
         self.refuse_new_tokens = False  # tokens are issued but every API call answers 401
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def answer(self, status, body, headers=()):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
+class Handler(JsonHandler):
     def do_POST(self):
         s = self.server
         length = int(self.headers.get("Content-Length") or 0)
@@ -182,7 +162,7 @@ def api():
     servers = []
 
     def start(**kw):
-        servers.append(AuthServer(**kw))
+        servers.append(AuthServer(**kw).start())
         return servers[-1]
 
     yield start

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
 from .conftest import CANARY, REPO, assert_no_secret, utc
 from .test_github import TOKEN, config, gh, github  # noqa: F401  (fixtures)
 

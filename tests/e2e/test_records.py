@@ -29,6 +29,7 @@ import os
 import random
 import re
 import sys
+from pathlib import Path
 
 import pytest
 

@@ -7,11 +7,11 @@ CRM search does (POST .../search, {"after": ...} -> {"results": [...], "paging":
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from .stub_server import JsonHandler, StubServer
 
 from .conftest import utc
 
@@ -19,35 +19,14 @@ AFTER_CLOSE = utc(2022, 3, 11, 22, 0)
 ITEMS = [{"id": str(i), "name": f"item {i}"} for i in range(1, 8)]
 
 
-class Recorder(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Recorder(StubServer):
     def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
+        super().__init__(Handler)
         self.requests = []
         self.statuses = {}  # path -> list of statuses to answer, in turn
-        # A short poll: shutdown() waits for it, once a test.
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def answer(self, status, body, headers=()):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
+class Handler(JsonHandler):
     def handle_any(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode() if length else None
@@ -103,7 +82,7 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def recorder():
-    server = Recorder()
+    server = Recorder().start()
     yield server
     server.shutdown()
     server.server_close()
